@@ -1,0 +1,436 @@
+//! PKCS#11 key store (production: a network or PCIe HSM; tests: SoftHSM2).
+//!
+//! Design choices, each forced by a real module's behaviour:
+//! - the module is initialised once per process and path (`OnceLock`), with
+//!   `OS_LOCKING_OK`, because a second `C_Initialize` in one process fails;
+//! - a fixed pool of logged-in sessions, each behind its own mutex, because a
+//!   `Session` is `Send` but not `Sync` and one session would serialise all signing;
+//! - a call that fails because the session or the login is gone (closed underneath
+//!   us, token logged out, device reset) reopens that session, logs in again and
+//!   retries once; a second failure is returned as an error, never as a signature;
+//! - ECDSA is signed raw (`CKM_ECDSA`, which every module has) over a digest made
+//!   here, and the `r‖s` result converted to DER.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use der::asn1::{BitString, OctetString, UintRef};
+use der::{Decode, Encode};
+use sha2::Digest;
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use zeroize::Zeroizing;
+
+use crate::algorithm::{RsaPublicKey, ecdsa_raw_to_der};
+use crate::{HsmError, KeySigner, KeySpec, KeyStore, Result};
+
+/// What a PKCS#11 key store needs; the PIN is already resolved from its source.
+pub struct Pkcs11Config {
+    pub module: PathBuf,
+    pub token_label: String,
+    pub pin: Zeroizing<String>,
+    pub sessions: usize,
+}
+
+fn ck(op: &'static str) -> impl Fn(CkError) -> HsmError {
+    move |e| HsmError::Pkcs11 {
+        op,
+        rv: e.to_string(),
+    }
+}
+
+/// One context per module path for the whole process.
+pub fn context(module: &Path) -> Result<Pkcs11> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut map = CONTEXTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(ctx) = map.get(module) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Pkcs11::new(module).map_err(|e| {
+        HsmError::Config(format!("cannot load PKCS#11 module {}: {e}", module.display()))
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(ck("C_Initialize")(e)),
+    }
+    map.insert(module.to_path_buf(), ctx.clone());
+    Ok(ctx)
+}
+
+/// Errors after which a fresh, logged-in session may succeed.
+fn recoverable(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::DeviceError
+                | RvError::DeviceRemoved
+                | RvError::TokenNotPresent
+                | RvError::UserNotLoggedIn
+                | RvError::KeyHandleInvalid
+                | RvError::ObjectHandleInvalid
+                | RvError::CryptokiNotInitialized,
+            _
+        )
+    )
+}
+
+struct Pooled {
+    session: Session,
+    /// Private-key handles found in this session, by label.
+    keys: HashMap<String, ObjectHandle>,
+}
+
+struct Pool {
+    ctx: Pkcs11,
+    token_label: String,
+    pin: AuthPin,
+    slots: Vec<Mutex<Option<Pooled>>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    fn find_slot(&self) -> Result<Slot> {
+        let slots = self
+            .ctx
+            .get_slots_with_initialized_token()
+            .map_err(ck("C_GetSlotList"))?;
+        for slot in slots {
+            let info = self.ctx.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+            if info.label().trim_end() == self.token_label {
+                return Ok(slot);
+            }
+        }
+        Err(HsmError::Config(format!(
+            "no initialised PKCS#11 token labelled {:?}",
+            self.token_label
+        )))
+    }
+
+    fn open(&self) -> Result<Pooled> {
+        let slot = self.find_slot()?;
+        let session = self.ctx.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
+        match session.login(UserType::User, Some(&self.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                return Err(HsmError::Config(format!(
+                    "PIN refused by token {:?}",
+                    self.token_label
+                )));
+            }
+            Err(e) => return Err(ck("C_Login")(e)),
+        }
+        Ok(Pooled {
+            session,
+            keys: HashMap::new(),
+        })
+    }
+
+    /// Runs `f` on a logged-in session; on a recoverable failure the session is
+    /// replaced and `f` runs once more.
+    fn with_session<T>(
+        &self,
+        op: &'static str,
+        f: impl Fn(&mut Pooled) -> std::result::Result<T, CkError>,
+    ) -> Result<T> {
+        let n = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut guard = (0..n)
+            .find_map(|i| self.slots[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| {
+                self.slots[start % n]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            });
+        for attempt in 0..2 {
+            if guard.is_none() {
+                *guard = Some(self.open()?);
+            }
+            let pooled = guard.as_mut().expect("just opened");
+            match f(pooled) {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt == 0 && recoverable(&e) => {
+                    tracing::warn!(op, error = %e, "PKCS#11 session lost; reopening and logging in again");
+                    // Dropping closes the old handle; an error there is expected.
+                    *guard = None;
+                }
+                Err(e) => return Err(ck(op)(e)),
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+}
+
+pub struct Pkcs11Store {
+    pool: Arc<Pool>,
+}
+
+impl Pkcs11Store {
+    pub fn new(config: Pkcs11Config) -> Result<Self> {
+        let ctx = context(&config.module)?;
+        let sessions = config.sessions.clamp(1, 64);
+        let pool = Pool {
+            ctx,
+            token_label: config.token_label,
+            pin: AuthPin::from(config.pin.as_str()),
+            slots: (0..sessions).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        };
+        // Fail at start-up, not at the first signature, when the token or PIN is wrong.
+        let first = pool.open()?;
+        *pool.slots[0].lock().unwrap_or_else(|p| p.into_inner()) = Some(first);
+        Ok(Self {
+            pool: Arc::new(pool),
+        })
+    }
+
+    /// The process-wide context, for operational tools and tests that need to act
+    /// on the module directly.
+    pub fn context(&self) -> &Pkcs11 {
+        &self.pool.ctx
+    }
+
+    fn find(session: &Session, class: ObjectClass, label: &str) -> std::result::Result<Vec<ObjectHandle>, CkError> {
+        session.find_objects(&[
+            Attribute::Class(class),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+    }
+
+    fn read_public_key(&self, label: &str, spec: KeySpec) -> Result<SubjectPublicKeyInfoOwned> {
+        let mismatch = || HsmError::Mismatch {
+            label: label.to_string(),
+            expected: spec.to_string(),
+        };
+        let attrs = self.pool.with_session("read public key", |p| {
+            let found = Self::find(&p.session, ObjectClass::PUBLIC_KEY, label)?;
+            let Some(&h) = found.first() else {
+                return Ok(None);
+            };
+            p.session
+                .get_attributes(
+                    h,
+                    &[
+                        AttributeType::KeyType,
+                        AttributeType::EcParams,
+                        AttributeType::EcPoint,
+                        AttributeType::Modulus,
+                        AttributeType::PublicExponent,
+                    ],
+                )
+                .map(Some)
+        })?;
+        let attrs = attrs.ok_or_else(|| HsmError::NotFound(label.to_string()))?;
+        let (mut key_type, mut params, mut point, mut modulus, mut exponent) =
+            (None, None, None, None, None);
+        for a in attrs {
+            match a {
+                Attribute::KeyType(t) => key_type = Some(t),
+                Attribute::EcParams(v) => params = Some(v),
+                Attribute::EcPoint(v) => point = Some(v),
+                Attribute::Modulus(v) => modulus = Some(v),
+                Attribute::PublicExponent(v) => exponent = Some(v),
+                _ => {}
+            }
+        }
+        let bad = |e: der::Error| HsmError::Crypto(format!("public key of {label:?}: {e}"));
+        if let Some(curve) = spec.curve() {
+            if key_type != Some(KeyType::EC) {
+                return Err(mismatch());
+            }
+            let params = params.ok_or_else(mismatch)?;
+            if const_oid::ObjectIdentifier::from_der(&params).ok() != Some(curve) {
+                return Err(mismatch());
+            }
+            // CKA_EC_POINT is the point wrapped in a DER OCTET STRING.
+            let point = point.ok_or_else(mismatch)?;
+            let point = OctetString::from_der(&point).map_err(bad)?;
+            Ok(SubjectPublicKeyInfoOwned {
+                algorithm: AlgorithmIdentifierOwned {
+                    oid: const_oid::db::rfc5912::ID_EC_PUBLIC_KEY,
+                    parameters: Some(der::asn1::Any::encode_from(&curve).map_err(bad)?),
+                },
+                subject_public_key: BitString::from_bytes(point.as_bytes()).map_err(bad)?,
+            })
+        } else {
+            if key_type != Some(KeyType::RSA) {
+                return Err(mismatch());
+            }
+            let (modulus, exponent) = (modulus.ok_or_else(mismatch)?, exponent.ok_or_else(mismatch)?);
+            let n = UintRef::new(&modulus).map_err(bad)?;
+            if Some(n.as_bytes().len() as u32 * 8) != spec.rsa_bits() {
+                return Err(mismatch());
+            }
+            let rsa = RsaPublicKey {
+                modulus: n,
+                public_exponent: UintRef::new(&exponent).map_err(bad)?,
+            }
+            .to_der()
+            .map_err(bad)?;
+            Ok(SubjectPublicKeyInfoOwned {
+                algorithm: AlgorithmIdentifierOwned {
+                    oid: const_oid::db::rfc5912::RSA_ENCRYPTION,
+                    parameters: Some(der::asn1::Any::null()),
+                },
+                subject_public_key: BitString::from_bytes(&rsa).map_err(bad)?,
+            })
+        }
+    }
+
+    fn key(&self, label: &str, spec: KeySpec) -> Result<Arc<dyn KeySigner>> {
+        let spki = self.read_public_key(label, spec)?;
+        Ok(Arc::new(Pkcs11Key {
+            pool: self.pool.clone(),
+            label: label.to_string(),
+            spec,
+            spki,
+        }))
+    }
+}
+
+impl KeyStore for Pkcs11Store {
+    fn generate(&self, label: &str, spec: KeySpec) -> Result<Arc<dyn KeySigner>> {
+        let mut id = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut id).map_err(|e| HsmError::Crypto(e.to_string()))?;
+        let exists = self.pool.with_session("C_FindObjects", |p| {
+            Ok(!Self::find(&p.session, ObjectClass::PRIVATE_KEY, label)?.is_empty()
+                || !Self::find(&p.session, ObjectClass::PUBLIC_KEY, label)?.is_empty())
+        })?;
+        if exists {
+            return Err(HsmError::Exists(label.to_string()));
+        }
+        let common = |private: bool| {
+            vec![
+                Attribute::Token(true),
+                Attribute::Private(private),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Id(id.to_vec()),
+            ]
+        };
+        let mut public = common(false);
+        public.push(Attribute::Verify(true));
+        public.push(Attribute::Encrypt(false));
+        public.push(Attribute::Wrap(false));
+        let mut private = common(true);
+        private.extend([
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ]);
+        let mechanism = if let Some(curve) = spec.curve() {
+            public.push(Attribute::EcParams(
+                curve.to_der().map_err(|e| HsmError::Crypto(e.to_string()))?,
+            ));
+            Mechanism::EccKeyPairGen
+        } else {
+            let bits = spec.rsa_bits().expect("RSA spec");
+            public.push(Attribute::ModulusBits((bits as u64).into()));
+            public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+            Mechanism::RsaPkcsKeyPairGen
+        };
+        self.pool.with_session("C_GenerateKeyPair", |p| {
+            p.session.generate_key_pair(&mechanism, &public, &private)
+        })?;
+        tracing::info!(label, %spec, token = %self.pool.token_label, "key pair generated in the token");
+        self.key(label, spec)
+    }
+
+    fn open(&self, label: &str, spec: KeySpec) -> Result<Arc<dyn KeySigner>> {
+        self.key(label, spec)
+    }
+
+    fn health(&self) -> Result<()> {
+        let state = self
+            .pool
+            .with_session("C_GetSessionInfo", |p| p.session.get_session_info())?
+            .session_state();
+        match state {
+            SessionState::RoUser | SessionState::RwUser => Ok(()),
+            _ => {
+                // Logged out underneath us: a fresh session logs in again.
+                self.pool.with_session("C_Login", |p| {
+                    match p.session.login(UserType::User, Some(&self.pool.pin)) {
+                        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                })
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("pkcs11 token {}", self.pool.token_label)
+    }
+}
+
+struct Pkcs11Key {
+    pool: Arc<Pool>,
+    label: String,
+    spec: KeySpec,
+    spki: SubjectPublicKeyInfoOwned,
+}
+
+impl KeySigner for Pkcs11Key {
+    fn label(&self) -> &str {
+        &self.label
+    }
+    fn spec(&self) -> KeySpec {
+        self.spec
+    }
+    fn public_key(&self) -> &SubjectPublicKeyInfoOwned {
+        &self.spki
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let (mechanism, input): (Mechanism, Vec<u8>) = match self.spec {
+            KeySpec::EcdsaP256 => (Mechanism::Ecdsa, sha2::Sha256::digest(message).to_vec()),
+            KeySpec::EcdsaP384 => (Mechanism::Ecdsa, sha2::Sha384::digest(message).to_vec()),
+            KeySpec::Rsa { .. } => (Mechanism::Sha256RsaPkcs, message.to_vec()),
+            KeySpec::RsaPss { .. } => (
+                Mechanism::Sha256RsaPkcsPss(PkcsPssParams {
+                    hash_alg: MechanismType::SHA256,
+                    mgf: PkcsMgfType::MGF1_SHA256,
+                    s_len: 32u64.into(),
+                }),
+                message.to_vec(),
+            ),
+        };
+        let label = self.label.as_str();
+        let raw = self.pool.with_session("C_Sign", |p| {
+            let handle = match p.keys.get(label) {
+                Some(h) => *h,
+                None => {
+                    let found = Pkcs11Store::find(&p.session, ObjectClass::PRIVATE_KEY, label)?;
+                    let Some(&h) = found.first() else {
+                        // Private objects are invisible when logged out.
+                        return Err(CkError::Pkcs11(RvError::UserNotLoggedIn, cryptoki::context::Function::FindObjects));
+                    };
+                    p.keys.insert(label.to_string(), h);
+                    h
+                }
+            };
+            p.session.sign(&mechanism, handle, &input).inspect_err(|_| {
+                p.keys.remove(label);
+            })
+        })?;
+        match self.spec.ec_scalar_len() {
+            Some(n) => ecdsa_raw_to_der(&raw, n),
+            None => Ok(raw),
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! Certificate profiles are data: TOML files under `policies/profiles/`, one per
+//! profile, validated when loaded. Code reads the validated [`Profile`] and never
+//! carries its own list of attributes, usages or OIDs.
+//!
+//! A bad profile stops start-up with an error naming the file, the field and the
+//! rule it breaks, so an operator's typo never reaches a certificate.
+
+mod duration;
+mod template;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use const_oid::ObjectIdentifier;
+use serde::Deserialize;
+
+pub use duration::Validity;
+pub use template::Template;
+
+/// Profiles shipped with Muhr, compiled in so the binary runs from any directory.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("root-ca.toml", include_str!("../profiles/root-ca.toml")),
+    ("issuing-ca.toml", include_str!("../profiles/issuing-ca.toml")),
+    ("ocsp-signer.toml", include_str!("../profiles/ocsp-signer.toml")),
+    ("individual-auth.toml", include_str!("../profiles/individual-auth.toml")),
+    ("individual-sign.toml", include_str!("../profiles/individual-sign.toml")),
+    ("legal-entity-sign.toml", include_str!("../profiles/legal-entity-sign.toml")),
+];
+
+/// The law (ZRU-793) caps a certificate's life at 24 months.
+pub const END_ENTITY_MAX_MONTHS: u32 = 24;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: field `{field}`: {rule}")]
+pub struct PolicyError {
+    pub file: String,
+    pub field: String,
+    pub rule: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A certification authority (root or subordinate): keyCertSign, cRLSign.
+    Ca,
+    /// Everything else: people, organisations' employees, OCSP responders.
+    EndEntity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyUsageBit {
+    DigitalSignature,
+    NonRepudiation,
+    KeyEncipherment,
+    DataEncipherment,
+    KeyAgreement,
+    KeyCertSign,
+    CrlSign,
+}
+
+impl FromStr for KeyUsageBit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "digitalSignature" => Self::DigitalSignature,
+            "nonRepudiation" | "contentCommitment" => Self::NonRepudiation,
+            "keyEncipherment" => Self::KeyEncipherment,
+            "dataEncipherment" => Self::DataEncipherment,
+            "keyAgreement" => Self::KeyAgreement,
+            "keyCertSign" => Self::KeyCertSign,
+            "cRLSign" => Self::CrlSign,
+            _ => {
+                return Err(format!(
+                    "unknown key usage {s:?} (RFC 5280 names: digitalSignature, nonRepudiation, keyEncipherment, dataEncipherment, keyAgreement, keyCertSign, cRLSign)"
+                ));
+            }
+        })
+    }
+}
+
+/// Subject key kinds a profile can accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    EcdsaP256,
+    EcdsaP384,
+    Rsa(u32),
+}
+
+impl FromStr for KeyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ecdsa-p256" => Ok(Self::EcdsaP256),
+            "ecdsa-p384" => Ok(Self::EcdsaP384),
+            _ => match s.strip_prefix("rsa-").and_then(|b| b.parse::<u32>().ok()) {
+                Some(b @ (2048 | 3072 | 4096)) => Ok(Self::Rsa(b)),
+                _ => Err(format!(
+                    "unknown key kind {s:?} (ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096)"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EcdsaP256 => f.write_str("ecdsa-p256"),
+            Self::EcdsaP384 => f.write_str("ecdsa-p384"),
+            Self::Rsa(b) => write!(f, "rsa-{b}"),
+        }
+    }
+}
+
+/// ASN.1 string type of a subject attribute's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    Utf8,
+    Printable,
+    Ia5,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectAttribute {
+    pub name: String,
+    pub oid: ObjectIdentifier,
+    pub value: Template,
+    pub encoding: Encoding,
+    pub required: bool,
+    pub max_length: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub name: String,
+    pub file: String,
+    pub description: String,
+    pub kind: Kind,
+    pub validity: Validity,
+    pub key_usage: Vec<KeyUsageBit>,
+    pub extended_key_usage: Vec<ObjectIdentifier>,
+    pub path_len: Option<u8>,
+    pub keys: Vec<KeyKind>,
+    pub subject: Vec<SubjectAttribute>,
+    pub crl_distribution_point: bool,
+    pub aia_ocsp: bool,
+    pub aia_ca_issuers: bool,
+    pub ocsp_no_check: bool,
+}
+
+impl Profile {
+    /// Fields a request must provide for this profile (from its required attributes).
+    pub fn required_fields(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .subject
+            .iter()
+            .filter(|a| a.required)
+            .flat_map(|a| a.value.fields())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// Request fields a subject template may name, by profile kind.
+pub const END_ENTITY_FIELDS: &[&str] = &[
+    "pinfl",
+    "surname",
+    "given_name",
+    "patronymic",
+    "tin",
+    "organization.name",
+    "organization.tin",
+    "organization.title",
+    "common_name",
+];
+pub const CA_FIELDS: &[&str] = &["common_name", "organization", "country", "locality"];
+
+/// Standard extended key usage names; anything else is written as a dotted OID.
+const EKU_NAMES: &[(&str, &str)] = &[
+    ("serverAuth", "1.3.6.1.5.5.7.3.1"),
+    ("clientAuth", "1.3.6.1.5.5.7.3.2"),
+    ("codeSigning", "1.3.6.1.5.5.7.3.3"),
+    ("emailProtection", "1.3.6.1.5.5.7.3.4"),
+    ("timeStamping", "1.3.6.1.5.5.7.3.8"),
+    ("OCSPSigning", "1.3.6.1.5.5.7.3.9"),
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAttribute {
+    name: String,
+    oid: String,
+    value: String,
+    #[serde(default = "default_encoding")]
+    encoding: Encoding,
+    #[serde(default)]
+    required: bool,
+    #[serde(default = "default_max_length")]
+    max_length: usize,
+}
+
+fn default_encoding() -> Encoding {
+    Encoding::Utf8
+}
+fn default_max_length() -> usize {
+    128
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    kind: Kind,
+    validity: String,
+    key_usage: Vec<String>,
+    #[serde(default)]
+    extended_key_usage: Vec<String>,
+    path_len: Option<u8>,
+    keys: Vec<String>,
+    subject: Vec<RawAttribute>,
+    #[serde(default)]
+    crl_distribution_point: bool,
+    #[serde(default)]
+    aia_ocsp: bool,
+    #[serde(default)]
+    aia_ca_issuers: bool,
+    #[serde(default)]
+    ocsp_no_check: bool,
+}
+
+/// Parses and validates one profile file.
+pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
+    let err = |field: &str, rule: String| PolicyError {
+        file: file.to_string(),
+        field: field.to_string(),
+        rule,
+    };
+    let raw: RawProfile = toml::from_str(text).map_err(|e| {
+        let field = e
+            .message()
+            .split('`')
+            .nth(1)
+            .unwrap_or("(syntax)")
+            .to_string();
+        err(&field, e.message().to_string())
+    })?;
+    let stem = Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if raw.name != stem {
+        return Err(err(
+            "name",
+            format!("must match the file name ({stem:?}), found {:?}", raw.name),
+        ));
+    }
+    if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        return Err(err("name", "lowercase letters, digits and '-' only".into()));
+    }
+    let validity: Validity = raw.validity.parse().map_err(|e| err("validity", e))?;
+    if raw.kind == Kind::EndEntity && !validity.within_months(END_ENTITY_MAX_MONTHS) {
+        return Err(err(
+            "validity",
+            format!(
+                "an end-entity certificate may be valid for at most {END_ENTITY_MAX_MONTHS} months (ZRU-793); the profile asks for {validity}"
+            ),
+        ));
+    }
+    let mut key_usage = raw
+        .key_usage
+        .iter()
+        .map(|k| k.parse::<KeyUsageBit>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err("key_usage", e))?;
+    key_usage.sort_unstable();
+    if key_usage.windows(2).any(|w| w[0] == w[1]) {
+        return Err(err("key_usage", "a usage is listed twice".into()));
+    }
+    if key_usage.is_empty() {
+        return Err(err("key_usage", "at least one key usage is required".into()));
+    }
+    let is_ca_usage = |k: &KeyUsageBit| matches!(k, KeyUsageBit::KeyCertSign | KeyUsageBit::CrlSign);
+    match raw.kind {
+        Kind::Ca if !key_usage.contains(&KeyUsageBit::KeyCertSign) => {
+            return Err(err("key_usage", "a CA profile must include keyCertSign".into()));
+        }
+        Kind::EndEntity if key_usage.iter().any(is_ca_usage) => {
+            return Err(err(
+                "key_usage",
+                "keyCertSign and cRLSign are for CA profiles only".into(),
+            ));
+        }
+        _ => {}
+    }
+    if raw.path_len.is_some() && raw.kind != Kind::Ca {
+        return Err(err("path_len", "only a CA profile has a path length".into()));
+    }
+    let mut extended_key_usage = Vec::new();
+    for e in &raw.extended_key_usage {
+        let oid = EKU_NAMES
+            .iter()
+            .find(|(n, _)| n == e)
+            .map(|(_, o)| *o)
+            .unwrap_or(e);
+        let oid = ObjectIdentifier::new(oid).map_err(|_| {
+            err(
+                "extended_key_usage",
+                format!("{e:?} is neither a known name nor a dotted OID"),
+            )
+        })?;
+        if extended_key_usage.contains(&oid) {
+            return Err(err("extended_key_usage", format!("{e:?} is listed twice")));
+        }
+        extended_key_usage.push(oid);
+    }
+    let keys = raw
+        .keys
+        .iter()
+        .map(|k| k.parse::<KeyKind>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err("keys", e))?;
+    if keys.is_empty() {
+        return Err(err("keys", "at least one key kind is required".into()));
+    }
+    if raw.subject.is_empty() {
+        return Err(err("subject", "a subject needs at least one attribute".into()));
+    }
+    let allowed = match raw.kind {
+        Kind::Ca => CA_FIELDS,
+        Kind::EndEntity => END_ENTITY_FIELDS,
+    };
+    let mut subject = Vec::new();
+    for (i, a) in raw.subject.into_iter().enumerate() {
+        let field = format!("subject[{i}]");
+        let oid = ObjectIdentifier::new(&a.oid)
+            .map_err(|_| err(&format!("{field}.oid"), format!("{:?} is not a dotted OID", a.oid)))?;
+        if subject.iter().any(|s: &SubjectAttribute| s.oid == oid) {
+            return Err(err(&format!("{field}.oid"), format!("{oid} appears twice in the subject")));
+        }
+        let value = Template::parse(&a.value, allowed).map_err(|e| err(&format!("{field}.value"), e))?;
+        if !(1..=1024).contains(&a.max_length) {
+            return Err(err(&format!("{field}.max_length"), "must be 1 to 1024".into()));
+        }
+        subject.push(SubjectAttribute {
+            name: a.name,
+            oid,
+            value,
+            encoding: a.encoding,
+            required: a.required,
+            max_length: a.max_length,
+        });
+    }
+    if !subject.iter().any(|a| a.required) {
+        return Err(err("subject", "at least one attribute must be required, or a subject could be empty".into()));
+    }
+    if raw.ocsp_no_check && !extended_key_usage.contains(&ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9")) {
+        return Err(err("ocsp_no_check", "only an OCSPSigning profile may carry id-pkix-ocsp-nocheck".into()));
+    }
+    Ok(Profile {
+        name: raw.name,
+        file: file.to_string(),
+        description: raw.description,
+        kind: raw.kind,
+        validity,
+        key_usage,
+        extended_key_usage,
+        path_len: raw.path_len,
+        keys,
+        subject,
+        crl_distribution_point: raw.crl_distribution_point,
+        aia_ocsp: raw.aia_ocsp,
+        aia_ca_issuers: raw.aia_ca_issuers,
+        ocsp_no_check: raw.ocsp_no_check,
+    })
+}
+
+/// The validated set of profiles in force.
+#[derive(Debug, Clone)]
+pub struct Profiles {
+    by_name: BTreeMap<String, Profile>,
+}
+
+impl Profiles {
+    /// The profiles shipped in `policies/profiles`.
+    pub fn builtin() -> Result<Self, PolicyError> {
+        Self::from_files(BUILTIN.iter().map(|(f, t)| (f.to_string(), t.to_string())))
+    }
+
+    /// Every `*.toml` file of `dir`, instead of the built-in set.
+    pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
+        let io = |e: std::io::Error| PolicyError {
+            file: dir.display().to_string(),
+            field: "(directory)".into(),
+            rule: e.to_string(),
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+                let text = std::fs::read_to_string(&path).map_err(io)?;
+                files.push((path.display().to_string(), text));
+            }
+        }
+        files.sort();
+        Self::from_files(files)
+    }
+
+    fn from_files(files: impl IntoIterator<Item = (String, String)>) -> Result<Self, PolicyError> {
+        let mut by_name = BTreeMap::new();
+        for (file, text) in files {
+            let p = parse(&file, &text)?;
+            by_name.insert(p.name.clone(), p);
+        }
+        Ok(Self { by_name })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Profile> {
+        self.by_name.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests;

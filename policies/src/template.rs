@@ -1,0 +1,83 @@
+//! Subject attribute values are templates over the request's fields:
+//! `"PNOUZ-{pinfl}"`, `"{surname} {given_name} {patronymic}"`, `"UZ"`.
+//! A missing optional field renders as nothing and white space is folded, so a
+//! person without a patronymic gets `IVANOV IVAN`, not `IVANOV IVAN `.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+impl Template {
+    pub fn parse(s: &str, allowed: &[&str]) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_string()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("{s:?}: unclosed '{{'"))?
+                + open;
+            let name = &rest[open + 1..close];
+            if !allowed.contains(&name) {
+                return Err(format!(
+                    "{s:?}: unknown field {{{name}}} (known: {})",
+                    allowed.join(", ")
+                ));
+            }
+            parts.push(Part::Field(name.to_string()));
+            rest = &rest[close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("{s:?}: '}}' without '{{'"));
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        if parts.is_empty() {
+            return Err("an attribute value cannot be empty".into());
+        }
+        Ok(Self { parts })
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Field(f) => Some(f.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// Renders the value; `None` when the template names fields and none is present.
+    pub fn render(&self, fields: &BTreeMap<String, String>) -> Option<String> {
+        let mut out = String::new();
+        let mut named = 0;
+        let mut present = 0;
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Field(f) => {
+                    named += 1;
+                    if let Some(v) = fields.get(f).filter(|v| !v.trim().is_empty()) {
+                        present += 1;
+                        out.push_str(v);
+                    }
+                }
+            }
+        }
+        if named > 0 && present == 0 {
+            return None;
+        }
+        let folded = out.split_whitespace().collect::<Vec<_>>().join(" ");
+        (!folded.is_empty()).then_some(folded)
+    }
+}

@@ -1,0 +1,102 @@
+use super::*;
+
+fn builtin(name: &str) -> String {
+    BUILTIN
+        .iter()
+        .find(|(f, _)| *f == format!("{name}.toml"))
+        .map(|(_, t)| t.to_string())
+        .unwrap()
+}
+
+#[test]
+fn shipped_profiles_load() {
+    let p = Profiles::builtin().unwrap();
+    let names: Vec<_> = p.names().collect();
+    for n in [
+        "individual-auth",
+        "individual-sign",
+        "issuing-ca",
+        "legal-entity-sign",
+        "ocsp-signer",
+        "root-ca",
+    ] {
+        assert!(names.contains(&n), "{n} missing");
+    }
+    let sign = p.get("individual-sign").unwrap();
+    assert_eq!(
+        sign.key_usage,
+        vec![KeyUsageBit::DigitalSignature, KeyUsageBit::NonRepudiation]
+    );
+    assert_eq!(sign.validity, Validity::Months(24));
+    assert!(sign.required_fields().contains(&"pinfl"));
+    let le = p.get("legal-entity-sign").unwrap();
+    assert!(le.required_fields().contains(&"organization.tin"));
+    assert!(le.subject.iter().any(|a| a.oid.to_string() == "1.2.860.3.16.1.1"));
+}
+
+fn refused(name: &str, text: &str) -> PolicyError {
+    parse(&format!("{name}.toml"), text).expect_err("profile accepted")
+}
+
+#[test]
+fn thirty_month_end_entity_profile_is_refused() {
+    let text = builtin("individual-sign").replace("24 months", "30 months");
+    let e = refused("individual-sign", &text);
+    assert_eq!(e.field, "validity");
+    assert!(e.rule.contains("at most 24 months"), "{e}");
+    assert_eq!(e.file, "individual-sign.toml");
+    let text = builtin("individual-sign").replace("24 months", "731 days");
+    assert_eq!(refused("individual-sign", &text).field, "validity");
+    let text = builtin("individual-sign").replace("24 months", "730 days");
+    parse("individual-sign.toml", &text).unwrap();
+    let text = builtin("individual-sign").replace("24 months", "3 years");
+    assert_eq!(refused("individual-sign", &text).field, "validity");
+}
+
+#[test]
+fn each_rule_names_its_field() {
+    let base = builtin("individual-auth");
+    let cases = [
+        (base.replace("\"digitalSignature\"]", "\"digitalSignatur\"]"), "key_usage"),
+        (base.replace("[\"digitalSignature\"]", "[\"keyCertSign\"]"), "key_usage"),
+        (base.replace("\"clientAuth\"", "\"clientAuthx\""), "extended_key_usage"),
+        (base.replace("\"ecdsa-p256\",", "\"rsa-1024\","), "keys"),
+        (base.replace("oid = \"2.5.4.4\"", "oid = \"2.5.4.x\""), "subject[1].oid"),
+        (base.replace("oid = \"2.5.4.4\"", "oid = \"2.5.4.6\""), "subject[1].oid"),
+        (base.replace("{surname}\"", "{surnam}\""), "subject[1].value"),
+        (base.replace("name = \"individual-auth\"", "name = \"other\""), "name"),
+        (base.replace("kind = \"end-entity\"", "kind = \"end-entity\"\npath_len = 1"), "path_len"),
+        (base.replace("kind = \"end-entity\"", "kind = \"end-entity\"\ncolour = 1"), "colour"),
+        (base.replace("aia_ocsp = true", "aia_ocsp = true\nocsp_no_check = true"), "ocsp_no_check"),
+    ];
+    for (text, field) in cases {
+        let e = refused("individual-auth", &text);
+        assert_eq!(e.field, field, "{e}");
+    }
+    let ca = builtin("root-ca").replace("\"keyCertSign\", ", "");
+    assert_eq!(refused("root-ca", &ca).field, "key_usage");
+}
+
+#[test]
+fn templates_fold_missing_optional_fields() {
+    let t = Template::parse("{surname} {given_name} {patronymic}", END_ENTITY_FIELDS).unwrap();
+    let mut f = BTreeMap::new();
+    f.insert("surname".to_string(), "IVANOV".to_string());
+    f.insert("given_name".to_string(), "IVAN".to_string());
+    assert_eq!(t.render(&f).as_deref(), Some("IVANOV IVAN"));
+    let t = Template::parse("PNOUZ-{pinfl}", END_ENTITY_FIELDS).unwrap();
+    assert_eq!(t.render(&f), None);
+    assert!(Template::parse("{pinfl", END_ENTITY_FIELDS).is_err());
+    assert!(Template::parse("pinfl}", END_ENTITY_FIELDS).is_err());
+    assert!(Template::parse("{country}", END_ENTITY_FIELDS).is_err());
+}
+
+#[test]
+fn validity_units() {
+    assert_eq!("72 hours".parse::<Validity>(), Ok(Validity::Hours(72)));
+    assert_eq!("1 year".parse::<Validity>(), Ok(Validity::Years(1)));
+    assert!("0 days".parse::<Validity>().is_err());
+    assert!("24".parse::<Validity>().is_err());
+    assert!("2 fortnights".parse::<Validity>().is_err());
+    assert!("60 years".parse::<Validity>().is_err());
+}
