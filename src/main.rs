@@ -1,1 +1,194 @@
-fn main(){}
+//! `muhr`: the certificate authority of the national EDS system, as one binary.
+
+mod app;
+mod bench;
+mod commands;
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "muhr",
+    version,
+    about = "Muhr: HSM-backed certificate authority for Uzbekistan's e-government EDS"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Configuration file (TOML). Without one, development defaults are used.
+    #[arg(long, global = true, env = "MUHR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory; overrides the configuration's `data_dir`.
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve health, metrics and CA certificates over HTTP.
+    Serve {
+        /// Address to listen on (default: the configuration's, else 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Certification authority management.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Issue one certificate from a CSR and a subject description; prints the PEM.
+    Issue {
+        #[arg(long)]
+        profile: String,
+        /// PKCS#10 request, PEM or DER.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Subject JSON: pinfl, surname, given_name, patronymic, tin, organization {name, tin, title}.
+        #[arg(long)]
+        subject: PathBuf,
+    },
+    /// Certificates in the database.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// The audit chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Benchmarks (numbers for the README and issues, never for tests).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Key ceremony: create the root and issuing CAs from the configuration.
+    Init,
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Show one certificate; SERIAL in hex as OpenSSL prints it.
+    Show { serial: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the chain; exit 1 naming the first entry changed, removed or reordered.
+    Verify,
+}
+
+/// A command's failure: the message for stderr and the exit code.
+#[derive(Debug)]
+pub struct Fail {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Fail {
+    /// Refused or invalid input: exit 1.
+    pub fn invalid(m: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: m.into(),
+        }
+    }
+    /// Something broke on our side: also exit 1, but worded as such.
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: format!("internal error: {}", m.into()),
+        }
+    }
+}
+
+impl From<muhr_ca::IssueError> for Fail {
+    fn from(e: muhr_ca::IssueError) -> Self {
+        match e {
+            muhr_ca::IssueError::Refused(f) => Fail::invalid(format!("refused: {f}")),
+            other => Fail::internal(other.to_string()),
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("MUHR_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("muhr: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("muhr: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Fail> {
+    let g = cli.global;
+    let app = app::App::load(g.config.as_deref(), g.data.as_deref()).await?;
+    match cli.command {
+        Command::Serve { listen } => serve::run(app, listen).await,
+        Command::Ca {
+            command: CaCommand::Init,
+        } => commands::ca_init(&app).await,
+        Command::Issue {
+            profile,
+            csr,
+            subject,
+        } => commands::issue(&app, &profile, &csr, &subject).await,
+        Command::Cert {
+            command: CertCommand::Show { serial },
+        } => commands::cert_show(&app, &serial).await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => commands::audit_verify(&app).await,
+        Command::Bench { command } => bench::run(&app, command).await,
+    }
+}

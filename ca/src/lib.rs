@@ -1,0 +1,588 @@
+//! The certification authority: it signs what it is given, after recording the
+//! intent and linting the result. Deciding *whether* someone gets a certificate
+//! (identity, policy, idempotency) is the RA's business; here a request is
+//! already approved, and the only refusals are for requests no profile allows.
+//!
+//! Issuance, for each certificate:
+//! 1. build the to-be-signed bytes from the profile (subject, extensions, URLs);
+//! 2. lint them (RFC 5280 and the profile); a finding stops everything;
+//! 3. commit the intent (serial, profile, subject, TBS) to the database;
+//! 4. sign with the key store; verify the signature with the issuer's public key;
+//! 5. commit the certificate together with its audit entry, then return it.
+//!
+//! A crash between 3 and 5 leaves a pending intent; [`Ca::recover`] signs the
+//! recorded bytes again at the next start, so nothing is lost or issued twice.
+
+pub mod build;
+pub mod ceremony;
+pub mod csr;
+pub mod goodkey;
+pub mod identity;
+pub mod lint;
+pub mod metrics;
+pub mod serial;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use const_oid::ObjectIdentifier;
+use der::{Decode, Encode};
+use muhr_hsm::{KeySigner, KeySpec, KeyStore};
+use muhr_policies::{Kind, Profile, Profiles};
+use muhr_store::{AuditEvent, Intent, Store};
+use spki::SubjectPublicKeyInfoOwned;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::SubjectKeyIdentifier;
+
+use build::{IssuerUrls, IssuerView, TbsInput};
+pub use identity::FieldError;
+pub use metrics::Metrics;
+
+/// Names of the two authorities a ceremony creates.
+pub const ROOT: &str = "root";
+pub const ISSUING: &str = "issuing";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The request cannot be satisfied as it is; nothing was written.
+    #[error("{0}")]
+    Refused(#[from] FieldError),
+    #[error("database: {0}")]
+    Store(#[from] muhr_store::StoreError),
+    #[error("key store: {0}")]
+    Key(#[from] muhr_hsm::HsmError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn refused(field: &str, rule: impl Into<String>) -> IssueError {
+    IssueError::Refused(FieldError {
+        field: field.to_string(),
+        rule: rule.into(),
+    })
+}
+
+/// Where relying parties find CRLs, OCSP and CA certificates. `{ca}` in a
+/// template is replaced by the issuing CA's name.
+#[derive(Clone, Debug, Default)]
+pub struct UrlTemplates {
+    pub crl: Option<String>,
+    pub ocsp: Option<String>,
+    pub ca_issuers: Option<String>,
+}
+
+impl UrlTemplates {
+    pub fn for_ca(&self, ca: &str) -> IssuerUrls {
+        let fill = |t: &Option<String>| t.as_ref().map(|t| t.replace("{ca}", ca));
+        IssuerUrls {
+            crl: fill(&self.crl),
+            ocsp: fill(&self.ocsp),
+            ca_issuers: fill(&self.ca_issuers),
+        }
+    }
+}
+
+/// What the configuration decides about issuance.
+#[derive(Clone, Debug, Default)]
+pub struct IssuancePolicy {
+    pub urls: UrlTemplates,
+    /// certificatePolicies OIDs per profile name.
+    pub policy_oids: BTreeMap<String, Vec<ObjectIdentifier>>,
+    /// How far notBefore is set back to tolerate relying parties' clock skew.
+    pub backdate: Duration,
+}
+
+/// A CA certificate and, when loaded, its key.
+pub struct Authority {
+    pub name: String,
+    pub certificate: Certificate,
+    pub der: Vec<u8>,
+    pub key_id: Vec<u8>,
+    pub signer: Option<Arc<dyn KeySigner>>,
+    pub urls: IssuerUrls,
+}
+
+impl Authority {
+    pub fn from_der(
+        name: &str,
+        der: Vec<u8>,
+        signer: Option<Arc<dyn KeySigner>>,
+        urls: IssuerUrls,
+    ) -> Result<Self, String> {
+        let certificate =
+            Certificate::from_der(&der).map_err(|e| format!("CA certificate {name}: {e}"))?;
+        let key_id = certificate
+            .tbs_certificate()
+            .get_extension::<SubjectKeyIdentifier>()
+            .ok()
+            .flatten()
+            .map(|(_, ski)| ski.0.as_bytes().to_vec())
+            .unwrap_or_else(|| {
+                build::key_identifier(certificate.tbs_certificate().subject_public_key_info())
+            });
+        if let Some(s) = &signer
+            && s.public_key() != certificate.tbs_certificate().subject_public_key_info()
+        {
+            return Err(format!(
+                "key {:?} does not match the {name} CA certificate",
+                s.label()
+            ));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            certificate,
+            der,
+            key_id,
+            signer,
+            urls,
+        })
+    }
+
+    fn view(&self) -> Result<IssuerView<'_>, IssueError> {
+        let tbs = self.certificate.tbs_certificate();
+        let signer = self.signer.as_ref().ok_or_else(|| {
+            IssueError::Internal(format!("the {} CA key is not loaded", self.name))
+        })?;
+        Ok(IssuerView {
+            name: tbs.subject().clone(),
+            key_id: self.key_id.clone(),
+            spki: tbs.subject_public_key_info(),
+            signature_algorithm: signer.signature_algorithm(),
+            not_before: tbs.validity().not_before.to_system_time(),
+            not_after: tbs.validity().not_after.to_system_time(),
+            urls: &self.urls,
+        })
+    }
+
+    pub fn pem(&self) -> String {
+        der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &self.der)
+            .unwrap_or_default()
+    }
+}
+
+/// An approved request for one certificate.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub profile: String,
+    /// Subject fields, already checked (see [`identity`]).
+    pub fields: BTreeMap<String, String>,
+    pub public_key: SubjectPublicKeyInfoOwned,
+    /// The certificate must not outlive this (e.g. the identity document).
+    pub not_after_limit: Option<SystemTime>,
+    /// Who asked, for the audit chain ("cli:root", "line:LINE-01").
+    pub actor: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub serial: String,
+    pub profile: String,
+    pub der: Vec<u8>,
+    pub certificate: Certificate,
+}
+
+impl Issued {
+    pub fn pem(&self) -> String {
+        der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &self.der)
+            .unwrap_or_default()
+    }
+}
+
+/// A certificate fully decided, waiting for the key.
+struct Prepared {
+    intent: Intent,
+    profile: String,
+    signer: Arc<dyn KeySigner>,
+    issuer_spki: SubjectPublicKeyInfoOwned,
+    actor: String,
+}
+
+/// Shared by normal issuance and the key ceremony.
+pub(crate) fn prepare(
+    profile: &Profile,
+    fields: &BTreeMap<String, String>,
+    public_key: SubjectPublicKeyInfoOwned,
+    issuer: Option<&IssuerView<'_>>,
+    self_signer: Option<&Arc<dyn KeySigner>>,
+    policy: &IssuancePolicy,
+    not_after_limit: Option<SystemTime>,
+) -> Result<
+    (
+        Vec<u8>,
+        x509_cert::serial_number::SerialNumber,
+        SystemTime,
+        SystemTime,
+        String,
+    ),
+    IssueError,
+> {
+    goodkey::check(&public_key, &profile.keys).map_err(|rule| refused("public_key", rule))?;
+    let subject = build::subject_name(profile, fields)?;
+    let now = build::whole_seconds(SystemTime::now());
+    let mut not_before = now.checked_sub(policy.backdate).unwrap_or(now);
+    let mut not_after = build::add_validity(not_before, profile.validity)
+        .ok_or_else(|| IssueError::Internal("validity overflows".into()))?;
+    if let Some(i) = issuer {
+        not_before = not_before.max(i.not_before);
+        not_after = not_after.min(i.not_after);
+    }
+    if let Some(limit) = not_after_limit {
+        not_after = not_after.min(build::whole_seconds(limit));
+    }
+    if not_after <= now {
+        return Err(refused(
+            "not_after",
+            "the certificate would already be expired",
+        ));
+    }
+    let oids = policy
+        .policy_oids
+        .get(&profile.name)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let extensions = build::extensions(profile, &public_key, issuer, oids)
+        .map_err(|e| IssueError::Internal(format!("extensions: {e}")))?;
+    let serial = serial::generate().map_err(IssueError::Internal)?;
+    let subject_text = subject.to_string();
+    let tbs = build::to_be_signed(TbsInput {
+        serial: serial.clone(),
+        not_before,
+        not_after,
+        subject,
+        subject_key: public_key,
+        extensions,
+        issuer,
+        self_signature_algorithm: self_signer.map(|s| s.signature_algorithm()),
+    })
+    .map_err(IssueError::Internal)?;
+    let findings = lint::lint(&tbs, profile, issuer);
+    if !findings.is_empty() {
+        return Err(IssueError::Internal(format!(
+            "lint refused the certificate: {}",
+            findings.join("; ")
+        )));
+    }
+    Ok((tbs, serial, not_before, not_after, subject_text))
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+type SignTask = tokio::task::JoinHandle<Result<(Certificate, Vec<u8>), IssueError>>;
+
+/// Starts signing recorded TBS bytes on the blocking pool (the key store may
+/// block on an HSM), checking the signature before building the certificate.
+fn spawn_sign(
+    signer: Arc<dyn KeySigner>,
+    issuer_spki: SubjectPublicKeyInfoOwned,
+    tbs: Vec<u8>,
+    metrics: Option<Arc<Metrics>>,
+) -> SignTask {
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let sig = signer.sign(&tbs)?;
+        if let Some(m) = metrics {
+            m.signing.observe(started.elapsed());
+        }
+        let alg = signer.signature_algorithm();
+        muhr_hsm::verify::verify_signature(&issuer_spki, &alg, &tbs, &sig).map_err(|e| {
+            IssueError::Internal(format!(
+                "the key store returned a signature that does not verify ({e}); nothing issued"
+            ))
+        })?;
+        build::assemble(&tbs, &alg, &sig)
+            .map_err(|e| IssueError::Internal(format!("assembling: {e}")))
+    })
+}
+
+async fn finish_sign(task: SignTask) -> Result<(Certificate, Vec<u8>), IssueError> {
+    task.await
+        .map_err(|e| IssueError::Internal(format!("signing task: {e}")))?
+}
+
+fn issue_event(actor: &str, intent: &Intent, der: &[u8]) -> AuditEvent {
+    use sha2::Digest;
+    AuditEvent {
+        actor: actor.to_string(),
+        action: "certificate.issue".into(),
+        object: intent.serial.clone(),
+        details: serde_json::json!({
+            "issuer": intent.issuer,
+            "profile": intent.profile,
+            "subject": intent.subject,
+            "not_before": intent.not_before,
+            "not_after": intent.not_after,
+            "sha256": hex::encode(sha2::Sha256::digest(der)),
+        }),
+    }
+}
+
+pub struct Ca {
+    store: Store,
+    profiles: Arc<Profiles>,
+    policy: IssuancePolicy,
+    pub root: Authority,
+    pub issuing: Authority,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Ca {
+    /// Loads the CAs a ceremony created and opens the issuing key.
+    pub async fn open(
+        store: Store,
+        keys: &dyn KeyStore,
+        profiles: Arc<Profiles>,
+        policy: IssuancePolicy,
+    ) -> Result<Self, IssueError> {
+        let load = |name: &'static str| {
+            let store = store.clone();
+            async move {
+                store.authority(name).await?.ok_or_else(|| {
+                    IssueError::Internal(format!(
+                        "no {name} CA in the database: run `muhr ca init` first"
+                    ))
+                })
+            }
+        };
+        let root = load(ROOT).await?;
+        let issuing = load(ISSUING).await?;
+        let spec: KeySpec = issuing.key_spec.parse()?;
+        let signer = keys.open(&issuing.key_label, spec)?;
+        let root = Authority::from_der(ROOT, root.der, None, policy.urls.for_ca(ROOT))
+            .map_err(IssueError::Internal)?;
+        let issuing = Authority::from_der(
+            ISSUING,
+            issuing.der,
+            Some(signer),
+            policy.urls.for_ca(ISSUING),
+        )
+        .map_err(IssueError::Internal)?;
+        Ok(Self {
+            store,
+            profiles,
+            policy,
+            root,
+            issuing,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
+    }
+
+    fn prepare_request(&self, req: Request) -> Result<Prepared, IssueError> {
+        let profile = self.profiles.get(&req.profile).ok_or_else(|| {
+            let known: Vec<&str> = self.profiles.names().collect();
+            refused(
+                "profile",
+                format!(
+                    "unknown profile {:?} (known: {})",
+                    req.profile,
+                    known.join(", ")
+                ),
+            )
+        })?;
+        if profile.kind == Kind::Ca {
+            return Err(refused(
+                "profile",
+                format!(
+                    "{} certificates are made only by the key ceremony",
+                    profile.name
+                ),
+            ));
+        }
+        let issuer = self.issuing.view()?;
+        let pinfl = req.fields.get("pinfl").cloned();
+        let (tbs, serial, nb, na, subject) = prepare(
+            profile,
+            &req.fields,
+            req.public_key,
+            Some(&issuer),
+            None,
+            &self.policy,
+            req.not_after_limit,
+        )?;
+        Ok(Prepared {
+            intent: Intent {
+                serial: serial::to_hex(&serial),
+                issuer: ISSUING.to_string(),
+                profile: profile.name.clone(),
+                subject,
+                pinfl,
+                not_before: unix(nb),
+                not_after: unix(na),
+                tbs,
+            },
+            profile: profile.name.clone(),
+            signer: self
+                .issuing
+                .signer
+                .clone()
+                .expect("view() checked the signer"),
+            issuer_spki: issuer.spki.clone(),
+            actor: req.actor,
+        })
+    }
+
+    /// Issues one certificate. See the module documentation for the steps.
+    pub async fn issue(&self, req: Request) -> Result<Issued, IssueError> {
+        self.issue_many(vec![req])
+            .await
+            .pop()
+            .expect("one result per request")
+    }
+
+    /// Issues several certificates with one commit for their intents and one for
+    /// the results. Each request succeeds or fails on its own; a database failure
+    /// fails them all (and nothing is handed out).
+    pub async fn issue_many(&self, reqs: Vec<Request>) -> Vec<Result<Issued, IssueError>> {
+        let started = Instant::now();
+        let mut results: Vec<Option<Result<Issued, IssueError>>> = Vec::with_capacity(reqs.len());
+        let mut prepared = Vec::new();
+        for (i, req) in reqs.into_iter().enumerate() {
+            match self.prepare_request(req) {
+                Ok(p) => {
+                    prepared.push((i, p));
+                    results.push(None);
+                }
+                Err(e) => {
+                    if let IssueError::Refused(f) = &e {
+                        self.metrics.refused(&f.field);
+                    }
+                    results.push(Some(Err(e)));
+                }
+            }
+        }
+        let fail_all = |results: &mut Vec<Option<Result<Issued, IssueError>>>,
+                        prepared: &[(usize, Prepared)],
+                        msg: String| {
+            for (i, _) in prepared {
+                results[*i] = Some(Err(IssueError::Internal(msg.clone())));
+            }
+        };
+        if !prepared.is_empty() {
+            let intents: Vec<Intent> = prepared.iter().map(|(_, p)| p.intent.clone()).collect();
+            if let Err(e) = self.store.record_intents(&intents).await {
+                fail_all(&mut results, &prepared, format!("recording intent: {e}"));
+                return results.into_iter().map(|r| r.expect("filled")).collect();
+            }
+            let tasks: Vec<SignTask> = prepared
+                .iter()
+                .map(|(_, p)| {
+                    spawn_sign(
+                        p.signer.clone(),
+                        p.issuer_spki.clone(),
+                        p.intent.tbs.clone(),
+                        Some(self.metrics.clone()),
+                    )
+                })
+                .collect();
+            let mut signed = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                signed.push(finish_sign(t).await);
+            }
+            let mut done = Vec::new();
+            let mut commit = Vec::new();
+            for ((i, p), s) in prepared.iter().zip(signed) {
+                match s {
+                    Ok((cert, der)) => {
+                        commit.push((
+                            p.intent.serial.clone(),
+                            der.clone(),
+                            issue_event(&p.actor, &p.intent, &der),
+                        ));
+                        done.push((
+                            *i,
+                            Issued {
+                                serial: p.intent.serial.clone(),
+                                profile: p.profile.clone(),
+                                der,
+                                certificate: cert,
+                            },
+                        ));
+                    }
+                    Err(e) => results[*i] = Some(Err(e)),
+                }
+            }
+            if let Err(e) = self.store.complete_issuance(&commit).await {
+                for (i, _) in &done {
+                    results[*i] = Some(Err(IssueError::Internal(format!(
+                        "storing certificate: {e}"
+                    ))));
+                }
+            } else {
+                let per = started.elapsed() / (done.len().max(1) as u32);
+                for (i, issued) in done {
+                    self.metrics.issued(&issued.profile);
+                    self.metrics.issuance.observe(per);
+                    results[i] = Some(Ok(issued));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every request has a result"))
+            .collect()
+    }
+
+    /// Finishes intents left pending by a crash: the recorded bytes are signed
+    /// again, so the certificate is exactly the one that was being issued.
+    pub async fn recover(&self) -> Result<usize, IssueError> {
+        let pending = self.store.pending_intents().await?;
+        let mut n = 0;
+        for intent in pending {
+            if intent.issuer != ISSUING {
+                tracing::warn!(serial = %intent.serial, issuer = %intent.issuer, "pending intent of a CA whose key is not loaded; left pending");
+                continue;
+            }
+            let profile = self.profiles.get(&intent.profile).ok_or_else(|| {
+                IssueError::Internal(format!(
+                    "pending certificate {} names unknown profile {}",
+                    intent.serial, intent.profile
+                ))
+            })?;
+            let findings = lint::lint(&intent.tbs, profile, Some(&self.issuing.view()?));
+            if !findings.is_empty() {
+                return Err(IssueError::Internal(format!(
+                    "pending certificate {} no longer passes lint: {}",
+                    intent.serial,
+                    findings.join("; ")
+                )));
+            }
+            let signer = self.issuing.signer.clone().expect("issuing key loaded");
+            let spki = self
+                .issuing
+                .certificate
+                .tbs_certificate()
+                .subject_public_key_info()
+                .clone();
+            let (_, der) = finish_sign(spawn_sign(signer, spki, intent.tbs.clone(), None)).await?;
+            let event = issue_event("recovery", &intent, &der);
+            self.store
+                .complete_issuance(&[(intent.serial.clone(), der, event)])
+                .await?;
+            tracing::info!(serial = %intent.serial, "finished a certificate left pending by an interrupted issuance");
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The chain a client needs besides its own certificate, leaf-side first.
+    pub fn chain_pem(&self) -> String {
+        format!("{}{}", self.issuing.pem(), self.root.pem())
+    }
+}
+
+/// Encodes a `Certificate` back to DER (for callers holding only the parsed form).
+pub fn certificate_der(c: &Certificate) -> Result<Vec<u8>, der::Error> {
+    c.to_der()
+}

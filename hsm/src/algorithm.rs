@@ -19,9 +19,13 @@ pub enum KeySpec {
     EcdsaP256,
     EcdsaP384,
     /// RSA with PKCS#1 v1.5 signatures over SHA-256.
-    Rsa { bits: u32 },
+    Rsa {
+        bits: u32,
+    },
     /// RSA with RSASSA-PSS signatures (SHA-256, MGF1-SHA-256, 32-byte salt).
-    RsaPss { bits: u32 },
+    RsaPss {
+        bits: u32,
+    },
 }
 
 impl KeySpec {

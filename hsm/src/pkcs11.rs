@@ -59,7 +59,10 @@ pub fn context(module: &Path) -> Result<Pkcs11> {
         return Ok(ctx.clone());
     }
     let ctx = Pkcs11::new(module).map_err(|e| {
-        HsmError::Config(format!("cannot load PKCS#11 module {}: {e}", module.display()))
+        HsmError::Config(format!(
+            "cannot load PKCS#11 module {}: {e}",
+            module.display()
+        ))
     })?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
@@ -109,7 +112,10 @@ impl Pool {
             .get_slots_with_initialized_token()
             .map_err(ck("C_GetSlotList"))?;
         for slot in slots {
-            let info = self.ctx.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+            let info = self
+                .ctx
+                .get_token_info(slot)
+                .map_err(ck("C_GetTokenInfo"))?;
             if info.label().trim_end() == self.token_label {
                 return Ok(slot);
             }
@@ -122,7 +128,10 @@ impl Pool {
 
     fn open(&self) -> Result<Pooled> {
         let slot = self.find_slot()?;
-        let session = self.ctx.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
+        let session = self
+            .ctx
+            .open_rw_session(slot)
+            .map_err(ck("C_OpenSession"))?;
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
@@ -203,7 +212,11 @@ impl Pkcs11Store {
         &self.pool.ctx
     }
 
-    fn find(session: &Session, class: ObjectClass, label: &str) -> std::result::Result<Vec<ObjectHandle>, CkError> {
+    fn find(
+        session: &Session,
+        class: ObjectClass,
+        label: &str,
+    ) -> std::result::Result<Vec<ObjectHandle>, CkError> {
         session.find_objects(&[
             Attribute::Class(class),
             Attribute::Label(label.as_bytes().to_vec()),
@@ -269,7 +282,10 @@ impl Pkcs11Store {
             if key_type != Some(KeyType::RSA) {
                 return Err(mismatch());
             }
-            let (modulus, exponent) = (modulus.ok_or_else(mismatch)?, exponent.ok_or_else(mismatch)?);
+            let (modulus, exponent) = (
+                modulus.ok_or_else(mismatch)?,
+                exponent.ok_or_else(mismatch)?,
+            );
             let n = UintRef::new(&modulus).map_err(bad)?;
             if Some(n.as_bytes().len() as u32 * 8) != spec.rsa_bits() {
                 return Err(mismatch());
@@ -306,8 +322,10 @@ impl KeyStore for Pkcs11Store {
         let mut id = [0u8; 16];
         aws_lc_rs::rand::fill(&mut id).map_err(|e| HsmError::Crypto(e.to_string()))?;
         let exists = self.pool.with_session("C_FindObjects", |p| {
-            Ok(!Self::find(&p.session, ObjectClass::PRIVATE_KEY, label)?.is_empty()
-                || !Self::find(&p.session, ObjectClass::PUBLIC_KEY, label)?.is_empty())
+            Ok(
+                !Self::find(&p.session, ObjectClass::PRIVATE_KEY, label)?.is_empty()
+                    || !Self::find(&p.session, ObjectClass::PUBLIC_KEY, label)?.is_empty(),
+            )
         })?;
         if exists {
             return Err(HsmError::Exists(label.to_string()));
@@ -335,7 +353,9 @@ impl KeyStore for Pkcs11Store {
         ]);
         let mechanism = if let Some(curve) = spec.curve() {
             public.push(Attribute::EcParams(
-                curve.to_der().map_err(|e| HsmError::Crypto(e.to_string()))?,
+                curve
+                    .to_der()
+                    .map_err(|e| HsmError::Crypto(e.to_string()))?,
             ));
             Mechanism::EccKeyPairGen
         } else {
@@ -418,7 +438,10 @@ impl KeySigner for Pkcs11Key {
                     let found = Pkcs11Store::find(&p.session, ObjectClass::PRIVATE_KEY, label)?;
                     let Some(&h) = found.first() else {
                         // Private objects are invisible when logged out.
-                        return Err(CkError::Pkcs11(RvError::UserNotLoggedIn, cryptoki::context::Function::FindObjects));
+                        return Err(CkError::Pkcs11(
+                            RvError::UserNotLoggedIn,
+                            cryptoki::context::Function::FindObjects,
+                        ));
                     };
                     p.keys.insert(label.to_string(), h);
                     h

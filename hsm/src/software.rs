@@ -8,12 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
-use aws_lc_rs::signature::{
-    self, EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, RsaEncoding,
-};
+use aws_lc_rs::signature::{self, EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, RsaEncoding};
 use der::Decode;
 use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
 use spki::SubjectPublicKeyInfoOwned;
@@ -244,7 +242,9 @@ fn write_new_private(path: &Path, data: &[u8]) -> Result<()> {
     f.write_all(data).map_err(io)?;
     f.sync_all().map_err(io)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
     }
     Ok(())
 }
@@ -273,8 +273,7 @@ mod tests {
             let sig = k.sign(b"hello").unwrap();
             verify_signature(k.public_key(), &k.signature_algorithm(), b"hello", &sig).unwrap();
             assert!(
-                verify_signature(k.public_key(), &k.signature_algorithm(), b"hellO", &sig)
-                    .is_err()
+                verify_signature(k.public_key(), &k.signature_algorithm(), b"hellO", &sig).is_err()
             );
             let again = s.open(label, spec).unwrap();
             assert_eq!(again.public_key(), k.public_key());

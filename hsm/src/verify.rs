@@ -41,9 +41,15 @@ fn pick(
     }
     if key_alg == rfc5912::RSA_ENCRYPTION {
         return Ok(match alg.oid {
-            o if o == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => &signature::RSA_PKCS1_2048_8192_SHA256,
-            o if o == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => &signature::RSA_PKCS1_2048_8192_SHA384,
-            o if o == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => &signature::RSA_PKCS1_2048_8192_SHA512,
+            o if o == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => {
+                &signature::RSA_PKCS1_2048_8192_SHA256
+            }
+            o if o == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => {
+                &signature::RSA_PKCS1_2048_8192_SHA384
+            }
+            o if o == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => {
+                &signature::RSA_PKCS1_2048_8192_SHA512
+            }
             o if o == rfc5912::ID_RSASSA_PSS && is_pss_sha256(alg.parameters.as_ref()) => {
                 &signature::RSA_PSS_2048_8192_SHA256
             }
@@ -61,7 +67,10 @@ pub fn verify_signature(
     sig: &[u8],
 ) -> Result<(), VerifyError> {
     let algorithm = pick(spki, alg)?;
-    let key = spki.subject_public_key.as_bytes().ok_or(VerifyError::Invalid)?;
+    let key = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or(VerifyError::Invalid)?;
     signature::UnparsedPublicKey::new(algorithm, key)
         .verify(message, sig)
         .map_err(|_| VerifyError::Invalid)

@@ -41,7 +41,11 @@ impl fmt::Display for Validity {
 impl FromStr for Validity {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?}: write a whole number and a unit, e.g. \"24 months\", \"730 days\", \"20 years\", \"72 hours\"");
+        let bad = || {
+            format!(
+                "{s:?}: write a whole number and a unit, e.g. \"24 months\", \"730 days\", \"20 years\", \"72 hours\""
+            )
+        };
         let mut it = s.split_whitespace();
         let (Some(n), Some(unit), None) = (it.next(), it.next(), it.next()) else {
             return Err(bad());

@@ -22,11 +22,26 @@ pub use template::Template;
 /// Profiles shipped with Muhr, compiled in so the binary runs from any directory.
 pub const BUILTIN: &[(&str, &str)] = &[
     ("root-ca.toml", include_str!("../profiles/root-ca.toml")),
-    ("issuing-ca.toml", include_str!("../profiles/issuing-ca.toml")),
-    ("ocsp-signer.toml", include_str!("../profiles/ocsp-signer.toml")),
-    ("individual-auth.toml", include_str!("../profiles/individual-auth.toml")),
-    ("individual-sign.toml", include_str!("../profiles/individual-sign.toml")),
-    ("legal-entity-sign.toml", include_str!("../profiles/legal-entity-sign.toml")),
+    (
+        "issuing-ca.toml",
+        include_str!("../profiles/issuing-ca.toml"),
+    ),
+    (
+        "ocsp-signer.toml",
+        include_str!("../profiles/ocsp-signer.toml"),
+    ),
+    (
+        "individual-auth.toml",
+        include_str!("../profiles/individual-auth.toml"),
+    ),
+    (
+        "individual-sign.toml",
+        include_str!("../profiles/individual-sign.toml"),
+    ),
+    (
+        "legal-entity-sign.toml",
+        include_str!("../profiles/legal-entity-sign.toml"),
+    ),
 ];
 
 /// The law (ZRU-793) caps a certificate's life at 24 months.
@@ -261,7 +276,12 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
             format!("must match the file name ({stem:?}), found {:?}", raw.name),
         ));
     }
-    if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+    if raw.name.is_empty()
+        || !raw
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
         return Err(err("name", "lowercase letters, digits and '-' only".into()));
     }
     let validity: Validity = raw.validity.parse().map_err(|e| err("validity", e))?;
@@ -284,12 +304,19 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
         return Err(err("key_usage", "a usage is listed twice".into()));
     }
     if key_usage.is_empty() {
-        return Err(err("key_usage", "at least one key usage is required".into()));
+        return Err(err(
+            "key_usage",
+            "at least one key usage is required".into(),
+        ));
     }
-    let is_ca_usage = |k: &KeyUsageBit| matches!(k, KeyUsageBit::KeyCertSign | KeyUsageBit::CrlSign);
+    let is_ca_usage =
+        |k: &KeyUsageBit| matches!(k, KeyUsageBit::KeyCertSign | KeyUsageBit::CrlSign);
     match raw.kind {
         Kind::Ca if !key_usage.contains(&KeyUsageBit::KeyCertSign) => {
-            return Err(err("key_usage", "a CA profile must include keyCertSign".into()));
+            return Err(err(
+                "key_usage",
+                "a CA profile must include keyCertSign".into(),
+            ));
         }
         Kind::EndEntity if key_usage.iter().any(is_ca_usage) => {
             return Err(err(
@@ -300,7 +327,10 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
         _ => {}
     }
     if raw.path_len.is_some() && raw.kind != Kind::Ca {
-        return Err(err("path_len", "only a CA profile has a path length".into()));
+        return Err(err(
+            "path_len",
+            "only a CA profile has a path length".into(),
+        ));
     }
     let mut extended_key_usage = Vec::new();
     for e in &raw.extended_key_usage {
@@ -330,7 +360,10 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
         return Err(err("keys", "at least one key kind is required".into()));
     }
     if raw.subject.is_empty() {
-        return Err(err("subject", "a subject needs at least one attribute".into()));
+        return Err(err(
+            "subject",
+            "a subject needs at least one attribute".into(),
+        ));
     }
     let allowed = match raw.kind {
         Kind::Ca => CA_FIELDS,
@@ -339,14 +372,25 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
     let mut subject = Vec::new();
     for (i, a) in raw.subject.into_iter().enumerate() {
         let field = format!("subject[{i}]");
-        let oid = ObjectIdentifier::new(&a.oid)
-            .map_err(|_| err(&format!("{field}.oid"), format!("{:?} is not a dotted OID", a.oid)))?;
+        let oid = ObjectIdentifier::new(&a.oid).map_err(|_| {
+            err(
+                &format!("{field}.oid"),
+                format!("{:?} is not a dotted OID", a.oid),
+            )
+        })?;
         if subject.iter().any(|s: &SubjectAttribute| s.oid == oid) {
-            return Err(err(&format!("{field}.oid"), format!("{oid} appears twice in the subject")));
+            return Err(err(
+                &format!("{field}.oid"),
+                format!("{oid} appears twice in the subject"),
+            ));
         }
-        let value = Template::parse(&a.value, allowed).map_err(|e| err(&format!("{field}.value"), e))?;
+        let value =
+            Template::parse(&a.value, allowed).map_err(|e| err(&format!("{field}.value"), e))?;
         if !(1..=1024).contains(&a.max_length) {
-            return Err(err(&format!("{field}.max_length"), "must be 1 to 1024".into()));
+            return Err(err(
+                &format!("{field}.max_length"),
+                "must be 1 to 1024".into(),
+            ));
         }
         subject.push(SubjectAttribute {
             name: a.name,
@@ -358,10 +402,18 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
         });
     }
     if !subject.iter().any(|a| a.required) {
-        return Err(err("subject", "at least one attribute must be required, or a subject could be empty".into()));
+        return Err(err(
+            "subject",
+            "at least one attribute must be required, or a subject could be empty".into(),
+        ));
     }
-    if raw.ocsp_no_check && !extended_key_usage.contains(&ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9")) {
-        return Err(err("ocsp_no_check", "only an OCSPSigning profile may carry id-pkix-ocsp-nocheck".into()));
+    if raw.ocsp_no_check
+        && !extended_key_usage.contains(&ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9"))
+    {
+        return Err(err(
+            "ocsp_no_check",
+            "only an OCSPSigning profile may carry id-pkix-ocsp-nocheck".into(),
+        ));
     }
     Ok(Profile {
         name: raw.name,

@@ -31,7 +31,11 @@ fn shipped_profiles_load() {
     assert!(sign.required_fields().contains(&"pinfl"));
     let le = p.get("legal-entity-sign").unwrap();
     assert!(le.required_fields().contains(&"organization.tin"));
-    assert!(le.subject.iter().any(|a| a.oid.to_string() == "1.2.860.3.16.1.1"));
+    assert!(
+        le.subject
+            .iter()
+            .any(|a| a.oid.to_string() == "1.2.860.3.16.1.1")
+    );
 }
 
 fn refused(name: &str, text: &str) -> PolicyError {
@@ -57,17 +61,50 @@ fn thirty_month_end_entity_profile_is_refused() {
 fn each_rule_names_its_field() {
     let base = builtin("individual-auth");
     let cases = [
-        (base.replace("\"digitalSignature\"]", "\"digitalSignatur\"]"), "key_usage"),
-        (base.replace("[\"digitalSignature\"]", "[\"keyCertSign\"]"), "key_usage"),
-        (base.replace("\"clientAuth\"", "\"clientAuthx\""), "extended_key_usage"),
+        (
+            base.replace("\"digitalSignature\"]", "\"digitalSignatur\"]"),
+            "key_usage",
+        ),
+        (
+            base.replace("[\"digitalSignature\"]", "[\"keyCertSign\"]"),
+            "key_usage",
+        ),
+        (
+            base.replace("\"clientAuth\"", "\"clientAuthx\""),
+            "extended_key_usage",
+        ),
         (base.replace("\"ecdsa-p256\",", "\"rsa-1024\","), "keys"),
-        (base.replace("oid = \"2.5.4.4\"", "oid = \"2.5.4.x\""), "subject[1].oid"),
-        (base.replace("oid = \"2.5.4.4\"", "oid = \"2.5.4.6\""), "subject[1].oid"),
-        (base.replace("{surname}\"", "{surnam}\""), "subject[1].value"),
-        (base.replace("name = \"individual-auth\"", "name = \"other\""), "name"),
-        (base.replace("kind = \"end-entity\"", "kind = \"end-entity\"\npath_len = 1"), "path_len"),
-        (base.replace("kind = \"end-entity\"", "kind = \"end-entity\"\ncolour = 1"), "colour"),
-        (base.replace("aia_ocsp = true", "aia_ocsp = true\nocsp_no_check = true"), "ocsp_no_check"),
+        (
+            base.replace("oid = \"2.5.4.4\"", "oid = \"2.5.4.x\""),
+            "subject[1].oid",
+        ),
+        (
+            base.replace("oid = \"2.5.4.4\"", "oid = \"2.5.4.6\""),
+            "subject[1].oid",
+        ),
+        (
+            base.replace("{surname}\"", "{surnam}\""),
+            "subject[1].value",
+        ),
+        (
+            base.replace("name = \"individual-auth\"", "name = \"other\""),
+            "name",
+        ),
+        (
+            base.replace(
+                "kind = \"end-entity\"",
+                "kind = \"end-entity\"\npath_len = 1",
+            ),
+            "path_len",
+        ),
+        (
+            base.replace("kind = \"end-entity\"", "kind = \"end-entity\"\ncolour = 1"),
+            "colour",
+        ),
+        (
+            base.replace("aia_ocsp = true", "aia_ocsp = true\nocsp_no_check = true"),
+            "ocsp_no_check",
+        ),
     ];
     for (text, field) in cases {
         let e = refused("individual-auth", &text);

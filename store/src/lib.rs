@@ -1,0 +1,328 @@
+//! Durable state of Muhr: certificates (from intent to issued), the CA registry and
+//! the audit chain, on SQLite (embedded default, WAL, synchronous=FULL) or
+//! PostgreSQL (production), through one sqlx `Any` pool.
+//!
+//! Both engines run the same SQL: `$N` placeholders, times as integers, blobs.
+//! Only the DDL differs, so each backend has its own migrations folder.
+
+pub mod audit;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+
+pub use audit::{AuditEvent, AuditFinding};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    Url(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A certificate whose to-be-signed bytes are fixed, before the key signs them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    pub serial: String,
+    pub issuer: String,
+    pub profile: String,
+    pub subject: String,
+    pub pinfl: Option<String>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub tbs: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CertificateRecord {
+    pub intent: Intent,
+    pub der: Option<Vec<u8>>,
+    pub status: String,
+    pub created_at: i64,
+    pub issued_at: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Authority {
+    pub name: String,
+    pub key_label: String,
+    pub key_spec: String,
+    pub der: Vec<u8>,
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        let options: AnyConnectOptions = url.parse()?;
+        let mut pool = AnyPoolOptions::new().acquire_timeout(std::time::Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            pool = pool.max_connections(8).after_connect(|conn, _| {
+                Box::pin(async move {
+                    // FULL: a commit is on disk before it returns, so a certificate
+                    // handed to a client survives a power cut, not only a crash.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        } else {
+            pool = pool.max_connections(16);
+        }
+        let pool = pool.connect_with(options).await?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Commits intents before any key signs them: after a crash, a serial is
+    /// never reused and the to-be-signed bytes can be signed again as they were.
+    pub async fn record_intents(&self, intents: &[Intent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_secs();
+        for i in intents {
+            let r = sqlx::query(
+                "INSERT INTO certificates (serial, issuer, profile, subject, pinfl, not_before, \
+                 not_after, tbs, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)",
+            )
+            .bind(&i.serial)
+            .bind(&i.issuer)
+            .bind(&i.profile)
+            .bind(&i.subject)
+            .bind(i.pinfl.clone())
+            .bind(i.not_before)
+            .bind(i.not_after)
+            .bind(&i.tbs)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = r {
+                if is_unique_violation(&e) {
+                    return Err(StoreError::Conflict(format!(
+                        "serial {} already used",
+                        i.serial
+                    )));
+                }
+                return Err(e.into());
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores signed certificates and their audit entries in one transaction.
+    pub async fn complete_issuance(&self, issued: &[(String, Vec<u8>, AuditEvent)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_secs();
+        for (serial, der, _) in issued {
+            let r = sqlx::query(
+                "UPDATE certificates SET der = $1, status = 'issued', issued_at = $2 \
+                 WHERE serial = $3 AND status = 'pending'",
+            )
+            .bind(der)
+            .bind(now)
+            .bind(serial)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "certificate {serial} is not pending issuance"
+                )));
+            }
+        }
+        let events: Vec<&AuditEvent> = issued.iter().map(|(_, _, e)| e).collect();
+        audit::append(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn pending_intents(&self) -> Result<Vec<Intent>> {
+        let rows = sqlx::query(
+            "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs \
+             FROM certificates WHERE status = 'pending' ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(intent_from_row).collect()
+    }
+
+    pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>> {
+        let row = sqlx::query(
+            "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, der, \
+             status, created_at, issued_at FROM certificates WHERE serial = $1",
+        )
+        .bind(serial)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(CertificateRecord {
+            intent: intent_from_row(&row)?,
+            der: row.try_get("der")?,
+            status: row.try_get("status")?,
+            created_at: row.try_get("created_at")?,
+            issued_at: row.try_get("issued_at")?,
+        }))
+    }
+
+    /// Counts certificates by status, for metrics and tests.
+    pub async fn count_certificates(&self, status: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM certificates WHERE status = $1")
+            .bind(status)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
+    pub async fn authority(&self, name: &str) -> Result<Option<Authority>> {
+        let row =
+            sqlx::query("SELECT name, key_label, key_spec, der FROM authorities WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(Authority {
+                name: r.try_get("name")?,
+                key_label: r.try_get("key_label")?,
+                key_spec: r.try_get("key_spec")?,
+                der: r.try_get("der")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn authority_count(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM authorities")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
+    /// Records the CAs made by a key ceremony, with its audit entry, at once.
+    pub async fn save_authorities(&self, cas: &[Authority], event: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        audit::append(&mut tx, &[event]).await?;
+        for ca in cas {
+            let r = sqlx::query(
+                "INSERT INTO authorities (name, key_label, key_spec, der, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&ca.name)
+            .bind(&ca.key_label)
+            .bind(&ca.key_spec)
+            .bind(&ca.der)
+            .bind(now_secs())
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = r {
+                if is_unique_violation(&e) {
+                    return Err(StoreError::Conflict(format!(
+                        "CA {:?} already exists",
+                        ca.name
+                    )));
+                }
+                return Err(e.into());
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends events to the audit chain on their own.
+    pub async fn audit(&self, events: &[&AuditEvent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        audit::append(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn verify_audit(&self) -> Result<audit::AuditReport> {
+        audit::verify(&self.pool).await
+    }
+
+    /// Direct pool access for tests and tools that inspect the database.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d.is_unique_violation(),
+        _ => false,
+    }
+}
+
+fn intent_from_row(row: &sqlx::any::AnyRow) -> Result<Intent> {
+    Ok(Intent {
+        serial: row.try_get("serial")?,
+        issuer: row.try_get("issuer")?,
+        profile: row.try_get("profile")?,
+        subject: row.try_get("subject")?,
+        pinfl: row.try_get("pinfl")?,
+        not_before: row.try_get("not_before")?,
+        not_after: row.try_get("not_after")?,
+        tbs: row.try_get("tbs")?,
+    })
+}
+
+pub(crate) type Tx<'a> = Transaction<'a, Any>;

@@ -1,0 +1,365 @@
+//! The person (or employee) a certificate is for, as a request states it, and the
+//! checks that decide whether the request may become a subject at all.
+//!
+//! Rules come from `../shared/domain.md`. Where a fact is unverified (the century
+//! encoded in the PINFL's first digit) it is a field of [`IdentityRules`] that
+//! configuration can change, not a constant buried in a check.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// A validation failure, naming the request field and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct FieldError {
+    pub field: String,
+    pub rule: String,
+}
+
+fn fail(field: &str, rule: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.to_string(),
+        rule: rule.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Organization {
+    pub name: String,
+    pub tin: String,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+/// The subject JSON accepted by `muhr issue --subject`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectRequest {
+    pub pinfl: String,
+    pub surname: String,
+    pub given_name: String,
+    #[serde(default)]
+    pub patronymic: Option<String>,
+    #[serde(default)]
+    pub tin: Option<String>,
+    #[serde(default)]
+    pub organization: Option<Organization>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRules {
+    /// Century of birth by the PINFL's first digit (domain.md marks this unverified).
+    #[serde(default = "default_centuries")]
+    pub pinfl_centuries: BTreeMap<String, u16>,
+    /// Longest accepted name part, in characters.
+    #[serde(default = "default_name_max")]
+    pub name_max_chars: usize,
+}
+
+fn default_centuries() -> BTreeMap<String, u16> {
+    [
+        ("1", 1800),
+        ("2", 1800),
+        ("3", 1900),
+        ("4", 1900),
+        ("5", 2000),
+        ("6", 2000),
+    ]
+    .into_iter()
+    .map(|(d, c)| (d.to_string(), c))
+    .collect()
+}
+
+fn default_name_max() -> usize {
+    64
+}
+
+impl Default for IdentityRules {
+    fn default() -> Self {
+        Self {
+            pinfl_centuries: default_centuries(),
+            name_max_chars: default_name_max(),
+        }
+    }
+}
+
+/// A PINFL that passed every check, with the date of birth it encodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinfl {
+    pub digits: String,
+    pub birth: (u16, u8, u8),
+}
+
+impl IdentityRules {
+    /// Shape, check digit (weights 7, 3, 1, ... mod 10: ICAO 9303), a real date of
+    /// birth not in the future, non-zero district and sequence.
+    pub fn pinfl(&self, field: &str, s: &str) -> Result<Pinfl, FieldError> {
+        if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(fail(field, "must be exactly 14 digits"));
+        }
+        let d: Vec<u32> = s.bytes().map(|b| u32::from(b - b'0')).collect();
+        let sum: u32 = d[..13]
+            .iter()
+            .zip([7, 3, 1].iter().cycle())
+            .map(|(a, w)| a * w)
+            .sum();
+        if sum % 10 != d[13] {
+            return Err(fail(
+                field,
+                format!(
+                    "check digit is {}, the 7-3-1 rule gives {}",
+                    d[13],
+                    sum % 10
+                ),
+            ));
+        }
+        let century = *self.pinfl_centuries.get(&s[..1]).ok_or_else(|| {
+            fail(
+                field,
+                format!("first digit {} encodes no known sex and century", &s[..1]),
+            )
+        })?;
+        let day = (d[1] * 10 + d[2]) as u8;
+        let month = (d[3] * 10 + d[4]) as u8;
+        let year = century + (d[5] * 10 + d[6]) as u16;
+        if !valid_date(year, month, day) {
+            return Err(fail(
+                field,
+                format!("digits 2-7 ({}) are not a real date of birth", &s[1..7]),
+            ));
+        }
+        if der::DateTime::new(year, month, day, 0, 0, 0)
+            .map(|dt| dt.unix_duration() > unix_now())
+            .unwrap_or(true)
+        {
+            return Err(fail(field, "the date of birth it encodes is in the future"));
+        }
+        if &s[7..10] == "000" {
+            return Err(fail(field, "district code (digits 8-10) must not be 000"));
+        }
+        if &s[10..13] == "000" {
+            return Err(fail(
+                field,
+                "sequence number (digits 11-13) must not be 000",
+            ));
+        }
+        Ok(Pinfl {
+            digits: s.to_string(),
+            birth: (year, month, day),
+        })
+    }
+
+    /// A name part: letters (any script, incl. the Uzbek ʻ and ʼ), spaces, hyphens,
+    /// apostrophes and dots; no control characters; bounded length.
+    pub fn name(&self, field: &str, s: &str) -> Result<String, FieldError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(fail(field, "must not be empty"));
+        }
+        if s.chars().count() > self.name_max_chars {
+            return Err(fail(
+                field,
+                format!("longer than {} characters", self.name_max_chars),
+            ));
+        }
+        if let Some(c) = s.chars().find(|c| {
+            !(c.is_alphabetic()
+                || matches!(c, ' ' | '-' | '\'' | '.' | 'ʻ' | 'ʼ' | '‘' | '’' | '`'))
+        }) {
+            return Err(fail(
+                field,
+                format!("character {c:?} is not allowed in a name"),
+            ));
+        }
+        if !s.chars().any(char::is_alphabetic) {
+            return Err(fail(field, "must contain a letter"));
+        }
+        Ok(s.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
+    /// Free text such as an organisation name or a job title: printable, bounded.
+    pub fn text(&self, field: &str, s: &str) -> Result<String, FieldError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(fail(field, "must not be empty"));
+        }
+        if s.chars().count() > 64 {
+            return Err(fail(field, "longer than 64 characters"));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(fail(field, "control characters are not allowed"));
+        }
+        Ok(s.to_string())
+    }
+
+    /// TIN: 9 digits; individuals start with 4-7, legal entities with 2 or 3.
+    /// Its check digit algorithm is not published, so only the shape is checked.
+    pub fn tin(&self, field: &str, s: &str, legal_entity: bool) -> Result<String, FieldError> {
+        if s.len() != 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(fail(field, "must be exactly 9 digits"));
+        }
+        let first = s.as_bytes()[0];
+        let ok = if legal_entity {
+            matches!(first, b'2' | b'3')
+        } else {
+            (b'4'..=b'7').contains(&first)
+        };
+        if !ok {
+            let what = if legal_entity {
+                "a legal entity's TIN starts with 2 or 3"
+            } else {
+                "an individual's TIN starts with 4, 5, 6 or 7"
+            };
+            return Err(fail(field, what));
+        }
+        Ok(s.to_string())
+    }
+
+    /// Checks a request and flattens it into the fields profile templates name.
+    pub fn subject_fields(
+        &self,
+        req: &SubjectRequest,
+    ) -> Result<BTreeMap<String, String>, FieldError> {
+        let mut f = BTreeMap::new();
+        f.insert("pinfl".into(), self.pinfl("pinfl", &req.pinfl)?.digits);
+        f.insert("surname".into(), self.name("surname", &req.surname)?);
+        f.insert(
+            "given_name".into(),
+            self.name("given_name", &req.given_name)?,
+        );
+        if let Some(p) = req.patronymic.as_deref().filter(|p| !p.trim().is_empty()) {
+            f.insert("patronymic".into(), self.name("patronymic", p)?);
+        }
+        if let Some(t) = &req.tin {
+            f.insert("tin".into(), self.tin("tin", t, false)?);
+        }
+        if let Some(o) = &req.organization {
+            f.insert(
+                "organization.name".into(),
+                self.text("organization.name", &o.name)?,
+            );
+            f.insert(
+                "organization.tin".into(),
+                self.tin("organization.tin", &o.tin, true)?,
+            );
+            if let Some(t) = o.title.as_deref().filter(|t| !t.trim().is_empty()) {
+                f.insert(
+                    "organization.title".into(),
+                    self.text("organization.title", t)?,
+                );
+            }
+        }
+        Ok(f)
+    }
+}
+
+fn unix_now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+fn valid_date(y: u16, m: u8, d: u8) -> bool {
+    (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)
+}
+
+pub fn days_in_month(y: u16, m: u8) -> u8 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400) => 29,
+        _ => 28,
+    }
+}
+
+/// Builds a valid PINFL from its first 13 digits (tests and fixtures).
+pub fn with_check_digit(first13: &str) -> String {
+    let sum: u32 = first13
+        .bytes()
+        .map(|b| u32::from(b - b'0'))
+        .zip([7, 3, 1].iter().cycle())
+        .map(|(a, w)| a * w)
+        .sum();
+    format!("{first13}{}", sum % 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinfl_rules() {
+        let r = IdentityRules::default();
+        let good = with_check_digit("3150585123456");
+        assert_eq!(r.pinfl("pinfl", &good).unwrap().birth, (1985, 5, 15));
+        let last = good.as_bytes()[13] - b'0';
+        let bad = format!("{}{}", &good[..13], (last + 1) % 10);
+        assert!(
+            r.pinfl("pinfl", &bad)
+                .unwrap_err()
+                .rule
+                .contains("check digit")
+        );
+        assert!(
+            r.pinfl("pinfl", "123")
+                .unwrap_err()
+                .rule
+                .contains("14 digits")
+        );
+        let feb30 = with_check_digit("3300285123456");
+        assert!(
+            r.pinfl("pinfl", &feb30)
+                .unwrap_err()
+                .rule
+                .contains("date of birth")
+        );
+        let future = with_check_digit("6010199123456");
+        assert!(
+            r.pinfl("pinfl", &future)
+                .unwrap_err()
+                .rule
+                .contains("future")
+        );
+        let district0 = with_check_digit("3150585000456");
+        assert!(
+            r.pinfl("pinfl", &district0)
+                .unwrap_err()
+                .rule
+                .contains("district")
+        );
+        let century = with_check_digit("9150585123456");
+        assert!(
+            r.pinfl("pinfl", &century)
+                .unwrap_err()
+                .rule
+                .contains("first digit")
+        );
+    }
+
+    #[test]
+    fn names_and_tins() {
+        let r = IdentityRules::default();
+        assert_eq!(r.name("surname", "  Oʻktamov ").unwrap(), "Oʻktamov");
+        assert_eq!(r.name("surname", "ИВАНОВ").unwrap(), "ИВАНОВ");
+        assert!(r.name("surname", "").is_err());
+        assert!(r.name("surname", "Ivan\u{0}").is_err());
+        assert!(r.name("surname", "R2D2").is_err());
+        assert!(r.name("surname", &"A".repeat(65)).is_err());
+        assert!(r.tin("tin", "412345678", false).is_ok());
+        assert!(r.tin("tin", "212345678", false).is_err());
+        assert!(r.tin("organization.tin", "212345678", true).is_ok());
+        assert!(r.tin("organization.tin", "21234567", true).is_err());
+    }
+
+    #[test]
+    fn unknown_subject_fields_are_refused() {
+        let e = serde_json::from_str::<SubjectRequest>(
+            r#"{"pinfl":"1","surname":"A","given_name":"B","nickname":"C"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nickname"));
+    }
+}

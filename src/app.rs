@@ -1,0 +1,280 @@
+//! Puts the configured pieces together: data directory, database, key store,
+//! profiles and, on demand, the CA. Each command asks for what it needs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use const_oid::ObjectIdentifier;
+use muhr_ca::ceremony::{CaSpec, Ceremony};
+use muhr_ca::{Ca, IssuancePolicy, UrlTemplates};
+use muhr_hsm::KeyStore;
+use muhr_hsm::pkcs11::{Pkcs11Config, Pkcs11Store};
+use muhr_hsm::software::SoftwareStore;
+use muhr_policies::Profiles;
+use muhr_store::Store;
+use zeroize::Zeroizing;
+
+use crate::Fail;
+use crate::config::{Backend, Config, secret};
+
+pub struct App {
+    pub config: Config,
+    pub data_dir: PathBuf,
+    /// No configuration file: development defaults, created on first use.
+    pub dev: bool,
+    pub store: Store,
+    pub keys: Arc<dyn KeyStore>,
+    pub profiles: Arc<Profiles>,
+    pub policy: IssuancePolicy,
+}
+
+pub const DEFAULT_DATA_DIR: &str = "./muhr-data";
+
+impl App {
+    pub async fn load(
+        config_path: Option<&Path>,
+        data_override: Option<&Path>,
+    ) -> Result<Self, Fail> {
+        let (config, dev) = match config_path {
+            Some(p) => (Config::load(p).map_err(Fail::invalid)?, false),
+            None => (Config::default(), true),
+        };
+        let data_dir = data_override
+            .map(Path::to_path_buf)
+            .or_else(|| config.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| Fail::invalid(format!("data directory {}: {e}", data_dir.display())))?;
+        let profiles = match &config.policies.dir {
+            Some(dir) => Profiles::load_dir(dir),
+            None => Profiles::builtin(),
+        }
+        .map_err(|e| Fail::invalid(format!("invalid certificate profile: {e}")))?;
+        let policy = policy(&config, &profiles)?;
+        let keys = key_store(&config, &data_dir, dev)?;
+        let url = database_url(&config, &data_dir)?;
+        let store = Store::connect(&url)
+            .await
+            .map_err(|e| Fail::invalid(format!("database: {e}")))?;
+        Ok(Self {
+            config,
+            data_dir,
+            dev,
+            store,
+            keys,
+            profiles: Arc::new(profiles),
+            policy,
+        })
+    }
+
+    pub fn ceremony(&self) -> Result<Ceremony, Fail> {
+        let spec = |c: &crate::config::CaConfig| -> Result<CaSpec, Fail> {
+            Ok(CaSpec {
+                profile: c.profile.clone(),
+                key_label: c.key_label.clone(),
+                key_spec: c
+                    .key
+                    .parse()
+                    .map_err(|e: muhr_hsm::HsmError| Fail::invalid(format!("ceremony: {e}")))?,
+                common_name: c.common_name.clone(),
+                organization: c.organization.clone(),
+                country: c.country.clone(),
+            })
+        };
+        Ok(Ceremony {
+            root: spec(&self.config.ceremony.root)?,
+            issuing: spec(&self.config.ceremony.issuing)?,
+        })
+    }
+
+    /// Runs the key ceremony.
+    pub async fn init_ca(&self, actor: &str) -> Result<muhr_ca::ceremony::Outcome, Fail> {
+        let ceremony = self.ceremony()?;
+        muhr_ca::ceremony::init(
+            &self.store,
+            self.keys.as_ref(),
+            &self.profiles,
+            &self.policy,
+            &ceremony,
+            &self.data_dir,
+            actor,
+        )
+        .await
+        .map_err(Fail::from)
+    }
+
+    /// Opens the CA. With no configuration and no CA yet, creates the
+    /// development CA first and says so. Finishes any interrupted issuance.
+    pub async fn ca(&self) -> Result<Ca, Fail> {
+        if self.dev
+            && self
+                .store
+                .authority_count()
+                .await
+                .map_err(|e| Fail::internal(e.to_string()))?
+                == 0
+        {
+            self.init_ca("dev-default").await?;
+            eprintln!(
+                "muhr: no configuration given: created a development CA in {} (software keys, SQLite). Not for production.",
+                self.data_dir.display()
+            );
+        }
+        let ca = Ca::open(
+            self.store.clone(),
+            self.keys.as_ref(),
+            self.profiles.clone(),
+            self.policy.clone(),
+        )
+        .await?;
+        let recovered = ca.recover().await?;
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "finished certificates left pending by an interrupted run"
+            );
+        }
+        Ok(ca)
+    }
+}
+
+fn policy(config: &Config, profiles: &Profiles) -> Result<IssuancePolicy, Fail> {
+    let mut policy_oids = std::collections::BTreeMap::new();
+    for (profile, oids) in &config.issuance.policy_oids {
+        if profiles.get(profile).is_none() {
+            return Err(Fail::invalid(format!(
+                "issuance.policy_oids names unknown profile {profile:?}"
+            )));
+        }
+        let parsed = oids
+            .iter()
+            .map(|o| {
+                ObjectIdentifier::new(o).map_err(|_| {
+                    Fail::invalid(format!(
+                        "issuance.policy_oids.{profile}: {o:?} is not an OID"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        policy_oids.insert(profile.clone(), parsed);
+    }
+    let base = config.urls.base.trim_end_matches('/');
+    let url = |t: &str| Some(t.replace("{base}", base));
+    Ok(IssuancePolicy {
+        urls: UrlTemplates {
+            crl: url(&config.urls.crl),
+            ocsp: url(&config.urls.ocsp),
+            ca_issuers: url(&config.urls.ca_issuers),
+        },
+        policy_oids,
+        backdate: Duration::from_secs(config.issuance.backdate_seconds),
+    })
+}
+
+fn database_url(config: &Config, data_dir: &Path) -> Result<String, Fail> {
+    let url = match &config.database.url_env {
+        Some(var) => std::env::var(var).map_err(|_| {
+            Fail::invalid(format!(
+                "database.url_env: environment variable {var} is not set"
+            ))
+        })?,
+        None => config
+            .database
+            .url
+            .clone()
+            .ok_or_else(|| Fail::invalid("database: set url or url_env"))?,
+    };
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let full = if Path::new(path).is_absolute() {
+            PathBuf::from(path)
+        } else {
+            data_dir.join(path)
+        };
+        let query = if query.is_empty() {
+            "mode=rwc".to_string()
+        } else {
+            query.to_string()
+        };
+        return Ok(format!("sqlite://{}?{query}", full.display()));
+    }
+    Ok(url)
+}
+
+fn key_store(config: &Config, data_dir: &Path, dev: bool) -> Result<Arc<dyn KeyStore>, Fail> {
+    let ks = &config.key_store;
+    let rel = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            data_dir.join(p)
+        }
+    };
+    match ks.backend {
+        Backend::Software => {
+            let dir = rel(ks.dir.as_deref().unwrap_or(Path::new("keys")));
+            let file = ks.passphrase_file.as_deref().map(rel);
+            if dev
+                && ks.passphrase_env.is_none()
+                && let Some(f) = &file
+                && !f.exists()
+            {
+                create_passphrase(f)?;
+            }
+            let pass = secret(
+                "key_store passphrase",
+                ks.passphrase_env.as_deref(),
+                file.as_deref(),
+            )
+            .map_err(Fail::invalid)?;
+            Ok(Arc::new(
+                SoftwareStore::new(dir, pass).map_err(|e| Fail::invalid(e.to_string()))?,
+            ))
+        }
+        Backend::Pkcs11 => {
+            let pin = secret(
+                "key_store PIN",
+                ks.pin_env.as_deref(),
+                ks.pin_file.as_deref(),
+            )
+            .map_err(Fail::invalid)?;
+            let store = Pkcs11Store::new(Pkcs11Config {
+                module: ks
+                    .module
+                    .clone()
+                    .unwrap_or_else(|| "/usr/lib/softhsm/libsofthsm2.so".into()),
+                token_label: ks
+                    .token_label
+                    .clone()
+                    .ok_or_else(|| Fail::invalid("key_store.token_label is required for pkcs11"))?,
+                pin,
+                sessions: ks.sessions.unwrap_or(4),
+            })
+            .map_err(|e| Fail::invalid(e.to_string()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Development only: a random passphrase for the software key store, owner-readable.
+fn create_passphrase(path: &Path) -> Result<(), Fail> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| Fail::internal("random generator failed"))?;
+    let text = Zeroizing::new(hex::encode(bytes.as_ref()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Fail::invalid(format!("{}: {e}", dir.display())))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Fail::invalid(format!("{}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Fail::invalid(format!("{}: {e}", path.display())))
+}

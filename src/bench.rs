@@ -1,0 +1,171 @@
+//! `muhr bench issue`: certificates per second through the real issuance path
+//! (intent commit, lint, key store signature, verification, final commit).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+use clap::Subcommand;
+use der::Decode;
+use spki::SubjectPublicKeyInfoOwned;
+
+use crate::Fail;
+use crate::app::App;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Issue N certificates with C concurrent clients.
+    Issue {
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Certificates per issue_many call (one commit per group).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value = "individual-sign")]
+        profile: String,
+        /// Print each serial as soon as its certificate is committed.
+        #[arg(long)]
+        print_serials: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn person(i: usize) -> BTreeMap<String, String> {
+    let first13 = format!(
+        "3{:02}{:02}85{:03}{:03}",
+        1 + i % 28,
+        1 + (i / 28) % 12,
+        100 + (i % 800),
+        1 + (i % 999)
+    );
+    BTreeMap::from([
+        (
+            "pinfl".to_string(),
+            muhr_ca::identity::with_check_digit(&first13),
+        ),
+        ("surname".to_string(), "BENCHMARKOV".to_string()),
+        ("given_name".to_string(), "TEST".to_string()),
+        ("patronymic".to_string(), "LOADOVICH".to_string()),
+    ])
+}
+
+fn fresh_key(rng: &SystemRandom) -> Result<SubjectPublicKeyInfoOwned, Fail> {
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, rng)
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref())
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    let der = kp
+        .public_key()
+        .as_der()
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    SubjectPublicKeyInfoOwned::from_der(der.as_ref()).map_err(|e| Fail::internal(e.to_string()))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
+    let BenchCommand::Issue {
+        count,
+        concurrency,
+        batch,
+        profile,
+        print_serials,
+        json,
+    } = cmd;
+    let ca = Arc::new(app.ca().await?);
+    let rng = SystemRandom::new();
+    let mut requests = Vec::with_capacity(count);
+    for i in 0..count {
+        requests.push(muhr_ca::Request {
+            profile: profile.clone(),
+            fields: person(i),
+            public_key: fresh_key(&rng)?,
+            not_after_limit: None,
+            actor: "bench".into(),
+        });
+    }
+    let queue = Arc::new(std::sync::Mutex::new(requests));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let ca = ca.clone();
+        let queue = queue.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = Vec::new();
+            loop {
+                let group: Vec<_> = {
+                    let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+                    let start = q.len() - q.len().min(batch.max(1));
+                    q.drain(start..).collect()
+                };
+                if group.is_empty() {
+                    break;
+                }
+                let t = Instant::now();
+                for r in ca.issue_many(group).await {
+                    match r {
+                        Ok(issued) => {
+                            latencies.push(t.elapsed());
+                            if print_serials {
+                                let mut out = std::io::stdout().lock();
+                                let _ = writeln!(out, "{}", issued.serial);
+                                let _ = out.flush();
+                            }
+                        }
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+            }
+            (latencies, failures)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failures = Vec::new();
+    for w in workers {
+        let (l, f) = w.await.map_err(|e| Fail::internal(e.to_string()))?;
+        latencies.extend(l);
+        failures.extend(f);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort();
+    if let Some(f) = failures.first() {
+        return Err(Fail::internal(format!(
+            "{} of {count} issuances failed; first: {f}",
+            failures.len()
+        )));
+    }
+    let per_s = latencies.len() as f64 / seconds;
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    let database = app.store.backend().name();
+    let key_store = app.keys.describe();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "certificates": latencies.len(), "seconds": seconds, "certificates_per_s": per_s,
+                "p50_ms": p50, "p99_ms": p99, "concurrency": concurrency, "batch": batch,
+                "database": database, "key_store": key_store,
+            })
+        );
+    } else if !print_serials {
+        println!(
+            "{} certificates in {seconds:.2} s: {per_s:.0} certificates/s, p50 {p50:.2} ms, p99 {p99:.2} ms ({database}, {key_store}, concurrency {concurrency}, batch {batch})",
+            latencies.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The one-shot commands: ceremony, issuance, look-up, audit.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::Fail;
+use crate::app::App;
+
+/// Who is acting, for the audit chain: the local user of a CLI command.
+pub fn cli_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+pub async fn ca_init(app: &App) -> Result<(), Fail> {
+    app.init_ca(&cli_actor()).await?;
+    let dir = app.data_dir.join("ca");
+    println!("created root CA     {}", dir.join("root.pem").display());
+    println!("created issuing CA  {}", dir.join("issuing.pem").display());
+    println!("keys in             {}", app.keys.describe());
+    Ok(())
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, Fail> {
+    std::fs::read(path).map_err(|e| Fail::invalid(format!("{what} {}: {e}", path.display())))
+}
+
+pub async fn issue(app: &App, profile: &str, csr: &Path, subject: &Path) -> Result<(), Fail> {
+    // Everything about the request is checked before the CA is even opened, so a
+    // bad request writes nothing (not even a development CA).
+    let p = app.profiles.get(profile).ok_or_else(|| {
+        let known: Vec<&str> = app.profiles.names().collect();
+        Fail::invalid(format!(
+            "refused: profile: unknown profile {profile:?} (known: {})",
+            known.join(", ")
+        ))
+    })?;
+    let subject_json = read(subject, "subject")?;
+    let request: muhr_ca::identity::SubjectRequest = serde_json::from_slice(&subject_json)
+        .map_err(|e| Fail::invalid(format!("refused: subject {}: {e}", subject.display())))?;
+    let fields = app
+        .config
+        .identity
+        .subject_fields(&request)
+        .map_err(|e| Fail::invalid(format!("refused: {e}")))?;
+    muhr_ca::build::subject_name(p, &fields).map_err(|e| Fail::invalid(format!("refused: {e}")))?;
+    let csr_bytes = read(csr, "CSR")?;
+    let public_key = muhr_ca::csr::verify(&csr_bytes)
+        .map_err(|e| Fail::invalid(format!("refused: csr: {e}")))?;
+    muhr_ca::goodkey::check(&public_key, &p.keys)
+        .map_err(|e| Fail::invalid(format!("refused: public_key: {e}")))?;
+
+    let ca = app.ca().await?;
+    let issued = ca
+        .issue(muhr_ca::Request {
+            profile: profile.to_string(),
+            fields,
+            public_key,
+            not_after_limit: None,
+            actor: cli_actor(),
+        })
+        .await?;
+    print!("{}", issued.pem());
+    Ok(())
+}
+
+fn date(unix: i64) -> String {
+    der::DateTime::from_unix_duration(Duration::from_secs(unix.max(0) as u64))
+        .map(|d| d.to_string())
+        .unwrap_or_else(|_| unix.to_string())
+}
+
+pub async fn cert_show(app: &App, serial: &str) -> Result<(), Fail> {
+    let serial = muhr_ca::serial::normalize_hex(serial).map_err(Fail::invalid)?;
+    let rec = app
+        .store
+        .certificate(&serial)
+        .await
+        .map_err(|e| Fail::internal(e.to_string()))?
+        .ok_or_else(|| Fail::invalid(format!("no certificate with serial {serial}")))?;
+    let i = &rec.intent;
+    println!("serial:     {}", i.serial);
+    println!("status:     {}", rec.status);
+    println!("issuer:     {}", i.issuer);
+    println!("profile:    {}", i.profile);
+    println!("subject:    {}", i.subject);
+    println!("not before: {}", date(i.not_before));
+    println!("not after:  {}", date(i.not_after));
+    if let Some(t) = rec.issued_at {
+        println!("issued at:  {}", date(t));
+    }
+    if let Some(der) = &rec.der {
+        let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der)
+            .map_err(|e| Fail::internal(e.to_string()))?;
+        print!("{pem}");
+    }
+    Ok(())
+}
+
+pub async fn audit_verify(app: &App) -> Result<(), Fail> {
+    let report = app
+        .store
+        .verify_audit()
+        .await
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    match report.finding {
+        None => {
+            println!("audit chain intact: {} entries", report.entries);
+            Ok(())
+        }
+        Some(f) => Err(Fail::invalid(format!(
+            "audit chain broken: {f} ({} entries verified before it)",
+            report.entries
+        ))),
+    }
+}

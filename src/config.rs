@@ -1,0 +1,229 @@
+//! The configuration file (TOML). Every field has a development default, so
+//! running with no file at all gives a working CA in `./muhr-data`.
+//!
+//! Secrets are never written in this file: it names where they come from (an
+//! environment variable or a file), and only that name appears in messages.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub database: Database,
+    #[serde(default)]
+    pub key_store: KeyStoreConfig,
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub urls: Urls,
+    #[serde(default)]
+    pub issuance: Issuance,
+    #[serde(default)]
+    pub policies: Policies,
+    #[serde(default)]
+    pub identity: muhr_ca::identity::IdentityRules,
+    #[serde(default)]
+    pub ceremony: CeremonyConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// `sqlite://FILE` (relative paths are inside the data directory) or `postgres://...`.
+    pub url: Option<String>,
+    /// Name of an environment variable holding the URL (it may hold a password).
+    pub url_env: Option<String>,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            url: Some("sqlite://muhr.db".into()),
+            url_env: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum Backend {
+    Software,
+    Pkcs11,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyStoreConfig {
+    pub backend: Backend,
+    /// Software: directory of encrypted PKCS#8 files (relative to the data dir).
+    pub dir: Option<PathBuf>,
+    pub passphrase_file: Option<PathBuf>,
+    pub passphrase_env: Option<String>,
+    /// PKCS#11: the module, the token and where the user PIN comes from.
+    pub module: Option<PathBuf>,
+    pub token_label: Option<String>,
+    pub pin_env: Option<String>,
+    pub pin_file: Option<PathBuf>,
+    pub sessions: Option<usize>,
+}
+
+impl Default for KeyStoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Software,
+            dir: None,
+            passphrase_file: Some("keys/passphrase".into()),
+            passphrase_env: None,
+            module: None,
+            token_label: None,
+            pin_env: None,
+            pin_file: None,
+            sessions: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: String,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+        }
+    }
+}
+
+/// URLs written into certificates. `{base}` is `base`; `{ca}` the CA's name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Urls {
+    pub base: String,
+    pub crl: String,
+    pub ocsp: String,
+    pub ca_issuers: String,
+}
+
+impl Default for Urls {
+    fn default() -> Self {
+        Self {
+            base: format!("http://{DEFAULT_LISTEN}"),
+            crl: "{base}/crl/{ca}.crl".into(),
+            ocsp: "{base}/ocsp".into(),
+            ca_issuers: "{base}/ca/{ca}.cer".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Issuance {
+    pub backdate_seconds: u64,
+    /// certificatePolicies OIDs per profile.
+    pub policy_oids: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for Issuance {
+    fn default() -> Self {
+        // The development CA asserts no certificate policy: a policy OID is a
+        // promise made in a registered CP/CPS, which a development CA has not got.
+        // Configurations name theirs (see examples/production.toml).
+        Self {
+            backdate_seconds: 300,
+            policy_oids: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Policies {
+    /// A directory of profile files replacing the built-in set.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    pub profile: String,
+    pub key_label: String,
+    pub key: String,
+    pub common_name: String,
+    pub organization: String,
+    pub country: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CeremonyConfig {
+    pub root: CaConfig,
+    pub issuing: CaConfig,
+}
+
+impl Default for CeremonyConfig {
+    fn default() -> Self {
+        let ca = |profile: &str, label: &str, key: &str, cn: &str| CaConfig {
+            profile: profile.into(),
+            key_label: label.into(),
+            key: key.into(),
+            common_name: cn.into(),
+            organization: "Muhr Development".into(),
+            country: "UZ".into(),
+        };
+        Self {
+            root: ca(
+                "root-ca",
+                "muhr-root",
+                "ecdsa-p384",
+                "Muhr Development Root CA",
+            ),
+            issuing: ca(
+                "issuing-ca",
+                "muhr-issuing",
+                "ecdsa-p256",
+                "Muhr Development Issuing CA",
+            ),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))
+    }
+}
+
+/// Reads a secret from the environment variable or file the configuration names.
+pub fn secret(
+    what: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Zeroizing<String>, String> {
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(Zeroizing::new)
+            .map_err(|_| format!("{what}: environment variable {var} is not set"));
+    }
+    if let Some(path) = file {
+        let s = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("{what}: {}: {e}", path.display()))?,
+        );
+        return Ok(Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_string()));
+    }
+    Err(format!(
+        "{what}: configure an environment variable or a file to read it from"
+    ))
+}

@@ -1,0 +1,144 @@
+//! `muhr serve`: health, metrics and the CA certificates (at the caIssuers URLs
+//! written into every certificate). Later issues mount the RA and OCSP here.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use muhr_ca::Ca;
+use muhr_hsm::KeyStore;
+use muhr_store::Store;
+
+use crate::Fail;
+use crate::app::App;
+
+#[derive(Clone)]
+pub struct Shared {
+    pub ca: Arc<Ca>,
+    pub store: Store,
+    pub keys: Arc<dyn KeyStore>,
+}
+
+pub async fn run(app: App, listen: Option<String>) -> Result<(), Fail> {
+    let ca = Arc::new(app.ca().await?);
+    let listen = listen.unwrap_or_else(|| app.config.server.listen.clone());
+    let shared = Shared {
+        ca,
+        store: app.store.clone(),
+        keys: app.keys.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| Fail::invalid(format!("cannot listen on {listen}: {e}")))?;
+    tracing::info!(%listen, database = app.store.backend().name(), key_store = %app.keys.describe(), "serving");
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| Fail::internal(format!("server: {e}")))?;
+    app.store.close().await;
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/ca/{file}", get(ca_file))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+fn json_error(status: StatusCode, field: &str, rule: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": { "field": field, "rule": rule } })),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "path", "no such resource")
+}
+
+/// 200 only when both the database and the key store answer now.
+async fn healthz(State(s): State<Shared>) -> Response {
+    let db = s.store.ping().await.map_err(|e| e.to_string());
+    let keys = s.keys.clone();
+    let key_health = tokio::task::spawn_blocking(move || keys.health().map_err(|e| e.to_string()))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    let status = if db.is_ok() && key_health.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let show = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.clone(),
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
+            "database": { "backend": s.store.backend().name(), "status": show(&db) },
+            "key_store": { "backend": s.keys.describe(), "status": show(&key_health) },
+        })),
+    )
+        .into_response()
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.ca.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `root.cer` / `issuing.cer` (DER, RFC 5280 4.2.2.1), `.pem`, and `chain.pem`.
+async fn ca_file(State(s): State<Shared>, Path(file): Path<String>) -> Response {
+    let ca = &s.ca;
+    let cache = (header::CACHE_CONTROL, "public, max-age=86400");
+    let (name, ext) = file.rsplit_once('.').unwrap_or((file.as_str(), ""));
+    let auth = match name {
+        "root" => Some(&ca.root),
+        "issuing" => Some(&ca.issuing),
+        _ => None,
+    };
+    match (auth, ext) {
+        (Some(a), "cer" | "crt" | "der") => (
+            [(header::CONTENT_TYPE, "application/pkix-cert"), cache],
+            a.der.clone(),
+        )
+            .into_response(),
+        (Some(a), "pem") => (
+            [(header::CONTENT_TYPE, "application/x-pem-file"), cache],
+            a.pem(),
+        )
+            .into_response(),
+        (None, "pem") if name == "chain" => (
+            [(header::CONTENT_TYPE, "application/x-pem-file"), cache],
+            ca.chain_pem(),
+        )
+            .into_response(),
+        _ => json_error(
+            StatusCode::NOT_FOUND,
+            "file",
+            "known files: root.cer, issuing.cer, root.pem, issuing.pem, chain.pem",
+        ),
+    }
+}

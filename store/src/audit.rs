@@ -1,0 +1,201 @@
+//! The audit chain: an append-only list of CA acts in which each entry's hash
+//! covers the previous entry's hash and the entry's own fields. Changing,
+//! removing or reordering any entry breaks every hash after it, and
+//! [`verify`] names the first entry where the chain no longer holds.
+
+use sha2::{Digest, Sha256};
+use sqlx::{AnyPool, Row};
+
+use crate::{Result, Tx};
+
+/// One act to record. `object` names what was acted on (a serial, a CA name);
+/// `details` is JSON with whatever else a reader needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub actor: String,
+    pub action: String,
+    pub object: String,
+    pub details: serde_json::Value,
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Every field, length-prefixed, so no two different entries hash the same input.
+pub fn entry_hash(
+    prev: &[u8],
+    seq: i64,
+    at: i64,
+    actor: &str,
+    action: &str,
+    object: &str,
+    details: &str,
+) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(b"muhr-audit-v1");
+    h.update((prev.len() as u32).to_be_bytes());
+    h.update(prev);
+    h.update(seq.to_be_bytes());
+    h.update(at.to_be_bytes());
+    for field in [actor, action, object, details] {
+        h.update((field.len() as u32).to_be_bytes());
+        h.update(field.as_bytes());
+    }
+    h.finalize().to_vec()
+}
+
+/// Appends `events` inside the caller's transaction. The head row is updated
+/// first, which takes the write lock (SQLite) or the row lock (PostgreSQL)
+/// before the head is read: concurrent appenders queue instead of forking.
+pub(crate) async fn append(tx: &mut Tx<'_>, events: &[&AuditEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut seq: i64 = head.try_get("seq")?;
+    let mut prev: Vec<u8> = head.try_get("hash")?;
+    let at = now_micros();
+    for e in events {
+        seq += 1;
+        let details = e.details.to_string();
+        let hash = entry_hash(&prev, seq, at, &e.actor, &e.action, &e.object, &details);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(seq)
+        .bind(at)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.object)
+        .bind(&details)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        prev = hash;
+    }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(&prev)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// What is wrong with the chain, at the first place it breaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditFinding {
+    /// The entry's fields no longer produce its stored hash.
+    Changed { seq: i64 },
+    /// The entry does not follow the one before it (an entry was removed or moved).
+    Broken { seq: i64, expected_seq: i64 },
+    /// The chain ends before the head says it should.
+    Truncated { last_seq: i64, head_seq: i64 },
+}
+
+impl std::fmt::Display for AuditFinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditFinding::Changed { seq } => write!(
+                f,
+                "audit entry {seq} was changed: its content does not match its hash"
+            ),
+            AuditFinding::Broken { seq, expected_seq } if seq != expected_seq => write!(
+                f,
+                "audit entry {expected_seq} is missing or out of order: the next entry found is {seq}"
+            ),
+            AuditFinding::Broken { seq, .. } => write!(
+                f,
+                "audit entry {seq} does not follow entry {}: an entry was removed, replaced or reordered",
+                seq - 1
+            ),
+            AuditFinding::Truncated { last_seq, head_seq } => write!(
+                f,
+                "audit entries {}..={head_seq} were removed: the chain ends at {last_seq}",
+                last_seq + 1
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditReport {
+    pub entries: i64,
+    pub finding: Option<AuditFinding>,
+}
+
+/// Walks the whole chain in pages, so a chain of tens of millions of entries
+/// is checked in constant memory.
+pub(crate) async fn verify(pool: &AnyPool) -> Result<AuditReport> {
+    const PAGE: i64 = 5000;
+    let mut prev = vec![0u8; 32];
+    let mut expected_seq = 1i64;
+    loop {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, object, details, prev_hash, hash FROM audit_log \
+             WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(expected_seq)
+        .bind(PAGE)
+        .fetch_all(pool)
+        .await?;
+        let n = rows.len() as i64;
+        for row in rows {
+            let seq: i64 = row.try_get("seq")?;
+            let stored_prev: Vec<u8> = row.try_get("prev_hash")?;
+            let hash: Vec<u8> = row.try_get("hash")?;
+            if seq != expected_seq || stored_prev != prev {
+                return Ok(AuditReport {
+                    entries: expected_seq - 1,
+                    finding: Some(AuditFinding::Broken { seq, expected_seq }),
+                });
+            }
+            let computed = entry_hash(
+                &prev,
+                seq,
+                row.try_get("at")?,
+                &row.try_get::<String, _>("actor")?,
+                &row.try_get::<String, _>("action")?,
+                &row.try_get::<String, _>("object")?,
+                &row.try_get::<String, _>("details")?,
+            );
+            if computed != hash {
+                return Ok(AuditReport {
+                    entries: expected_seq - 1,
+                    finding: Some(AuditFinding::Changed { seq }),
+                });
+            }
+            prev = hash;
+            expected_seq += 1;
+        }
+        if n < PAGE {
+            break;
+        }
+    }
+    let last_seq = expected_seq - 1;
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    let head_seq: i64 = head.try_get("seq")?;
+    let head_hash: Vec<u8> = head.try_get("hash")?;
+    if head_seq != last_seq || head_hash != prev {
+        return Ok(AuditReport {
+            entries: last_seq,
+            finding: Some(AuditFinding::Truncated { last_seq, head_seq }),
+        });
+    }
+    Ok(AuditReport {
+        entries: last_seq,
+        finding: None,
+    })
+}
