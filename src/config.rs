@@ -33,7 +33,7 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Database {
     /// `sqlite://FILE` (relative paths are inside the data directory) or `postgres://...`.
     pub url: Option<String>,
@@ -58,7 +58,7 @@ pub enum Backend {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct KeyStoreConfig {
     pub backend: Backend,
     /// Software: directory of encrypted PKCS#8 files (relative to the data dir).
@@ -90,7 +90,7 @@ impl Default for KeyStoreConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Server {
     pub listen: String,
 }
@@ -107,7 +107,7 @@ impl Default for Server {
 
 /// URLs written into certificates. `{base}` is `base`; `{ca}` the CA's name.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Urls {
     pub base: String,
     pub crl: String,
@@ -127,7 +127,7 @@ impl Default for Urls {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Issuance {
     pub backdate_seconds: u64,
     /// certificatePolicies OIDs per profile.
@@ -165,7 +165,7 @@ pub struct CaConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CeremonyConfig {
     pub root: CaConfig,
     pub issuing: CaConfig,

@@ -15,11 +15,18 @@ struct RawCertReq<'a> {
     signature: BitStringRef<'a>,
 }
 
-/// Parses a CSR (PEM or DER) and verifies its self-signature.
-pub fn verify(input: &[u8]) -> Result<SubjectPublicKeyInfoOwned, String> {
+/// A parsed request whose proof of possession is not checked yet, so that an
+/// unacceptable key (RSA-1024, say) is reported as such rather than as a
+/// signature the verifier refuses to even try.
+pub struct Parsed {
+    der: Vec<u8>,
+    pub public_key: SubjectPublicKeyInfoOwned,
+}
+
+/// Parses a CSR, PEM or DER.
+pub fn parse(input: &[u8]) -> Result<Parsed, String> {
     let der = if input.trim_ascii_start().starts_with(b"-----BEGIN") {
-        let (label, der) =
-            der::pem::decode_vec(input).map_err(|e| format!("malformed PEM: {e}"))?;
+        let (label, der) = der::pem::decode_vec(input).map_err(|e| format!("malformed PEM: {e}"))?;
         if label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST" {
             return Err(format!("PEM label {label:?} is not CERTIFICATE REQUEST"));
         }
@@ -28,14 +35,19 @@ pub fn verify(input: &[u8]) -> Result<SubjectPublicKeyInfoOwned, String> {
         input.to_vec()
     };
     let req = CertReq::from_der(&der).map_err(|e| format!("malformed PKCS#10 request: {e}"))?;
-    let raw = RawCertReq::from_der(&der).map_err(|e| format!("malformed PKCS#10 request: {e}"))?;
-    let info = raw.info.to_der().map_err(|e| e.to_string())?;
-    let sig = raw
-        .signature
-        .as_bytes()
-        .ok_or("request signature has unused bits")?;
-    let spki = req.info.public_key.clone();
-    muhr_hsm::verify::verify_signature(&spki, &raw.algorithm, &info, sig)
-        .map_err(|e| format!("proof of possession failed: {e}"))?;
-    Ok(spki)
+    Ok(Parsed {
+        public_key: req.info.public_key,
+        der,
+    })
+}
+
+impl Parsed {
+    /// Verifies the request's self-signature over the exact bytes signed.
+    pub fn verify(&self) -> Result<(), String> {
+        let raw = RawCertReq::from_der(&self.der).map_err(|e| format!("malformed PKCS#10 request: {e}"))?;
+        let info = raw.info.to_der().map_err(|e| e.to_string())?;
+        let sig = raw.signature.as_bytes().ok_or("request signature has unused bits")?;
+        muhr_hsm::verify::verify_signature(&self.public_key, &raw.algorithm, &info, sig)
+            .map_err(|e| format!("proof of possession failed: {e}"))
+    }
 }

@@ -1,0 +1,284 @@
+//! Test environment: a temporary data directory, a configuration for the chosen
+//! database (SQLite file, or a fresh database on the test PostgreSQL server) and
+//! key store (software, or a SoftHSM2 token of its own), and helpers to run the
+//! real `muhr` binary and the real OpenSSL against it.
+//!
+//! Nothing is skipped: a missing component makes the test fail with a message
+//! saying what to install (tests/run.sh installs everything).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const PIN: &str = "4711-test-pin";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    Software,
+    SoftHsm,
+}
+
+pub fn require(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(found, "{tool} is required by this test: run `bash tests/run.sh`, which installs it");
+}
+
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 6];
+    aws_lc_rs::rand::fill(&mut b).unwrap();
+    hex::encode(b)
+}
+
+/// A fresh database on the test server (MUHR_TEST_POSTGRES_URL, set by tests/run.sh).
+pub fn postgres_database() -> String {
+    let admin = std::env::var("MUHR_TEST_POSTGRES_URL").expect(
+        "MUHR_TEST_POSTGRES_URL is not set: PostgreSQL tests need the server tests/run.sh starts",
+    );
+    let name = format!("muhr_t_{}", random_suffix());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await.unwrap();
+    });
+    let base = admin.rsplit_once('/').unwrap().0;
+    format!("{base}/{name}")
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub db: Db,
+    pub keys: Keys,
+    pub db_url: String,
+    pub softhsm_conf: Option<PathBuf>,
+    pub config: PathBuf,
+}
+
+impl Env {
+    pub fn new(db: Db, keys: Keys) -> Self {
+        Self::with_extra(db, keys, "")
+    }
+
+    /// `extra` is appended to the generated configuration file.
+    pub fn with_extra(db: Db, keys: Keys, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let db_url = match db {
+            Db::Sqlite => format!("sqlite://{}/muhr.db", data.display()),
+            Db::Postgres => postgres_database(),
+        };
+        let mut softhsm_conf = None;
+        let key_store = match keys {
+            Keys::Software => {
+                std::fs::write(dir.path().join("passphrase"), "test passphrase, long enough\n").unwrap();
+                format!(
+                    "backend = \"software\"\npassphrase_file = \"{}\"\n",
+                    dir.path().join("passphrase").display()
+                )
+            }
+            Keys::SoftHsm => {
+                require("softhsm2-util");
+                assert!(Path::new(SOFTHSM_MODULE).exists(), "{SOFTHSM_MODULE} missing: install softhsm2");
+                let tokens = dir.path().join("tokens");
+                std::fs::create_dir_all(&tokens).unwrap();
+                let conf = dir.path().join("softhsm2.conf");
+                std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display())).unwrap();
+                let out = Command::new("softhsm2-util")
+                    .env("SOFTHSM2_CONF", &conf)
+                    .args(["--init-token", "--free", "--label", "muhr", "--pin", PIN, "--so-pin", "so-pin-1234"])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&out.stderr));
+                softhsm_conf = Some(conf);
+                format!(
+                    "backend = \"pkcs11\"\nmodule = \"{SOFTHSM_MODULE}\"\ntoken_label = \"muhr\"\npin_env = \"MUHR_PKCS11_PIN\"\nsessions = 4\n"
+                )
+            }
+        };
+        let config = dir.path().join("muhr.toml");
+        let text = format!(
+            "data_dir = \"{}\"\n\n[database]\nurl_env = \"MUHR_DATABASE_URL\"\n\n[key_store]\n{key_store}\n\
+             [issuance.policy_oids]\n\"individual-sign\" = [\"1.2.860.3.2.2.1.2.2\"]\n\"individual-auth\" = [\"1.2.860.3.2.2.1.2.1\"]\n\
+             \"legal-entity-sign\" = [\"1.2.860.3.2.2.1.2.3\"]\n{extra}",
+            data.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        Self { dir, db, keys, db_url, softhsm_conf, config }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The `muhr` binary with this environment's configuration and secrets.
+    pub fn muhr(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_muhr"));
+        c.arg("--config").arg(&self.config);
+        self.apply(&mut c);
+        c
+    }
+
+    /// Sets the environment a process of this installation needs.
+    pub fn apply(&self, c: &mut Command) {
+        c.env("MUHR_DATABASE_URL", &self.db_url).env("MUHR_PKCS11_PIN", PIN).env("MUHR_LOG", "warn");
+        if let Some(conf) = &self.softhsm_conf {
+            c.env("SOFTHSM2_CONF", conf);
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.muhr().args(args).output().expect("run muhr")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "muhr {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and asserts exit code 1; returns stderr.
+    pub fn refused(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(1), "muhr {args:?}: expected exit 1, got {}\nstdout: {}\nstderr: {}",
+            out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn init(&self) {
+        self.ok(&["ca", "init"]);
+    }
+
+    pub fn root_pem(&self) -> PathBuf {
+        self.data().join("ca/root.pem")
+    }
+
+    pub fn issuing_pem(&self) -> PathBuf {
+        self.data().join("ca/issuing.pem")
+    }
+
+    pub fn write(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// Issues a certificate; returns its path.
+    pub fn issue(&self, profile: &str, csr: &Path, subject: &str, out_name: &str) -> PathBuf {
+        let s = self.write(&format!("{out_name}.json"), subject);
+        let pem = self.ok(&["issue", "--profile", profile, "--csr", csr.to_str().unwrap(), "--subject", s.to_str().unwrap()]);
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+        self.write(&format!("{out_name}.pem"), pem)
+    }
+
+    /// An OpenSSL-made CSR; `key` is an `openssl req -newkey` argument (ec or rsa:BITS).
+    pub fn csr(&self, name: &str, key: &str) -> PathBuf {
+        let out = self.path(&format!("{name}.csr"));
+        let keyfile = self.path(&format!("{name}.key"));
+        let mut args = vec!["req", "-new", "-nodes", "-subj", "/CN=ignored by Muhr", "-keyout", keyfile.to_str().unwrap(), "-out", out.to_str().unwrap()];
+        if key == "ec" {
+            args.extend(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+        } else if key == "ec384" {
+            args.extend(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]);
+        } else {
+            args.extend(["-newkey", key]);
+        }
+        openssl(&args);
+        out
+    }
+
+    /// Runs a query against this environment's database; returns the first column of each row as text.
+    pub fn sql(&self, query: &str) -> Vec<String> {
+        let url = if self.db == Db::Sqlite { format!("{}?mode=rw", self.db_url) } else { self.db_url.clone() };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            use sqlx::{Connection, Row};
+            sqlx::any::install_default_drivers();
+            let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_string())).fetch_all(&mut c).await.unwrap();
+            rows.iter()
+                .map(|r| {
+                    r.try_get::<String, _>(0)
+                        .or_else(|_| r.try_get::<i64, _>(0).map(|v| v.to_string()))
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        self.sql(&format!("SELECT COUNT(*) FROM {table}"))[0].parse().unwrap()
+    }
+}
+
+/// Runs OpenSSL; panics with its stderr on failure.
+pub fn openssl(args: &[&str]) -> String {
+    let out = openssl_output(args);
+    assert!(out.status.success(), "openssl {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn openssl_output(args: &[&str]) -> Output {
+    require("openssl");
+    Command::new("openssl").args(args).output().expect("run openssl")
+}
+
+/// pkilint's RFC 5280 linter: no finding of NOTICE or worse.
+pub fn pkilint(cert: &Path) {
+    require("lint_pkix_cert");
+    let out = Command::new("lint_pkix_cert")
+        .args(["lint", "-s", "NOTICE", cert.to_str().unwrap()])
+        .output()
+        .expect("run lint_pkix_cert");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.trim().is_empty(), "pkilint on {}:\n{text}{}", cert.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn pinfl(first13: &str) -> String {
+    let sum: u32 = first13.bytes().map(|b| u32::from(b - b'0')).zip([7, 3, 1].iter().cycle()).map(|(a, w)| a * w).sum();
+    format!("{first13}{}", sum % 10)
+}
+
+pub fn person() -> String {
+    serde_json::json!({
+        "pinfl": pinfl("3150585123456"),
+        "surname": "IVANOV",
+        "given_name": "IVAN",
+        "patronymic": "IVANOVICH",
+        "tin": "412345678"
+    })
+    .to_string()
+}
+
+/// Declares one test per database backend.
+#[macro_export]
+macro_rules! both_databases {
+    ($($name:ident => $body:ident;)*) => {
+        mod sqlite { $( #[test] fn $name() { super::$body($crate::common::Db::Sqlite) } )* }
+        mod postgres { $( #[test] fn $name() { super::$body($crate::common::Db::Postgres) } )* }
+    };
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing (when root),
+# starts a throw-away PostgreSQL, then fmt, clippy and every test against
+# SQLite, PostgreSQL, SoftHSM2 and OpenSSL.
+#
+#   bash tests/run.sh
+#
+# Nothing here is optional: a test that needs a component it cannot find fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+log() { printf '\n== %s\n' "$*"; }
+
+# --- system packages --------------------------------------------------------
+need_pkgs=()
+command -v softhsm2-util >/dev/null || need_pkgs+=(softhsm2)
+[ -e /usr/lib/softhsm/libsofthsm2.so ] || need_pkgs+=(softhsm2)
+command -v pkcs11-tool >/dev/null || need_pkgs+=(opensc)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+command -v pip3 >/dev/null || command -v pip >/dev/null || need_pkgs+=(python3-pip)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing packages: ${need_pkgs[*]} (run as root to install them)" >&2; exit 1
+  fi
+  log "installing ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# pkilint: an independent RFC 5280 linter run over everything Muhr issues.
+if ! command -v lint_pkix_cert >/dev/null; then
+  log "installing pkilint"
+  PIP=$(command -v pip3 || command -v pip)
+  "$PIP" install -q pkilint 2>/dev/null || "$PIP" install -q --break-system-packages pkilint
+fi
+command -v lint_pkix_cert >/dev/null || { echo "pkilint did not install" >&2; exit 1; }
+
+# --- throw-away PostgreSQL ---------------------------------------------------
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+PGDIR=$(mktemp -d /tmp/muhr-pg.XXXXXX)
+PGPORT=${MUHR_TEST_PGPORT:-54329}
+chmod 755 "$PGDIR"
+RUNAS=()
+if [ "$(id -u)" = 0 ]; then
+  chown postgres "$PGDIR"
+  RUNAS=(runuser -u postgres --)
+fi
+cleanup() {
+  "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$PGDIR"
+}
+trap cleanup EXIT
+log "starting PostgreSQL on 127.0.0.1:$PGPORT"
+"${RUNAS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust -E UTF8 >/dev/null
+"${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
+  -o "-p $PGPORT -k $PGDIR -c listen_addresses=127.0.0.1 -c max_connections=400" start >/dev/null
+export MUHR_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"
+
+# --- Rust ------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all --check
+log "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+log "tests (SQLite, PostgreSQL, SoftHSM2, OpenSSL)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  # nextest does not run doc tests
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
