@@ -47,10 +47,12 @@ pub async fn issue(app: &App, profile: &str, csr: &Path, subject: &Path) -> Resu
         .map_err(|e| Fail::invalid(format!("refused: {e}")))?;
     muhr_ca::build::subject_name(p, &fields).map_err(|e| Fail::invalid(format!("refused: {e}")))?;
     let csr_bytes = read(csr, "CSR")?;
-    let csr = muhr_ca::csr::parse(&csr_bytes).map_err(|e| Fail::invalid(format!("refused: csr: {e}")))?;
+    let csr =
+        muhr_ca::csr::parse(&csr_bytes).map_err(|e| Fail::invalid(format!("refused: csr: {e}")))?;
     muhr_ca::goodkey::check(&csr.public_key, &p.keys)
         .map_err(|e| Fail::invalid(format!("refused: public_key: {e}")))?;
-    csr.verify().map_err(|e| Fail::invalid(format!("refused: csr: {e}")))?;
+    csr.verify()
+        .map_err(|e| Fail::invalid(format!("refused: csr: {e}")))?;
     let public_key = csr.public_key;
 
     let ca = app.ca().await?;

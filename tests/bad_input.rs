@@ -16,31 +16,64 @@ fn refused_and_nothing_written(db: Db) {
     let before = snapshot(&env);
 
     let issue = |profile: &str, csr: &std::path::Path, subject: &std::path::Path| {
-        env.refused(&["issue", "--profile", profile, "--csr", csr.to_str().unwrap(), "--subject", subject.to_str().unwrap()])
+        env.refused(&[
+            "issue",
+            "--profile",
+            profile,
+            "--csr",
+            csr.to_str().unwrap(),
+            "--subject",
+            subject.to_str().unwrap(),
+        ])
     };
 
     // PINFL whose check digit is wrong.
     let mut p = common::pinfl("3150585123456");
     let last = (p.pop().unwrap().to_digit(10).unwrap() + 1) % 10;
-    let bad_pinfl = env.write("bad-pinfl.json", serde_json::json!({"pinfl": format!("{p}{last}"), "surname": "A", "given_name": "B"}).to_string());
+    let bad_pinfl = env.write(
+        "bad-pinfl.json",
+        serde_json::json!({"pinfl": format!("{p}{last}"), "surname": "A", "given_name": "B"})
+            .to_string(),
+    );
     let e = issue("individual-sign", &good_csr, &bad_pinfl);
     assert!(e.contains("pinfl: check digit"), "{e}");
 
     // Unknown profile.
     let e = issue("individual-platinum", &good_csr, &good_subject);
-    assert!(e.contains("profile: unknown profile \"individual-platinum\""), "{e}");
-    assert!(e.contains("individual-sign"), "lists the known profiles: {e}");
+    assert!(
+        e.contains("profile: unknown profile \"individual-platinum\""),
+        "{e}"
+    );
+    assert!(
+        e.contains("individual-sign"),
+        "lists the known profiles: {e}"
+    );
 
     // Malformed CSR.
-    let garbage = env.write("garbage.csr", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n");
+    let garbage = env.write(
+        "garbage.csr",
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+    );
     let e = issue("individual-sign", &garbage, &good_subject);
     assert!(e.contains("csr: malformed"), "{e}");
-    let e = issue("individual-sign", &env.write("empty.csr", ""), &good_subject);
+    let e = issue(
+        "individual-sign",
+        &env.write("empty.csr", ""),
+        &good_subject,
+    );
     assert!(e.contains("csr: malformed"), "{e}");
 
     // CSR whose signature does not verify: flip a bit in the signature.
     let der_path = env.path("good.der");
-    openssl(&["req", "-in", good_csr.to_str().unwrap(), "-outform", "DER", "-out", der_path.to_str().unwrap()]);
+    openssl(&[
+        "req",
+        "-in",
+        good_csr.to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-out",
+        der_path.to_str().unwrap(),
+    ]);
     let mut der = std::fs::read(&der_path).unwrap();
     let n = der.len();
     der[n - 5] ^= 0x01;
@@ -51,10 +84,16 @@ fn refused_and_nothing_written(db: Db) {
     // RSA-1024.
     let weak = env.csr("weak", "rsa:1024");
     let e = issue("individual-sign", &weak, &good_subject);
-    assert!(e.contains("public_key: RSA key of 1024 bits is too small"), "{e}");
+    assert!(
+        e.contains("public_key: RSA key of 1024 bits is too small"),
+        "{e}"
+    );
 
     // Unknown subject field and malformed JSON.
-    let extra = env.write("extra.json", r#"{"pinfl":"31505851234562","surname":"A","given_name":"B","nickname":"x"}"#);
+    let extra = env.write(
+        "extra.json",
+        r#"{"pinfl":"31505851234562","surname":"A","given_name":"B","nickname":"x"}"#,
+    );
     assert!(issue("individual-sign", &good_csr, &extra).contains("unknown field `nickname`"));
     let broken = env.write("broken.json", "{");
     assert!(issue("individual-sign", &good_csr, &broken).contains("subject"));
@@ -71,9 +110,24 @@ fn thirty_month_profile_stops_start_up(db: Db) {
     let env = Env::new(db, Keys::Software);
     let dir = env.path("profiles");
     std::fs::create_dir_all(&dir).unwrap();
-    for name in ["root-ca", "issuing-ca", "individual-sign", "individual-auth", "legal-entity-sign", "ocsp-signer"] {
-        let text = std::fs::read_to_string(format!("{}/policies/profiles/{name}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        let text = if name == "individual-sign" { text.replace("24 months", "30 months") } else { text };
+    for name in [
+        "root-ca",
+        "issuing-ca",
+        "individual-sign",
+        "individual-auth",
+        "legal-entity-sign",
+        "ocsp-signer",
+    ] {
+        let text = std::fs::read_to_string(format!(
+            "{}/policies/profiles/{name}.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let text = if name == "individual-sign" {
+            text.replace("24 months", "30 months")
+        } else {
+            text
+        };
         std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
     }
     let mut cfg = std::fs::read_to_string(&env.config).unwrap();
@@ -88,9 +142,15 @@ fn thirty_month_profile_stops_start_up(db: Db) {
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muhr")).args(["issue", "--profile"]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muhr"))
+        .args(["issue", "--profile"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muhr")).args(["frobnicate"]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muhr"))
+        .args(["frobnicate"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 

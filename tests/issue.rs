@@ -10,10 +10,22 @@ fn extensions_block(text: &str) -> Vec<String> {
     text[start..end]
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("X509v3 ") || l.starts_with("Authority Information Access") || l.starts_with("OCSP No Check"))
+        .filter(|l| {
+            l.starts_with("X509v3 ")
+                || l.starts_with("Authority Information Access")
+                || l.starts_with("OCSP No Check")
+        })
         .filter(|l| *l != "X509v3 extensions:")
-        .map(|l| l.trim_end_matches(':').trim_end_matches(": critical").to_string()
-            + if l.ends_with("critical") { " (critical)" } else { "" })
+        .map(|l| {
+            l.trim_end_matches(':')
+                .trim_end_matches(": critical")
+                .to_string()
+                + if l.ends_with("critical") {
+                    " (critical)"
+                } else {
+                    ""
+                }
+        })
         .collect()
 }
 
@@ -43,17 +55,38 @@ fn issue_and_verify(db: Db) {
     pkilint(&cert);
     let text = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-text"]);
     let pinfl = common::pinfl("3150585123456");
-    assert!(text.contains(&format!("1.2.860.3.16.1.2 = {pinfl}")), "{text}");
-    assert!(text.contains(&format!("serialNumber = PNOUZ-{pinfl}")), "{text}");
+    assert!(
+        text.contains(&format!("1.2.860.3.16.1.2 = {pinfl}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("serialNumber = PNOUZ-{pinfl}")),
+        "{text}"
+    );
     assert!(text.contains("CN = IVANOV IVAN IVANOVICH"), "{text}");
-    assert!(text.contains("SN = IVANOV, name = IVAN, GN = IVAN"), "{text}");
+    assert!(
+        text.contains("SN = IVANOV, name = IVAN, GN = IVAN"),
+        "{text}"
+    );
     assert!(text.contains("UID = 412345678"), "{text}");
     assert!(text.contains("C = UZ"), "{text}");
-    assert!(text.contains("Digital Signature, Non Repudiation"), "{text}");
+    assert!(
+        text.contains("Digital Signature, Non Repudiation"),
+        "{text}"
+    );
     assert!(text.contains("Policy: 1.2.860.3.2.2.1.2.2"), "{text}");
-    assert!(text.contains("URI:http://127.0.0.1:8080/crl/issuing.crl"), "{text}");
-    assert!(text.contains("OCSP - URI:http://127.0.0.1:8080/ocsp"), "{text}");
-    assert!(text.contains("CA Issuers - URI:http://127.0.0.1:8080/ca/issuing.cer"), "{text}");
+    assert!(
+        text.contains("URI:http://127.0.0.1:8080/crl/issuing.crl"),
+        "{text}"
+    );
+    assert!(
+        text.contains("OCSP - URI:http://127.0.0.1:8080/ocsp"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CA Issuers - URI:http://127.0.0.1:8080/ca/issuing.cer"),
+        "{text}"
+    );
     assert_eq!(
         extensions_block(&text),
         [
@@ -73,11 +106,22 @@ fn issue_and_verify(db: Db) {
     let shown = env.ok(&["cert", "show", &serial.to_ascii_lowercase()]);
     assert!(shown.contains("status:     issued"), "{shown}");
     assert!(shown.contains("profile:    individual-sign"), "{shown}");
-    assert!(shown.contains(&std::fs::read_to_string(&cert).unwrap()), "{shown}");
-    assert!(env.refused(&["cert", "show", "00DEADBEEF"]).contains("no certificate with serial 00DEADBEEF"));
+    assert!(
+        shown.contains(&std::fs::read_to_string(&cert).unwrap()),
+        "{shown}"
+    );
+    assert!(
+        env.refused(&["cert", "show", "00DEADBEEF"])
+            .contains("no certificate with serial 00DEADBEEF")
+    );
 
     // Authentication certificate: clientAuth and digitalSignature only.
-    let auth = env.issue("individual-auth", &env.csr("auth", "ec384"), &person(), "auth");
+    let auth = env.issue(
+        "individual-auth",
+        &env.csr("auth", "ec384"),
+        &person(),
+        "auth",
+    );
     verify_chain(&env, &auth);
     pkilint(&auth);
     let text = openssl(&["x509", "-in", auth.to_str().unwrap(), "-noout", "-text"]);
@@ -91,7 +135,12 @@ fn issue_and_verify(db: Db) {
         "pinfl": common::pinfl("4010290555777"), "surname": "KARIMOVA", "given_name": "NODIRA",
         "organization": { "name": "Toshkent Savdo MChJ", "tin": "201234567", "title": "Bosh hisobchi" }
     });
-    let le = env.issue("legal-entity-sign", &env.csr("employee", "rsa:2048"), &employee.to_string(), "le");
+    let le = env.issue(
+        "legal-entity-sign",
+        &env.csr("employee", "rsa:2048"),
+        &employee.to_string(),
+        "le",
+    );
     verify_chain(&env, &le);
     pkilint(&le);
     let text = openssl(&["x509", "-in", le.to_str().unwrap(), "-noout", "-text"]);
@@ -102,7 +151,15 @@ fn issue_and_verify(db: Db) {
     assert!(!text.contains("UID ="), "no personal TIN was given: {text}");
 
     // A legal-entity certificate without an organisation is refused, naming the field.
-    let err = env.refused(&["issue", "--profile", "legal-entity-sign", "--csr", csr.to_str().unwrap(), "--subject", env.write("p.json", person()).to_str().unwrap()]);
+    let err = env.refused(&[
+        "issue",
+        "--profile",
+        "legal-entity-sign",
+        "--csr",
+        csr.to_str().unwrap(),
+        "--subject",
+        env.write("p.json", person()).to_str().unwrap(),
+    ]);
     assert!(err.contains("organization.name"), "{err}");
 
     let audit = env.ok(&["audit", "verify"]);
@@ -120,18 +177,35 @@ fn development_default_needs_no_configuration() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_muhr"))
         .current_dir(dir.path())
         .env_remove("MUHR_CONFIG")
-        .args(["issue", "--profile", "individual-auth", "--csr", csr.to_str().unwrap(), "--subject", subject.to_str().unwrap()])
+        .args([
+            "issue",
+            "--profile",
+            "individual-auth",
+            "--csr",
+            csr.to_str().unwrap(),
+            "--subject",
+            subject.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("created a development CA in ./muhr-data"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("created a development CA in ./muhr-data")
+    );
     let data = dir.path().join("muhr-data");
     assert!(data.join("muhr.db").exists());
     assert!(data.join("keys/muhr-issuing.p8.pem").exists());
     std::fs::write(dir.path().join("c.pem"), &out.stdout).unwrap();
     let verified = openssl(&[
-        "verify", "-CAfile", data.join("ca/root.pem").to_str().unwrap(),
-        "-untrusted", data.join("ca/issuing.pem").to_str().unwrap(),
+        "verify",
+        "-CAfile",
+        data.join("ca/root.pem").to_str().unwrap(),
+        "-untrusted",
+        data.join("ca/issuing.pem").to_str().unwrap(),
         dir.path().join("c.pem").to_str().unwrap(),
     ]);
     assert!(verified.contains(": OK"));
@@ -139,7 +213,14 @@ fn development_default_needs_no_configuration() {
     let key = std::fs::read_to_string(data.join("keys/muhr-issuing.p8.pem")).unwrap();
     assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
     let pass = format!("file:{}", data.join("keys/passphrase").display());
-    openssl(&["pkey", "-in", data.join("keys/muhr-issuing.p8.pem").to_str().unwrap(), "-passin", &pass, "-noout"]);
+    openssl(&[
+        "pkey",
+        "-in",
+        data.join("keys/muhr-issuing.p8.pem").to_str().unwrap(),
+        "-passin",
+        &pass,
+        "-noout",
+    ]);
 }
 
 both_databases! {

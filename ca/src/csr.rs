@@ -26,7 +26,8 @@ pub struct Parsed {
 /// Parses a CSR, PEM or DER.
 pub fn parse(input: &[u8]) -> Result<Parsed, String> {
     let der = if input.trim_ascii_start().starts_with(b"-----BEGIN") {
-        let (label, der) = der::pem::decode_vec(input).map_err(|e| format!("malformed PEM: {e}"))?;
+        let (label, der) =
+            der::pem::decode_vec(input).map_err(|e| format!("malformed PEM: {e}"))?;
         if label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST" {
             return Err(format!("PEM label {label:?} is not CERTIFICATE REQUEST"));
         }
@@ -44,9 +45,13 @@ pub fn parse(input: &[u8]) -> Result<Parsed, String> {
 impl Parsed {
     /// Verifies the request's self-signature over the exact bytes signed.
     pub fn verify(&self) -> Result<(), String> {
-        let raw = RawCertReq::from_der(&self.der).map_err(|e| format!("malformed PKCS#10 request: {e}"))?;
+        let raw = RawCertReq::from_der(&self.der)
+            .map_err(|e| format!("malformed PKCS#10 request: {e}"))?;
         let info = raw.info.to_der().map_err(|e| e.to_string())?;
-        let sig = raw.signature.as_bytes().ok_or("request signature has unused bits")?;
+        let sig = raw
+            .signature
+            .as_bytes()
+            .ok_or("request signature has unused bits")?;
         muhr_hsm::verify::verify_signature(&self.public_key, &raw.algorithm, &info, sig)
             .map_err(|e| format!("proof of possession failed: {e}"))
     }

@@ -32,7 +32,10 @@ pub fn require(tool: &str) {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(found, "{tool} is required by this test: run `bash tests/run.sh`, which installs it");
+    assert!(
+        found,
+        "{tool} is required by this test: run `bash tests/run.sh`, which installs it"
+    );
 }
 
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -49,11 +52,19 @@ pub fn postgres_database() -> String {
         "MUHR_TEST_POSTGRES_URL is not set: PostgreSQL tests need the server tests/run.sh starts",
     );
     let name = format!("muhr_t_{}", random_suffix());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL server");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await.unwrap();
+        let mut c = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("connect to the test PostgreSQL server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .unwrap();
     });
     let base = admin.rsplit_once('/').unwrap().0;
     format!("{base}/{name}")
@@ -85,7 +96,11 @@ impl Env {
         let mut softhsm_conf = None;
         let key_store = match keys {
             Keys::Software => {
-                std::fs::write(dir.path().join("passphrase"), "test passphrase, long enough\n").unwrap();
+                std::fs::write(
+                    dir.path().join("passphrase"),
+                    "test passphrase, long enough\n",
+                )
+                .unwrap();
                 format!(
                     "backend = \"software\"\npassphrase_file = \"{}\"\n",
                     dir.path().join("passphrase").display()
@@ -93,17 +108,33 @@ impl Env {
             }
             Keys::SoftHsm => {
                 require("softhsm2-util");
-                assert!(Path::new(SOFTHSM_MODULE).exists(), "{SOFTHSM_MODULE} missing: install softhsm2");
+                assert!(
+                    Path::new(SOFTHSM_MODULE).exists(),
+                    "{SOFTHSM_MODULE} missing: install softhsm2"
+                );
                 let tokens = dir.path().join("tokens");
                 std::fs::create_dir_all(&tokens).unwrap();
                 let conf = dir.path().join("softhsm2.conf");
                 std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display())).unwrap();
                 let out = Command::new("softhsm2-util")
                     .env("SOFTHSM2_CONF", &conf)
-                    .args(["--init-token", "--free", "--label", "muhr", "--pin", PIN, "--so-pin", "so-pin-1234"])
+                    .args([
+                        "--init-token",
+                        "--free",
+                        "--label",
+                        "muhr",
+                        "--pin",
+                        PIN,
+                        "--so-pin",
+                        "so-pin-1234",
+                    ])
                     .output()
                     .unwrap();
-                assert!(out.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "softhsm2-util: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 softhsm_conf = Some(conf);
                 format!(
                     "backend = \"pkcs11\"\nmodule = \"{SOFTHSM_MODULE}\"\ntoken_label = \"muhr\"\npin_env = \"MUHR_PKCS11_PIN\"\nsessions = 4\n"
@@ -118,7 +149,14 @@ impl Env {
             data.display()
         );
         std::fs::write(&config, text).unwrap();
-        Self { dir, db, keys, db_url, softhsm_conf, config }
+        Self {
+            dir,
+            db,
+            keys,
+            db_url,
+            softhsm_conf,
+            config,
+        }
     }
 
     pub fn data(&self) -> PathBuf {
@@ -139,7 +177,9 @@ impl Env {
 
     /// Sets the environment a process of this installation needs.
     pub fn apply(&self, c: &mut Command) {
-        c.env("MUHR_DATABASE_URL", &self.db_url).env("MUHR_PKCS11_PIN", PIN).env("MUHR_LOG", "warn");
+        c.env("MUHR_DATABASE_URL", &self.db_url)
+            .env("MUHR_PKCS11_PIN", PIN)
+            .env("MUHR_LOG", "warn");
         if let Some(conf) = &self.softhsm_conf {
             c.env("SOFTHSM2_CONF", conf);
         }
@@ -164,8 +204,14 @@ impl Env {
     /// Runs and asserts exit code 1; returns stderr.
     pub fn refused(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert_eq!(out.status.code(), Some(1), "muhr {args:?}: expected exit 1, got {}\nstdout: {}\nstderr: {}",
-            out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "muhr {args:?}: expected exit 1, got {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stderr).unwrap()
     }
 
@@ -190,7 +236,15 @@ impl Env {
     /// Issues a certificate; returns its path.
     pub fn issue(&self, profile: &str, csr: &Path, subject: &str, out_name: &str) -> PathBuf {
         let s = self.write(&format!("{out_name}.json"), subject);
-        let pem = self.ok(&["issue", "--profile", profile, "--csr", csr.to_str().unwrap(), "--subject", s.to_str().unwrap()]);
+        let pem = self.ok(&[
+            "issue",
+            "--profile",
+            profile,
+            "--csr",
+            csr.to_str().unwrap(),
+            "--subject",
+            s.to_str().unwrap(),
+        ]);
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
         self.write(&format!("{out_name}.pem"), pem)
     }
@@ -199,7 +253,17 @@ impl Env {
     pub fn csr(&self, name: &str, key: &str) -> PathBuf {
         let out = self.path(&format!("{name}.csr"));
         let keyfile = self.path(&format!("{name}.key"));
-        let mut args = vec!["req", "-new", "-nodes", "-subj", "/CN=ignored by Muhr", "-keyout", keyfile.to_str().unwrap(), "-out", out.to_str().unwrap()];
+        let mut args = vec![
+            "req",
+            "-new",
+            "-nodes",
+            "-subj",
+            "/CN=ignored by Muhr",
+            "-keyout",
+            keyfile.to_str().unwrap(),
+            "-out",
+            out.to_str().unwrap(),
+        ];
         if key == "ec" {
             args.extend(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
         } else if key == "ec384" {
@@ -213,13 +277,23 @@ impl Env {
 
     /// Runs a query against this environment's database; returns the first column of each row as text.
     pub fn sql(&self, query: &str) -> Vec<String> {
-        let url = if self.db == Db::Sqlite { format!("{}?mode=rw", self.db_url) } else { self.db_url.clone() };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let url = if self.db == Db::Sqlite {
+            format!("{}?mode=rw", self.db_url)
+        } else {
+            self.db_url.clone()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             use sqlx::{Connection, Row};
             sqlx::any::install_default_drivers();
             let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
-            let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_string())).fetch_all(&mut c).await.unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_string()))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
             rows.iter()
                 .map(|r| {
                     r.try_get::<String, _>(0)
@@ -231,20 +305,29 @@ impl Env {
     }
 
     pub fn count(&self, table: &str) -> i64 {
-        self.sql(&format!("SELECT COUNT(*) FROM {table}"))[0].parse().unwrap()
+        self.sql(&format!("SELECT COUNT(*) FROM {table}"))[0]
+            .parse()
+            .unwrap()
     }
 }
 
 /// Runs OpenSSL; panics with its stderr on failure.
 pub fn openssl(args: &[&str]) -> String {
     let out = openssl_output(args);
-    assert!(out.status.success(), "openssl {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub fn openssl_output(args: &[&str]) -> Output {
     require("openssl");
-    Command::new("openssl").args(args).output().expect("run openssl")
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl")
 }
 
 /// pkilint's RFC 5280 linter: no finding of NOTICE or worse.
@@ -255,11 +338,21 @@ pub fn pkilint(cert: &Path) {
         .output()
         .expect("run lint_pkix_cert");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.trim().is_empty(), "pkilint on {}:\n{text}{}", cert.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "pkilint on {}:\n{text}{}",
+        cert.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn pinfl(first13: &str) -> String {
-    let sum: u32 = first13.bytes().map(|b| u32::from(b - b'0')).zip([7, 3, 1].iter().cycle()).map(|(a, w)| a * w).sum();
+    let sum: u32 = first13
+        .bytes()
+        .map(|b| u32::from(b - b'0'))
+        .zip([7, 3, 1].iter().cycle())
+        .map(|(a, w)| a * w)
+        .sum();
     format!("{first13}{}", sum % 10)
 }
 

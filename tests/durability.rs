@@ -1,0 +1,99 @@
+//! SIGKILL while certificates are being issued: every certificate the process
+//! printed (that is, handed out) is in the database, the audit chain holds, and
+//! the next start finishes what was pending.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
+
+fn kill_during_issuance(db: Db) {
+    let env = Env::new(db, Keys::Software);
+    env.init();
+    let mut handed_out = Vec::new();
+    for round in 0..3 {
+        let mut child = env
+            .muhr()
+            .args([
+                "bench",
+                "issue",
+                "--count",
+                "20000",
+                "--concurrency",
+                "4",
+                "--print-serials",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Kill at a different point each round, once issuance is under way.
+        let want = 20 + 37 * round;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut seen = 0;
+        while seen < want && Instant::now() < deadline {
+            if let Ok(serial) = rx.recv_timeout(Duration::from_millis(100)) {
+                handed_out.push(serial);
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= want,
+            "bench did not issue {want} certificates in time"
+        );
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reader.join().unwrap();
+        // Whatever it printed before dying was handed out too.
+        handed_out.extend(rx.try_iter());
+    }
+    assert!(handed_out.len() >= 20 + 57 + 94);
+    let issued: std::collections::HashSet<String> = env
+        .sql("SELECT serial FROM certificates WHERE status = 'issued' AND der IS NOT NULL")
+        .into_iter()
+        .collect();
+    for s in &handed_out {
+        assert!(
+            issued.contains(s),
+            "certificate {s} was handed out but is not in the database"
+        );
+    }
+    assert!(env.ok(&["audit", "verify"]).contains("audit chain intact"));
+
+    // The next start signs what was pending when the process died.
+    env.issue(
+        "individual-sign",
+        &env.csr("after", "ec"),
+        &person(),
+        "after",
+    );
+    assert_eq!(
+        env.sql("SELECT COUNT(*) FROM certificates WHERE status = 'pending'"),
+        ["0"]
+    );
+    let total: i64 = env.sql("SELECT COUNT(*) FROM certificates")[0]
+        .parse()
+        .unwrap();
+    let entries = env.ok(&["audit", "verify"]);
+    // One audit entry per certificate (root and issuing included) plus ca.init.
+    assert!(
+        entries.contains(&format!("intact: {} entries", total + 1)),
+        "{entries} for {total} certificates"
+    );
+}
+
+both_databases! {
+    sigkill_loses_no_certificate => kill_during_issuance;
+}
