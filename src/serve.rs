@@ -101,12 +101,28 @@ async fn healthz(State(s): State<Shared>) -> Response {
         .into_response()
 }
 
+/// Process counters (issued and refused here, signing latency) and the
+/// database's totals, which cover every process that writes to it.
 async fn metrics(State(s): State<Shared>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.ca.metrics.render(),
-    )
-        .into_response()
+    use std::fmt::Write;
+    let mut body = s.ca.metrics.render();
+    let _ = writeln!(
+        body,
+        "# HELP muhr_certificates Certificates in the database, by profile and status.\n# TYPE muhr_certificates gauge"
+    );
+    match s.store.certificate_counts().await {
+        Ok(rows) => {
+            for (profile, status, n) in rows {
+                let _ = writeln!(body, "muhr_certificates{{profile=\"{profile}\",status=\"{status}\"}} {n}");
+            }
+            let _ = writeln!(body, "muhr_database_up 1");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: database count failed");
+            let _ = writeln!(body, "muhr_database_up 0");
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// `root.cer` / `issuing.cer` (DER, RFC 5280 4.2.2.1), `.pem`, and `chain.pem`.

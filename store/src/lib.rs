@@ -234,6 +234,18 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")?)
     }
 
+    /// Certificates by profile and status, for `/metrics`.
+    pub async fn certificate_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT profile, status, COUNT(*) AS n FROM certificates GROUP BY profile, status ORDER BY profile, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("profile")?, r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+
     pub async fn authority(&self, name: &str) -> Result<Option<Authority>> {
         let row =
             sqlx::query("SELECT name, key_label, key_spec, der FROM authorities WHERE name = $1")

@@ -70,6 +70,17 @@ pub fn postgres_database() -> String {
     format!("{base}/{name}")
 }
 
+/// Runs a statement on the test server's administrative database.
+pub fn admin_sql(query: &str) {
+    let admin = std::env::var("MUHR_TEST_POSTGRES_URL").expect("MUHR_TEST_POSTGRES_URL is not set");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(query.to_string())).execute(&mut c).await.unwrap();
+    });
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub db: Db,

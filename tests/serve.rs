@@ -1,0 +1,154 @@
+//! `muhr serve`: health, metrics, and the CA certificates at the caIssuers URL
+//! written into certificates, fetched like a relying party would.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A minimal HTTP/1.1 GET: status, headers and body.
+fn get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = buf[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let end = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..end]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[end + 2..end + 2 + n]);
+        b = &b[end + 2 + n + 2..];
+    }
+}
+
+fn start(env: &Env, extra_args: &[&str]) -> (Server, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = env
+        .muhr()
+        .args(["serve", "--listen", &listen, "--log-format", "json"])
+        .args(extra_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "muhr serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port)
+}
+
+fn health_metrics_and_ca_certificates(db: Db) {
+    let env = Env::new(db, Keys::Software);
+    env.init();
+    let cert = env.issue("individual-sign", &env.csr("p", "ec"), &person(), "c");
+    let (_server, port) = start(&env, &[]);
+
+    let (status, _, body) = get(port, "/healthz");
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["database"]["backend"], if db == Db::Sqlite { "sqlite" } else { "postgres" });
+
+    let (status, head, body) = get(port, "/metrics");
+    assert_eq!(status, 200);
+    assert!(head.contains("text/plain; version=0.0.4"));
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("muhr_certificates{profile=\"individual-sign\",status=\"issued\"} 1"), "{text}");
+    assert!(text.contains("muhr_signing_seconds_count"), "{text}");
+    assert!(text.contains("muhr_database_up 1"), "{text}");
+
+    // Follow the certificate's own caIssuers URL (it names 127.0.0.1:8080, the
+    // default; here the server listens elsewhere, so keep only the path).
+    let text = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-text"]);
+    let url = text.lines().find_map(|l| l.trim().strip_prefix("CA Issuers - URI:")).unwrap();
+    let path = &url[url.find("/ca/").unwrap()..];
+    let (status, head, der) = get(port, path);
+    assert_eq!(status, 200);
+    assert!(head.contains("application/pkix-cert"), "{head}");
+    let fetched = env.write("fetched.cer", &der);
+    let pem = openssl(&["x509", "-inform", "DER", "-in", fetched.to_str().unwrap()]);
+    assert_eq!(pem, std::fs::read_to_string(env.issuing_pem()).unwrap());
+    let (status, _, root) = get(port, "/ca/root.pem");
+    assert_eq!(status, 200);
+    assert_eq!(root, std::fs::read(env.root_pem()).unwrap());
+
+    let (status, _, body) = get(port, "/no/such/thing");
+    assert_eq!(status, 404);
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err["error"]["field"], "path");
+}
+
+fn healthz_fails_when_the_database_is_gone(db: Db) {
+    let env = Env::new(db, Keys::Software);
+    env.init();
+    let (_server, port) = start(&env, &[]);
+    assert_eq!(get(port, "/healthz").0, 200);
+    // SQLite cannot vanish underneath an open connection, so with it the key
+    // store is taken away; with PostgreSQL the database refuses connections.
+    match db {
+        Db::Sqlite => {
+            let keys = env.data().join("keys");
+            std::fs::rename(&keys, env.data().join("keys.gone")).unwrap();
+        }
+        Db::Postgres => {
+            let name = env.db_url.rsplit('/').next().unwrap().to_string();
+            admin_sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+            admin_sql(&format!(
+                "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity WHERE datname = '{name}'"
+            ));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _, body) = get(port, "/healthz");
+        if status == 503 {
+            let h: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(h["status"], "unavailable");
+            let (broken, fine) = if db == Db::Sqlite { ("key_store", "database") } else { ("database", "key_store") };
+            assert_ne!(h[broken]["status"], "ok", "{h}");
+            assert_eq!(h[fine]["status"], "ok", "{h}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "healthz kept answering 200 without a database");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+both_databases! {
+    health_metrics_and_ca_certificates => health_metrics_and_ca_certificates;
+    healthz_fails_without_database => healthz_fails_when_the_database_is_gone;
+}
