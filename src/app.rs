@@ -38,7 +38,7 @@ impl App {
     ) -> Result<Self, Fail> {
         let (config, dev) = match config_path {
             Some(p) => (Config::load(p).map_err(Fail::invalid)?, false),
-            None => (Config::default(), true),
+            None => (Config::development(), true),
         };
         let data_dir = data_override
             .map(Path::to_path_buf)
@@ -52,7 +52,7 @@ impl App {
         }
         .map_err(|e| Fail::invalid(format!("invalid certificate profile: {e}")))?;
         let policy = policy(&config, &profiles)?;
-        let keys = key_store(&config, &data_dir, dev)?;
+        let keys = key_store(&config, &data_dir)?;
         let url = database_url(&config, &data_dir)?;
         let store = Store::connect(&url)
             .await
@@ -202,7 +202,7 @@ fn database_url(config: &Config, data_dir: &Path) -> Result<String, Fail> {
     Ok(url)
 }
 
-fn key_store(config: &Config, data_dir: &Path, dev: bool) -> Result<Arc<dyn KeyStore>, Fail> {
+fn key_store(config: &Config, data_dir: &Path) -> Result<Arc<dyn KeyStore>, Fail> {
     let ks = &config.key_store;
     let rel = |p: &Path| {
         if p.is_absolute() {
@@ -215,8 +215,7 @@ fn key_store(config: &Config, data_dir: &Path, dev: bool) -> Result<Arc<dyn KeyS
         Backend::Software => {
             let dir = rel(ks.dir.as_deref().unwrap_or(Path::new("keys")));
             let file = ks.passphrase_file.as_deref().map(rel);
-            if dev
-                && ks.passphrase_env.is_none()
+            if ks.generate_passphrase
                 && let Some(f) = &file
                 && !f.exists()
             {

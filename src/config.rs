@@ -65,6 +65,8 @@ pub struct KeyStoreConfig {
     pub dir: Option<PathBuf>,
     pub passphrase_file: Option<PathBuf>,
     pub passphrase_env: Option<String>,
+    /// Development only: create a random passphrase file when it is missing.
+    pub generate_passphrase: bool,
     /// PKCS#11: the module, the token and where the user PIN comes from.
     pub module: Option<PathBuf>,
     pub token_label: Option<String>,
@@ -80,6 +82,7 @@ impl Default for KeyStoreConfig {
             dir: None,
             passphrase_file: Some("keys/passphrase".into()),
             passphrase_env: None,
+            generate_passphrase: false,
             module: None,
             token_label: None,
             pin_env: None,
@@ -199,6 +202,14 @@ impl Default for CeremonyConfig {
 }
 
 impl Config {
+    /// What runs with no configuration file: everything default, plus a
+    /// generated passphrase for the software keys.
+    pub fn development() -> Self {
+        let mut c = Self::default();
+        c.key_store.generate_passphrase = true;
+        c
+    }
+
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))

@@ -113,7 +113,10 @@ async fn metrics(State(s): State<Shared>) -> Response {
     match s.store.certificate_counts().await {
         Ok(rows) => {
             for (profile, status, n) in rows {
-                let _ = writeln!(body, "muhr_certificates{{profile=\"{profile}\",status=\"{status}\"}} {n}");
+                let _ = writeln!(
+                    body,
+                    "muhr_certificates{{profile=\"{profile}\",status=\"{status}\"}} {n}"
+                );
             }
             let _ = writeln!(body, "muhr_database_up 1");
         }

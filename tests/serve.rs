@@ -19,20 +19,31 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A minimal HTTP/1.1 GET: status, headers and body.
 fn get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).unwrap();
     let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8_lossy(&buf[..split]).to_string();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     let mut body = buf[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     (status, head, body)
@@ -81,20 +92,33 @@ fn health_metrics_and_ca_certificates(db: Db) {
     assert_eq!(status, 200);
     let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["database"]["backend"], if db == Db::Sqlite { "sqlite" } else { "postgres" });
+    assert_eq!(
+        health["database"]["backend"],
+        if db == Db::Sqlite {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    );
 
     let (status, head, body) = get(port, "/metrics");
     assert_eq!(status, 200);
     assert!(head.contains("text/plain; version=0.0.4"));
     let text = String::from_utf8(body).unwrap();
-    assert!(text.contains("muhr_certificates{profile=\"individual-sign\",status=\"issued\"} 1"), "{text}");
+    assert!(
+        text.contains("muhr_certificates{profile=\"individual-sign\",status=\"issued\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("muhr_signing_seconds_count"), "{text}");
     assert!(text.contains("muhr_database_up 1"), "{text}");
 
     // Follow the certificate's own caIssuers URL (it names 127.0.0.1:8080, the
     // default; here the server listens elsewhere, so keep only the path).
     let text = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-text"]);
-    let url = text.lines().find_map(|l| l.trim().strip_prefix("CA Issuers - URI:")).unwrap();
+    let url = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("CA Issuers - URI:"))
+        .unwrap();
     let path = &url[url.find("/ca/").unwrap()..];
     let (status, head, der) = get(port, path);
     assert_eq!(status, 200);
@@ -138,12 +162,19 @@ fn healthz_fails_when_the_database_is_gone(db: Db) {
         if status == 503 {
             let h: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(h["status"], "unavailable");
-            let (broken, fine) = if db == Db::Sqlite { ("key_store", "database") } else { ("database", "key_store") };
+            let (broken, fine) = if db == Db::Sqlite {
+                ("key_store", "database")
+            } else {
+                ("database", "key_store")
+            };
             assert_ne!(h[broken]["status"], "ok", "{h}");
             assert_eq!(h[fine]["status"], "ok", "{h}");
             break;
         }
-        assert!(Instant::now() < deadline, "healthz kept answering 200 without a database");
+        assert!(
+            Instant::now() < deadline,
+            "healthz kept answering 200 without a database"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -73,11 +73,17 @@ pub fn postgres_database() -> String {
 /// Runs a statement on the test server's administrative database.
 pub fn admin_sql(query: &str) {
     let admin = std::env::var("MUHR_TEST_POSTGRES_URL").expect("MUHR_TEST_POSTGRES_URL is not set");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(query.to_string())).execute(&mut c).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(query.to_string()))
+            .execute(&mut c)
+            .await
+            .unwrap();
     });
 }
 
@@ -190,6 +196,7 @@ impl Env {
     pub fn apply(&self, c: &mut Command) {
         c.env("MUHR_DATABASE_URL", &self.db_url)
             .env("MUHR_PKCS11_PIN", PIN)
+            .env("MUHR_KEY_PASSPHRASE", "example passphrase for tests")
             .env("MUHR_LOG", "warn");
         if let Some(conf) = &self.softhsm_conf {
             c.env("SOFTHSM2_CONF", conf);

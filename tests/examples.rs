@@ -1,0 +1,71 @@
+//! Every configuration in examples/ works as shipped: ceremony and issuance,
+//! with the secrets and services it names supplied by the test environment.
+
+mod common;
+use common::*;
+
+fn example(name: &str, db: Db, keys: Keys) {
+    let env = Env::new(db, keys);
+    let config = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    let data = env.data().join("example");
+    let run = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_muhr"));
+        env.apply(&mut c);
+        let out = c
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: muhr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["ca", "init"]);
+    let subject = env.write("s.json", person());
+    let pem = run(&[
+        "issue",
+        "--profile",
+        "individual-auth",
+        "--csr",
+        env.csr("x", "ec").to_str().unwrap(),
+        "--subject",
+        subject.to_str().unwrap(),
+    ]);
+    let cert = env.write("x.pem", pem);
+    let out = openssl(&[
+        "verify",
+        "-CAfile",
+        data.join("ca/root.pem").to_str().unwrap(),
+        "-untrusted",
+        data.join("ca/issuing.pem").to_str().unwrap(),
+        cert.to_str().unwrap(),
+    ]);
+    assert!(out.contains(": OK"), "{out}");
+    assert!(run(&["audit", "verify"]).contains("intact"));
+}
+
+#[test]
+fn dev_example() {
+    example("dev.toml", Db::Sqlite, Keys::Software);
+}
+
+#[test]
+fn softhsm_example() {
+    example("softhsm.toml", Db::Sqlite, Keys::SoftHsm);
+}
+
+#[test]
+fn postgres_example() {
+    example("postgres.toml", Db::Postgres, Keys::Software);
+}
+
+#[test]
+fn production_example() {
+    example("production.toml", Db::Postgres, Keys::SoftHsm);
+}
