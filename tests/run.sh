@@ -64,10 +64,10 @@ cargo fmt --all --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 log "tests (SQLite, PostgreSQL, SoftHSM2, OpenSSL)"
+# nextest runs each test in its own process: PKCS#11 modules are initialised
+# once per process, and tests point SOFTHSM2_CONF at their own tokens.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
-  # nextest does not run doc tests
-  cargo test --workspace --locked --doc
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast --lib --bins --tests
 fi

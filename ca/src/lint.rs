@@ -204,3 +204,209 @@ pub fn lint(tbs_der: &[u8], profile: &Profile, issuer: Option<&IssuerView<'_>>) 
     }
     f
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, SystemTime};
+
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+    use der::Decode;
+    use muhr_policies::Profiles;
+    use spki::SubjectPublicKeyInfoOwned;
+    use x509_cert::ext::Extension;
+
+    use super::lint;
+    use crate::build::{self, IssuerUrls, IssuerView, TbsInput};
+
+    fn key() -> SubjectPublicKeyInfoOwned {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, doc.as_ref()).unwrap();
+        SubjectPublicKeyInfoOwned::from_der(kp.public_key().as_der().unwrap().as_ref()).unwrap()
+    }
+
+    fn person() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                "pinfl".into(),
+                crate::identity::with_check_digit("3150585123456"),
+            ),
+            ("surname".into(), "IVANOV".into()),
+            ("given_name".into(), "IVAN".into()),
+        ])
+    }
+
+    struct Fixture {
+        profiles: Profiles,
+        issuer_key: SubjectPublicKeyInfoOwned,
+        urls: IssuerUrls,
+        now: SystemTime,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                profiles: Profiles::builtin().unwrap(),
+                issuer_key: key(),
+                urls: IssuerUrls {
+                    crl: Some("http://x/crl".into()),
+                    ocsp: Some("http://x/ocsp".into()),
+                    ca_issuers: Some("http://x/ca".into()),
+                },
+                now: build::whole_seconds(SystemTime::now()),
+            }
+        }
+
+        fn issuer(&self) -> IssuerView<'_> {
+            IssuerView {
+                name: "CN=Issuer,O=Test,C=UZ".parse().unwrap(),
+                key_id: build::key_identifier(&self.issuer_key),
+                spki: &self.issuer_key,
+                signature_algorithm: muhr_hsm::KeySpec::EcdsaP256.signature_algorithm(),
+                not_before: self.now - Duration::from_secs(3600),
+                not_after: self.now + Duration::from_secs(5 * 365 * 86400),
+                urls: &self.urls,
+            }
+        }
+
+        /// A TBS for `profile`, with `tweak` applied to its inputs.
+        fn tbs(&self, profile: &str, tweak: impl FnOnce(&mut TbsInput<'_>)) -> Vec<u8> {
+            let p = self.profiles.get(profile).unwrap();
+            let issuer = self.issuer();
+            let subject_key = key();
+            let extensions = build::extensions(p, &subject_key, Some(&issuer), &[]).unwrap();
+            let mut input = TbsInput {
+                serial: crate::serial::generate().unwrap(),
+                not_before: self.now,
+                not_after: build::add_validity(self.now, p.validity).unwrap(),
+                subject: build::subject_name(p, &person()).unwrap(),
+                subject_key,
+                extensions,
+                issuer: None,
+                self_signature_algorithm: None,
+            };
+            tweak(&mut input);
+            let issuer = self.issuer();
+            input.issuer = Some(&issuer);
+            build::to_be_signed(input).unwrap()
+        }
+
+        fn findings(&self, profile: &str, tbs: &[u8]) -> Vec<String> {
+            lint(
+                tbs,
+                self.profiles.get(profile).unwrap(),
+                Some(&self.issuer()),
+            )
+        }
+    }
+
+    fn has(findings: &[String], needle: &str) -> bool {
+        findings.iter().any(|f| f.contains(needle))
+    }
+
+    #[test]
+    fn a_well_built_certificate_passes() {
+        let f = Fixture::new();
+        for p in ["individual-sign", "individual-auth"] {
+            assert_eq!(f.findings(p, &f.tbs(p, |_| {})), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn each_rule_fires() {
+        let f = Fixture::new();
+        // Extensions of one profile linted against another: usages differ.
+        let auth = f.tbs("individual-auth", |_| {});
+        let found = f.findings("individual-sign", &auth);
+        assert!(
+            has(&found, "keyUsage NonRepudiation does not match"),
+            "{found:?}"
+        );
+        assert!(has(&found, "extendedKeyUsage does not match"), "{found:?}");
+
+        let late = f.tbs("individual-sign", |i| {
+            i.not_after = f.now + Duration::from_secs(10 * 365 * 86400)
+        });
+        let found = f.findings("individual-sign", &late);
+        assert!(has(&found, "not inside the issuer's"), "{found:?}");
+        assert!(has(&found, "exceeds the profile's 24 months"), "{found:?}");
+
+        let backwards = f.tbs("individual-sign", |i| i.not_after = i.not_before);
+        assert!(has(
+            &f.findings("individual-sign", &backwards),
+            "notBefore is not before notAfter"
+        ));
+
+        let short_serial = f.tbs("individual-sign", |i| {
+            i.serial = x509_cert::serial_number::SerialNumber::new(&[0x01, 0x02]).unwrap()
+        });
+        assert!(has(
+            &f.findings("individual-sign", &short_serial),
+            "fewer than 128 random bits"
+        ));
+
+        let no_aki = f.tbs("individual-sign", |i| i.extensions.retain(|e| e.extn_id != <x509_cert::ext::pkix::AuthorityKeyIdentifier as const_oid::AssociatedOid>::OID));
+        assert!(has(
+            &f.findings("individual-sign", &no_aki),
+            "authorityKeyIdentifier is missing"
+        ));
+
+        let duplicate = f.tbs("individual-sign", |i| {
+            let first = i.extensions[0].clone();
+            i.extensions.push(first);
+        });
+        assert!(has(
+            &f.findings("individual-sign", &duplicate),
+            "appears twice"
+        ));
+
+        let critical_ski = f.tbs("individual-sign", |i| {
+            for e in &mut i.extensions {
+                if e.extn_id
+                    == <x509_cert::ext::pkix::SubjectKeyIdentifier as const_oid::AssociatedOid>::OID
+                {
+                    e.critical = true;
+                }
+            }
+        });
+        assert!(has(
+            &f.findings("individual-sign", &critical_ski),
+            "must not be critical"
+        ));
+
+        let ca = f.tbs("individual-sign", |i| {
+            i.extensions.push(Extension {
+                extn_id: const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS,
+                critical: true,
+                extn_value: der::asn1::OctetString::new(
+                    der::Encode::to_der(&x509_cert::ext::pkix::BasicConstraints {
+                        ca: true,
+                        path_len_constraint: None,
+                    })
+                    .unwrap(),
+                )
+                .unwrap(),
+            })
+        });
+        assert!(has(&f.findings("individual-sign", &ca), "must not be a CA"));
+
+        let empty_subject = f.tbs("individual-sign", |i| {
+            i.subject = x509_cert::name::Name::default()
+        });
+        assert!(has(
+            &f.findings("individual-sign", &empty_subject),
+            "subject is empty"
+        ));
+
+        assert!(has(
+            &lint(
+                b"\x30\x00",
+                f.profiles.get("individual-sign").unwrap(),
+                None
+            ),
+            "does not decode"
+        ));
+    }
+}
