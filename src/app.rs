@@ -128,7 +128,8 @@ impl App {
             self.policy.clone(),
         )
         .await?;
-        let recovered = ca.recover().await?;
+        let min_age = Duration::from_secs(self.config.issuance.recovery_min_age_seconds);
+        let recovered = ca.recover(min_age).await?;
         if recovered > 0 {
             tracing::info!(
                 recovered,

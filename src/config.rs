@@ -133,6 +133,9 @@ impl Default for Urls {
 #[serde(deny_unknown_fields, default)]
 pub struct Issuance {
     pub backdate_seconds: u64,
+    /// At start, intents left pending at least this long are signed and stored
+    /// (a younger one may be another node's issuance still under way).
+    pub recovery_min_age_seconds: u64,
     /// certificatePolicies OIDs per profile.
     pub policy_oids: BTreeMap<String, Vec<String>>,
 }
@@ -144,6 +147,7 @@ impl Default for Issuance {
         // Configurations name theirs (see examples/production.toml).
         Self {
             backdate_seconds: 300,
+            recovery_min_age_seconds: 30,
             policy_oids: BTreeMap::new(),
         }
     }

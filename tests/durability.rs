@@ -10,7 +10,12 @@ mod common;
 use common::*;
 
 fn kill_during_issuance(db: Db) {
-    let env = Env::new(db, Keys::Software);
+    // One process at a time here, so intents need not age before recovery.
+    let env = Env::with_extra(
+        db,
+        Keys::Software,
+        "\n[issuance]\nrecovery_min_age_seconds = 0\n",
+    );
     env.init();
     let mut handed_out = Vec::new();
     for round in 0..3 {

@@ -536,8 +536,11 @@ impl Ca {
 
     /// Finishes intents left pending by a crash: the recorded bytes are signed
     /// again, so the certificate is exactly the one that was being issued.
-    pub async fn recover(&self) -> Result<usize, IssueError> {
-        let pending = self.store.pending_intents().await?;
+    ///
+    /// Only intents at least `min_age` old are taken (see
+    /// [`Store::pending_intents`]); `muhr` passes 30 seconds.
+    pub async fn recover(&self, min_age: Duration) -> Result<usize, IssueError> {
+        let pending = self.store.pending_intents(min_age.as_secs() as i64).await?;
         let mut n = 0;
         for intent in pending {
             if intent.issuer != ISSUING {

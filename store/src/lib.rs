@@ -197,11 +197,16 @@ impl Store {
         Ok(())
     }
 
-    pub async fn pending_intents(&self) -> Result<Vec<Intent>> {
+    /// Intents recorded at least `min_age_secs` ago and never completed. The age
+    /// keeps one process from finishing another's issuance that is still under
+    /// way (several nodes may share a database); a live issuance takes
+    /// milliseconds, so an old pending intent belongs to a process that died.
+    pub async fn pending_intents(&self, min_age_secs: i64) -> Result<Vec<Intent>> {
         let rows = sqlx::query(
             "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs \
-             FROM certificates WHERE status = 'pending' ORDER BY created_at",
+             FROM certificates WHERE status = 'pending' AND created_at <= $1 ORDER BY created_at",
         )
+        .bind(now_secs() - min_age_secs)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(intent_from_row).collect()
