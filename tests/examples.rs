@@ -38,15 +38,7 @@ fn example(name: &str, db: Db, keys: Keys) {
         subject.to_str().unwrap(),
     ]);
     let cert = env.write("x.pem", pem);
-    let out = openssl(&[
-        "verify",
-        "-CAfile",
-        data.join("ca/root.pem").to_str().unwrap(),
-        "-untrusted",
-        data.join("ca/issuing.pem").to_str().unwrap(),
-        cert.to_str().unwrap(),
-    ]);
-    assert!(out.contains(": OK"), "{out}");
+    verify_chain(&data, &cert);
     assert!(run(&["audit", "verify"]).contains("intact"));
 }
 

@@ -365,13 +365,20 @@ pub fn pkilint(cert: &Path) {
 }
 
 pub fn pinfl(first13: &str) -> String {
-    let sum: u32 = first13
-        .bytes()
-        .map(|b| u32::from(b - b'0'))
-        .zip([7, 3, 1].iter().cycle())
-        .map(|(a, w)| a * w)
-        .sum();
-    format!("{first13}{}", sum % 10)
+    muhr_ca::identity::with_check_digit(first13)
+}
+
+/// `openssl verify` of `cert` against the CA files of `data`.
+pub fn verify_chain(data: &Path, cert: &Path) {
+    let out = openssl(&[
+        "verify",
+        "-CAfile",
+        data.join("ca/root.pem").to_str().unwrap(),
+        "-untrusted",
+        data.join("ca/issuing.pem").to_str().unwrap(),
+        cert.to_str().unwrap(),
+    ]);
+    assert!(out.trim().ends_with(": OK"), "{out}");
 }
 
 pub fn person() -> String {
