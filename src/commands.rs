@@ -94,6 +94,23 @@ pub async fn cert_show(app: &App, serial: &str) -> Result<(), Fail> {
     if let Some(t) = rec.issued_at {
         println!("issued at:  {}", date(t));
     }
+    if let Some(st) = app
+        .store
+        .status(&serial)
+        .await
+        .map_err(|e| Fail::internal(e.to_string()))?
+    {
+        let reason = st
+            .reason
+            .and_then(muhr_ca::revocation::Reason::from_code)
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        let since = st
+            .revoked_at
+            .map(|t| format!(" since {}", date(t)))
+            .unwrap_or_default();
+        println!("revocation: {}{reason}{since}", st.revocation);
+    }
     if let Some(der) = &rec.der {
         let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der)
             .map_err(|e| Fail::internal(e.to_string()))?;
@@ -118,4 +135,49 @@ pub async fn audit_verify(app: &App) -> Result<(), Fail> {
             report.entries
         ))),
     }
+}
+
+pub async fn change_status(app: &App, serial: &str, t: muhr_store::Transition) -> Result<(), Fail> {
+    let serial = muhr_ca::serial::normalize_hex(serial)
+        .map_err(|e| Fail::invalid(format!("refused: serial: {e}")))?;
+    let ca = app.ca().await?;
+    let status = ca.change_status(&serial, t, &cli_actor()).await?;
+    let reason = status
+        .reason
+        .and_then(muhr_ca::revocation::Reason::from_code)
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    println!("{serial}: {}{reason}", status.revocation);
+    Ok(())
+}
+
+/// Signs fresh full CRLs for every CA whose key is available and writes them.
+pub async fn crl(app: &App, out: Option<&Path>) -> Result<(), Fail> {
+    let ca = app.ca().await?;
+    let dir = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| app.data_dir.join("crl"));
+    std::fs::create_dir_all(&dir).map_err(|e| Fail::invalid(format!("{}: {e}", dir.display())))?;
+    let validity = Duration::from_secs(app.config.crl.validity_hours * 3600);
+    for authority in [&ca.issuing, &ca.root] {
+        if authority.signer.is_none() {
+            eprintln!(
+                "muhr: the {} CA key is not available here: its CRL was not generated",
+                authority.name
+            );
+            continue;
+        }
+        let crl = muhr_ca::crl::generate(ca.store(), authority, validity).await?;
+        let path = dir.join(format!("{}.crl", authority.name));
+        std::fs::write(&path, &crl.der)
+            .map_err(|e| Fail::invalid(format!("{}: {e}", path.display())))?;
+        println!(
+            "{}: CRL number {}, {} revoked or suspended, next update {}",
+            path.display(),
+            crl.number,
+            crl.entries,
+            date(crl.next_update)
+        );
+    }
+    Ok(())
 }

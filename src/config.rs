@@ -27,6 +27,8 @@ pub struct Config {
     #[serde(default)]
     pub policies: Policies,
     #[serde(default)]
+    pub crl: CrlConfig,
+    #[serde(default)]
     pub identity: muhr_ca::identity::IdentityRules,
     #[serde(default)]
     pub ceremony: CeremonyConfig,
@@ -149,6 +151,26 @@ impl Default for Issuance {
             backdate_seconds: 300,
             recovery_min_age_seconds: 30,
             policy_oids: BTreeMap::new(),
+        }
+    }
+}
+
+/// CRL lifetime and refresh. `muhr serve` also regenerates within a second
+/// of any status change, whichever process made it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrlConfig {
+    /// nextUpdate - thisUpdate.
+    pub validity_hours: u64,
+    /// Regenerate at least this often even when nothing changed.
+    pub refresh_minutes: u64,
+}
+
+impl Default for CrlConfig {
+    fn default() -> Self {
+        Self {
+            validity_hours: 24,
+            refresh_minutes: 60,
         }
     }
 }

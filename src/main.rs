@@ -72,6 +72,24 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// Revoke a certificate (final). SERIAL in hex as OpenSSL prints it.
+    Revoke {
+        serial: String,
+        /// RFC 5280 reason name: keyCompromise, affiliationChanged, superseded,
+        /// cessationOfOperation, privilegeWithdrawn, unspecified, cACompromise (CA certificates).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Suspend a certificate (certificateHold): lost card, suspected compromise.
+    Suspend { serial: String },
+    /// Restore a suspended certificate.
+    Restore { serial: String },
+    /// Generate the CRLs now and write them to files.
+    Crl {
+        /// Directory for the DER files (default: DATA/crl).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The audit chain.
     Audit {
         #[command(subcommand)]
@@ -189,6 +207,26 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => commands::audit_verify(&app).await,
+        Command::Revoke { serial, reason } => {
+            let reason: muhr_ca::revocation::Reason = reason
+                .parse()
+                .map_err(|e| Fail::invalid(format!("refused: reason: {e}")))?;
+            commands::change_status(
+                &app,
+                &serial,
+                muhr_store::Transition::Revoke {
+                    reason: reason.code(),
+                },
+            )
+            .await
+        }
+        Command::Suspend { serial } => {
+            commands::change_status(&app, &serial, muhr_store::Transition::Suspend).await
+        }
+        Command::Restore { serial } => {
+            commands::change_status(&app, &serial, muhr_store::Transition::Restore).await
+        }
+        Command::Crl { out } => commands::crl(&app, out.as_deref()).await,
         Command::Bench { command } => bench::run(&app, command).await,
     }
 }

@@ -2,6 +2,7 @@
 //! written into every certificate). Later issues mount the RA and OCSP here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -22,9 +23,59 @@ pub struct Shared {
     pub keys: Arc<dyn KeyStore>,
 }
 
+/// Keeps each CA's full CRL fresh: within a second of any status change (the
+/// change feed in the database, whoever wrote it) and at least every
+/// `refresh`, well before nextUpdate.
+async fn crl_updater(ca: Arc<Ca>, validity: Duration, refresh: Duration) {
+    let mut seen_change = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let last = match ca.store().last_status_change().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "CRL updater: cannot read the change feed");
+                continue;
+            }
+        };
+        let changed = seen_change != Some(last);
+        let now = muhr_store::now_secs();
+        let mut ok = true;
+        for authority in [&ca.issuing, &ca.root] {
+            if authority.signer.is_none() {
+                continue;
+            }
+            let stale = match ca.store().latest_crl(&authority.name, "full").await {
+                Ok(Some(c)) => c.this_update + refresh.as_secs() as i64 <= now,
+                Ok(None) => true,
+                Err(_) => true,
+            };
+            if changed || stale {
+                match muhr_ca::crl::generate(ca.store(), authority, validity).await {
+                    Ok(c) => {
+                        tracing::info!(ca = %authority.name, number = c.number, entries = c.entries, "CRL generated")
+                    }
+                    Err(e) => {
+                        ok = false;
+                        tracing::warn!(ca = %authority.name, error = %e, "CRL generation failed; will retry");
+                    }
+                }
+            }
+        }
+        if ok {
+            seen_change = Some(last);
+        }
+    }
+}
+
 pub async fn run(app: App, listen: Option<String>) -> Result<(), Fail> {
     let ca = Arc::new(app.ca().await?);
     let listen = listen.unwrap_or_else(|| app.config.server.listen.clone());
+    tokio::spawn(crl_updater(
+        ca.clone(),
+        Duration::from_secs(app.config.crl.validity_hours * 3600),
+        Duration::from_secs(app.config.crl.refresh_minutes * 60),
+    ));
     let shared = Shared {
         ca,
         store: app.store.clone(),
@@ -58,6 +109,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/ca/{file}", get(ca_file))
+        .route("/crl/{file}", get(crl_file))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -160,4 +212,65 @@ async fn ca_file(State(s): State<Shared>, Path(file): Path<String>) -> Response 
             "known files: root.cer, issuing.cer, root.pem, issuing.pem, chain.pem",
         ),
     }
+}
+
+/// The newest full CRL of a CA (`issuing.crl`, `root.crl`), DER, with headers
+/// that let a cache keep it until shortly before it is replaced.
+async fn crl_file(State(s): State<Shared>, Path(file): Path<String>) -> Response {
+    let Some(name) = file
+        .strip_suffix(".crl")
+        .filter(|n| *n == "issuing" || *n == "root")
+    else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "file",
+            "known files: issuing.crl, root.crl",
+        );
+    };
+    match s.store.latest_crl(name, "full").await {
+        Ok(Some(crl)) => {
+            let max_age = (crl.next_update - muhr_store::now_secs()).clamp(0, 300);
+            let last_modified = httpdate(crl.this_update);
+            (
+                [
+                    (header::CONTENT_TYPE, "application/pkix-crl".to_string()),
+                    (header::CACHE_CONTROL, format!("public, max-age={max_age}")),
+                    (header::ETAG, format!("\"{name}-{}\"", crl.number)),
+                    (header::LAST_MODIFIED, last_modified),
+                ],
+                crl.der,
+            )
+                .into_response()
+        }
+        Ok(None) => json_error(
+            StatusCode::NOT_FOUND,
+            "file",
+            "no CRL has been generated yet",
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading CRL");
+            json_error(StatusCode::SERVICE_UNAVAILABLE, "database", "unavailable")
+        }
+    }
+}
+
+/// RFC 9110 IMF-fixdate.
+fn httpdate(unix: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let Ok(dt) = der::DateTime::from_unix_duration(Duration::from_secs(unix.max(0) as u64)) else {
+        return String::new();
+    };
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[(unix / 86400).rem_euclid(7) as usize],
+        dt.day(),
+        MONTHS[dt.month() as usize - 1],
+        dt.year(),
+        dt.hour(),
+        dt.minutes(),
+        dt.seconds()
+    )
 }

@@ -179,7 +179,72 @@ fn healthz_fails_when_the_database_is_gone(db: Db) {
     }
 }
 
+/// A revocation made by another process (the CLI) reaches the CRL this server
+/// serves within seconds: the server follows the database's change feed.
+fn served_crl_follows_the_change_feed(db: Db) {
+    let env = Env::new(db, Keys::Software);
+    env.init();
+    let cert = env.issue("individual-auth", &env.csr("p", "ec"), &person(), "c");
+    let serial = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
+    let serial = serial.trim().trim_start_matches("serial=").to_string();
+    let (_server, port) = start(&env, &[]);
+    let fetch = |path: &str| -> Option<(String, String)> {
+        let (status, head, der) = get(port, path);
+        if status != 200 {
+            return None;
+        }
+        let file = env.write("served.crl", &der);
+        Some((
+            head,
+            openssl(&[
+                "crl",
+                "-inform",
+                "DER",
+                "-in",
+                file.to_str().unwrap(),
+                "-noout",
+                "-text",
+            ]),
+        ))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (head, text) = loop {
+        if let Some(r) = fetch("/crl/issuing.crl") {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no CRL served");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(head.contains("application/pkix-crl"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("etag: \"issuing-"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("last-modified: "),
+        "{head}"
+    );
+    assert!(text.contains("No Revoked Certificates"), "{text}");
+    assert!(fetch("/crl/root.crl").is_some());
+
+    env.ok(&["revoke", &serial, "--reason", "affiliationChanged"]);
+    let revoked_at = Instant::now();
+    loop {
+        let (_, text) = fetch("/crl/issuing.crl").unwrap();
+        if text.contains(&serial) {
+            assert!(text.contains("Affiliation Changed"), "{text}");
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(5),
+            "revocation not in the served CRL after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 both_databases! {
+    served_crl_follows_changes => served_crl_follows_the_change_feed;
     health_metrics_and_ca_certificates => health_metrics_and_ca_certificates;
     healthz_fails_without_database => healthz_fails_when_the_database_is_gone;
 }

@@ -15,11 +15,13 @@
 
 pub mod build;
 pub mod ceremony;
+pub mod crl;
 pub mod csr;
 pub mod goodkey;
 pub mod identity;
 pub mod lint;
 pub mod metrics;
+pub mod revocation;
 pub mod serial;
 
 use std::collections::BTreeMap;
@@ -352,7 +354,16 @@ impl Ca {
         let issuing = load(ISSUING).await?;
         let spec: KeySpec = issuing.key_spec.parse()?;
         let signer = keys.open(&issuing.key_label, spec)?;
-        let root = Authority::from_der(ROOT, root.der, None, policy.urls.for_ca(ROOT))
+        // The root key signs only the root CRL; an installation may keep it
+        // elsewhere (offline), so its absence is not an error here.
+        let root_signer = match keys.open(&root.key_label, root.key_spec.parse()?) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::info!(error = %e, "root CA key not available: the root CRL cannot be signed here");
+                None
+            }
+        };
+        let root = Authority::from_der(ROOT, root.der, root_signer, policy.urls.for_ca(ROOT))
             .map_err(IssueError::Internal)?;
         let issuing = Authority::from_der(
             ISSUING,
@@ -577,6 +588,47 @@ impl Ca {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Revokes, suspends or restores a certificate, with its audit entry.
+    pub async fn change_status(
+        &self,
+        serial: &str,
+        transition: muhr_store::Transition,
+        actor: &str,
+    ) -> Result<muhr_store::Status, IssueError> {
+        let record = self
+            .store
+            .certificate(serial)
+            .await?
+            .ok_or_else(|| refused("serial", format!("no certificate with serial {serial}")))?;
+        let is_ca = self
+            .profiles
+            .get(&record.intent.profile)
+            .is_some_and(|p| p.kind == Kind::Ca);
+        let (action, reason) = match transition {
+            muhr_store::Transition::Revoke { reason } => {
+                let r = revocation::Reason::from_code(reason).ok_or_else(|| {
+                    refused("reason", format!("{reason} is not an RFC 5280 reason code"))
+                })?;
+                r.check_for_revoke(is_ca)
+                    .map_err(|rule| refused("reason", rule))?;
+                ("certificate.revoke", Some(r.name()))
+            }
+            muhr_store::Transition::Suspend => ("certificate.suspend", Some("certificateHold")),
+            muhr_store::Transition::Restore => ("certificate.restore", None),
+        };
+        let event = AuditEvent {
+            actor: actor.to_string(),
+            action: action.into(),
+            object: serial.to_string(),
+            details: serde_json::json!({ "reason": reason, "profile": record.intent.profile, "issuer": record.intent.issuer }),
+        };
+        match self.store.change_status(serial, transition, &event).await {
+            Ok(s) => Ok(s),
+            Err(muhr_store::StoreError::Conflict(why)) => Err(refused("serial", why)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The chain a client needs besides its own certificate, leaf-side first.

@@ -6,6 +6,7 @@
 //! Only the DDL differs, so each backend has its own migrations folder.
 
 pub mod audit;
+pub mod status;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 pub use audit::{AuditEvent, AuditFinding};
+pub use status::{Revoked, Status, StoredCrl, Transition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

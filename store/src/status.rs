@@ -1,0 +1,248 @@
+//! Revocation state and its change feed, and the CRLs signed from it.
+//!
+//! A status change is one transaction: the certificate row (updated first, so
+//! concurrent changes to one certificate queue), a `status_changes` row that
+//! responders follow, and the audit entry.
+
+use sqlx::Row;
+
+use crate::{AuditEvent, Result, Store, StoreError, audit};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// To revoked, from good or suspended; final.
+    Revoke { reason: i64 },
+    /// good → suspended (certificateHold).
+    Suspend,
+    /// suspended → good.
+    Restore,
+}
+
+/// Revocation status as relying parties see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub serial: String,
+    pub issuer: String,
+    pub revocation: String,
+    pub revoked_at: Option<i64>,
+    pub reason: Option<i64>,
+}
+
+/// One entry of a CRL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    pub serial: String,
+    pub revoked_at: i64,
+    pub reason: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoredCrl {
+    pub issuer: String,
+    pub kind: String,
+    pub number: i64,
+    pub this_update: i64,
+    pub next_update: i64,
+    pub entries: i64,
+    pub der: Vec<u8>,
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 5280 certificateHold.
+pub const CERTIFICATE_HOLD: i64 = 6;
+
+impl Store {
+    /// Applies `t` to certificate `serial` with its audit entry; returns the new status.
+    /// Refuses (Conflict) a transition the current state does not allow.
+    pub async fn change_status(
+        &self,
+        serial: &str,
+        t: Transition,
+        event: &AuditEvent,
+    ) -> Result<Status> {
+        let mut tx = self.pool.begin().await?;
+        let now = crate::now_secs();
+        let (sql, reason, at): (&str, Option<i64>, Option<i64>) = match t {
+            Transition::Revoke { reason } => (
+                "UPDATE certificates SET revocation = 'revoked', revocation_reason = $1, revoked_at = $2 \
+                 WHERE serial = $3 AND status = 'issued' AND revocation <> 'revoked'",
+                Some(reason),
+                Some(now),
+            ),
+            Transition::Suspend => (
+                "UPDATE certificates SET revocation = 'suspended', revocation_reason = $1, revoked_at = $2 \
+                 WHERE serial = $3 AND status = 'issued' AND revocation = 'good'",
+                Some(CERTIFICATE_HOLD),
+                Some(now),
+            ),
+            Transition::Restore => (
+                "UPDATE certificates SET revocation = 'good', revocation_reason = $1, revoked_at = $2 \
+                 WHERE serial = $3 AND status = 'issued' AND revocation = 'suspended'",
+                None,
+                None,
+            ),
+        };
+        let r = sqlx::query(sql)
+            .bind(reason)
+            .bind(at)
+            .bind(serial)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() != 1 {
+            drop(tx);
+            let current = self.status(serial).await?;
+            let why = match (current, t) {
+                (None, _) => format!("no certificate with serial {serial}"),
+                (Some(s), _) if s.revocation == "revoked" => {
+                    format!("certificate {serial} is already revoked (final)")
+                }
+                (Some(s), Transition::Suspend) => format!(
+                    "certificate {serial} is {}, only a good certificate can be suspended",
+                    s.revocation
+                ),
+                (Some(s), Transition::Restore) => format!(
+                    "certificate {serial} is {}, only a suspended certificate can be restored",
+                    s.revocation
+                ),
+                (Some(s), _) => format!("certificate {serial} is {}", s.revocation),
+            };
+            return Err(StoreError::Conflict(why));
+        }
+        let row = sqlx::query(
+            "SELECT serial, issuer, revocation, revoked_at, revocation_reason FROM certificates WHERE serial = $1",
+        )
+        .bind(serial)
+        .fetch_one(&mut *tx)
+        .await?;
+        let status = status_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO status_changes (serial, issuer, revocation, revoked_at, reason, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&status.serial)
+        .bind(&status.issuer)
+        .bind(&status.revocation)
+        .bind(status.revoked_at)
+        .bind(status.reason)
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?;
+        audit::append(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(status)
+    }
+
+    /// The status of an issued certificate; `None` for a serial never issued.
+    pub async fn status(&self, serial: &str) -> Result<Option<Status>> {
+        let row = sqlx::query(
+            "SELECT serial, issuer, revocation, revoked_at, revocation_reason FROM certificates \
+             WHERE serial = $1 AND status = 'issued'",
+        )
+        .bind(serial)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(status_from_row).transpose()
+    }
+
+    /// The newest change id (0 when nothing ever changed): a cheap "has anything changed?".
+    pub async fn last_status_change(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM status_changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Everything a full CRL of `issuer` lists: revoked and suspended
+    /// certificates that have not expired yet.
+    pub async fn revoked(&self, issuer: &str, not_expired_at: i64) -> Result<Vec<Revoked>> {
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates \
+             WHERE issuer = $1 AND revocation <> 'good' AND status = 'issued' AND not_after >= $2 ORDER BY serial",
+        )
+        .bind(issuer)
+        .bind(not_expired_at)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Revoked {
+                    serial: r.try_get("serial")?,
+                    revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.unwrap_or(0),
+                    reason: r.try_get("revocation_reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The next CRL number for `issuer` (numbers never repeat, across kinds).
+    pub async fn next_crl_number(&self, issuer: &str) -> Result<i64> {
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(number), 0) + 1 AS n FROM crls WHERE issuer = $1")
+                .bind(issuer)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Stores a signed CRL; a number already taken (another node was faster) is a Conflict.
+    pub async fn save_crl(&self, crl: &StoredCrl) -> Result<()> {
+        let r = sqlx::query(
+            "INSERT INTO crls (issuer, kind, number, this_update, next_update, entries, der) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&crl.issuer)
+        .bind(&crl.kind)
+        .bind(crl.number)
+        .bind(crl.this_update)
+        .bind(crl.next_update)
+        .bind(crl.entries)
+        .bind(&crl.der)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(StoreError::Conflict(
+                format!("CRL number {} of {} already exists", crl.number, crl.issuer),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn latest_crl(&self, issuer: &str, kind: &str) -> Result<Option<StoredCrl>> {
+        let row = sqlx::query(
+            "SELECT issuer, kind, number, this_update, next_update, entries, der FROM crls \
+             WHERE issuer = $1 AND kind = $2 ORDER BY number DESC LIMIT 1",
+        )
+        .bind(issuer)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StoredCrl {
+                issuer: r.try_get("issuer")?,
+                kind: r.try_get("kind")?,
+                number: r.try_get("number")?,
+                this_update: r.try_get("this_update")?,
+                next_update: r.try_get("next_update")?,
+                entries: r.try_get("entries")?,
+                der: r.try_get("der")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+fn status_from_row(row: &sqlx::any::AnyRow) -> Result<Status> {
+    Ok(Status {
+        serial: row.try_get("serial")?,
+        issuer: row.try_get("issuer")?,
+        revocation: row.try_get("revocation")?,
+        revoked_at: row.try_get("revoked_at")?,
+        reason: row.try_get("revocation_reason")?,
+    })
+}
