@@ -35,6 +35,76 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Generate and sign a full CRL listing N revoked certificates (inserted
+    /// first as synthetic rows of the issuing CA, once per data directory).
+    Crl {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Peak resident memory of this process (Linux), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+async fn bench_crl(app: &App, entries: usize, json: bool) -> Result<(), Fail> {
+    let ca = app.ca().await?;
+    let store = ca.store();
+    let now = muhr_store::now_secs();
+    let existing = store
+        .count_not_good(muhr_ca::ISSUING)
+        .await
+        .map_err(|e| Fail::internal(e.to_string()))? as usize;
+    if existing < entries {
+        let started = Instant::now();
+        store
+            .insert_synthetic_revoked(muhr_ca::ISSUING, entries - existing, now + 365 * 86400)
+            .await
+            .map_err(|e| Fail::internal(e.to_string()))?;
+        eprintln!(
+            "inserted {} revoked certificates in {:.1} s",
+            entries - existing,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let rss_before = peak_rss_mib();
+    let started = Instant::now();
+    let validity = Duration::from_secs(app.config.crl.validity_hours * 3600);
+    let crl = muhr_ca::crl::generate(store, &ca.issuing, validity).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let peak = peak_rss_mib();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "entries": crl.entries, "seconds": seconds, "bytes": crl.der.len(),
+                "peak_rss_mib": peak, "rss_before_mib": rss_before,
+                "database": app.store.backend().name(), "key_store": app.keys.describe(),
+            })
+        );
+    } else {
+        println!(
+            "full CRL with {} entries: {seconds:.2} s, {} bytes, peak RSS {peak:.0} MiB ({}, {})",
+            crl.entries,
+            crl.der.len(),
+            app.store.backend().name(),
+            app.keys.describe()
+        );
+    }
+    Ok(())
 }
 
 fn person(i: usize) -> BTreeMap<String, String> {
@@ -77,14 +147,17 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
-    let BenchCommand::Issue {
-        count,
-        concurrency,
-        batch,
-        profile,
-        print_serials,
-        json,
-    } = cmd;
+    let (count, concurrency, batch, profile, print_serials, json) = match cmd {
+        BenchCommand::Crl { entries, json } => return bench_crl(app, entries, json).await,
+        BenchCommand::Issue {
+            count,
+            concurrency,
+            batch,
+            profile,
+            print_serials,
+            json,
+        } => (count, concurrency, batch, profile, print_serials, json),
+    };
     let ca = Arc::new(app.ca().await?);
     let rng = SystemRandom::new();
     let mut requests = Vec::with_capacity(count);

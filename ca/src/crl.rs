@@ -11,7 +11,7 @@ use der::asn1::{OctetString, Uint};
 use der::{DateTime, Encode};
 use muhr_store::{Revoked, Store, StoredCrl};
 use x509_cert::certificate::Version;
-use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+use x509_cert::crl::RevokedCert;
 use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::crl::CrlReason;
 use x509_cert::ext::pkix::{AuthorityKeyIdentifier, CrlNumber};
@@ -55,18 +55,68 @@ fn reason_enum(code: i64) -> Option<CrlReason> {
     })
 }
 
-fn entry(r: &Revoked) -> Result<RevokedCert, IssueError> {
-    let serial = hex::decode(&r.serial).map_err(internal("stored serial"))?;
-    let extensions = match r.reason.and_then(reason_enum) {
-        Some(reason) => Some(vec![ext(&reason)?]),
-        None => None,
-    };
-    Ok(RevokedCert {
-        serial_number: SerialNumber::new(&serial).map_err(internal("stored serial"))?,
-        revocation_date: time(r.revoked_at)?,
-        crl_entry_extensions: extensions,
-    })
+/// Encodes CRL entries, reusing the encoded reason extensions and times that
+/// repeat across entries (a million entries share a handful of each).
+#[derive(Default)]
+struct EntryEncoder {
+    reasons: std::collections::HashMap<i64, Option<Extension>>,
+    times: std::collections::HashMap<i64, Time>,
 }
+
+impl EntryEncoder {
+    fn entry(&mut self, r: &Revoked) -> Result<RevokedCert, IssueError> {
+        let serial = hex::decode(&r.serial).map_err(internal("stored serial"))?;
+        let extension = match r.reason {
+            Some(code) => match self.reasons.get(&code) {
+                Some(e) => e.clone(),
+                None => {
+                    let e = reason_enum(code).map(|reason| ext(&reason)).transpose()?;
+                    self.reasons.insert(code, e.clone());
+                    e
+                }
+            },
+            None => None,
+        };
+        let revocation_date = match self.times.get(&r.revoked_at) {
+            Some(t) => *t,
+            None => {
+                let t = time(r.revoked_at)?;
+                self.times.insert(r.revoked_at, t);
+                t
+            }
+        };
+        Ok(RevokedCert {
+            serial_number: SerialNumber::new(&serial).map_err(internal("stored serial"))?,
+            revocation_date,
+            crl_entry_extensions: extension.map(|e| vec![e]),
+        })
+    }
+}
+
+/// TBSCertList with its revokedCertificates already encoded: each entry is a
+/// typed `RevokedCert` encoded as it is read, so a CRL of a million entries
+/// never holds a million structures at once.
+#[derive(der::Sequence)]
+struct TbsCertListEncoded<'a> {
+    version: Version,
+    signature: spki::AlgorithmIdentifierOwned,
+    issuer: x509_cert::name::Name,
+    this_update: Time,
+    next_update: Option<Time>,
+    revoked_certificates: Option<der::asn1::AnyRef<'a>>,
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
+    crl_extensions: Option<Vec<Extension>>,
+}
+
+/// CertificateList with the TBS kept as the exact bytes that were signed.
+#[derive(der::Sequence)]
+struct SignedCrl<'a> {
+    tbs: der::asn1::AnyRef<'a>,
+    algorithm: spki::AlgorithmIdentifierOwned,
+    signature: der::asn1::BitString,
+}
+
+const PAGE: i64 = 20_000;
 
 /// Builds, signs, verifies and stores the next full CRL of `ca`.
 pub async fn generate(
@@ -81,45 +131,78 @@ pub async fn generate(
     let now = crate::build::whole_seconds(SystemTime::now());
     let this_update = crate::unix(now);
     let next_update = this_update + validity.as_secs() as i64;
-    let revoked = store.revoked(&ca.name, this_update).await?;
     let number = store.next_crl_number(&ca.name).await?;
-    let entries = revoked.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
-    let count = entries.len() as i64;
-    let tbs = TbsCertList {
-        version: Version::V2,
-        signature: signer.signature_algorithm(),
-        issuer: ca.certificate.tbs_certificate().subject().clone(),
-        this_update: time(this_update)?,
-        next_update: Some(time(next_update)?),
-        revoked_certificates: (!entries.is_empty()).then_some(entries),
-        crl_extensions: Some(vec![
-            ext(&AuthorityKeyIdentifier {
-                key_identifier: Some(OctetString::new(ca.key_id.clone()).map_err(internal("AKI"))?),
-                authority_cert_issuer: None,
-                authority_cert_serial_number: None,
-            })?,
-            ext(&CrlNumber(
-                Uint::new(&number.to_be_bytes()).map_err(internal("CRL number"))?,
-            ))?,
-        ]),
-    };
+
+    // Entries, encoded page by page.
+    let mut entries_der = Vec::new();
+    let mut count = 0i64;
+    let mut after = String::new();
+    let mut encoder = EntryEncoder::default();
+    loop {
+        let page = store
+            .revoked_page(&ca.name, this_update, &after, PAGE)
+            .await?;
+        for r in &page {
+            encoder
+                .entry(r)?
+                .encode_to_vec(&mut entries_der)
+                .map_err(internal("encoding a CRL entry"))?;
+        }
+        count += page.len() as i64;
+        match page.last() {
+            Some(last) if page.len() as i64 == PAGE => after = last.serial.clone(),
+            _ => break,
+        }
+    }
+
+    let alg = signer.signature_algorithm();
+    let extensions = vec![
+        ext(&AuthorityKeyIdentifier {
+            key_identifier: Some(OctetString::new(ca.key_id.clone()).map_err(internal("AKI"))?),
+            authority_cert_issuer: None,
+            authority_cert_serial_number: None,
+        })?,
+        ext(&CrlNumber(
+            Uint::new(&number.to_be_bytes()).map_err(internal("CRL number"))?,
+        ))?,
+    ];
+    let issuer = ca.certificate.tbs_certificate().subject().clone();
+    let (this, next) = (time(this_update)?, time(next_update)?);
     let spki = ca
         .certificate
         .tbs_certificate()
         .subject_public_key_info()
         .clone();
     let der = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, IssueError> {
-        let tbs_der = tbs.to_der().map_err(internal("encoding the CRL"))?;
+        let revoked = if count == 0 {
+            None
+        } else {
+            Some(
+                der::asn1::AnyRef::new(der::Tag::Sequence, &entries_der)
+                    .map_err(internal("CRL entries"))?,
+            )
+        };
+        let tbs_der = TbsCertListEncoded {
+            version: Version::V2,
+            signature: alg.clone(),
+            issuer,
+            this_update: this,
+            next_update: Some(next),
+            revoked_certificates: revoked,
+            crl_extensions: Some(extensions),
+        }
+        .to_der()
+        .map_err(internal("encoding the CRL"))?;
+        drop(entries_der);
         let sig = signer.sign(&tbs_der)?;
-        let alg = signer.signature_algorithm();
         muhr_hsm::verify::verify_signature(&spki, &alg, &tbs_der, &sig).map_err(|e| {
             IssueError::Internal(format!(
                 "the key store returned a CRL signature that does not verify ({e})"
             ))
         })?;
-        CertificateList {
-            tbs_cert_list: tbs,
-            signature_algorithm: alg,
+        SignedCrl {
+            tbs: der::asn1::AnyRef::try_from(tbs_der.as_slice()).map_err(internal("CRL"))?,
+            algorithm: alg,
             signature: der::asn1::BitString::from_bytes(&sig).map_err(internal("signature"))?,
         }
         .to_der()

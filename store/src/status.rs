@@ -157,15 +157,25 @@ impl Store {
         Ok(row.try_get("id")?)
     }
 
-    /// Everything a full CRL of `issuer` lists: revoked and suspended
-    /// certificates that have not expired yet.
-    pub async fn revoked(&self, issuer: &str, not_expired_at: i64) -> Result<Vec<Revoked>> {
+    /// One page of what a full CRL of `issuer` lists: revoked and suspended
+    /// certificates not expired at `not_expired_at`, in serial order after
+    /// `after` (keyset paging keeps memory flat for millions of entries).
+    pub async fn revoked_page(
+        &self,
+        issuer: &str,
+        not_expired_at: i64,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Revoked>> {
         let rows = sqlx::query(
             "SELECT serial, revoked_at, revocation_reason FROM certificates \
-             WHERE issuer = $1 AND revocation <> 'good' AND status = 'issued' AND not_after >= $2 ORDER BY serial",
+             WHERE issuer = $1 AND revocation <> 'good' AND serial > $2 AND status = 'issued' AND not_after >= $3 \
+             ORDER BY serial LIMIT $4",
         )
         .bind(issuer)
+        .bind(after)
         .bind(not_expired_at)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -177,6 +187,17 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// How many certificates of `issuer` are revoked or suspended (benchmarks, metrics).
+    pub async fn count_not_good(&self, issuer: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM certificates WHERE issuer = $1 AND revocation <> 'good'",
+        )
+        .bind(issuer)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
     }
 
     /// The next CRL number for `issuer` (numbers never repeat, across kinds).
@@ -235,6 +256,72 @@ impl Store {
         })
         .transpose()
     }
+}
+
+impl Store {
+    /// Benchmarks only: `n` revoked certificates of `issuer` with random serials
+    /// and no certificate body, inserted in large transactions.
+    pub async fn insert_synthetic_revoked(
+        &self,
+        issuer: &str,
+        n: usize,
+        not_after: i64,
+    ) -> Result<()> {
+        const ROWS: usize = 500;
+        let now = crate::now_secs();
+        let mut left = n;
+        while left > 0 {
+            let mut tx = self.pool.begin().await?;
+            for _ in 0..(left.min(50_000) / ROWS).max(1) {
+                let rows = left.min(ROWS);
+                if rows == 0 {
+                    break;
+                }
+                let mut sql = String::from(
+                    "INSERT INTO certificates (serial, issuer, profile, subject, not_before, not_after, tbs, \
+                     status, created_at, revocation, revoked_at, revocation_reason) VALUES ",
+                );
+                let mut serials = Vec::with_capacity(rows);
+                for i in 0..rows {
+                    let mut b = [0u8; 20];
+                    synthetic_serial_bytes(&mut b);
+                    b[0] = (b[0] & 0x7f) | 0x40;
+                    serials.push(hex::encode_upper(b));
+                    let p = i * 2;
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!(
+                        "(${}, ${}, 'bench', 'CN=bench', {now}, {not_after}, $1, 'issued', {now}, 'revoked', {now}, 1)",
+                        p + 2,
+                        p + 3
+                    ));
+                }
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Vec::<u8>::new());
+                for s in &serials {
+                    q = q.bind(s.clone()).bind(issuer.to_string());
+                }
+                q.execute(&mut *tx).await?;
+                left -= rows;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+fn synthetic_serial_bytes(b: &mut [u8]) {
+    use sha2::Digest;
+    // Uniqueness, not secrecy, is what synthetic serials need.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = format!(
+        "{c}-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    );
+    let h = sha2::Sha256::digest(seed.as_bytes());
+    b.copy_from_slice(&h[..b.len()]);
 }
 
 fn status_from_row(row: &sqlx::any::AnyRow) -> Result<Status> {
