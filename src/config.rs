@@ -29,6 +29,8 @@ pub struct Config {
     #[serde(default)]
     pub crl: CrlConfig,
     #[serde(default)]
+    pub ocsp: OcspConfig,
+    #[serde(default)]
     pub identity: muhr_ca::identity::IdentityRules,
     #[serde(default)]
     pub ceremony: CeremonyConfig,
@@ -171,6 +173,34 @@ impl Default for CrlConfig {
         Self {
             validity_hours: 24,
             refresh_minutes: 60,
+        }
+    }
+}
+
+/// The OCSP responder and its delegated signer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OcspConfig {
+    /// nextUpdate - thisUpdate of each response.
+    pub validity_minutes: u64,
+    /// A pre-signed response older than this is signed again.
+    pub refresh_minutes: u64,
+    /// Most certificates asked about in one request.
+    pub max_requests: usize,
+    /// Key kind of the delegated signer (its own key, never the CA's).
+    pub signer_key: String,
+    /// `muhr serve` makes a new signer when the current one has less left.
+    pub renew_days_before: u64,
+}
+
+impl Default for OcspConfig {
+    fn default() -> Self {
+        Self {
+            validity_minutes: 60,
+            refresh_minutes: 30,
+            max_requests: 16,
+            signer_key: "ecdsa-p256".into(),
+            renew_days_before: 10,
         }
     }
 }

@@ -51,6 +51,12 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Run the OCSP responder alone (status from the database; no CA key needed).
+    Ocsp {
+        /// Address to listen on (default: the configuration's server.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Certification authority management.
     Ca {
         #[command(subcommand)]
@@ -193,6 +199,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
     let app = app::App::load(g.config.as_deref(), g.data.as_deref()).await?;
     match cli.command {
         Command::Serve { listen } => serve::run(app, listen).await,
+        Command::Ocsp { listen } => serve::run_ocsp(app, listen).await,
         Command::Ca {
             command: CaCommand::Init,
         } => commands::ca_init(&app).await,

@@ -23,6 +23,56 @@ pub struct Shared {
     pub keys: Arc<dyn KeyStore>,
 }
 
+/// Builds the OCSP responder and starts following the change feed.
+pub async fn ocsp_responder(app: &App) -> Result<Arc<muhr_ocsp_responder::Responder>, Fail> {
+    let c = &app.config.ocsp;
+    let config = muhr_ocsp_responder::Config {
+        validity: Duration::from_secs(c.validity_minutes * 60),
+        refresh: Duration::from_secs(c.refresh_minutes * 60),
+        max_requests: c.max_requests,
+    };
+    let responder = muhr_ocsp_responder::Responder::new(
+        app.store.clone(),
+        app.keys.clone(),
+        muhr_ca::ISSUING,
+        config,
+    )
+    .await
+    .map_err(|e| Fail::invalid(format!("OCSP responder: {e}")))?;
+    if !responder
+        .reload_signer()
+        .await
+        .map_err(|e| Fail::invalid(format!("OCSP responder: {e}")))?
+    {
+        tracing::warn!(
+            "no delegated OCSP signer yet: OCSP answers tryLater until `muhr serve` makes one"
+        );
+    }
+    let responder = Arc::new(responder);
+    tokio::spawn(responder.clone().follow());
+    Ok(responder)
+}
+
+/// Checks hourly that the delegated signer has enough life left.
+async fn signer_renewal(
+    ca: Arc<Ca>,
+    keys: Arc<dyn KeyStore>,
+    spec: muhr_hsm::KeySpec,
+    renew: Duration,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = ca
+            .ensure_ocsp_signer(keys.as_ref(), spec, renew, "serve")
+            .await
+        {
+            tracing::warn!(error = %e, "renewing the delegated OCSP signer failed; will retry");
+        }
+    }
+}
+
 /// Keeps each CA's full CRL fresh: within a second of any status change (the
 /// change feed in the database, whoever wrote it) and at least every
 /// `refresh`, well before nextUpdate.
@@ -70,6 +120,18 @@ async fn crl_updater(ca: Arc<Ca>, validity: Duration, refresh: Duration) {
 
 pub async fn run(app: App, listen: Option<String>) -> Result<(), Fail> {
     let ca = Arc::new(app.ca().await?);
+    // The delegated OCSP signer: made or renewed here, where the CA key is.
+    let spec: muhr_hsm::KeySpec = app
+        .config
+        .ocsp
+        .signer_key
+        .parse()
+        .map_err(|e: muhr_hsm::HsmError| Fail::invalid(format!("ocsp.signer_key: {e}")))?;
+    let renew = Duration::from_secs(app.config.ocsp.renew_days_before * 86400);
+    ca.ensure_ocsp_signer(app.keys.as_ref(), spec, renew, "serve")
+        .await?;
+    tokio::spawn(signer_renewal(ca.clone(), app.keys.clone(), spec, renew));
+    let responder = ocsp_responder(&app).await?;
     let listen = listen.unwrap_or_else(|| app.config.server.listen.clone());
     tokio::spawn(crl_updater(
         ca.clone(),
@@ -85,7 +147,27 @@ pub async fn run(app: App, listen: Option<String>) -> Result<(), Fail> {
         .await
         .map_err(|e| Fail::invalid(format!("cannot listen on {listen}: {e}")))?;
     tracing::info!(%listen, database = app.store.backend().name(), key_store = %app.keys.describe(), "serving");
-    axum::serve(listener, router(shared))
+    axum::serve(
+        listener,
+        router(shared).merge(muhr_ocsp_responder::router(responder)),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .map_err(|e| Fail::internal(format!("server: {e}")))?;
+    app.store.close().await;
+    Ok(())
+}
+
+/// `muhr ocsp`: only the responder, for scaling out next to a database or a
+/// replica. It reads status and the delegated signer; it never opens a CA key.
+pub async fn run_ocsp(app: App, listen: Option<String>) -> Result<(), Fail> {
+    let responder = ocsp_responder(&app).await?;
+    let listen = listen.unwrap_or_else(|| app.config.server.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| Fail::invalid(format!("cannot listen on {listen}: {e}")))?;
+    tracing::info!(%listen, database = app.store.backend().name(), "OCSP responder serving");
+    axum::serve(listener, muhr_ocsp_responder::router(responder))
         .with_graceful_shutdown(shutdown())
         .await
         .map_err(|e| Fail::internal(format!("server: {e}")))?;

@@ -21,6 +21,7 @@ pub mod goodkey;
 pub mod identity;
 pub mod lint;
 pub mod metrics;
+pub mod ocsp_signer;
 pub mod revocation;
 pub mod serial;
 

@@ -1,0 +1,98 @@
+//! `POST /ocsp` and `GET /ocsp/{base64 request}` (RFC 6960 appendix A, RFC 5019).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+
+use crate::Responder;
+use crate::response::Answer;
+
+/// Larger requests are refused before parsing.
+const MAX_REQUEST: usize = 16 * 1024;
+
+pub fn router(responder: Arc<Responder>) -> Router {
+    Router::new()
+        .route("/ocsp", post(by_post))
+        .route("/ocsp/{*request}", get(by_get))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST))
+        .with_state(responder)
+}
+
+async fn by_post(State(r): State<Arc<Responder>>, body: Bytes) -> Response {
+    reply(r.respond(&body).await)
+}
+
+async fn by_get(State(r): State<Arc<Responder>>, Path(encoded): Path<String>) -> Response {
+    // Path is already percent-decoded; accept standard and URL-safe base64.
+    let cleaned: String = encoded.chars().filter(|c| !c.is_whitespace()).collect();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(&cleaned)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&cleaned))
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&cleaned));
+    match decoded {
+        Ok(der) if der.len() <= MAX_REQUEST => reply(r.respond(&der).await),
+        _ => reply(r.respond(&[]).await),
+    }
+}
+
+fn httpdate(unix: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let Ok(dt) = der07::DateTime::from_unix_duration(Duration::from_secs(unix.max(0) as u64))
+    else {
+        return String::new();
+    };
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[(unix / 86400).rem_euclid(7) as usize],
+        dt.day(),
+        MONTHS[dt.month() as usize - 1],
+        dt.year(),
+        dt.hour(),
+        dt.minutes(),
+        dt.seconds()
+    )
+}
+
+fn reply(a: Answer) -> Response {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &a.der);
+    let etag = format!("\"{}\"", hex::encode(&digest.as_ref()[..12]));
+    let mut resp = (StatusCode::OK, a.der).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/ocsp-response"),
+    );
+    match a.cache {
+        Some((this_update, next_update)) => {
+            let max_age = (next_update - muhr_store::now_secs()).max(0);
+            let h = resp.headers_mut();
+            let set = |h: &mut axum::http::HeaderMap, k, v: String| {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    h.insert(k, v);
+                }
+            };
+            set(
+                h,
+                header::CACHE_CONTROL,
+                format!("public, max-age={max_age}, no-transform, must-revalidate"),
+            );
+            set(h, header::LAST_MODIFIED, httpdate(this_update));
+            set(h, header::EXPIRES, httpdate(next_update));
+            set(h, header::ETAG, etag);
+        }
+        None => {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+    }
+    resp
+}

@@ -1,0 +1,263 @@
+//! The OCSP responder (RFC 6960, RFC 5019 profile) for one issuing CA.
+//!
+//! - Requests without a nonce get pre-signed responses from a cache, each valid
+//!   `validity` and re-signed after `refresh`; any status change in the database
+//!   (the `status_changes` feed, whoever wrote it) drops the affected entries
+//!   within `FEED_POLL`.
+//! - Requests with a nonce (RFC 8954, 1-32 octets) are signed live and echo it.
+//! - If signing fails, the last good cached response is served while it is
+//!   within its nextUpdate (stale-if-error); otherwise `tryLater`. A status the
+//!   database cannot confirm is never answered `good`.
+//! - Responses are signed by the delegated OCSP signer (its own key and
+//!   certificate, see `muhr_ca::ocsp_signer`), never by the CA key.
+
+mod http;
+mod request;
+mod response;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use muhr_hsm::{KeySigner, KeyStore};
+use muhr_store::Store;
+
+pub use http::router;
+pub use request::{HashAlg, Query};
+
+pub const FEED_POLL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResponderError {
+    #[error("database: {0}")]
+    Store(#[from] muhr_store::StoreError),
+    #[error("key store: {0}")]
+    Key(#[from] muhr_hsm::HsmError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// nextUpdate - thisUpdate of every response.
+    pub validity: Duration,
+    /// A cached response older than this is signed again.
+    pub refresh: Duration,
+    /// Most single requests accepted in one OCSP request.
+    pub max_requests: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            validity: Duration::from_secs(3600),
+            refresh: Duration::from_secs(1800),
+            max_requests: 16,
+        }
+    }
+}
+
+/// The issuing CA as CertIDs name it.
+struct IssuerHashes {
+    name: String,
+    sha1: ([u8; 20], [u8; 20]),
+    sha256: ([u8; 32], [u8; 32]),
+}
+
+/// The delegated signer in use.
+pub(crate) struct Signer {
+    key: Arc<dyn KeySigner>,
+    cert: x509_cert02::Certificate,
+    serial: String,
+    /// SHA-1 of the signer's public key, for ResponderID byKey.
+    key_hash: [u8; 20],
+}
+
+/// Hash algorithm of the CertID and the serial: one pre-signed response each.
+pub(crate) type CacheKey = (HashAlg, Vec<u8>);
+
+pub(crate) struct Cached {
+    der: Vec<u8>,
+    this_update: i64,
+    next_update: i64,
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub signed: AtomicU64,
+    pub stale_served: AtomicU64,
+    pub malformed: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub try_later: AtomicU64,
+}
+
+pub struct Responder {
+    store: Store,
+    keys: Arc<dyn KeyStore>,
+    issuer: IssuerHashes,
+    signer: RwLock<Option<Arc<Signer>>>,
+    cache: RwLock<HashMap<CacheKey, Arc<Cached>>>,
+    config: Config,
+    pub counters: Counters,
+}
+
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, data);
+    d.as_ref().try_into().expect("SHA-1 is 20 bytes")
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    d.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+impl Responder {
+    /// A responder for the CA named `issuer` (its certificate is read from the
+    /// database). Call [`Responder::reload_signer`] before serving.
+    pub async fn new(
+        store: Store,
+        keys: Arc<dyn KeyStore>,
+        issuer: &str,
+        config: Config,
+    ) -> Result<Self, ResponderError> {
+        use der07::{Decode, Encode};
+        let ca = store.authority(issuer).await?.ok_or_else(|| {
+            ResponderError::Setup(format!(
+                "no {issuer} CA in the database: run `muhr ca init`"
+            ))
+        })?;
+        let cert = x509_cert02::Certificate::from_der(&ca.der)
+            .map_err(|e| ResponderError::Setup(e.to_string()))?;
+        let name = cert
+            .tbs_certificate
+            .subject
+            .to_der()
+            .map_err(|e| ResponderError::Setup(e.to_string()))?;
+        let key = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes();
+        Ok(Self {
+            store,
+            keys,
+            issuer: IssuerHashes {
+                name: issuer.to_string(),
+                sha1: (sha1(&name), sha1(key)),
+                sha256: (sha256(&name), sha256(key)),
+            },
+            signer: RwLock::new(None),
+            cache: RwLock::new(HashMap::new()),
+            config,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Loads the newest valid delegated signer if it differs from the one in
+    /// use; returns whether one is loaded.
+    pub async fn reload_signer(&self) -> Result<bool, ResponderError> {
+        use der07::Decode;
+        let Some(rec) = self.store.current_ocsp_signer(&self.issuer.name).await? else {
+            return Ok(self
+                .signer
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some());
+        };
+        if self
+            .signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|s| s.serial == rec.serial)
+        {
+            return Ok(true);
+        }
+        let spec = rec.key_spec.parse().map_err(ResponderError::Key)?;
+        let keys = self.keys.clone();
+        let label = rec.key_label.clone();
+        let key = tokio::task::spawn_blocking(move || keys.open(&label, spec))
+            .await
+            .map_err(|e| ResponderError::Setup(e.to_string()))??;
+        let cert = x509_cert02::Certificate::from_der(&rec.der)
+            .map_err(|e| ResponderError::Setup(e.to_string()))?;
+        let key_hash = sha1(
+            cert.tbs_certificate
+                .subject_public_key_info
+                .subject_public_key
+                .raw_bytes(),
+        );
+        let signer = Arc::new(Signer {
+            key,
+            cert,
+            serial: rec.serial.clone(),
+            key_hash,
+        });
+        *self.signer.write().unwrap_or_else(|p| p.into_inner()) = Some(signer);
+        // Responses signed by the previous signer stay valid until their nextUpdate.
+        tracing::info!(serial = %rec.serial, "OCSP responder signing with a new delegated signer");
+        Ok(true)
+    }
+
+    pub(crate) fn signer(&self) -> Option<Arc<Signer>> {
+        self.signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Follows the change feed (dropping cached responses of changed serials)
+    /// and picks up renewed signers. Runs until the process ends.
+    pub async fn follow(self: Arc<Self>) {
+        let mut last = match self.store.last_status_change().await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "OCSP: cannot read the change feed; dropping the whole cache on recovery");
+                -1
+            }
+        };
+        let mut tick = tokio::time::interval(FEED_POLL);
+        let mut since_reload = Duration::ZERO;
+        loop {
+            tick.tick().await;
+            since_reload += FEED_POLL;
+            if since_reload >= Duration::from_secs(10) {
+                since_reload = Duration::ZERO;
+                if let Err(e) = self.reload_signer().await {
+                    tracing::warn!(error = %e, "OCSP: reloading the signer failed");
+                }
+            }
+            if last < 0 {
+                match self.store.last_status_change().await {
+                    Ok(id) => {
+                        self.cache
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clear();
+                        last = id;
+                    }
+                    Err(_) => continue,
+                }
+            }
+            match self.store.status_changes_since(last, 10_000).await {
+                Ok(changes) => {
+                    if changes.is_empty() {
+                        continue;
+                    }
+                    let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+                    for (id, serial) in changes {
+                        if let Ok(bytes) = hex::decode(&serial) {
+                            cache.remove(&(HashAlg::Sha1, bytes.clone()));
+                            cache.remove(&(HashAlg::Sha256, bytes));
+                        }
+                        last = id;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "OCSP: cannot read the change feed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Turning untrusted request bytes into queries, or a reason to refuse them.
+
+use der07::Decode;
+use x509_ocsp::OcspRequest;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HashAlg {
+    Sha1,
+    Sha256,
+}
+
+/// One certificate asked about.
+#[derive(Clone, Debug)]
+pub struct Query {
+    pub alg: HashAlg,
+    /// The serial's minimal big-endian bytes (no sign padding).
+    pub serial: Vec<u8>,
+    /// The CertID exactly as requested, echoed in the response.
+    pub cert_id: x509_ocsp::CertId,
+}
+
+pub(crate) enum Refusal {
+    Malformed,
+    Unauthorized,
+}
+
+pub(crate) struct Parsed {
+    pub queries: Vec<Query>,
+    pub nonce: Option<Vec<u8>>,
+}
+
+const SHA1: &str = "1.3.14.3.2.26";
+const SHA256: &str = "2.16.840.1.101.3.4.2.1";
+const NONCE: &str = "1.3.6.1.5.5.7.48.1.2";
+
+pub(crate) fn parse(
+    body: &[u8],
+    max_requests: usize,
+    issuer: &crate::IssuerHashes,
+) -> Result<Parsed, Refusal> {
+    let req = OcspRequest::from_der(body).map_err(|_| Refusal::Malformed)?;
+    let list = &req.tbs_request.request_list;
+    if list.is_empty() || list.len() > max_requests {
+        return Err(Refusal::Malformed);
+    }
+    let mut nonce = None;
+    for ext in req.tbs_request.request_extensions.iter().flatten() {
+        if ext.extn_id.to_string() == NONCE {
+            // RFC 8954: the value is an OCTET STRING of 1 to 32 octets.
+            let n = der07::asn1::OctetString::from_der(ext.extn_value.as_bytes())
+                .map_err(|_| Refusal::Malformed)?;
+            if n.as_bytes().is_empty() || n.as_bytes().len() > 32 {
+                return Err(Refusal::Malformed);
+            }
+            nonce = Some(n.as_bytes().to_vec());
+        } else if ext.critical {
+            return Err(Refusal::Malformed);
+        }
+    }
+    let mut queries = Vec::with_capacity(list.len());
+    for r in list {
+        let id = &r.req_cert;
+        let (alg, ok) = match id.hash_algorithm.oid.to_string().as_str() {
+            SHA1 => (
+                HashAlg::Sha1,
+                id.issuer_name_hash.as_bytes() == issuer.sha1.0
+                    && id.issuer_key_hash.as_bytes() == issuer.sha1.1,
+            ),
+            SHA256 => (
+                HashAlg::Sha256,
+                id.issuer_name_hash.as_bytes() == issuer.sha256.0
+                    && id.issuer_key_hash.as_bytes() == issuer.sha256.1,
+            ),
+            _ => return Err(Refusal::Malformed),
+        };
+        if !ok {
+            return Err(Refusal::Unauthorized);
+        }
+        let raw = id.serial_number.as_bytes();
+        let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+        queries.push(Query {
+            alg,
+            serial: raw[start..].to_vec(),
+            cert_id: id.clone(),
+        });
+    }
+    Ok(Parsed { queries, nonce })
+}
+
+#[cfg(test)]
+mod tests {
+    use der07::Encode;
+    use der07::asn1::OctetString;
+    use x509_cert02::ext::Extension;
+    use x509_ocsp::{CertId, OcspRequest, Request, TbsRequest, Version};
+
+    use super::*;
+    use crate::IssuerHashes;
+
+    fn issuer() -> IssuerHashes {
+        IssuerHashes {
+            name: "issuing".into(),
+            sha1: ([1; 20], [2; 20]),
+            sha256: ([3; 32], [4; 32]),
+        }
+    }
+
+    fn request(alg: &str, name: &[u8], key: &[u8], n: usize, nonce: Option<Vec<u8>>) -> Vec<u8> {
+        let id = CertId {
+            hash_algorithm: spki07::AlgorithmIdentifierOwned {
+                oid: alg.parse().unwrap(),
+                parameters: None,
+            },
+            issuer_name_hash: OctetString::new(name).unwrap(),
+            issuer_key_hash: OctetString::new(key).unwrap(),
+            serial_number: x509_cert02::serial_number::SerialNumber::new(&[0x4a, 0x01]).unwrap(),
+        };
+        let exts = nonce.map(|n| {
+            vec![Extension {
+                extn_id: NONCE.parse().unwrap(),
+                critical: false,
+                extn_value: OctetString::new(OctetString::new(n).unwrap().to_der().unwrap())
+                    .unwrap(),
+            }]
+        });
+        OcspRequest {
+            tbs_request: TbsRequest {
+                version: Version::V1,
+                requestor_name: None,
+                request_list: vec![
+                    Request {
+                        req_cert: id,
+                        single_request_extensions: None
+                    };
+                    n
+                ],
+                request_extensions: exts,
+            },
+            optional_signature: None,
+        }
+        .to_der()
+        .unwrap()
+    }
+
+    fn refused(body: &[u8]) -> &'static str {
+        match parse(body, 4, &issuer()) {
+            Ok(_) => "accepted",
+            Err(Refusal::Malformed) => "malformed",
+            Err(Refusal::Unauthorized) => "unauthorized",
+        }
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        let ok = parse(
+            &request(SHA1, &[1; 20], &[2; 20], 2, Some(vec![7; 32])),
+            4,
+            &issuer(),
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(ok.queries.len(), 2);
+        assert_eq!(ok.queries[0].serial, [0x4a, 0x01]);
+        assert_eq!(ok.nonce, Some(vec![7; 32]));
+        assert!(parse(&request(SHA256, &[3; 32], &[4; 32], 1, None), 4, &issuer()).is_ok());
+        assert_eq!(
+            refused(&request(SHA1, &[1; 20], &[2; 20], 1, Some(vec![7; 33]))),
+            "malformed"
+        );
+        assert_eq!(
+            refused(&request(SHA1, &[1; 20], &[2; 20], 1, Some(vec![]))),
+            "malformed"
+        );
+        assert_eq!(
+            refused(&request(SHA1, &[1; 20], &[2; 20], 5, None)),
+            "malformed"
+        );
+        assert_eq!(
+            refused(&request(SHA1, &[1; 20], &[2; 20], 0, None)),
+            "malformed"
+        );
+        assert_eq!(
+            refused(&request(
+                "2.16.840.1.101.3.4.2.3",
+                &[1; 20],
+                &[2; 20],
+                1,
+                None
+            )),
+            "malformed"
+        );
+        assert_eq!(
+            refused(&request(SHA1, &[9; 20], &[2; 20], 1, None)),
+            "unauthorized"
+        );
+        assert_eq!(
+            refused(&request(SHA256, &[3; 32], &[9; 32], 1, None)),
+            "unauthorized"
+        );
+        let good = request(SHA1, &[1; 20], &[2; 20], 1, None);
+        for cut in 0..good.len() {
+            assert_eq!(refused(&good[..cut]), "malformed", "truncated at {cut}");
+        }
+        assert_eq!(refused(b"\x30\x80\x00\x00"), "malformed");
+    }
+}

@@ -1,0 +1,222 @@
+//! Answering: cache, status look-up, signing, stale-if-error.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use der07::asn1::{BitString, OctetString};
+use der07::{Decode, Encode};
+use x509_cert02::ext::Extension;
+use x509_cert02::ext::pkix::CrlReason;
+use x509_ocsp::{
+    BasicOcspResponse, CertStatus, OcspGeneralizedTime, OcspResponse, ResponderId, ResponseData,
+    RevokedInfo, SingleResponse, Version,
+};
+
+use crate::request::{Refusal, parse};
+use crate::{Cached, Responder, Signer};
+
+/// What goes back over HTTP: the DER body and, for a cacheable response, its
+/// thisUpdate and nextUpdate (Unix seconds).
+pub struct Answer {
+    pub der: Vec<u8>,
+    pub cache: Option<(i64, i64)>,
+}
+
+impl Answer {
+    fn error(r: OcspResponse) -> Self {
+        Self {
+            der: r.to_der().unwrap_or_default(),
+            cache: None,
+        }
+    }
+}
+
+fn time(unix: i64) -> Result<OcspGeneralizedTime, der07::Error> {
+    let dt = der07::DateTime::from_unix_duration(Duration::from_secs(unix.max(0) as u64))?;
+    Ok(OcspGeneralizedTime::from(dt))
+}
+
+fn reason(code: i64) -> Option<CrlReason> {
+    Some(match code {
+        0 => CrlReason::Unspecified,
+        1 => CrlReason::KeyCompromise,
+        2 => CrlReason::CaCompromise,
+        3 => CrlReason::AffiliationChanged,
+        4 => CrlReason::Superseded,
+        5 => CrlReason::CessationOfOperation,
+        6 => CrlReason::CertificateHold,
+        8 => CrlReason::RemoveFromCRL,
+        9 => CrlReason::PrivilegeWithdrawn,
+        10 => CrlReason::AaCompromise,
+        _ => return None,
+    })
+}
+
+const NONCE_OID: der07::oid::ObjectIdentifier =
+    der07::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2");
+
+/// Builds and signs a BasicOCSPResponse (blocking: the key store may be an HSM).
+fn sign(
+    signer: &Signer,
+    queries: &[crate::Query],
+    statuses: &[Option<muhr_store::Status>],
+    nonce: Option<&[u8]>,
+    now: i64,
+    validity: i64,
+) -> Result<Vec<u8>, String> {
+    let e = |e: der07::Error| e.to_string();
+    let mut responses = Vec::with_capacity(queries.len());
+    for (q, s) in queries.iter().zip(statuses) {
+        let cert_status = match s {
+            None => CertStatus::unknown(),
+            Some(s) if s.revocation == "good" => CertStatus::good(),
+            Some(s) => CertStatus::Revoked(RevokedInfo {
+                revocation_time: time(s.revoked_at.unwrap_or(0)).map_err(e)?,
+                revocation_reason: s.reason.and_then(reason),
+            }),
+        };
+        responses.push(SingleResponse {
+            cert_id: q.cert_id.clone(),
+            cert_status,
+            this_update: time(now).map_err(e)?,
+            next_update: Some(time(now + validity).map_err(e)?),
+            single_extensions: None,
+        });
+    }
+    let response_extensions = match nonce {
+        Some(n) => Some(vec![Extension {
+            extn_id: NONCE_OID,
+            critical: false,
+            extn_value: OctetString::new(OctetString::new(n).map_err(e)?.to_der().map_err(e)?)
+                .map_err(e)?,
+        }]),
+        None => None,
+    };
+    let data = ResponseData {
+        version: Version::V1,
+        responder_id: ResponderId::ByKey(OctetString::new(signer.key_hash.to_vec()).map_err(e)?),
+        produced_at: time(now).map_err(e)?,
+        responses,
+        response_extensions,
+    };
+    let tbs = data.to_der().map_err(e)?;
+    let sig = signer.key.sign(&tbs).map_err(|e| e.to_string())?;
+    let alg =
+        spki::der::Encode::to_der(&signer.key.signature_algorithm()).map_err(|e| e.to_string())?;
+    let basic = BasicOcspResponse {
+        tbs_response_data: data,
+        signature_algorithm: spki07::AlgorithmIdentifierOwned::from_der(&alg).map_err(e)?,
+        signature: BitString::from_bytes(&sig).map_err(e)?,
+        certs: Some(vec![signer.cert.clone()]),
+    };
+    OcspResponse::successful(basic)
+        .map_err(e)?
+        .to_der()
+        .map_err(e)
+}
+
+impl Responder {
+    /// Answers one OCSP request (DER). Never fails: every problem becomes an
+    /// OCSP error status.
+    pub async fn respond(&self, body: &[u8]) -> Answer {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let parsed = match parse(body, self.config.max_requests, &self.issuer) {
+            Ok(p) => p,
+            Err(Refusal::Malformed) => {
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                return Answer::error(OcspResponse::malformed_request());
+            }
+            Err(Refusal::Unauthorized) => {
+                self.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+                return Answer::error(OcspResponse::unauthorized());
+            }
+        };
+        let now = muhr_store::now_secs();
+        let key = (parsed.nonce.is_none() && parsed.queries.len() == 1)
+            .then(|| (parsed.queries[0].alg, parsed.queries[0].serial.clone()));
+        let cached = key.as_ref().and_then(|k| {
+            self.cache
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(k)
+                .cloned()
+        });
+        if let Some(c) = &cached
+            && now < c.this_update + self.config.refresh.as_secs() as i64
+            && now < c.next_update
+        {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Answer {
+                der: c.der.clone(),
+                cache: Some((c.this_update, c.next_update)),
+            };
+        }
+        let stale_or_try_later = |why: &str| {
+            tracing::warn!(reason = why, "OCSP: cannot answer fresh");
+            match &cached {
+                Some(c) if now < c.next_update => {
+                    self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
+                    Answer {
+                        der: c.der.clone(),
+                        cache: Some((c.this_update, c.next_update)),
+                    }
+                }
+                _ => {
+                    self.counters.try_later.fetch_add(1, Ordering::Relaxed);
+                    Answer::error(OcspResponse::try_later())
+                }
+            }
+        };
+        let mut statuses = Vec::with_capacity(parsed.queries.len());
+        for q in &parsed.queries {
+            match self.store.status(&hex::encode_upper(&q.serial)).await {
+                Ok(s) => statuses.push(s),
+                Err(e) => return stale_or_try_later(&e.to_string()),
+            }
+        }
+        let Some(signer) = self.signer() else {
+            return stale_or_try_later("no delegated OCSP signer is loaded");
+        };
+        let validity = self.config.validity.as_secs() as i64;
+        let nonce = parsed.nonce.clone();
+        let queries = parsed.queries;
+        let signed = tokio::task::spawn_blocking(move || {
+            sign(
+                &signer,
+                &queries,
+                &statuses,
+                nonce.as_deref(),
+                now,
+                validity,
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match signed {
+            Ok(der) => {
+                self.counters.signed.fetch_add(1, Ordering::Relaxed);
+                match key {
+                    Some(k) => {
+                        let c = Arc::new(Cached {
+                            der: der.clone(),
+                            this_update: now,
+                            next_update: now + validity,
+                        });
+                        self.cache
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(k, c);
+                        Answer {
+                            der,
+                            cache: Some((now, now + validity)),
+                        }
+                    }
+                    None => Answer { der, cache: None },
+                }
+            }
+            Err(e) => stale_or_try_later(&format!("signing failed: {e}")),
+        }
+    }
+}
