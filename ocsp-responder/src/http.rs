@@ -63,9 +63,22 @@ fn httpdate(unix: i64) -> String {
     )
 }
 
+/// A cache entry for a freshly signed response, validators included.
+pub(crate) fn cached(der: Vec<u8>, this_update: i64, next_update: i64) -> crate::Cached {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+    let value =
+        |s: String| HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""));
+    crate::Cached {
+        etag: value(format!("\"{}\"", hex::encode(&digest.as_ref()[..12]))),
+        last_modified: value(httpdate(this_update)),
+        expires: value(httpdate(next_update)),
+        der: der.into(),
+        this_update,
+        next_update,
+    }
+}
+
 fn reply(a: Answer) -> Response {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &a.der);
-    let etag = format!("\"{}\"", hex::encode(&digest.as_ref()[..12]));
     let mut resp = (StatusCode::OK, a.der).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -73,22 +86,16 @@ fn reply(a: Answer) -> Response {
         HeaderValue::from_static("application/ocsp-response"),
     );
     match a.cache {
-        Some((this_update, next_update)) => {
-            let max_age = (next_update - muhr_store::now_secs()).max(0);
-            let h = resp.headers_mut();
-            let set = |h: &mut axum::http::HeaderMap, k, v: String| {
-                if let Ok(v) = HeaderValue::from_str(&v) {
-                    h.insert(k, v);
-                }
-            };
-            set(
-                h,
-                header::CACHE_CONTROL,
-                format!("public, max-age={max_age}, no-transform, must-revalidate"),
-            );
-            set(h, header::LAST_MODIFIED, httpdate(this_update));
-            set(h, header::EXPIRES, httpdate(next_update));
-            set(h, header::ETAG, etag);
+        Some(c) => {
+            let max_age = (c.next_update - muhr_store::now_secs()).max(0);
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "public, max-age={max_age}, no-transform, must-revalidate"
+            )) {
+                h.insert(header::CACHE_CONTROL, v);
+            }
+            h.insert(header::LAST_MODIFIED, c.last_modified.clone());
+            h.insert(header::EXPIRES, c.expires.clone());
+            h.insert(header::ETAG, c.etag.clone());
         }
         None => {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

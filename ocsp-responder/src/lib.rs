@@ -77,10 +77,14 @@ pub(crate) struct Signer {
 /// Hash algorithm of the CertID and the serial: one pre-signed response each.
 pub(crate) type CacheKey = (HashAlg, Vec<u8>);
 
+/// A pre-signed response with its HTTP validators computed once.
 pub(crate) struct Cached {
-    der: Vec<u8>,
-    this_update: i64,
-    next_update: i64,
+    pub(crate) der: axum::body::Bytes,
+    pub(crate) this_update: i64,
+    pub(crate) next_update: i64,
+    pub(crate) etag: axum::http::HeaderValue,
+    pub(crate) last_modified: axum::http::HeaderValue,
+    pub(crate) expires: axum::http::HeaderValue,
 }
 
 #[derive(Default)]

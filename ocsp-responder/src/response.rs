@@ -16,18 +16,25 @@ use x509_ocsp::{
 use crate::request::{Refusal, parse};
 use crate::{Cached, Responder, Signer};
 
-/// What goes back over HTTP: the DER body and, for a cacheable response, its
-/// thisUpdate and nextUpdate (Unix seconds).
+/// What goes back over HTTP: the DER body and, for a cacheable response, the
+/// cache entry that carries its validity and validators.
 pub struct Answer {
-    pub der: Vec<u8>,
-    pub cache: Option<(i64, i64)>,
+    pub der: axum::body::Bytes,
+    pub(crate) cache: Option<Arc<Cached>>,
 }
 
 impl Answer {
     fn error(r: OcspResponse) -> Self {
         Self {
-            der: r.to_der().unwrap_or_default(),
+            der: r.to_der().unwrap_or_default().into(),
             cache: None,
+        }
+    }
+
+    fn cached(c: &Arc<Cached>) -> Self {
+        Self {
+            der: c.der.clone(),
+            cache: Some(c.clone()),
         }
     }
 }
@@ -147,20 +154,14 @@ impl Responder {
             && now < c.next_update
         {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Answer {
-                der: c.der.clone(),
-                cache: Some((c.this_update, c.next_update)),
-            };
+            return Answer::cached(c);
         }
         let stale_or_try_later = |why: &str| {
             tracing::warn!(reason = why, "OCSP: cannot answer fresh");
             match &cached {
                 Some(c) if now < c.next_update => {
                     self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
-                    Answer {
-                        der: c.der.clone(),
-                        cache: Some((c.this_update, c.next_update)),
-                    }
+                    Answer::cached(c)
                 }
                 _ => {
                     self.counters.try_later.fetch_add(1, Ordering::Relaxed);
@@ -199,21 +200,17 @@ impl Responder {
                 self.counters.signed.fetch_add(1, Ordering::Relaxed);
                 match key {
                     Some(k) => {
-                        let c = Arc::new(Cached {
-                            der: der.clone(),
-                            this_update: now,
-                            next_update: now + validity,
-                        });
+                        let c = Arc::new(crate::http::cached(der, now, now + validity));
                         self.cache
                             .write()
                             .unwrap_or_else(|p| p.into_inner())
-                            .insert(k, c);
-                        Answer {
-                            der,
-                            cache: Some((now, now + validity)),
-                        }
+                            .insert(k, c.clone());
+                        Answer::cached(&c)
                     }
-                    None => Answer { der, cache: None },
+                    None => Answer {
+                        der: der.into(),
+                        cache: None,
+                    },
                 }
             }
             Err(e) => stale_or_try_later(&format!("signing failed: {e}")),

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# OCSP throughput of `muhr serve` over real HTTP on loopback, measured with wrk,
+# the same way ../shared/bench/peers measures cfssl, OpenSSL and nginx:
+#   cached POST and GET (no nonce: pre-signed responses), live (with a nonce:
+#   signed per request). Development defaults: software keys, SQLite.
+#
+#   bash benches/ocsp.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+cargo build --release -q
+M=$PWD/target/release/muhr
+DIR=$(mktemp -d /tmp/muhr-ocsp-bench.XXXXXX)
+PORT=${MUHR_BENCH_PORT:-18100}
+cd "$DIR"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout k.pem -subj /CN=x -out r.csr 2>/dev/null
+python3 - > s.json <<'P'
+import json
+s = "3150585123456"
+w = [7, 3, 1]
+print(json.dumps({"pinfl": s + str(sum(int(c) * w[i % 3] for i, c in enumerate(s)) % 10), "surname": "BENCH", "given_name": "OCSP"}))
+P
+"$M" --data "$DIR/data" issue --profile individual-auth --csr r.csr --subject s.json > c.pem 2>/dev/null
+MUHR_LOG=warn "$M" --data "$DIR/data" serve --listen "127.0.0.1:$PORT" 2>serve.log & pid=$!
+trap 'kill $pid 2>/dev/null; rm -rf "$DIR"' EXIT
+for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.1; done
+I=data/ca/issuing.pem
+openssl ocsp -issuer $I -cert c.pem -no_nonce -reqout cached.der >/dev/null 2>&1
+openssl ocsp -issuer $I -cert c.pem -reqout live.der >/dev/null 2>&1
+lua() { printf 'wrk.method = "POST"\nlocal f = io.open("%s","rb"); wrk.body = f:read("*a"); f:close()\nwrk.headers["Content-Type"] = "application/ocsp-request"\n' "$1" > "$2"; }
+lua "$DIR/cached.der" cached.lua
+lua "$DIR/live.der" live.lua
+get=$(base64 -w0 cached.der | python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.stdin.read(), safe=""))')
+rate() { wrk -t2 -c32 -d"${secs}s" ${2:+-s "$2"} "$1" 2>/dev/null | awk '/Requests\/sec/{print int($2)}'; }
+# Warm the cache and check the answer once.
+curl -sf -o warm.der --data-binary @cached.der -H 'Content-Type: application/ocsp-request' "http://127.0.0.1:$PORT/ocsp"
+openssl ocsp -respin warm.der -issuer $I -cert c.pem -CAfile data/ca/root.pem 2>&1 | grep -q "c.pem: good"
+echo "muhr_ocsp_cached_post_per_s $(rate "http://127.0.0.1:$PORT/ocsp" cached.lua)"
+echo "muhr_ocsp_cached_get_per_s $(rate "http://127.0.0.1:$PORT/ocsp/$get")"
+echo "muhr_ocsp_live_nonce_per_s $(rate "http://127.0.0.1:$PORT/ocsp" live.lua)"
