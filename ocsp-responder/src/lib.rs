@@ -77,6 +77,9 @@ pub(crate) struct Signer {
 /// Hash algorithm of the CertID and the serial: one pre-signed response each.
 pub(crate) type CacheKey = (HashAlg, Vec<u8>);
 
+/// The per-serial key and response a request encoding last resolved to.
+pub(crate) type ByBytes = (CacheKey, Arc<Cached>);
+
 /// A pre-signed response with its HTTP validators computed once.
 pub(crate) struct Cached {
     pub(crate) der: axum::body::Bytes,
@@ -104,6 +107,8 @@ pub struct Responder {
     issuer: IssuerHashes,
     signer: RwLock<Option<Arc<Signer>>>,
     cache: RwLock<HashMap<CacheKey, Arc<Cached>>>,
+    /// Exact request bytes of cacheable requests → their cache entry.
+    by_bytes: RwLock<HashMap<Vec<u8>, ByBytes>>,
     config: Config,
     pub counters: Counters,
 }
@@ -155,6 +160,7 @@ impl Responder {
             },
             signer: RwLock::new(None),
             cache: RwLock::new(HashMap::new()),
+            by_bytes: RwLock::new(HashMap::new()),
             config,
             counters: Counters::default(),
         })

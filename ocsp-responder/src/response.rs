@@ -128,6 +128,11 @@ impl Responder {
     /// OCSP error status.
     pub async fn respond(&self, body: &[u8]) -> Answer {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let now = muhr_store::now_secs();
+        if let Some(c) = self.by_request_bytes(body, now) {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Answer::cached(&c);
+        }
         let parsed = match parse(body, self.config.max_requests, &self.issuer) {
             Ok(p) => p,
             Err(Refusal::Malformed) => {
@@ -139,7 +144,6 @@ impl Responder {
                 return Answer::error(OcspResponse::unauthorized());
             }
         };
-        let now = muhr_store::now_secs();
         let key = (parsed.nonce.is_none() && parsed.queries.len() == 1)
             .then(|| (parsed.queries[0].alg, parsed.queries[0].serial.clone()));
         let cached = key.as_ref().and_then(|k| {
@@ -150,10 +154,14 @@ impl Responder {
                 .cloned()
         });
         if let Some(c) = &cached
-            && now < c.this_update + self.config.refresh.as_secs() as i64
-            && now < c.next_update
+            && self.fresh(c, now)
         {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.remember_request_bytes(
+                body,
+                key.clone().expect("cached implies a key"),
+                c.clone(),
+            );
             return Answer::cached(c);
         }
         let stale_or_try_later = |why: &str| {
@@ -215,5 +223,42 @@ impl Responder {
             }
             Err(e) => stale_or_try_later(&format!("signing failed: {e}")),
         }
+    }
+}
+
+/// Most distinct request encodings remembered before the map starts over.
+const MAX_REQUEST_BYTES_ENTRIES: usize = 200_000;
+
+impl Responder {
+    fn fresh(&self, c: &Cached, now: i64) -> bool {
+        now < c.this_update + self.config.refresh.as_secs() as i64 && now < c.next_update
+    }
+
+    /// Cacheable requests from one client library are byte-identical, so the
+    /// exact request bytes find the response without parsing. The entry counts
+    /// only while the per-serial cache still holds the very same response, so
+    /// invalidation by the change feed applies to it too.
+    fn by_request_bytes(&self, body: &[u8], now: i64) -> Option<Arc<Cached>> {
+        let (key, c) = self
+            .by_bytes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(body)
+            .cloned()?;
+        let current = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()?;
+        (Arc::ptr_eq(&current, &c) && self.fresh(&c, now)).then_some(c)
+    }
+
+    fn remember_request_bytes(&self, body: &[u8], key: crate::CacheKey, c: Arc<Cached>) {
+        let mut map = self.by_bytes.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_REQUEST_BYTES_ENTRIES {
+            map.clear();
+        }
+        map.insert(body.to_vec(), (key, c));
     }
 }
