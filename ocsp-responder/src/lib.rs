@@ -109,6 +109,13 @@ pub struct Responder {
     cache: RwLock<HashMap<CacheKey, Arc<Cached>>>,
     /// Exact request bytes of cacheable requests → their cache entry.
     by_bytes: RwLock<HashMap<Vec<u8>, ByBytes>>,
+    /// Statuses read from the database, dropped by the change feed like responses.
+    statuses: RwLock<HashMap<Vec<u8>, Option<muhr_store::Status>>>,
+    /// Bumped whenever the change feed drops entries: a response or status
+    /// read before a bump is not cached after it (it may predate the change).
+    generation: AtomicU64,
+    /// When the change feed was last read successfully (Unix seconds).
+    feed_ok_at: std::sync::atomic::AtomicI64,
     config: Config,
     pub counters: Counters,
 }
@@ -161,6 +168,9 @@ impl Responder {
             signer: RwLock::new(None),
             cache: RwLock::new(HashMap::new()),
             by_bytes: RwLock::new(HashMap::new()),
+            statuses: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            feed_ok_at: std::sync::atomic::AtomicI64::new(0),
             config,
             counters: Counters::default(),
         })
@@ -254,17 +264,22 @@ impl Responder {
             }
             match self.store.status_changes_since(last, 10_000).await {
                 Ok(changes) => {
-                    if changes.is_empty() {
-                        continue;
-                    }
-                    let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-                    for (id, serial) in changes {
-                        if let Ok(bytes) = hex::decode(&serial) {
-                            cache.remove(&(HashAlg::Sha1, bytes.clone()));
-                            cache.remove(&(HashAlg::Sha256, bytes));
+                    if !changes.is_empty() {
+                        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+                        let mut statuses = self.statuses.write().unwrap_or_else(|p| p.into_inner());
+                        self.generation
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        for (id, serial) in changes {
+                            if let Ok(bytes) = hex::decode(&serial) {
+                                cache.remove(&(HashAlg::Sha1, bytes.clone()));
+                                cache.remove(&(HashAlg::Sha256, bytes.clone()));
+                                statuses.remove(&bytes);
+                            }
+                            last = id;
                         }
-                        last = id;
                     }
+                    self.feed_ok_at
+                        .store(muhr_store::now_secs(), std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) => tracing::warn!(error = %e, "OCSP: cannot read the change feed"),
             }

@@ -177,9 +177,10 @@ impl Responder {
                 }
             }
         };
+        let generation = self.generation.load(Ordering::SeqCst);
         let mut statuses = Vec::with_capacity(parsed.queries.len());
         for q in &parsed.queries {
-            match self.store.status(&hex::encode_upper(&q.serial)).await {
+            match self.status(&q.serial, now, generation).await {
                 Ok(s) => statuses.push(s),
                 Err(e) => return stale_or_try_later(&e.to_string()),
             }
@@ -190,7 +191,10 @@ impl Responder {
         let validity = self.config.validity.as_secs() as i64;
         let nonce = parsed.nonce.clone();
         let queries = parsed.queries;
-        let signed = tokio::task::spawn_blocking(move || {
+        // In place rather than on the blocking pool: a software signature takes
+        // microseconds, and the hop would cost as much; block_in_place still
+        // moves this worker's other tasks away while an HSM is busy.
+        let signed = tokio::task::block_in_place(|| {
             sign(
                 &signer,
                 &queries,
@@ -199,20 +203,26 @@ impl Responder {
                 now,
                 validity,
             )
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
+        });
         match signed {
             Ok(der) => {
                 self.counters.signed.fetch_add(1, Ordering::Relaxed);
                 match key {
                     Some(k) => {
                         let c = Arc::new(crate::http::cached(der, now, now + validity));
-                        self.cache
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(k, c.clone());
+                        // Checked under the lock the change feed holds while it
+                        // bumps the generation, so a response that may predate
+                        // a change is never cached after the change was seen.
+                        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+                        if self.generation.load(Ordering::SeqCst) != generation {
+                            return Answer {
+                                der: c.der.clone(),
+                                cache: None,
+                            };
+                        }
+                        cache.insert(k.clone(), c.clone());
+                        drop(cache);
+                        self.remember_request_bytes(body, k, c.clone());
                         Answer::cached(&c)
                     }
                     None => Answer {
@@ -260,5 +270,45 @@ impl Responder {
             map.clear();
         }
         map.insert(body.to_vec(), (key, c));
+    }
+}
+
+/// Most serials whose status is remembered before the map starts over.
+const MAX_STATUS_ENTRIES: usize = 1_000_000;
+/// The status cache is trusted only while the change feed was read this recently.
+const FEED_FRESH_SECS: i64 = 2;
+
+impl Responder {
+    /// A certificate's status: from memory while the change feed is being
+    /// followed (every change drops the serial within `FEED_POLL`), else from
+    /// the database.
+    async fn status(
+        &self,
+        serial: &[u8],
+        now: i64,
+        generation: u64,
+    ) -> Result<Option<muhr_store::Status>, muhr_store::StoreError> {
+        let feed_fresh = now - self.feed_ok_at.load(Ordering::Relaxed) <= FEED_FRESH_SECS;
+        if feed_fresh
+            && let Some(s) = self
+                .statuses
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(serial)
+        {
+            return Ok(s.clone());
+        }
+        let s = self.store.status(&hex::encode_upper(serial)).await?;
+        if feed_fresh {
+            let mut map = self.statuses.write().unwrap_or_else(|p| p.into_inner());
+            if self.generation.load(Ordering::SeqCst) != generation {
+                return Ok(s);
+            }
+            if map.len() >= MAX_STATUS_ENTRIES {
+                map.clear();
+            }
+            map.insert(serial.to_vec(), s.clone());
+        }
+        Ok(s)
     }
 }
