@@ -182,9 +182,9 @@ impl Default for CrlConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct OcspConfig {
     /// nextUpdate - thisUpdate of each response.
-    pub validity_minutes: u64,
+    pub validity_seconds: u64,
     /// A pre-signed response older than this is signed again.
-    pub refresh_minutes: u64,
+    pub refresh_seconds: u64,
     /// Most certificates asked about in one request.
     pub max_requests: usize,
     /// Key kind of the delegated signer (its own key, never the CA's).
@@ -196,8 +196,8 @@ pub struct OcspConfig {
 impl Default for OcspConfig {
     fn default() -> Self {
         Self {
-            validity_minutes: 60,
-            refresh_minutes: 30,
+            validity_seconds: 3600,
+            refresh_seconds: 1800,
             max_requests: 16,
             signer_key: "ecdsa-p256".into(),
             renew_days_before: 10,

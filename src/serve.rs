@@ -19,6 +19,7 @@ use crate::app::App;
 #[derive(Clone)]
 pub struct Shared {
     pub ca: Arc<Ca>,
+    pub ocsp: Arc<muhr_ocsp_responder::Responder>,
     pub store: Store,
     pub keys: Arc<dyn KeyStore>,
 }
@@ -27,8 +28,8 @@ pub struct Shared {
 pub async fn ocsp_responder(app: &App) -> Result<Arc<muhr_ocsp_responder::Responder>, Fail> {
     let c = &app.config.ocsp;
     let config = muhr_ocsp_responder::Config {
-        validity: Duration::from_secs(c.validity_minutes * 60),
-        refresh: Duration::from_secs(c.refresh_minutes * 60),
+        validity: Duration::from_secs(c.validity_seconds),
+        refresh: Duration::from_secs(c.refresh_seconds),
         max_requests: c.max_requests,
     };
     let responder = muhr_ocsp_responder::Responder::new(
@@ -140,6 +141,7 @@ pub async fn run(app: App, listen: Option<String>) -> Result<(), Fail> {
     ));
     let shared = Shared {
         ca,
+        ocsp: responder.clone(),
         store: app.store.clone(),
         keys: app.keys.clone(),
     };
@@ -240,6 +242,7 @@ async fn healthz(State(s): State<Shared>) -> Response {
 async fn metrics(State(s): State<Shared>) -> Response {
     use std::fmt::Write;
     let mut body = s.ca.metrics.render();
+    body.push_str(&s.ocsp.counters.render());
     let _ = writeln!(
         body,
         "# HELP muhr_certificates Certificates in the database, by profile and status.\n# TYPE muhr_certificates gauge"

@@ -262,3 +262,87 @@ both_databases! {
     good_revoked_unknown_unauthorized_malformed => statuses;
     standalone_responder_needs_no_ca_key => standalone_without_ca_keys;
 }
+
+/// Stale-if-error: with the database gone, a response cached earlier is served
+/// again (while before its nextUpdate) instead of a fresh one; a request that
+/// needs a fresh answer (a nonce) gets tryLater, never `good`.
+#[test]
+fn stale_if_error_when_the_database_is_gone() {
+    let env = Env::with_extra(
+        Db::Postgres,
+        Keys::Software,
+        "\n[ocsp]\nrefresh_seconds = 1\n",
+    );
+    env.init();
+    let cert = env.issue("individual-auth", &env.csr("k", "ec"), &person(), "c");
+    let (_server, port) = start(&env, &[]);
+    let req = env.path("stale-req.der");
+    openssl(&[
+        "ocsp",
+        "-issuer",
+        env.issuing_pem().to_str().unwrap(),
+        "-cert",
+        cert.to_str().unwrap(),
+        "-no_nonce",
+        "-reqout",
+        req.to_str().unwrap(),
+    ]);
+    let body = std::fs::read(&req).unwrap();
+    let (_, _, first) = post(port, "/ocsp", "application/ocsp-request", &body);
+    assert!(first.len() > 100, "a signed response");
+
+    let name = env.db_url.rsplit('/').next().unwrap().to_string();
+    admin_sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+    admin_sql(&format!(
+        "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity WHERE datname = '{name}'"
+    ));
+    // Past the refresh time and past the status cache's trust in the feed.
+    std::thread::sleep(Duration::from_millis(3500));
+
+    let (status, _, again) = post(port, "/ocsp", "application/ocsp-request", &body);
+    assert_eq!(status, 200);
+    assert_eq!(
+        again, first,
+        "the cached response is served again, unchanged"
+    );
+    let resp = env.write("stale.der", &again);
+    let out = openssl_output(&[
+        "ocsp",
+        "-respin",
+        resp.to_str().unwrap(),
+        "-issuer",
+        env.issuing_pem().to_str().unwrap(),
+        "-cert",
+        cert.to_str().unwrap(),
+        "-CAfile",
+        env.root_pem().to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("c.pem: good"));
+
+    // With a nonce it must be fresh: tryLater (OCSPResponseStatus 3).
+    let live = env.path("live-req.der");
+    openssl(&[
+        "ocsp",
+        "-issuer",
+        env.issuing_pem().to_str().unwrap(),
+        "-cert",
+        cert.to_str().unwrap(),
+        "-reqout",
+        live.to_str().unwrap(),
+    ]);
+    let (_, _, resp) = post(
+        port,
+        "/ocsp",
+        "application/ocsp-request",
+        &std::fs::read(&live).unwrap(),
+    );
+    assert_eq!(resp, [0x30, 0x03, 0x0a, 0x01, 0x03]);
+    let (_, _, metrics) = get(port, "/metrics");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("muhr_ocsp_stale_served_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("muhr_ocsp_try_later_total 1"), "{metrics}");
+    admin_sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+}

@@ -90,6 +90,40 @@ pub(crate) struct Cached {
     pub(crate) expires: axum::http::HeaderValue,
 }
 
+impl Counters {
+    /// Prometheus text for `/metrics`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, v) in [
+            ("requests", "OCSP requests received.", &self.requests),
+            (
+                "cache_hits",
+                "Answered from pre-signed responses.",
+                &self.cache_hits,
+            ),
+            ("signed", "Responses signed.", &self.signed),
+            (
+                "stale_served",
+                "Cached responses served because a fresh one could not be made (stale-if-error).",
+                &self.stale_served,
+            ),
+            ("malformed", "malformedRequest answers.", &self.malformed),
+            (
+                "unauthorized",
+                "unauthorized answers (another issuer).",
+                &self.unauthorized,
+            ),
+            ("try_later", "tryLater answers.", &self.try_later),
+        ] {
+            out.push_str(&format!(
+                "# HELP muhr_ocsp_{name}_total {help}\n# TYPE muhr_ocsp_{name}_total counter\nmuhr_ocsp_{name}_total {}\n",
+                v.load(std::sync::atomic::Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
 #[derive(Default)]
 pub struct Counters {
     pub requests: AtomicU64,
