@@ -76,12 +76,32 @@ async fn signer_renewal(
 
 /// Keeps each CA's full CRL fresh: within a second of any status change (the
 /// change feed in the database, whoever wrote it) and at least every
-/// `refresh`, well before nextUpdate.
+/// `refresh`, well before nextUpdate. Only the node holding the `crl-updater`
+/// advisory lock generates.
 async fn crl_updater(ca: Arc<Ca>, validity: Duration, refresh: Duration) {
     let mut seen_change = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut leader: Option<muhr_store::Leadership> = None;
     loop {
         tick.tick().await;
+        // With several nodes on one PostgreSQL database, one generates; the
+        // others serve what it stored, and take over if it goes away.
+        let alive = match leader.as_mut() {
+            Some(l) => l.alive().await,
+            None => false,
+        };
+        if !alive {
+            leader = ca
+                .store()
+                .try_leadership("crl-updater")
+                .await
+                .unwrap_or(None);
+            if leader.is_none() {
+                continue;
+            }
+            tracing::info!("this node now generates the CRLs");
+            seen_change = None;
+        }
         let last = match ca.store().last_status_change().await {
             Ok(l) => l,
             Err(e) => {

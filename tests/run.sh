@@ -63,6 +63,15 @@ log "cargo fmt --check"
 cargo fmt --all --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+log "fuzzing the OCSP request path (cargo fuzz, ${MUHR_FUZZ_SECONDS:-60} s)"
+command -v cargo-fuzz >/dev/null || cargo install -q cargo-fuzz --locked
+# cargo fuzz needs unstable compiler flags; this toolchain is stable.
+if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir ocsp-responder/fuzz ocsp_request -- \
+    -max_total_time="${MUHR_FUZZ_SECONDS:-60}" > /tmp/muhr-fuzz.log 2>&1; then
+  tail -40 /tmp/muhr-fuzz.log; echo "the OCSP request fuzzer found a crash" >&2; exit 1
+fi
+grep -E "^Done [0-9]+ runs" /tmp/muhr-fuzz.log
+
 log "tests (SQLite, PostgreSQL, SoftHSM2, OpenSSL)"
 # nextest runs each test in its own process: PKCS#11 modules are initialised
 # once per process, and tests point SOFTHSM2_CONF at their own tokens.

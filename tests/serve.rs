@@ -172,3 +172,50 @@ both_databases! {
     health_metrics_and_ca_certificates => health_metrics_and_ca_certificates;
     healthz_fails_without_database => healthz_fails_when_the_database_is_gone;
 }
+
+/// Two nodes on one PostgreSQL database: only the holder of the advisory lock
+/// generates CRLs, and both serve them.
+#[test]
+fn one_crl_generator_among_nodes() {
+    let env = Env::new(Db::Postgres, Keys::Software);
+    env.init();
+    let cert = env.issue("individual-auth", &env.csr("p", "ec"), &person(), "c");
+    let (_a, port_a) = start(&env, &[]);
+    let (_b, port_b) = start(&env, &[]);
+    let crls = || -> i64 {
+        env.sql("SELECT COUNT(*) FROM crls WHERE issuer = 'issuing'")[0]
+            .parse()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crls() < 1 {
+        assert!(Instant::now() < deadline, "no CRL generated");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(crls(), 1, "both nodes generated a CRL at start");
+    let serial = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
+    env.ok(&[
+        "revoke",
+        serial.trim().trim_start_matches("serial="),
+        "--reason",
+        "superseded",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(crls(), 2, "one CRL per change, from one node");
+    for port in [port_a, port_b] {
+        let (status, _, der) = get(port, "/crl/issuing.crl");
+        assert_eq!(status, 200);
+        let file = env.write(&format!("n{port}.crl"), der);
+        let text = openssl(&[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            file.to_str().unwrap(),
+            "-noout",
+            "-text",
+        ]);
+        assert!(text.contains("Superseded"), "{text}");
+    }
+}

@@ -30,16 +30,24 @@ async fn by_post(State(r): State<Arc<Responder>>, body: Bytes) -> Response {
 }
 
 async fn by_get(State(r): State<Arc<Responder>>, Path(encoded): Path<String>) -> Response {
-    // Path is already percent-decoded; accept standard and URL-safe base64.
+    match decode_get(&encoded) {
+        Some(der) => reply(r.respond(&der).await),
+        None => reply(r.respond(&[]).await),
+    }
+}
+
+/// The request of a GET path (already percent-decoded): standard or URL-safe
+/// base64, white space ignored; `None` when it is not base64 or too large.
+pub(crate) fn decode_get(encoded: &str) -> Option<Vec<u8>> {
     let cleaned: String = encoded.chars().filter(|c| !c.is_whitespace()).collect();
-    let decoded = base64::engine::general_purpose::STANDARD
+    if cleaned.len() > MAX_REQUEST * 4 / 3 + 4 {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD
         .decode(&cleaned)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&cleaned))
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&cleaned));
-    match decoded {
-        Ok(der) if der.len() <= MAX_REQUEST => reply(r.respond(&der).await),
-        _ => reply(r.respond(&[]).await),
-    }
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&cleaned))
+        .ok()
 }
 
 fn httpdate(unix: i64) -> String {

@@ -24,6 +24,26 @@ use muhr_hsm::{KeySigner, KeyStore};
 use muhr_store::Store;
 
 pub use http::router;
+
+/// Entry points for `cargo fuzz` (ocsp-responder/fuzz): the request path with
+/// no database behind it.
+#[doc(hidden)]
+pub mod fuzz {
+    /// Parses `data` as a POST body and, decoded as base64, as a GET path.
+    pub fn request(data: &[u8]) {
+        let issuer = crate::IssuerHashes {
+            name: "issuing".into(),
+            sha1: ([1; 20], [2; 20]),
+            sha256: ([3; 32], [4; 32]),
+        };
+        let _ = crate::request::parse(data, 16, &issuer);
+        if let Ok(text) = std::str::from_utf8(data)
+            && let Some(der) = crate::http::decode_get(text)
+        {
+            let _ = crate::request::parse(&der, 16, &issuer);
+        }
+    }
+}
 pub use request::{HashAlg, Query};
 
 pub const FEED_POLL: Duration = Duration::from_millis(200);

@@ -14,7 +14,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 pub use audit::{AuditEvent, AuditFinding};
-pub use status::{OcspSigner, Revoked, Status, StoredCrl, Transition};
+pub use status::{Leadership, OcspSigner, Revoked, Status, StoredCrl, Transition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
