@@ -335,7 +335,7 @@ async fn crl_file(State(s): State<Shared>, Path(file): Path<String>) -> Response
     match s.store.latest_crl(name, "full").await {
         Ok(Some(crl)) => {
             let max_age = (crl.next_update - muhr_store::now_secs()).clamp(0, 300);
-            let last_modified = httpdate(crl.this_update);
+            let last_modified = muhr_ocsp_responder::httpdate(crl.this_update);
             (
                 [
                     (header::CONTENT_TYPE, "application/pkix-crl".to_string()),
@@ -357,25 +357,4 @@ async fn crl_file(State(s): State<Shared>, Path(file): Path<String>) -> Response
             json_error(StatusCode::SERVICE_UNAVAILABLE, "database", "unavailable")
         }
     }
-}
-
-/// RFC 9110 IMF-fixdate.
-fn httpdate(unix: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let Ok(dt) = der::DateTime::from_unix_duration(Duration::from_secs(unix.max(0) as u64)) else {
-        return String::new();
-    };
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        DAYS[(unix / 86400).rem_euclid(7) as usize],
-        dt.day(),
-        MONTHS[dt.month() as usize - 1],
-        dt.year(),
-        dt.hour(),
-        dt.minutes(),
-        dt.seconds()
-    )
 }

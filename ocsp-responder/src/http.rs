@@ -50,7 +50,8 @@ pub(crate) fn decode_get(encoded: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-fn httpdate(unix: i64) -> String {
+/// RFC 9110 IMF-fixdate (`Last-Modified`, `Expires`).
+pub fn httpdate(unix: i64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

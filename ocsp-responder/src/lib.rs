@@ -23,7 +23,7 @@ use std::time::Duration;
 use muhr_hsm::{KeySigner, KeyStore};
 use muhr_store::Store;
 
-pub use http::router;
+pub use http::{httpdate, router};
 
 /// Entry points for `cargo fuzz` (ocsp-responder/fuzz): the request path with
 /// no database behind it.
