@@ -30,10 +30,12 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 # pkilint: an independent RFC 5280 linter run over everything Muhr issues.
+# Its commands land in the scripts directory of the Python that installs it,
+# which is not on every PATH.
+export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 if ! command -v lint_pkix_cert >/dev/null; then
   log "installing pkilint"
-  PIP=$(command -v pip3 || command -v pip)
-  "$PIP" install -q pkilint 2>/dev/null || "$PIP" install -q --break-system-packages pkilint
+  python3 -m pip install -q pkilint 2>/dev/null || python3 -m pip install -q --break-system-packages pkilint
 fi
 command -v lint_pkix_cert >/dev/null || { echo "pkilint did not install" >&2; exit 1; }
 
