@@ -133,15 +133,26 @@ pub async fn generate(
     let next_update = this_update + validity.as_secs() as i64;
     let number = store.next_crl_number(&ca.name).await?;
 
-    // Entries, encoded page by page.
+    // Entries, encoded page by page; the next page is read while this one is
+    // encoded, so the database and the encoder work at the same time.
+    let fetch = |after: String| {
+        let store = store.clone();
+        let issuer = ca.name.clone();
+        tokio::spawn(async move { store.revoked_page(&issuer, this_update, &after, PAGE).await })
+    };
     let mut entries_der = Vec::new();
     let mut count = 0i64;
-    let mut after = String::new();
     let mut encoder = EntryEncoder::default();
+    let mut pending = fetch(String::new());
     loop {
-        let page = store
-            .revoked_page(&ca.name, this_update, &after, PAGE)
-            .await?;
+        let page = pending
+            .await
+            .map_err(internal("reading revoked certificates"))??;
+        let full = page.len() as i64 == PAGE;
+        let next = match page.last() {
+            Some(last) if full => Some(fetch(last.serial.clone())),
+            _ => None,
+        };
         for r in &page {
             encoder
                 .entry(r)?
@@ -149,9 +160,9 @@ pub async fn generate(
                 .map_err(internal("encoding a CRL entry"))?;
         }
         count += page.len() as i64;
-        match page.last() {
-            Some(last) if page.len() as i64 == PAGE => after = last.serial.clone(),
-            _ => break,
+        match next {
+            Some(n) => pending = n,
+            None => break,
         }
     }
 
