@@ -40,13 +40,8 @@ fn example(name: &str, db: Db, keys: Keys) {
     let cert = env.write("x.pem", pem);
     verify_chain(&data, &cert);
     // Revocation and a CRL signed by the configured key store.
-    let serial = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
-    run(&[
-        "revoke",
-        serial.trim().trim_start_matches("serial="),
-        "--reason",
-        "superseded",
-    ]);
+    let serial = serial_of(&cert);
+    run(&["revoke", &serial, "--reason", "superseded"]);
     assert!(run(&["crl"]).contains("1 revoked or suspended"));
     assert!(run(&["audit", "verify"]).contains("intact"));
 }

@@ -88,8 +88,7 @@ fn issue_and_verify(db: Db) {
     );
 
     // Serial: 20 octets, and `cert show` finds it by OpenSSL's spelling.
-    let serial = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
-    let serial = serial.trim().trim_start_matches("serial=");
+    let serial = serial_of(&cert);
     assert_eq!(serial.len(), 40);
     let shown = env.ok(&["cert", "show", &serial.to_ascii_lowercase()]);
     assert!(shown.contains("status:     issued"), "{shown}");

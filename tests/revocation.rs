@@ -8,11 +8,6 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::*;
 
-fn serial_of(cert: &Path) -> String {
-    let s = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
-    s.trim().trim_start_matches("serial=").to_string()
-}
-
 /// `muhr crl`, then the issuing CA's CRL as PEM (for -CRLfile).
 fn fresh_crl(env: &Env) -> PathBuf {
     let out = env.ok(&["crl"]);

@@ -109,27 +109,14 @@ fn served_crl_follows_the_change_feed(db: Db) {
     let env = Env::new(db, Keys::Software);
     env.init();
     let cert = env.issue("individual-auth", &env.csr("p", "ec"), &person(), "c");
-    let serial = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
-    let serial = serial.trim().trim_start_matches("serial=").to_string();
+    let serial = serial_of(&cert);
     let (_server, port) = start(&env, &[]);
     let fetch = |path: &str| -> Option<(String, String)> {
         let (status, head, der) = get(port, path);
         if status != 200 {
             return None;
         }
-        let file = env.write("served.crl", &der);
-        Some((
-            head,
-            openssl(&[
-                "crl",
-                "-inform",
-                "DER",
-                "-in",
-                file.to_str().unwrap(),
-                "-noout",
-                "-text",
-            ]),
-        ))
+        Some((head, crl_text(&env, "served.crl", &der)))
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     let (head, text) = loop {
@@ -194,28 +181,14 @@ fn one_crl_generator_among_nodes() {
     }
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(crls(), 1, "both nodes generated a CRL at start");
-    let serial = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
-    env.ok(&[
-        "revoke",
-        serial.trim().trim_start_matches("serial="),
-        "--reason",
-        "superseded",
-    ]);
+    let serial = serial_of(&cert);
+    env.ok(&["revoke", &serial, "--reason", "superseded"]);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(crls(), 2, "one CRL per change, from one node");
     for port in [port_a, port_b] {
         let (status, _, der) = get(port, "/crl/issuing.crl");
         assert_eq!(status, 200);
-        let file = env.write(&format!("n{port}.crl"), der);
-        let text = openssl(&[
-            "crl",
-            "-inform",
-            "DER",
-            "-in",
-            file.to_str().unwrap(),
-            "-noout",
-            "-text",
-        ]);
+        let text = crl_text(&env, &format!("n{port}.crl"), &der);
         assert!(text.contains("Superseded"), "{text}");
     }
 }

@@ -371,6 +371,26 @@ pub fn pinfl(first13: &str) -> String {
     muhr_ca::identity::with_check_digit(first13)
 }
 
+/// A certificate's serial as `openssl x509 -serial` prints it.
+pub fn serial_of(cert: &Path) -> String {
+    let s = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
+    s.trim().trim_start_matches("serial=").to_string()
+}
+
+/// `openssl crl -text` of DER bytes (written under `name` in the test directory).
+pub fn crl_text(env: &Env, name: &str, der: &[u8]) -> String {
+    let file = env.write(name, der);
+    openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        file.to_str().unwrap(),
+        "-noout",
+        "-text",
+    ])
+}
+
 /// `openssl verify` of `cert` against the CA files of `data`.
 pub fn verify_chain(data: &Path, cert: &Path) {
     let out = openssl(&[
