@@ -160,6 +160,19 @@ fn policy(config: &Config, profiles: &Profiles) -> Result<IssuancePolicy, Fail> 
             .collect::<Result<Vec<_>, _>>()?;
         policy_oids.insert(profile.clone(), parsed);
     }
+    if config.crl.shards > 4096 {
+        return Err(Fail::invalid(format!(
+            "crl.shards: {} is more than 4096 CRL shards",
+            config.crl.shards
+        )));
+    }
+    if !config.urls.crl.contains("{crl}") {
+        return Err(Fail::invalid(format!(
+            "urls.crl: {:?} must contain {{crl}}, which becomes each CRL's name \
+             (issuing, issuing-7, issuing-delta, ...): whole, shard and delta CRLs each need their own URL",
+            config.urls.crl
+        )));
+    }
     let base = config.urls.base.trim_end_matches('/');
     let url = |t: &str| Some(t.replace("{base}", base));
     Ok(IssuancePolicy {
@@ -170,6 +183,7 @@ fn policy(config: &Config, profiles: &Profiles) -> Result<IssuancePolicy, Fail> 
         },
         policy_oids,
         backdate: Duration::from_secs(config.issuance.backdate_seconds),
+        crl_shards: config.crl.shards,
     })
 }
 

@@ -35,8 +35,9 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Generate and sign a full CRL listing N revoked certificates (inserted
-    /// first as synthetic rows of the issuing CA, once per data directory).
+    /// Generate and sign the complete CRLs (whole and shards, `crl.shards`)
+    /// and deltas of N revoked certificates (inserted first as synthetic rows
+    /// of the issuing CA, once per data directory).
     Crl {
         #[arg(long, default_value_t = 1_000_000)]
         entries: usize,
@@ -71,7 +72,12 @@ async fn bench_crl(app: &App, entries: usize, json: bool) -> Result<(), Fail> {
     if existing < entries {
         let started = Instant::now();
         store
-            .insert_synthetic_revoked(muhr_ca::ISSUING, entries - existing, now + 365 * 86400)
+            .insert_synthetic_revoked(
+                muhr_ca::ISSUING,
+                entries - existing,
+                now + 365 * 86400,
+                |serial| muhr_ca::crl::shard::of(serial, app.config.crl.shards).map(i64::from),
+            )
             .await
             .map_err(|e| Fail::internal(e.to_string()))?;
         eprintln!(
@@ -83,23 +89,53 @@ async fn bench_crl(app: &App, entries: usize, json: bool) -> Result<(), Fail> {
     let rss_before = peak_rss_mib();
     let started = Instant::now();
     let validity = Duration::from_secs(app.config.crl.validity_hours * 3600);
-    let crl = muhr_ca::crl::generate(store, &ca.issuing, validity).await?;
+    let crls = muhr_ca::crl::generate(store, &ca.issuing, validity).await?;
     let seconds = started.elapsed().as_secs_f64();
     let peak = peak_rss_mib();
+    let whole = crls
+        .iter()
+        .find(|c| c.shard.is_none())
+        .ok_or_else(|| Fail::internal("no whole CRL was made"))?;
+    let shard_bytes: Vec<usize> = crls
+        .iter()
+        .filter(|c| c.shard.is_some())
+        .map(|c| c.der.len())
+        .collect();
+    let shard_entries: Vec<i64> = crls
+        .iter()
+        .filter(|c| c.shard.is_some())
+        .map(|c| c.entries)
+        .collect();
+    let (min, max) = (
+        shard_bytes.iter().min().copied().unwrap_or(0),
+        shard_bytes.iter().max().copied().unwrap_or(0),
+    );
+    let mean = shard_bytes.iter().sum::<usize>() / shard_bytes.len().max(1);
+    let started = Instant::now();
+    let delta_validity = Duration::from_secs(app.config.crl.delta_validity_minutes * 60);
+    let deltas = muhr_ca::crl::delta::generate(store, &ca.issuing, delta_validity).await?;
+    let delta_seconds = started.elapsed().as_secs_f64();
     if json {
         println!(
             "{}",
             serde_json::json!({
-                "entries": crl.entries, "seconds": seconds, "bytes": crl.der.len(),
+                "entries": whole.entries, "seconds": seconds, "bytes": whole.der.len(),
+                "shards": shard_bytes.len(), "shard_bytes_min": min, "shard_bytes_max": max,
+                "shard_bytes_mean": mean, "shard_entries_min": shard_entries.iter().min(),
+                "shard_entries_max": shard_entries.iter().max(),
+                "deltas": deltas.len(), "delta_seconds": delta_seconds,
                 "peak_rss_mib": peak, "rss_before_mib": rss_before,
                 "database": app.store.backend().name(), "key_store": app.keys.describe(),
             })
         );
     } else {
         println!(
-            "full CRL with {} entries: {seconds:.2} s, {} bytes, peak RSS {peak:.0} MiB ({}, {})",
-            crl.entries,
-            crl.der.len(),
+            "whole CRL with {} entries, {} bytes, and {} shard CRLs ({min}-{max} bytes, mean {mean}) \
+             made in {seconds:.2} s, peak RSS {peak:.0} MiB; {} delta CRLs in {delta_seconds:.2} s ({}, {})",
+            whole.entries,
+            whole.der.len(),
+            shard_bytes.len(),
+            deltas.len(),
             app.store.backend().name(),
             app.keys.describe()
         );

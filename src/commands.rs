@@ -151,33 +151,79 @@ pub async fn change_status(app: &App, serial: &str, t: muhr_store::Transition) -
     Ok(())
 }
 
-/// Signs fresh full CRLs for every CA whose key is available and writes them.
-pub async fn crl(app: &App, out: Option<&Path>) -> Result<(), Fail> {
+/// Signs fresh complete (unless `delta_only`) and delta CRLs of every scope
+/// for every CA whose key is available, and writes them as NAME.crl, NAME
+/// being what `{crl}` becomes in their URLs.
+pub async fn crl(app: &App, out: Option<&Path>, delta_only: bool) -> Result<(), Fail> {
     let ca = app.ca().await?;
     let dir = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| app.data_dir.join("crl"));
     std::fs::create_dir_all(&dir).map_err(|e| Fail::invalid(format!("{}: {e}", dir.display())))?;
-    let validity = Duration::from_secs(app.config.crl.validity_hours * 3600);
+    let c = &app.config.crl;
+    let validity = Duration::from_secs(c.validity_hours * 3600);
+    let delta_validity = Duration::from_secs(c.delta_validity_minutes * 60);
     for authority in [&ca.issuing, &ca.root] {
         if authority.signer.is_none() {
             eprintln!(
-                "muhr: the {} CA key is not available here: its CRL was not generated",
+                "muhr: the {} CA key is not available here: its CRLs were not generated",
                 authority.name
             );
             continue;
         }
-        let crl = muhr_ca::crl::generate(ca.store(), authority, validity).await?;
-        let path = dir.join(format!("{}.crl", authority.name));
-        std::fs::write(&path, &crl.der)
-            .map_err(|e| Fail::invalid(format!("{}: {e}", path.display())))?;
-        println!(
-            "{}: CRL number {}, {} revoked or suspended, next update {}",
-            path.display(),
-            crl.number,
-            crl.entries,
-            date(crl.next_update)
-        );
+        let mut crls = Vec::new();
+        if !delta_only {
+            crls = muhr_ca::crl::generate(ca.store(), authority, validity).await?;
+        }
+        let deltas = muhr_ca::crl::delta::generate(ca.store(), authority, delta_validity).await?;
+        if deltas.is_empty() {
+            return Err(Fail::invalid(format!(
+                "the {} CA has no complete CRL yet for a delta to extend: run `muhr crl` first",
+                authority.name
+            )));
+        }
+        crls.extend(deltas);
+        // Shards: (complete, delta, entries in complete ones).
+        let mut shard_files = (0, 0, 0);
+        for crl in crls {
+            let scope = muhr_ca::crl::Scope::from_shard(crl.shard)
+                .ok_or_else(|| Fail::internal(format!("CRL shard {:?}", crl.shard)))?;
+            let name = muhr_ca::crl::name(&authority.name, scope, crl.kind == "delta");
+            let path = dir.join(format!("{name}.crl"));
+            std::fs::write(&path, &crl.der)
+                .map_err(|e| Fail::invalid(format!("{}: {e}", path.display())))?;
+            let base = crl
+                .base_number
+                .map(|b| format!(" (delta of {b})"))
+                .unwrap_or_default();
+            if crl.shard.is_some() {
+                if crl.kind == "delta" {
+                    shard_files.1 += 1;
+                } else {
+                    shard_files.0 += 1;
+                    shard_files.2 += crl.entries;
+                }
+                continue;
+            }
+            println!(
+                "{}: CRL number {}{base}, {} entries, next update {}",
+                path.display(),
+                crl.number,
+                crl.entries,
+                date(crl.next_update)
+            );
+        }
+        if shard_files.0 + shard_files.1 > 0 {
+            println!(
+                "{}: {} shard CRLs ({}-N.crl, {} entries in all), {} shard delta CRLs ({}-N-delta.crl)",
+                dir.display(),
+                shard_files.0,
+                authority.name,
+                shard_files.2,
+                shard_files.1,
+                authority.name,
+            );
+        }
     }
     Ok(())
 }

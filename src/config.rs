@@ -126,7 +126,7 @@ impl Default for Urls {
     fn default() -> Self {
         Self {
             base: format!("http://{DEFAULT_LISTEN}"),
-            crl: "{base}/crl/{ca}.crl".into(),
+            crl: "{base}/crl/{crl}.crl".into(),
             ocsp: "{base}/ocsp".into(),
             ca_issuers: "{base}/ca/{ca}.cer".into(),
         }
@@ -157,15 +157,29 @@ impl Default for Issuance {
     }
 }
 
-/// CRL lifetime and refresh. `muhr serve` also regenerates within a second
-/// of any status change, whichever process made it.
+/// CRLs: lifetimes, refresh and shards. `muhr serve` makes delta CRLs within
+/// a second of any status change, whichever process made it, and complete
+/// CRLs on a schedule and soon after changes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CrlConfig {
-    /// nextUpdate - thisUpdate.
+    /// nextUpdate - thisUpdate of complete CRLs.
     pub validity_hours: u64,
-    /// Regenerate at least this often even when nothing changed.
+    /// Complete CRLs are made again at least this often even when nothing changed.
     pub refresh_minutes: u64,
+    /// After a change, complete CRLs are made again once the newest is at
+    /// least this old (deltas carry the change meanwhile). A complete CRL of a
+    /// million entries costs about 2.5 s of one core.
+    pub complete_min_seconds: u64,
+    /// nextUpdate - thisUpdate of delta CRLs; they are also made again when
+    /// half of it has passed.
+    pub delta_validity_minutes: u64,
+    /// End-entity certificates of the issuing CA are spread over this many
+    /// CRL shards (0: none; all point to the whole CRL). The shard is written
+    /// into each certificate when it is issued: changing this number affects
+    /// only certificates issued afterwards, and CRLs keep being made for every
+    /// shard ever used.
+    pub shards: u32,
 }
 
 impl Default for CrlConfig {
@@ -173,6 +187,9 @@ impl Default for CrlConfig {
         Self {
             validity_hours: 24,
             refresh_minutes: 60,
+            complete_min_seconds: 60,
+            delta_validity_minutes: 60,
+            shards: 16,
         }
     }
 }

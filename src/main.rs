@@ -95,6 +95,9 @@ enum Command {
         /// Directory for the DER files (default: DATA/crl).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Only delta CRLs, on the newest complete CRLs (which must exist).
+        #[arg(long)]
+        delta: bool,
     },
     /// The audit chain.
     Audit {
@@ -233,7 +236,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Restore { serial } => {
             commands::change_status(&app, &serial, muhr_store::Transition::Restore).await
         }
-        Command::Crl { out } => commands::crl(&app, out.as_deref()).await,
+        Command::Crl { out, delta } => commands::crl(&app, out.as_deref(), delta).await,
         Command::Bench { command } => bench::run(&app, command).await,
     }
 }

@@ -74,71 +74,6 @@ async fn signer_renewal(
     }
 }
 
-/// Keeps each CA's full CRL fresh: within a second of any status change (the
-/// change feed in the database, whoever wrote it) and at least every
-/// `refresh`, well before nextUpdate. Only the node holding the `crl-updater`
-/// advisory lock generates.
-async fn crl_updater(ca: Arc<Ca>, validity: Duration, refresh: Duration) {
-    let mut seen_change = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut leader: Option<muhr_store::Leadership> = None;
-    loop {
-        tick.tick().await;
-        // With several nodes on one PostgreSQL database, one generates; the
-        // others serve what it stored, and take over if it goes away.
-        let alive = match leader.as_mut() {
-            Some(l) => l.alive().await,
-            None => false,
-        };
-        if !alive {
-            leader = ca
-                .store()
-                .try_leadership("crl-updater")
-                .await
-                .unwrap_or(None);
-            if leader.is_none() {
-                continue;
-            }
-            tracing::info!("this node now generates the CRLs");
-            seen_change = None;
-        }
-        let last = match ca.store().last_status_change().await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "CRL updater: cannot read the change feed");
-                continue;
-            }
-        };
-        let changed = seen_change != Some(last);
-        let now = muhr_store::now_secs();
-        let mut ok = true;
-        for authority in [&ca.issuing, &ca.root] {
-            if authority.signer.is_none() {
-                continue;
-            }
-            let stale = match ca.store().latest_crl(&authority.name, "full").await {
-                Ok(Some(c)) => c.this_update + refresh.as_secs() as i64 <= now,
-                Ok(None) => true,
-                Err(_) => true,
-            };
-            if changed || stale {
-                match muhr_ca::crl::generate(ca.store(), authority, validity).await {
-                    Ok(c) => {
-                        tracing::info!(ca = %authority.name, number = c.number, entries = c.entries, "CRL generated")
-                    }
-                    Err(e) => {
-                        ok = false;
-                        tracing::warn!(ca = %authority.name, error = %e, "CRL generation failed; will retry");
-                    }
-                }
-            }
-        }
-        if ok {
-            seen_change = Some(last);
-        }
-    }
-}
-
 pub async fn run(app: App, listen: Option<String>) -> Result<(), Fail> {
     let ca = Arc::new(app.ca().await?);
     // The delegated OCSP signer: made or renewed here, where the CA key is.
@@ -154,10 +89,15 @@ pub async fn run(app: App, listen: Option<String>) -> Result<(), Fail> {
     tokio::spawn(signer_renewal(ca.clone(), app.keys.clone(), spec, renew));
     let responder = ocsp_responder(&app).await?;
     let listen = listen.unwrap_or_else(|| app.config.server.listen.clone());
-    tokio::spawn(crl_updater(
+    let c = &app.config.crl;
+    tokio::spawn(muhr_ca::crl::updater::run(
         ca.clone(),
-        Duration::from_secs(app.config.crl.validity_hours * 3600),
-        Duration::from_secs(app.config.crl.refresh_minutes * 60),
+        muhr_ca::crl::updater::Schedule {
+            validity: Duration::from_secs(c.validity_hours * 3600),
+            refresh: Duration::from_secs(c.refresh_minutes * 60),
+            complete_min: Duration::from_secs(c.complete_min_seconds),
+            delta_validity: Duration::from_secs(c.delta_validity_minutes * 60),
+        },
     ));
     let shared = Shared {
         ca,
@@ -319,22 +259,28 @@ async fn ca_file(State(s): State<Shared>, Path(file): Path<String>) -> Response 
     }
 }
 
-/// The newest full CRL of a CA (`issuing.crl`, `root.crl`), DER, with headers
+/// The newest CRL of a name (see `muhr_ca::crl::name`: `issuing.crl`,
+/// `issuing-7.crl`, `issuing-delta.crl`, `root.crl`, ...), DER, with headers
 /// that let a cache keep it until shortly before it is replaced.
 async fn crl_file(State(s): State<Shared>, Path(file): Path<String>) -> Response {
-    let Some(name) = file
+    let known = file
         .strip_suffix(".crl")
-        .filter(|n| *n == "issuing" || *n == "root")
-    else {
+        .and_then(muhr_ca::crl::parse_name)
+        .filter(|(ca, _, _)| *ca == muhr_ca::ISSUING || *ca == muhr_ca::ROOT);
+    let Some((name, scope, delta)) = known else {
         return json_error(
             StatusCode::NOT_FOUND,
             "file",
-            "known files: issuing.crl, root.crl",
+            "known files: issuing.crl, issuing-delta.crl, issuing-N.crl, issuing-N-delta.crl, root.crl, root-delta.crl",
         );
     };
-    match s.store.latest_crl(name, "full").await {
+    let kind = if delta { "delta" } else { "full" };
+    match s.store.latest_crl(name, kind, scope.shard()).await {
         Ok(Some(crl)) => {
-            let max_age = (crl.next_update - muhr_store::now_secs()).clamp(0, 300);
+            // Deltas change within a second of any revocation: caches keep
+            // them briefly.
+            let cap = if delta { 60 } else { 300 };
+            let max_age = (crl.next_update - muhr_store::now_secs()).clamp(0, cap);
             let last_modified = muhr_ocsp_responder::httpdate(crl.this_update);
             (
                 [
@@ -350,7 +296,7 @@ async fn crl_file(State(s): State<Shared>, Path(file): Path<String>) -> Response
         Ok(None) => json_error(
             StatusCode::NOT_FOUND,
             "file",
-            "no CRL has been generated yet",
+            "no such CRL has been generated yet",
         ),
         Err(e) => {
             tracing::warn!(error = %e, "reading CRL");

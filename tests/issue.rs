@@ -63,8 +63,22 @@ fn issue_and_verify(db: Db) {
         "{text}"
     );
     assert!(text.contains("Policy: 1.2.860.3.2.2.1.2.2"), "{text}");
+    // Sharded CRL (16 shards by default) and its delta.
+    let shard = text
+        .split("URI:http://127.0.0.1:8080/crl/issuing-")
+        .nth(1)
+        .and_then(|rest| rest.split(".crl").next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no shard CRL distribution point: {text}"));
+    assert!(shard < 16, "{text}");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
     assert!(
-        text.contains("URI:http://127.0.0.1:8080/crl/issuing.crl"),
+        lines.windows(3).any(|w| w
+            == [
+                "X509v3 Freshest CRL:",
+                "Full Name:",
+                &format!("URI:http://127.0.0.1:8080/crl/issuing-{shard}-delta.crl")
+            ]),
         "{text}"
     );
     assert!(
@@ -83,6 +97,7 @@ fn issue_and_verify(db: Db) {
             "X509v3 Authority Key Identifier",
             "X509v3 Certificate Policies",
             "X509v3 CRL Distribution Points",
+            "X509v3 Freshest CRL",
             "Authority Information Access",
         ]
     );

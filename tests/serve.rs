@@ -103,13 +103,24 @@ fn healthz_fails_when_the_database_is_gone(db: Db) {
     }
 }
 
-/// A revocation made by another process (the CLI) reaches the CRL this server
-/// serves within seconds: the server follows the database's change feed.
+/// A revocation made by another process (the CLI) reaches the delta CRL this
+/// server serves within seconds (the server follows the database's change
+/// feed); every CRL a certificate names is served with caching headers.
 fn served_crl_follows_the_change_feed(db: Db) {
     let env = Env::new(db, Keys::Software);
     env.init();
     let cert = env.issue("individual-auth", &env.csr("p", "ec"), &person(), "c");
     let serial = serial_of(&cert);
+    let text = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-text"]);
+    let paths: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("URI:http://127.0.0.1:8080"))
+        .filter(|p| p.starts_with("/crl/"))
+        .map(String::from)
+        .collect();
+    // The shard's complete CRL and its delta.
+    assert_eq!(paths.len(), 2, "{text}");
+    assert!(paths[1].ends_with("-delta.crl"), "{paths:?}");
     let (_server, port) = start(&env, &[]);
     let fetch = |path: &str| -> Option<(String, String)> {
         let (status, head, der) = get(port, path);
@@ -118,14 +129,16 @@ fn served_crl_follows_the_change_feed(db: Db) {
         }
         Some((head, crl_text(&env, "served.crl", &der)))
     };
+    // The updater makes the issuing CA's CRLs, then the root's.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let (head, text) = loop {
-        if let Some(r) = fetch("/crl/issuing.crl") {
+    let wait_for = |path: &str| loop {
+        if let Some(r) = fetch(path) {
             break r;
         }
-        assert!(Instant::now() < deadline, "no CRL served");
+        assert!(Instant::now() < deadline, "{path} not served");
         std::thread::sleep(Duration::from_millis(100));
     };
+    let (head, text) = wait_for("/crl/issuing.crl");
     assert!(head.contains("application/pkix-crl"), "{head}");
     assert!(
         head.to_ascii_lowercase().contains("etag: \"issuing-"),
@@ -136,21 +149,41 @@ fn served_crl_follows_the_change_feed(db: Db) {
         "{head}"
     );
     assert!(text.contains("No Revoked Certificates"), "{text}");
-    assert!(fetch("/crl/root.crl").is_some());
+    for path in [
+        "/crl/root.crl",
+        "/crl/root-delta.crl",
+        "/crl/issuing-delta.crl",
+    ] {
+        wait_for(path);
+    }
+    let (_, shard) = wait_for(&paths[0]);
+    assert!(
+        shard.contains("Issuing Distribution Point: critical"),
+        "{shard}"
+    );
+    assert!(get(port, "/crl/issuing-99.crl").0 == 404);
+    assert!(get(port, "/crl/other.crl").0 == 404);
 
     env.ok(&["revoke", &serial, "--reason", "affiliationChanged"]);
     let revoked_at = Instant::now();
-    loop {
-        let (_, text) = fetch("/crl/issuing.crl").unwrap();
-        if text.contains(&serial) {
-            assert!(text.contains("Affiliation Changed"), "{text}");
-            break;
+    for path in [paths[1].as_str(), "/crl/issuing-delta.crl"] {
+        loop {
+            let (head, text) = fetch(path).unwrap();
+            if text.contains(&serial) {
+                assert!(text.contains("Affiliation Changed"), "{text}");
+                assert!(text.contains("Delta CRL Indicator: critical"), "{text}");
+                assert!(
+                    head.contains("max-age=60") || head.contains("max-age=59"),
+                    "{head}"
+                );
+                break;
+            }
+            assert!(
+                revoked_at.elapsed() < Duration::from_secs(5),
+                "revocation not in the served delta CRL {path} after 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(
-            revoked_at.elapsed() < Duration::from_secs(5),
-            "revocation not in the served CRL after 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -169,24 +202,35 @@ fn one_crl_generator_among_nodes() {
     let cert = env.issue("individual-auth", &env.csr("p", "ec"), &person(), "c");
     let (_a, port_a) = start(&env, &[]);
     let (_b, port_b) = start(&env, &[]);
-    let crls = || -> i64 {
-        env.sql("SELECT COUNT(*) FROM crls WHERE issuer = 'issuing'")[0]
+    let crls = |kind: &str| -> i64 {
+        env.sql(&format!(
+            "SELECT COUNT(*) FROM crls WHERE issuer = 'issuing' AND shard = -1 AND kind = '{kind}'"
+        ))[0]
             .parse()
             .unwrap()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while crls() < 1 {
+    while crls("delta") < 1 {
         assert!(Instant::now() < deadline, "no CRL generated");
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(crls(), 1, "both nodes generated a CRL at start");
+    assert_eq!(
+        (crls("full"), crls("delta")),
+        (1, 1),
+        "both nodes generated CRLs at start"
+    );
     let serial = serial_of(&cert);
     env.ok(&["revoke", &serial, "--reason", "superseded"]);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(crls(), 2, "one CRL per change, from one node");
+    // The complete CRL waits for `crl.complete_min_seconds`; the delta follows.
+    assert_eq!(
+        (crls("full"), crls("delta")),
+        (1, 2),
+        "one delta per change, from one node"
+    );
     for port in [port_a, port_b] {
-        let (status, _, der) = get(port, "/crl/issuing.crl");
+        let (status, _, der) = get(port, "/crl/issuing-delta.crl");
         assert_eq!(status, 200);
         let text = crl_text(&env, &format!("n{port}.crl"), &der);
         assert!(text.contains("Superseded"), "{text}");

@@ -17,17 +17,17 @@ use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder, CertificateBuilder};
 use x509_cert::certificate::TbsCertificate;
 use x509_cert::ext::Extension;
-use x509_cert::ext::pkix::crl::dp::DistributionPoint;
-use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{
     AccessDescription, AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints,
-    CertificatePolicies, CrlDistributionPoints, ExtendedKeyUsage, KeyUsage, KeyUsages,
-    SubjectKeyIdentifier, certpolicy::PolicyInformation,
+    CertificatePolicies, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+    certpolicy::PolicyInformation,
 };
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity as CertValidity};
 
+use crate::crl::{Scope, idp};
 use crate::identity::FieldError;
 
 pub const OCSP_NOCHECK: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.5");
@@ -37,6 +37,9 @@ const AD_CA_ISSUERS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.
 /// URLs written into certificates, already resolved for the issuing CA.
 #[derive(Clone, Debug, Default)]
 pub struct IssuerUrls {
+    /// The CA's name, which starts the name of each of its CRLs.
+    pub ca: String,
+    /// CRL URL template: `{crl}` becomes a CRL's name (see `crl::name`).
     pub crl: Option<String>,
     pub ocsp: Option<String>,
     pub ca_issuers: Option<String>,
@@ -51,6 +54,15 @@ pub struct IssuerView<'a> {
     pub not_before: SystemTime,
     pub not_after: SystemTime,
     pub urls: &'a IssuerUrls,
+}
+
+impl IssuerUrls {
+    /// The URL of this CA's CRL of `scope` (`delta`: its delta CRL).
+    pub fn crl_url(&self, scope: crate::crl::Scope, delta: bool) -> Option<String> {
+        self.crl
+            .as_deref()
+            .map(|t| crate::crl::url(t, &self.ca, scope, delta))
+    }
 }
 
 /// RFC 7093 method 1: the leftmost 160 bits of SHA-256 of the key's BIT STRING.
@@ -178,6 +190,7 @@ pub fn extensions(
     subject_key: &SubjectPublicKeyInfoOwned,
     issuer: Option<&IssuerView<'_>>,
     policy_oids: &[ObjectIdentifier],
+    crl_shard: Option<u32>,
 ) -> der::Result<Vec<Extension>> {
     let mut out = Vec::new();
     if profile.kind == Kind::Ca {
@@ -233,17 +246,16 @@ pub fn extensions(
         out.push(ext(false, &CertificatePolicies(policies))?);
     }
     if let Some(issuer) = issuer {
+        let scope = crl_shard.map_or(Scope::Whole, Scope::Shard);
         if profile.crl_distribution_point
-            && let Some(crl) = &issuer.urls.crl
+            && let Some(crl) = issuer.urls.crl_url(scope, false)
         {
-            out.push(ext(
-                false,
-                &CrlDistributionPoints(vec![DistributionPoint {
-                    distribution_point: Some(DistributionPointName::FullName(vec![uri(crl)?])),
-                    reasons: None,
-                    crl_issuer: None,
-                }]),
-            )?);
+            out.push(ext(false, &idp::crl_distribution_points(&crl)?)?);
+        }
+        if profile.freshest_crl
+            && let Some(delta) = issuer.urls.crl_url(scope, true)
+        {
+            out.push(ext(false, &idp::freshest_crl(&delta)?)?);
         }
         let mut access = Vec::new();
         if profile.aia_ocsp

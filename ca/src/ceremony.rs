@@ -183,7 +183,8 @@ async fn make(
     let profile = profiles.get(&spec.profile).expect("checked by init");
     let view = issuer.map(|i| i.view()).transpose()?;
     let self_signer = issuer.is_none().then_some(&key);
-    let (tbs, serial, nb, na, subject) = prepare(
+    // CA certificates are few: they point to their issuer's whole CRL.
+    let p = prepare(
         profile,
         &fields(spec),
         key.public_key().clone(),
@@ -191,16 +192,19 @@ async fn make(
         self_signer,
         policy,
         None,
+        0,
     )?;
+    let tbs = p.tbs;
     let intent = Intent {
-        serial: serial::to_hex(&serial),
+        serial: serial::to_hex(&p.serial),
         issuer: issuer_name.to_string(),
         profile: profile.name.clone(),
-        subject,
+        subject: p.subject,
         pinfl: None,
-        not_before: unix(nb),
-        not_after: unix(na),
+        not_before: unix(p.not_before),
+        not_after: unix(p.not_after),
         tbs: tbs.clone(),
+        crl_shard: None,
     };
     store.record_intents(std::slice::from_ref(&intent)).await?;
     let (signer, spki) = match issuer {

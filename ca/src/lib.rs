@@ -67,7 +67,8 @@ fn refused(field: &str, rule: impl Into<String>) -> IssueError {
 }
 
 /// Where relying parties find CRLs, OCSP and CA certificates. `{ca}` in a
-/// template is replaced by the issuing CA's name.
+/// template is replaced by the issuing CA's name; `{crl}` in the CRL template
+/// by a CRL's name (`crl::name`), which begins with the CA's name.
 #[derive(Clone, Debug, Default)]
 pub struct UrlTemplates {
     pub crl: Option<String>,
@@ -79,6 +80,7 @@ impl UrlTemplates {
     pub fn for_ca(&self, ca: &str) -> IssuerUrls {
         let fill = |t: &Option<String>| t.as_ref().map(|t| t.replace("{ca}", ca));
         IssuerUrls {
+            ca: ca.to_string(),
             crl: fill(&self.crl),
             ocsp: fill(&self.ocsp),
             ca_issuers: fill(&self.ca_issuers),
@@ -94,6 +96,9 @@ pub struct IssuancePolicy {
     pub policy_oids: BTreeMap<String, Vec<ObjectIdentifier>>,
     /// How far notBefore is set back to tolerate relying parties' clock skew.
     pub backdate: Duration,
+    /// CRL shards the issuing CA spreads its certificates over (0: none;
+    /// they all point to the whole CRL).
+    pub crl_shards: u32,
 }
 
 /// A CA certificate and, when loaded, its key.
@@ -201,7 +206,19 @@ struct Prepared {
     actor: String,
 }
 
-/// Shared by normal issuance and the key ceremony.
+/// A to-be-signed certificate and what the database records about it.
+pub(crate) struct PreparedTbs {
+    pub tbs: Vec<u8>,
+    pub serial: x509_cert::serial_number::SerialNumber,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub subject: String,
+    pub crl_shard: Option<u32>,
+}
+
+/// Shared by normal issuance and the key ceremony. `crl_shards` is how many
+/// CRL shards the issuer spreads its certificates over (0: none).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare(
     profile: &Profile,
     fields: &BTreeMap<String, String>,
@@ -210,16 +227,8 @@ pub(crate) fn prepare(
     self_signer: Option<&Arc<dyn KeySigner>>,
     policy: &IssuancePolicy,
     not_after_limit: Option<SystemTime>,
-) -> Result<
-    (
-        Vec<u8>,
-        x509_cert::serial_number::SerialNumber,
-        SystemTime,
-        SystemTime,
-        String,
-    ),
-    IssueError,
-> {
+    crl_shards: u32,
+) -> Result<PreparedTbs, IssueError> {
     goodkey::check(&public_key, &profile.keys).map_err(|rule| refused("public_key", rule))?;
     let subject = build::subject_name(profile, fields)?;
     let now = build::whole_seconds(SystemTime::now());
@@ -244,9 +253,10 @@ pub(crate) fn prepare(
         .get(&profile.name)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let extensions = build::extensions(profile, &public_key, issuer, oids)
-        .map_err(|e| IssueError::Internal(format!("extensions: {e}")))?;
     let serial = serial::generate().map_err(IssueError::Internal)?;
+    let crl_shard = crl::shard::of(serial.as_bytes(), crl_shards);
+    let extensions = build::extensions(profile, &public_key, issuer, oids, crl_shard)
+        .map_err(|e| IssueError::Internal(format!("extensions: {e}")))?;
     let subject_text = subject.to_string();
     let tbs = build::to_be_signed(TbsInput {
         serial: serial.clone(),
@@ -266,10 +276,17 @@ pub(crate) fn prepare(
             findings.join("; ")
         )));
     }
-    Ok((tbs, serial, not_before, not_after, subject_text))
+    Ok(PreparedTbs {
+        tbs,
+        serial,
+        not_before,
+        not_after,
+        subject: subject_text,
+        crl_shard,
+    })
 }
 
-fn unix(t: SystemTime) -> i64 {
+pub(crate) fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
@@ -373,6 +390,18 @@ impl Ca {
             policy.urls.for_ca(ISSUING),
         )
         .map_err(IssueError::Internal)?;
+        if policy.crl_shards > 0 {
+            if policy.urls.crl.is_none() {
+                return Err(IssueError::Internal(
+                    "CRL shards need a CRL URL to name them by".into(),
+                ));
+            }
+            // Before the first certificate names a shard, so that CRLs are
+            // made for every shard any certificate may point to.
+            store
+                .record_crl_shards(ISSUING, i64::from(policy.crl_shards))
+                .await?;
+        }
         Ok(Self {
             store,
             profiles,
@@ -414,7 +443,7 @@ impl Ca {
         }
         let issuer = self.issuing.view()?;
         let pinfl = req.fields.get("pinfl").cloned();
-        let (tbs, serial, nb, na, subject) = prepare(
+        let p = prepare(
             profile,
             &req.fields,
             req.public_key,
@@ -422,17 +451,19 @@ impl Ca {
             None,
             &self.policy,
             req.not_after_limit,
+            self.policy.crl_shards,
         )?;
         Ok(Prepared {
             intent: Intent {
-                serial: serial::to_hex(&serial),
+                serial: serial::to_hex(&p.serial),
                 issuer: ISSUING.to_string(),
                 profile: profile.name.clone(),
-                subject,
+                subject: p.subject,
                 pinfl,
-                not_before: unix(nb),
-                not_after: unix(na),
-                tbs,
+                not_before: unix(p.not_before),
+                not_after: unix(p.not_after),
+                tbs: p.tbs,
+                crl_shard: p.crl_shard.map(i64::from),
             },
             profile: profile.name.clone(),
             signer: self

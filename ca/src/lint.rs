@@ -251,7 +251,8 @@ mod tests {
                 profiles: Profiles::builtin().unwrap(),
                 issuer_key: key(),
                 urls: IssuerUrls {
-                    crl: Some("http://x/crl".into()),
+                    ca: "issuing".into(),
+                    crl: Some("http://x/crl/{crl}.crl".into()),
                     ocsp: Some("http://x/ocsp".into()),
                     ca_issuers: Some("http://x/ca".into()),
                 },
@@ -276,7 +277,8 @@ mod tests {
             let p = self.profiles.get(profile).unwrap();
             let issuer = self.issuer();
             let subject_key = key();
-            let extensions = build::extensions(p, &subject_key, Some(&issuer), &[]).unwrap();
+            let extensions =
+                build::extensions(p, &subject_key, Some(&issuer), &[], Some(3)).unwrap();
             let mut input = TbsInput {
                 serial: crate::serial::generate().unwrap(),
                 not_before: self.now,

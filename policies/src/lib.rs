@@ -161,6 +161,8 @@ pub struct Profile {
     pub keys: Vec<KeyKind>,
     pub subject: Vec<SubjectAttribute>,
     pub crl_distribution_point: bool,
+    /// Freshest CRL (RFC 5280 4.2.1.15): where the delta CRL is.
+    pub freshest_crl: bool,
     pub aia_ocsp: bool,
     pub aia_ca_issuers: bool,
     pub ocsp_no_check: bool,
@@ -242,6 +244,8 @@ struct RawProfile {
     subject: Vec<RawAttribute>,
     #[serde(default)]
     crl_distribution_point: bool,
+    #[serde(default)]
+    freshest_crl: bool,
     #[serde(default)]
     aia_ocsp: bool,
     #[serde(default)]
@@ -407,6 +411,12 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
             "at least one attribute must be required, or a subject could be empty".into(),
         ));
     }
+    if raw.freshest_crl && !raw.crl_distribution_point {
+        return Err(err(
+            "freshest_crl",
+            "a delta CRL extends a complete CRL: set crl_distribution_point too".into(),
+        ));
+    }
     if raw.ocsp_no_check
         && !extended_key_usage.contains(&ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9"))
     {
@@ -427,6 +437,7 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
         keys,
         subject,
         crl_distribution_point: raw.crl_distribution_point,
+        freshest_crl: raw.freshest_crl,
         aia_ocsp: raw.aia_ocsp,
         aia_ca_issuers: raw.aia_ca_issuers,
         ocsp_no_check: raw.ocsp_no_check,

@@ -14,7 +14,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 pub use audit::{AuditEvent, AuditFinding};
-pub use status::{Leadership, OcspSigner, Revoked, Status, StoredCrl, Transition};
+pub use status::{Changed, Leadership, OcspSigner, Revoked, Status, StoredCrl, Transition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,6 +62,9 @@ pub struct Intent {
     pub not_before: i64,
     pub not_after: i64,
     pub tbs: Vec<u8>,
+    /// The CRL shard written into the certificate's CRL distribution point
+    /// (`None`: the CA's whole CRL).
+    pub crl_shard: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -146,7 +149,8 @@ impl Store {
         for i in intents {
             let r = sqlx::query(
                 "INSERT INTO certificates (serial, issuer, profile, subject, pinfl, not_before, \
-                 not_after, tbs, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)",
+                 not_after, tbs, crl_shard, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)",
             )
             .bind(&i.serial)
             .bind(&i.issuer)
@@ -156,6 +160,7 @@ impl Store {
             .bind(i.not_before)
             .bind(i.not_after)
             .bind(&i.tbs)
+            .bind(i.crl_shard)
             .bind(now)
             .execute(&mut *tx)
             .await;
@@ -205,7 +210,7 @@ impl Store {
     /// milliseconds, so an old pending intent belongs to a process that died.
     pub async fn pending_intents(&self, min_age_secs: i64) -> Result<Vec<Intent>> {
         let rows = sqlx::query(
-            "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs \
+            "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, crl_shard \
              FROM certificates WHERE status = 'pending' AND created_at <= $1 ORDER BY created_at",
         )
         .bind(now_secs() - min_age_secs)
@@ -216,7 +221,7 @@ impl Store {
 
     pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>> {
         let row = sqlx::query(
-            "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, der, \
+            "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, crl_shard, der, \
              status, created_at, issued_at FROM certificates WHERE serial = $1",
         )
         .bind(serial)
@@ -341,6 +346,7 @@ fn intent_from_row(row: &sqlx::any::AnyRow) -> Result<Intent> {
         not_before: row.try_get("not_before")?,
         not_after: row.try_get("not_after")?,
         tbs: row.try_get("tbs")?,
+        crl_shard: row.try_get("crl_shard")?,
     })
 }
 

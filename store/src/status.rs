@@ -34,12 +34,31 @@ pub struct Revoked {
     pub serial: String,
     pub revoked_at: i64,
     pub reason: Option<i64>,
+    pub crl_shard: Option<i64>,
+}
+
+/// A certificate whose status changed since some moment, as it stands now:
+/// what a delta CRL lists (`revocation` 'good' means restored: removeFromCRL).
+#[derive(Clone, Debug)]
+pub struct Changed {
+    pub serial: String,
+    pub revocation: String,
+    pub revoked_at: Option<i64>,
+    pub reason: Option<i64>,
+    pub crl_shard: Option<i64>,
+    /// Unix seconds of the latest change.
+    pub changed_at: i64,
 }
 
 #[derive(Clone, Debug)]
 pub struct StoredCrl {
     pub issuer: String,
+    /// 'full' (complete for its scope) or 'delta'.
     pub kind: String,
+    /// `None`: the whole CA; `Some(n)`: shard n.
+    pub shard: Option<i64>,
+    /// Deltas: the number of the complete CRL they extend.
+    pub base_number: Option<i64>,
     pub number: i64,
     pub this_update: i64,
     pub next_update: i64,
@@ -168,7 +187,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Revoked>> {
         let rows = sqlx::query(
-            "SELECT serial, revoked_at, revocation_reason FROM certificates \
+            "SELECT serial, revoked_at, revocation_reason, crl_shard FROM certificates \
              WHERE issuer = $1 AND revocation <> 'good' AND serial > $2 AND status = 'issued' AND not_after >= $3 \
              ORDER BY serial LIMIT $4",
         )
@@ -184,6 +203,7 @@ impl Store {
                     serial: r.try_get("serial")?,
                     revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.unwrap_or(0),
                     reason: r.try_get("revocation_reason")?,
+                    crl_shard: r.try_get("crl_shard")?,
                 })
             })
             .collect()
@@ -213,11 +233,13 @@ impl Store {
     /// Stores a signed CRL; a number already taken (another node was faster) is a Conflict.
     pub async fn save_crl(&self, crl: &StoredCrl) -> Result<()> {
         let r = sqlx::query(
-            "INSERT INTO crls (issuer, kind, number, this_update, next_update, entries, der) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO crls (issuer, kind, shard, base_number, number, this_update, next_update, entries, der) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&crl.issuer)
         .bind(&crl.kind)
+        .bind(crl.shard.unwrap_or(-1))
+        .bind(crl.base_number)
         .bind(crl.number)
         .bind(crl.this_update)
         .bind(crl.next_update)
@@ -234,19 +256,29 @@ impl Store {
         }
     }
 
-    pub async fn latest_crl(&self, issuer: &str, kind: &str) -> Result<Option<StoredCrl>> {
+    /// The newest CRL of one kind and scope (`shard` `None`: the whole CA).
+    pub async fn latest_crl(
+        &self,
+        issuer: &str,
+        kind: &str,
+        shard: Option<i64>,
+    ) -> Result<Option<StoredCrl>> {
         let row = sqlx::query(
-            "SELECT issuer, kind, number, this_update, next_update, entries, der FROM crls \
-             WHERE issuer = $1 AND kind = $2 ORDER BY number DESC LIMIT 1",
+            "SELECT issuer, kind, shard, base_number, number, this_update, next_update, entries, der \
+             FROM crls WHERE issuer = $1 AND kind = $2 AND shard = $3 ORDER BY number DESC LIMIT 1",
         )
         .bind(issuer)
         .bind(kind)
+        .bind(shard.unwrap_or(-1))
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
+            let shard: i64 = r.try_get("shard")?;
             Ok(StoredCrl {
                 issuer: r.try_get("issuer")?,
                 kind: r.try_get("kind")?,
+                shard: (shard >= 0).then_some(shard),
+                base_number: r.try_get("base_number")?,
                 number: r.try_get("number")?,
                 this_update: r.try_get("this_update")?,
                 next_update: r.try_get("next_update")?,
@@ -256,16 +288,97 @@ impl Store {
         })
         .transpose()
     }
+
+    /// Drops CRLs made before `before` that a newer CRL of the same kind and
+    /// scope replaces. The newest of each is always kept (it is served, and
+    /// numbering continues from it).
+    pub async fn prune_crls(&self, before: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "DELETE FROM crls WHERE this_update < $1 AND number < \
+             (SELECT MAX(n.number) FROM crls n WHERE n.issuer = crls.issuer AND n.kind = crls.kind AND n.shard = crls.shard)",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Records that `issuer` assigns certificates to `shards` CRL shards from
+    /// now on (idempotent).
+    pub async fn record_crl_shards(&self, issuer: &str, shards: i64) -> Result<()> {
+        let r = sqlx::query(
+            "INSERT INTO crl_shard_counts (issuer, shards, first_used) VALUES ($1, $2, $3)",
+        )
+        .bind(issuer)
+        .bind(shards)
+        .bind(crate::now_secs())
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The largest shard count `issuer` ever used: CRLs are due for shards
+    /// 0..that, whatever the configuration says today.
+    pub async fn crl_shard_count(&self, issuer: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(shards), 0) AS n FROM crl_shard_counts WHERE issuer = $1",
+        )
+        .bind(issuer)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Certificates of `issuer` whose status changed at or after `since`
+    /// (Unix seconds) and that are not expired at `not_expired_at`, in serial
+    /// order, as they stand now.
+    pub async fn changed_since(
+        &self,
+        issuer: &str,
+        since: i64,
+        not_expired_at: i64,
+    ) -> Result<Vec<Changed>> {
+        let rows = sqlx::query(
+            "SELECT c.serial, c.revocation, c.revoked_at, c.revocation_reason, c.crl_shard, ch.last_at \
+             FROM certificates c JOIN \
+             (SELECT serial, MAX(at) AS last_at FROM status_changes WHERE issuer = $1 AND at >= $2 GROUP BY serial) ch \
+             ON ch.serial = c.serial \
+             WHERE c.status = 'issued' AND c.not_after >= $3 ORDER BY c.serial",
+        )
+        .bind(issuer)
+        .bind(since.saturating_mul(1_000_000))
+        .bind(not_expired_at)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Changed {
+                    serial: r.try_get("serial")?,
+                    revocation: r.try_get("revocation")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    reason: r.try_get("revocation_reason")?,
+                    crl_shard: r.try_get("crl_shard")?,
+                    changed_at: r.try_get::<i64, _>("last_at")? / 1_000_000,
+                })
+            })
+            .collect()
+    }
 }
 
 impl Store {
     /// Benchmarks only: `n` revoked certificates of `issuer` with random serials
-    /// and no certificate body, inserted in large transactions.
+    /// and no certificate body, inserted in large transactions. `crl_shard`
+    /// assigns each serial its CRL shard, as issuance would.
     pub async fn insert_synthetic_revoked(
         &self,
         issuer: &str,
         n: usize,
         not_after: i64,
+        crl_shard: impl Fn(&[u8]) -> Option<i64>,
     ) -> Result<()> {
         const ROWS: usize = 500;
         let now = crate::now_secs();
@@ -279,27 +392,28 @@ impl Store {
                 }
                 let mut sql = String::from(
                     "INSERT INTO certificates (serial, issuer, profile, subject, not_before, not_after, tbs, \
-                     status, created_at, revocation, revoked_at, revocation_reason) VALUES ",
+                     crl_shard, status, created_at, revocation, revoked_at, revocation_reason) VALUES ",
                 );
                 let mut serials = Vec::with_capacity(rows);
                 for i in 0..rows {
                     let mut b = [0u8; 20];
                     synthetic_serial_bytes(&mut b);
                     b[0] = (b[0] & 0x7f) | 0x40;
-                    serials.push(hex::encode_upper(b));
-                    let p = i * 2;
+                    serials.push((hex::encode_upper(b), crl_shard(&b)));
+                    let p = i * 3;
                     if i > 0 {
                         sql.push(',');
                     }
                     sql.push_str(&format!(
-                        "(${}, ${}, 'bench', 'CN=bench', {now}, {not_after}, $1, 'issued', {now}, 'revoked', {now}, 1)",
+                        "(${}, ${}, 'bench', 'CN=bench', {now}, {not_after}, $1, ${}, 'issued', {now}, 'revoked', {now}, 1)",
                         p + 2,
-                        p + 3
+                        p + 3,
+                        p + 4
                     ));
                 }
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Vec::<u8>::new());
-                for s in &serials {
-                    q = q.bind(s.clone()).bind(issuer.to_string());
+                for (s, shard) in &serials {
+                    q = q.bind(s.clone()).bind(issuer.to_string()).bind(*shard);
                 }
                 q.execute(&mut *tx).await?;
                 left -= rows;
