@@ -13,6 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
+mod scan;
+
 pub use audit::{AuditEvent, AuditFinding};
 pub use status::{Changed, Leadership, OcspSigner, Revoked, Status, StoredCrl, Transition};
 
@@ -49,6 +51,8 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Typed connections for bulk reads (see `scan`), opened on first use.
+    scan: scan::Pools,
 }
 
 /// A certificate whose to-be-signed bytes are fixed, before the key signs them.
@@ -125,7 +129,11 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            scan: scan::Pools::new(url),
+        })
     }
 
     pub fn backend(&self) -> Backend {

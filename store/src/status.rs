@@ -176,39 +176,6 @@ impl Store {
         Ok(row.try_get("id")?)
     }
 
-    /// One page of what a full CRL of `issuer` lists: revoked and suspended
-    /// certificates not expired at `not_expired_at`, in serial order after
-    /// `after` (keyset paging keeps memory flat for millions of entries).
-    pub async fn revoked_page(
-        &self,
-        issuer: &str,
-        not_expired_at: i64,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<Revoked>> {
-        let rows = sqlx::query(
-            "SELECT serial, revoked_at, revocation_reason, crl_shard FROM certificates \
-             WHERE issuer = $1 AND revocation <> 'good' AND serial > $2 AND status = 'issued' AND not_after >= $3 \
-             ORDER BY serial LIMIT $4",
-        )
-        .bind(issuer)
-        .bind(after)
-        .bind(not_expired_at)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Revoked {
-                    serial: r.try_get("serial")?,
-                    revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.unwrap_or(0),
-                    reason: r.try_get("revocation_reason")?,
-                    crl_shard: r.try_get("crl_shard")?,
-                })
-            })
-            .collect()
-    }
-
     /// How many certificates of `issuer` are revoked or suspended (benchmarks, metrics).
     pub async fn count_not_good(&self, issuer: &str) -> Result<i64> {
         let row = sqlx::query(
@@ -230,30 +197,39 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Stores a signed CRL; a number already taken (another node was faster) is a Conflict.
-    pub async fn save_crl(&self, crl: &StoredCrl) -> Result<()> {
-        let r = sqlx::query(
-            "INSERT INTO crls (issuer, kind, shard, base_number, number, this_update, next_update, entries, der) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&crl.issuer)
-        .bind(&crl.kind)
-        .bind(crl.shard.unwrap_or(-1))
-        .bind(crl.base_number)
-        .bind(crl.number)
-        .bind(crl.this_update)
-        .bind(crl.next_update)
-        .bind(crl.entries)
-        .bind(&crl.der)
-        .execute(&self.pool)
-        .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(StoreError::Conflict(
-                format!("CRL number {} of {} already exists", crl.number, crl.issuer),
-            )),
-            Err(e) => Err(e.into()),
+    /// Stores signed CRLs in one transaction; a number already taken
+    /// (another node was faster) is a Conflict and stores none.
+    pub async fn save_crls(&self, crls: &[StoredCrl]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for crl in crls {
+            let r = sqlx::query(
+                "INSERT INTO crls (issuer, kind, shard, base_number, number, this_update, next_update, entries, der) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&crl.issuer)
+            .bind(&crl.kind)
+            .bind(crl.shard.unwrap_or(-1))
+            .bind(crl.base_number)
+            .bind(crl.number)
+            .bind(crl.this_update)
+            .bind(crl.next_update)
+            .bind(crl.entries)
+            .bind(&crl.der)
+            .execute(&mut *tx)
+            .await;
+            match r {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                    return Err(StoreError::Conflict(format!(
+                        "CRL number {} of {} already exists",
+                        crl.number, crl.issuer
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The newest CRL of one kind and scope (`shard` `None`: the whole CA).

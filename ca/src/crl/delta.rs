@@ -12,7 +12,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use der::Encode;
 use der::asn1::Uint;
 use muhr_store::{Store, StoredCrl};
 use x509_cert::ext::pkix::crl::BaseCrlNumber;
@@ -62,10 +61,7 @@ pub async fn generate(
                 "good" => (c.changed_at, Some(REMOVE_FROM_CRL)),
                 _ => (c.revoked_at.unwrap_or(c.changed_at), c.reason),
             };
-            encoder
-                .entry(&c.serial, at, reason)?
-                .encode_to_vec(&mut entries_der)
-                .map_err(internal("encoding a CRL entry"))?;
+            encoder.encode(&c.serial, at, reason, &mut entries_der)?;
             count += 1;
         }
         let mut indicator = ext(&BaseCrlNumber(
@@ -101,8 +97,8 @@ pub async fn generate(
             entries: count,
             der,
         };
-        store.save_crl(&crl).await?;
         crls.push(crl);
     }
+    store.save_crls(&crls).await?;
     Ok(crls)
 }
