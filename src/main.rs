@@ -4,6 +4,7 @@ mod app;
 mod bench;
 mod commands;
 mod config;
+mod crl_http;
 mod serve;
 
 use std::path::PathBuf;

@@ -21,6 +21,7 @@ pub struct Shared {
     pub ca: Arc<Ca>,
     pub ocsp: Arc<muhr_ocsp_responder::Responder>,
     pub store: Store,
+    pub crls: Arc<crate::crl_http::CrlCache>,
     pub keys: Arc<dyn KeyStore>,
 }
 
@@ -103,6 +104,7 @@ pub async fn run(app: App, listen: Option<String>) -> Result<(), Fail> {
         ca,
         ocsp: responder.clone(),
         store: app.store.clone(),
+        crls: Default::default(),
         keys: app.keys.clone(),
     };
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -153,12 +155,12 @@ pub fn router(shared: Shared) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/ca/{file}", get(ca_file))
-        .route("/crl/{file}", get(crl_file))
+        .route("/crl/{file}", get(crate::crl_http::crl_file))
         .fallback(not_found)
         .with_state(shared)
 }
 
-fn json_error(status: StatusCode, field: &str, rule: &str) -> Response {
+pub(crate) fn json_error(status: StatusCode, field: &str, rule: &str) -> Response {
     (
         status,
         Json(serde_json::json!({ "error": { "field": field, "rule": rule } })),
@@ -256,51 +258,5 @@ async fn ca_file(State(s): State<Shared>, Path(file): Path<String>) -> Response 
             "file",
             "known files: root.cer, issuing.cer, root.pem, issuing.pem, chain.pem",
         ),
-    }
-}
-
-/// The newest CRL of a name (see `muhr_ca::crl::name`: `issuing.crl`,
-/// `issuing-7.crl`, `issuing-delta.crl`, `root.crl`, ...), DER, with headers
-/// that let a cache keep it until shortly before it is replaced.
-async fn crl_file(State(s): State<Shared>, Path(file): Path<String>) -> Response {
-    let known = file
-        .strip_suffix(".crl")
-        .and_then(muhr_ca::crl::parse_name)
-        .filter(|(ca, _, _)| *ca == muhr_ca::ISSUING || *ca == muhr_ca::ROOT);
-    let Some((name, scope, delta)) = known else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            "file",
-            "known files: issuing.crl, issuing-delta.crl, issuing-N.crl, issuing-N-delta.crl, root.crl, root-delta.crl",
-        );
-    };
-    let kind = if delta { "delta" } else { "full" };
-    match s.store.latest_crl(name, kind, scope.shard()).await {
-        Ok(Some(crl)) => {
-            // Deltas change within a second of any revocation: caches keep
-            // them briefly.
-            let cap = if delta { 60 } else { 300 };
-            let max_age = (crl.next_update - muhr_store::now_secs()).clamp(0, cap);
-            let last_modified = muhr_ocsp_responder::httpdate(crl.this_update);
-            (
-                [
-                    (header::CONTENT_TYPE, "application/pkix-crl".to_string()),
-                    (header::CACHE_CONTROL, format!("public, max-age={max_age}")),
-                    (header::ETAG, format!("\"{name}-{}\"", crl.number)),
-                    (header::LAST_MODIFIED, last_modified),
-                ],
-                crl.der,
-            )
-                .into_response()
-        }
-        Ok(None) => json_error(
-            StatusCode::NOT_FOUND,
-            "file",
-            "no such CRL has been generated yet",
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "reading CRL");
-            json_error(StatusCode::SERVICE_UNAVAILABLE, "database", "unavailable")
-        }
     }
 }

@@ -149,6 +149,20 @@ fn served_crl_follows_the_change_feed(db: Db) {
         "{head}"
     );
     assert!(text.contains("No Revoked Certificates"), "{text}");
+    let etag = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("etag: ")
+                .or_else(|| l.strip_prefix("ETag: "))
+        })
+        .expect("an ETag")
+        .to_string();
+    let (status, _, body) = get_with(
+        port,
+        "/crl/issuing.crl",
+        &format!("If-None-Match: {etag}\r\n"),
+    );
+    assert_eq!((status, body.len()), (304, 0));
     for path in [
         "/crl/root.crl",
         "/crl/root-delta.crl",

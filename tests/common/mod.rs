@@ -445,9 +445,15 @@ pub fn free_port() -> u16 {
 
 /// A minimal HTTP/1.1 GET: status, headers and body.
 pub fn get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
+    get_with(port, path, "")
+}
+
+/// GET with extra header lines (each ending in CRLF).
+pub fn get_with(port: u16, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
     exchange(
         port,
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n")
+            .as_bytes(),
         &[],
     )
 }

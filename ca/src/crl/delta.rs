@@ -35,7 +35,10 @@ pub async fn generate(
     let shards = u32::try_from(store.crl_shard_count(&ca.name).await?).unwrap_or(0);
     let mut bases = Vec::new();
     for scope in std::iter::once(Scope::Whole).chain((0..shards).map(Scope::Shard)) {
-        if let Some(base) = store.latest_crl(&ca.name, "full", scope.shard()).await? {
+        if let Some(base) = store
+            .latest_crl_info(&ca.name, "full", scope.shard())
+            .await?
+        {
             bases.push((scope, base));
         }
     }

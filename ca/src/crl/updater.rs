@@ -90,11 +90,11 @@ async fn update(
     let store = ca.store();
     let now = muhr_store::now_secs();
     let secs = |d: Duration| d.as_secs() as i64;
-    let whole = store.latest_crl(&authority.name, "full", None).await?;
+    let whole = store.latest_crl_info(&authority.name, "full", None).await?;
     let shards = store.crl_shard_count(&authority.name).await?;
     let shards_missing = shards > 0
         && store
-            .latest_crl(&authority.name, "full", Some(shards - 1))
+            .latest_crl_info(&authority.name, "full", Some(shards - 1))
             .await?
             .is_none();
     let complete_due = match &whole {
@@ -121,7 +121,9 @@ async fn update(
             delta: Some(last),
         });
     }
-    let delta = store.latest_crl(&authority.name, "delta", None).await?;
+    let delta = store
+        .latest_crl_info(&authority.name, "delta", None)
+        .await?;
     let delta_due = match (&delta, &whole) {
         (Some(d), Some(w)) => {
             seen.delta != Some(last)
