@@ -204,6 +204,9 @@ pub struct OcspConfig {
     pub refresh_seconds: u64,
     /// Most certificates asked about in one request.
     pub max_requests: usize,
+    /// Memory for the responder's caches (pre-signed responses, statuses,
+    /// request encodings); least recently used goes first.
+    pub cache_mb: usize,
     /// Key kind of the delegated signer (its own key, never the CA's).
     pub signer_key: String,
     /// `muhr serve` makes a new signer when the current one has less left.
@@ -216,6 +219,7 @@ impl Default for OcspConfig {
             validity_seconds: 3600,
             refresh_seconds: 1800,
             max_requests: 16,
+            cache_mb: 512,
             signer_key: "ecdsa-p256".into(),
             renew_days_before: 10,
         }

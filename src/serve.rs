@@ -32,6 +32,7 @@ pub async fn ocsp_responder(app: &App) -> Result<Arc<muhr_ocsp_responder::Respon
         validity: Duration::from_secs(c.validity_seconds),
         refresh: Duration::from_secs(c.refresh_seconds),
         max_requests: c.max_requests,
+        cache_bytes: c.cache_mb << 20,
     };
     let responder = muhr_ocsp_responder::Responder::new(
         app.store.clone(),
@@ -204,7 +205,7 @@ async fn healthz(State(s): State<Shared>) -> Response {
 async fn metrics(State(s): State<Shared>) -> Response {
     use std::fmt::Write;
     let mut body = s.ca.metrics.render();
-    body.push_str(&s.ocsp.counters.render());
+    body.push_str(&s.ocsp.render_metrics());
     let _ = writeln!(
         body,
         "# HELP muhr_certificates Certificates in the database, by profile and status.\n# TYPE muhr_certificates gauge"

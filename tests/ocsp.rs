@@ -331,5 +331,14 @@ fn stale_if_error_when_the_database_is_gone() {
         "{metrics}"
     );
     assert!(metrics.contains("muhr_ocsp_try_later_total 1"), "{metrics}");
+    // The one cached response, counted in the bounded cache.
+    assert!(
+        metrics.contains("muhr_ocsp_cache_entries{cache=\"responses\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("muhr_ocsp_cache_bytes{cache=\"responses\"} "),
+        "{metrics}"
+    );
     admin_sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
 }

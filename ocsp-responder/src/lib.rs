@@ -11,17 +11,19 @@
 //! - Responses are signed by the delegated OCSP signer (its own key and
 //!   certificate, see `muhr_ca::ocsp_signer`), never by the CA key.
 
+mod bounded;
 mod http;
 mod request;
 mod response;
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use muhr_hsm::{KeySigner, KeyStore};
 use muhr_store::Store;
+
+use bounded::Bounded;
 
 pub use http::{httpdate, router};
 
@@ -66,6 +68,9 @@ pub struct Config {
     pub refresh: Duration,
     /// Most single requests accepted in one OCSP request.
     pub max_requests: usize,
+    /// Memory for caches: half for pre-signed responses, a quarter each for
+    /// statuses and for request encodings. Least recently used goes first.
+    pub cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -74,6 +79,7 @@ impl Default for Config {
             validity: Duration::from_secs(3600),
             refresh: Duration::from_secs(1800),
             max_requests: 16,
+            cache_bytes: 512 << 20,
         }
     }
 }
@@ -108,6 +114,40 @@ pub(crate) struct Cached {
     pub(crate) etag: axum::http::HeaderValue,
     pub(crate) last_modified: axum::http::HeaderValue,
     pub(crate) expires: axum::http::HeaderValue,
+}
+
+impl Responder {
+    /// Prometheus text for `/metrics`: the counters and the caches' size.
+    pub fn render_metrics(&self) -> String {
+        let mut out = self.counters.render();
+        out.push_str("# HELP muhr_ocsp_cache_bytes Memory held by the OCSP caches (estimated).\n# TYPE muhr_ocsp_cache_bytes gauge\n");
+        let sizes = [
+            ("responses", {
+                let m = self.cache.read().unwrap_or_else(|p| p.into_inner());
+                (m.weight(), m.len())
+            }),
+            ("statuses", {
+                let m = self.statuses.read().unwrap_or_else(|p| p.into_inner());
+                (m.weight(), m.len())
+            }),
+            ("requests", {
+                let m = self.by_bytes.read().unwrap_or_else(|p| p.into_inner());
+                (m.weight(), m.len())
+            }),
+        ];
+        for (cache, (bytes, _)) in sizes {
+            out.push_str(&format!(
+                "muhr_ocsp_cache_bytes{{cache=\"{cache}\"}} {bytes}\n"
+            ));
+        }
+        out.push_str("# HELP muhr_ocsp_cache_entries Entries in the OCSP caches.\n# TYPE muhr_ocsp_cache_entries gauge\n");
+        for (cache, (_, entries)) in sizes {
+            out.push_str(&format!(
+                "muhr_ocsp_cache_entries{{cache=\"{cache}\"}} {entries}\n"
+            ));
+        }
+        out
+    }
 }
 
 impl Counters {
@@ -160,11 +200,11 @@ pub struct Responder {
     keys: Arc<dyn KeyStore>,
     issuer: IssuerHashes,
     signer: RwLock<Option<Arc<Signer>>>,
-    cache: RwLock<HashMap<CacheKey, Arc<Cached>>>,
+    cache: RwLock<Bounded<CacheKey, Arc<Cached>>>,
     /// Exact request bytes of cacheable requests → their cache entry.
-    by_bytes: RwLock<HashMap<Vec<u8>, ByBytes>>,
+    by_bytes: RwLock<Bounded<Vec<u8>, ByBytes>>,
     /// Statuses read from the database, dropped by the change feed like responses.
-    statuses: RwLock<HashMap<Vec<u8>, Option<muhr_store::Status>>>,
+    statuses: RwLock<Bounded<Vec<u8>, Option<muhr_store::Status>>>,
     /// Bumped whenever the change feed drops entries: a response or status
     /// read before a bump is not cached after it (it may predate the change).
     generation: AtomicU64,
@@ -220,9 +260,9 @@ impl Responder {
                 sha256: (sha256(&name), sha256(key)),
             },
             signer: RwLock::new(None),
-            cache: RwLock::new(HashMap::new()),
-            by_bytes: RwLock::new(HashMap::new()),
-            statuses: RwLock::new(HashMap::new()),
+            cache: RwLock::new(Bounded::new(config.cache_bytes / 2)),
+            by_bytes: RwLock::new(Bounded::new(config.cache_bytes / 4)),
+            statuses: RwLock::new(Bounded::new(config.cache_bytes / 4)),
             generation: AtomicU64::new(0),
             feed_ok_at: std::sync::atomic::AtomicI64::new(0),
             config,

@@ -147,11 +147,15 @@ impl Responder {
         let key = (parsed.nonce.is_none() && parsed.queries.len() == 1)
             .then(|| (parsed.queries[0].alg, parsed.queries[0].serial.clone()));
         let cached = key.as_ref().and_then(|k| {
-            self.cache
+            let (c, old) = self
+                .cache
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(k)
-                .cloned()
+                .get(k)?;
+            if old {
+                self.keep(k, &c);
+            }
+            Some(c)
         });
         if let Some(c) = &cached
             && self.fresh(c, now)
@@ -220,7 +224,7 @@ impl Responder {
                                 cache: None,
                             };
                         }
-                        cache.insert(k.clone(), c.clone());
+                        cache.insert(k.clone(), c.clone(), response_weight(&k, &c));
                         drop(cache);
                         self.remember_request_bytes(body, k, c.clone());
                         Answer::cached(&c)
@@ -236,8 +240,13 @@ impl Responder {
     }
 }
 
-/// Most distinct request encodings remembered before the map starts over.
-const MAX_REQUEST_BYTES_ENTRIES: usize = 200_000;
+/// Bytes a cache entry holds besides its key and body: map slots, the Arc,
+/// the HTTP header values.
+const ENTRY_OVERHEAD: usize = 160;
+
+fn response_weight(k: &crate::CacheKey, c: &Cached) -> usize {
+    k.1.len() + c.der.len() + ENTRY_OVERHEAD
+}
 
 impl Responder {
     fn fresh(&self, c: &Cached, now: i64) -> bool {
@@ -249,32 +258,48 @@ impl Responder {
     /// only while the per-serial cache still holds the very same response, so
     /// invalidation by the change feed applies to it too.
     fn by_request_bytes(&self, body: &[u8], now: i64) -> Option<Arc<Cached>> {
-        let (key, c) = self
+        let ((key, c), old_bytes) = self
             .by_bytes
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(body)
-            .cloned()?;
-        let current = self
+            .get(body)?;
+        let (current, old) = self
             .cache
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned()?;
-        (Arc::ptr_eq(&current, &c) && self.fresh(&c, now)).then_some(c)
+            .get(&key)?;
+        if !(Arc::ptr_eq(&current, &c) && self.fresh(&c, now)) {
+            return None;
+        }
+        if old {
+            self.keep(&key, &c);
+        }
+        if old_bytes {
+            self.remember_request_bytes(body, key, c.clone());
+        }
+        Some(c)
+    }
+
+    /// Moves a response found in the old generation back to the young one,
+    /// unless the change feed replaced or dropped it meanwhile.
+    fn keep(&self, key: &crate::CacheKey, c: &Arc<Cached>) {
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if let Some((current, true)) = cache.get(key)
+            && Arc::ptr_eq(&current, c)
+        {
+            cache.insert(key.clone(), c.clone(), response_weight(key, c));
+        }
     }
 
     fn remember_request_bytes(&self, body: &[u8], key: crate::CacheKey, c: Arc<Cached>) {
-        let mut map = self.by_bytes.write().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_REQUEST_BYTES_ENTRIES {
-            map.clear();
-        }
-        map.insert(body.to_vec(), (key, c));
+        let weight = body.len() + key.1.len() + ENTRY_OVERHEAD;
+        self.by_bytes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(body.to_vec(), (key, c), weight);
     }
 }
 
-/// Most serials whose status is remembered before the map starts over.
-const MAX_STATUS_ENTRIES: usize = 1_000_000;
 /// The status cache is trusted only while the change feed was read this recently.
 const FEED_FRESH_SECS: i64 = 2;
 
@@ -290,13 +315,13 @@ impl Responder {
     ) -> Result<Option<muhr_store::Status>, muhr_store::StoreError> {
         let feed_fresh = now - self.feed_ok_at.load(Ordering::Relaxed) <= FEED_FRESH_SECS;
         if feed_fresh
-            && let Some(s) = self
+            && let Some((s, _)) = self
                 .statuses
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(serial)
         {
-            return Ok(s.clone());
+            return Ok(s);
         }
         let s = self.store.status(&hex::encode_upper(serial)).await?;
         if feed_fresh {
@@ -304,10 +329,12 @@ impl Responder {
             if self.generation.load(Ordering::SeqCst) != generation {
                 return Ok(s);
             }
-            if map.len() >= MAX_STATUS_ENTRIES {
-                map.clear();
-            }
-            map.insert(serial.to_vec(), s.clone());
+            // A Status holds two short strings besides the serial.
+            map.insert(
+                serial.to_vec(),
+                s.clone(),
+                2 * serial.len() + ENTRY_OVERHEAD,
+            );
         }
         Ok(s)
     }
