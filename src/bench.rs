@@ -35,6 +35,17 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Insert N synthetic certificates of the issuing CA (status only, no
+    /// certificate body), one in R revoked, for OCSP and CRL benchmarks at
+    /// scale; writes their serials (hex, one per line) to FILE.
+    Populate {
+        #[arg(long, default_value_t = 1_000_000)]
+        certificates: usize,
+        #[arg(long, default_value_t = 10)]
+        revoked_every: usize,
+        #[arg(long)]
+        serials_out: std::path::PathBuf,
+    },
     /// Generate and sign the complete CRLs (whole and shards, `crl.shards`)
     /// and deltas of N revoked certificates (inserted first as synthetic rows
     /// of the issuing CA, once per data directory).
@@ -61,6 +72,36 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
+async fn populate(
+    app: &App,
+    n: usize,
+    revoked_every: usize,
+    out: &std::path::Path,
+) -> Result<(), Fail> {
+    let ca = app.ca().await?;
+    let started = Instant::now();
+    let serials = ca
+        .store()
+        .insert_synthetic(
+            muhr_ca::ISSUING,
+            n,
+            muhr_store::now_secs() + 365 * 86400,
+            revoked_every,
+            |serial| muhr_ca::crl::shard::of(serial, app.config.crl.shards).map(i64::from),
+        )
+        .await
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    let mut text = serials.join("\n");
+    text.push('\n');
+    std::fs::write(out, text).map_err(|e| Fail::invalid(format!("{}: {e}", out.display())))?;
+    eprintln!(
+        "inserted {n} certificates (one in {revoked_every} revoked) in {:.1} s; serials in {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
+
 async fn bench_crl(app: &App, entries: usize, json: bool) -> Result<(), Fail> {
     let ca = app.ca().await?;
     let store = ca.store();
@@ -72,10 +113,11 @@ async fn bench_crl(app: &App, entries: usize, json: bool) -> Result<(), Fail> {
     if existing < entries {
         let started = Instant::now();
         store
-            .insert_synthetic_revoked(
+            .insert_synthetic(
                 muhr_ca::ISSUING,
                 entries - existing,
                 now + 365 * 86400,
+                1,
                 |serial| muhr_ca::crl::shard::of(serial, app.config.crl.shards).map(i64::from),
             )
             .await
@@ -185,6 +227,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
     let (count, concurrency, batch, profile, print_serials, json) = match cmd {
         BenchCommand::Crl { entries, json } => return bench_crl(app, entries, json).await,
+        BenchCommand::Populate {
+            certificates,
+            revoked_every,
+            serials_out,
+        } => return populate(app, certificates, revoked_every, &serials_out).await,
         BenchCommand::Issue {
             count,
             concurrency,

@@ -375,18 +375,22 @@ impl Store {
 }
 
 impl Store {
-    /// Benchmarks only: `n` revoked certificates of `issuer` with random serials
-    /// and no certificate body, inserted in large transactions. `crl_shard`
-    /// assigns each serial its CRL shard, as issuance would.
-    pub async fn insert_synthetic_revoked(
+    /// Benchmarks only: `n` certificates of `issuer` with random serials and
+    /// no certificate body, inserted in large transactions; one in
+    /// `revoked_every` is revoked (keyCompromise), the others good.
+    /// `crl_shard` assigns each serial its CRL shard, as issuance would.
+    /// Returns the serials.
+    pub async fn insert_synthetic(
         &self,
         issuer: &str,
         n: usize,
         not_after: i64,
+        revoked_every: usize,
         crl_shard: impl Fn(&[u8]) -> Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         const ROWS: usize = 500;
         let now = crate::now_secs();
+        let mut all = Vec::with_capacity(n);
         let mut left = n;
         while left > 0 {
             let mut tx = self.pool.begin().await?;
@@ -403,14 +407,20 @@ impl Store {
                 for i in 0..rows {
                     let mut b = [0u8; 20];
                     synthetic_serial_bytes(&mut b);
-                    b[0] = (b[0] & 0x7f) | 0x40;
+                    b[0] = (b[0] & 0x3f) | 0x40;
                     serials.push((hex::encode_upper(b), crl_shard(&b)));
                     let p = i * 3;
                     if i > 0 {
                         sql.push(',');
                     }
+                    let revoked = revoked_every > 0 && (all.len() + i) % revoked_every == 0;
+                    let state = if revoked {
+                        format!("'revoked', {now}, 1")
+                    } else {
+                        "'good', NULL, NULL".to_string()
+                    };
                     sql.push_str(&format!(
-                        "(${}, ${}, 'bench', 'CN=bench', {now}, {not_after}, $1, ${}, 'issued', {now}, 'revoked', {now}, 1)",
+                        "(${}, ${}, 'bench', 'CN=bench', {now}, {not_after}, $1, ${}, 'issued', {now}, {state})",
                         p + 2,
                         p + 3,
                         p + 4
@@ -421,11 +431,12 @@ impl Store {
                     q = q.bind(s.clone()).bind(issuer.to_string()).bind(*shard);
                 }
                 q.execute(&mut *tx).await?;
+                all.extend(serials.into_iter().map(|(s, _)| s));
                 left -= rows;
             }
             tx.commit().await?;
         }
-        Ok(())
+        Ok(all)
     }
 }
 
