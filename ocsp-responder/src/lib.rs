@@ -11,6 +11,9 @@
 //! - Responses are signed by the delegated OCSP signer (its own key and
 //!   certificate, see `muhr_ca::ocsp_signer`), never by the CA key.
 
+// `der07`'s derive macros name their crate `::der`.
+extern crate der07 as der;
+
 mod bounded;
 mod http;
 mod request;
@@ -94,10 +97,12 @@ struct IssuerHashes {
 /// The delegated signer in use.
 pub(crate) struct Signer {
     key: Arc<dyn KeySigner>,
-    cert: x509_cert02::Certificate,
+    /// The signer's certificate, included in every response.
+    cert_der: Vec<u8>,
     serial: String,
-    /// SHA-1 of the signer's public key, for ResponderID byKey.
-    key_hash: [u8; 20],
+    /// byKey: SHA-1 of the signer's public key.
+    responder_id: x509_ocsp::ResponderId,
+    algorithm: spki07::AlgorithmIdentifierOwned,
 }
 
 /// Hash algorithm of the CertID and the serial: one pre-signed response each.
@@ -304,11 +309,20 @@ impl Responder {
                 .subject_public_key
                 .raw_bytes(),
         );
+        let alg = spki::der::Encode::to_der(&key.signature_algorithm())
+            .map_err(|e| ResponderError::Setup(e.to_string()))?;
+        let algorithm = spki07::AlgorithmIdentifierOwned::from_der(&alg)
+            .map_err(|e| ResponderError::Setup(e.to_string()))?;
+        let responder_id = x509_ocsp::ResponderId::ByKey(
+            der07::asn1::OctetString::new(key_hash.to_vec())
+                .map_err(|e| ResponderError::Setup(e.to_string()))?,
+        );
         let signer = Arc::new(Signer {
             key,
-            cert,
+            cert_der: rec.der.clone(),
             serial: rec.serial.clone(),
-            key_hash,
+            responder_id,
+            algorithm,
         });
         *self.signer.write().unwrap_or_else(|p| p.into_inner()) = Some(signer);
         // Responses signed by the previous signer stay valid until their nextUpdate.

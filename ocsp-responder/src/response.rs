@@ -5,12 +5,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use der07::asn1::{BitString, OctetString};
-use der07::{Decode, Encode};
+use der07::Encode;
 use x509_cert02::ext::Extension;
 use x509_cert02::ext::pkix::CrlReason;
 use x509_ocsp::{
-    BasicOcspResponse, CertStatus, OcspGeneralizedTime, OcspResponse, ResponderId, ResponseData,
-    RevokedInfo, SingleResponse, Version,
+    BasicOcspResponse, CertStatus, OcspGeneralizedTime, OcspResponse, ResponseData, RevokedInfo,
+    SingleResponse, Version,
 };
 
 use crate::request::{Refusal, parse};
@@ -102,26 +102,44 @@ fn sign(
     };
     let data = ResponseData {
         version: Version::V1,
-        responder_id: ResponderId::ByKey(OctetString::new(signer.key_hash.to_vec()).map_err(e)?),
+        responder_id: signer.responder_id.clone(),
         produced_at: time(now).map_err(e)?,
         responses,
         response_extensions,
     };
     let tbs = data.to_der().map_err(e)?;
     let sig = signer.key.sign(&tbs).map_err(|e| e.to_string())?;
-    let alg =
-        spki::der::Encode::to_der(&signer.key.signature_algorithm()).map_err(|e| e.to_string())?;
-    let basic = BasicOcspResponse {
-        tbs_response_data: data,
-        signature_algorithm: spki07::AlgorithmIdentifierOwned::from_der(&alg).map_err(e)?,
+    let basic = BasicResponseEncoded {
+        tbs_response_data: der07::asn1::AnyRef::try_from(tbs.as_slice()).map_err(e)?,
+        signature_algorithm: signer.algorithm.clone(),
         signature: BitString::from_bytes(&sig).map_err(e)?,
-        certs: Some(vec![signer.cert.clone()]),
+        certs: Some(vec![
+            der07::asn1::AnyRef::try_from(signer.cert_der.as_slice()).map_err(e)?,
+        ]),
     };
     OcspResponse::successful(basic)
         .map_err(e)?
         .to_der()
         .map_err(e)
 }
+
+/// BasicOCSPResponse (RFC 6960 4.2.1) holding the signed ResponseData as the
+/// exact bytes that were signed and the signer's certificate as encoded once
+/// at load, so neither is encoded again for every response.
+#[derive(der07::Sequence)]
+struct BasicResponseEncoded<'a> {
+    tbs_response_data: der07::asn1::AnyRef<'a>,
+    signature_algorithm: spki07::AlgorithmIdentifierOwned,
+    signature: BitString,
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
+    certs: Option<Vec<der07::asn1::AnyRef<'a>>>,
+}
+
+impl der07::oid::AssociatedOid for BasicResponseEncoded<'_> {
+    const OID: der07::oid::ObjectIdentifier = BasicOcspResponse::OID;
+}
+
+impl x509_ocsp::AsResponseBytes for BasicResponseEncoded<'_> {}
 
 impl Responder {
     /// Answers one OCSP request (DER). Never fails: every problem becomes an
