@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use der07::asn1::{BitString, OctetString};
 use der07::Encode;
+use der07::asn1::{BitString, OctetString};
 use x509_cert02::ext::Extension;
 use x509_cert02::ext::pkix::CrlReason;
 use x509_ocsp::{
