@@ -246,6 +246,7 @@ pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
     let mut requests = Vec::with_capacity(count);
     for i in 0..count {
         requests.push(muhr_ca::Request {
+            alt_names: Vec::new(),
             profile: profile.clone(),
             fields: person(i),
             public_key: fresh_key(&rng)?,

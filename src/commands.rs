@@ -58,6 +58,7 @@ pub async fn issue(app: &App, profile: &str, csr: &Path, subject: &Path) -> Resu
     let ca = app.ca().await?;
     let issued = ca
         .issue(muhr_ca::Request {
+            alt_names: Vec::new(),
             profile: profile.to_string(),
             fields,
             public_key,

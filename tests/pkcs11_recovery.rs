@@ -20,6 +20,7 @@ use common::*;
 
 fn request(key: spki::SubjectPublicKeyInfoOwned) -> muhr_ca::Request {
     muhr_ca::Request {
+        alt_names: Vec::new(),
         profile: "individual-auth".into(),
         fields: BTreeMap::from([
             ("pinfl".into(), common::pinfl("3150585123456")),

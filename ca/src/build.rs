@@ -191,6 +191,7 @@ pub fn extensions(
     issuer: Option<&IssuerView<'_>>,
     policy_oids: &[ObjectIdentifier],
     crl_shard: Option<u32>,
+    alt_names: &[crate::alt_name::AltName],
 ) -> der::Result<Vec<Extension>> {
     let mut out = Vec::new();
     if profile.kind == Kind::Ca {
@@ -235,6 +236,10 @@ pub fn extensions(
             authority_cert_serial_number: None,
         },
     )?);
+    // Not critical: every subject here has attributes (RFC 5280 4.2.1.6).
+    if let Some(san) = crate::alt_name::extension(alt_names)? {
+        out.push(ext(false, &san)?);
+    }
     if !policy_oids.is_empty() {
         let policies = policy_oids
             .iter()

@@ -193,6 +193,7 @@ async fn make(
         policy,
         None,
         0,
+        &[],
     )?;
     let tbs = p.tbs;
     let intent = Intent {

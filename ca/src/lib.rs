@@ -13,6 +13,7 @@
 //! A crash between 3 and 5 leaves a pending intent; [`Ca::recover`] signs the
 //! recorded bytes again at the next start, so nothing is lost or issued twice.
 
+pub mod alt_name;
 pub mod build;
 pub mod ceremony;
 pub mod crl;
@@ -178,6 +179,8 @@ pub struct Request {
     pub public_key: SubjectPublicKeyInfoOwned,
     /// The certificate must not outlive this (e.g. the identity document).
     pub not_after_limit: Option<SystemTime>,
+    /// subjectAltName entries, for profiles that allow them.
+    pub alt_names: Vec<alt_name::AltName>,
     /// Who asked, for the audit chain ("cli:root", "line:LINE-01").
     pub actor: String,
 }
@@ -228,7 +231,25 @@ pub(crate) fn prepare(
     policy: &IssuancePolicy,
     not_after_limit: Option<SystemTime>,
     crl_shards: u32,
+    alt_names: &[alt_name::AltName],
 ) -> Result<PreparedTbs, IssueError> {
+    for n in alt_names {
+        if !profile.subject_alt_names.contains(&n.kind()) {
+            return Err(refused(
+                "alt_names",
+                format!("profile {} does not allow {n:?}", profile.name),
+            ));
+        }
+    }
+    if !profile.subject_alt_names.is_empty() && alt_names.is_empty() {
+        return Err(refused(
+            "alt_names",
+            format!(
+                "profile {} needs at least one subjectAltName ({:?})",
+                profile.name, profile.subject_alt_names
+            ),
+        ));
+    }
     goodkey::check(&public_key, &profile.keys).map_err(|rule| refused("public_key", rule))?;
     let subject = build::subject_name(profile, fields)?;
     let now = build::whole_seconds(SystemTime::now());
@@ -255,7 +276,7 @@ pub(crate) fn prepare(
         .unwrap_or_default();
     let serial = serial::generate().map_err(IssueError::Internal)?;
     let crl_shard = crl::shard::of(serial.as_bytes(), crl_shards);
-    let extensions = build::extensions(profile, &public_key, issuer, oids, crl_shard)
+    let extensions = build::extensions(profile, &public_key, issuer, oids, crl_shard, alt_names)
         .map_err(|e| IssueError::Internal(format!("extensions: {e}")))?;
     let subject_text = subject.to_string();
     let tbs = build::to_be_signed(TbsInput {
@@ -452,6 +473,7 @@ impl Ca {
             &self.policy,
             req.not_after_limit,
             self.policy.crl_shards,
+            &req.alt_names,
         )?;
         Ok(Prepared {
             intent: Intent {

@@ -199,6 +199,12 @@ pub fn lint(tbs_der: &[u8], profile: &Profile, issuer: Option<&IssuerView<'_>>) 
             f.push("authorityInfoAccess is missing".into());
         }
     }
+    if !profile.subject_alt_names.is_empty() && !has(oids::ID_CE_SUBJECT_ALT_NAME) {
+        f.push("subjectAltName is missing".into());
+    }
+    if profile.subject_alt_names.is_empty() && has(oids::ID_CE_SUBJECT_ALT_NAME) {
+        f.push("subjectAltName is not in the profile".into());
+    }
     if profile.ocsp_no_check != has(OCSP_NOCHECK) {
         f.push("id-pkix-ocsp-nocheck does not match the profile".into());
     }
@@ -235,6 +241,8 @@ mod tests {
             ),
             ("surname".into(), "IVANOV".into()),
             ("given_name".into(), "IVAN".into()),
+            ("common_name".into(), "ra.muhr.uz".into()),
+            ("organization.name".into(), "Muhr".into()),
         ])
     }
 
@@ -278,7 +286,7 @@ mod tests {
             let issuer = self.issuer();
             let subject_key = key();
             let extensions =
-                build::extensions(p, &subject_key, Some(&issuer), &[], Some(3)).unwrap();
+                build::extensions(p, &subject_key, Some(&issuer), &[], Some(3), &[]).unwrap();
             let mut input = TbsInput {
                 serial: crate::serial::generate().unwrap(),
                 not_before: self.now,
@@ -313,6 +321,74 @@ mod tests {
         let f = Fixture::new();
         for p in ["individual-sign", "individual-auth"] {
             assert_eq!(f.findings(p, &f.tbs(p, |_| {})), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn tls_servers_carry_their_names() {
+        use crate::alt_name::AltName;
+        let f = Fixture::new();
+        let bare = f.tbs("tls-server", |_| {});
+        assert!(has(
+            &f.findings("tls-server", &bare),
+            "subjectAltName is missing"
+        ));
+        let named = f.tbs("tls-server", |i| {
+            let names = [
+                AltName::parse("localhost").unwrap(),
+                AltName::parse("127.0.0.1").unwrap(),
+            ];
+            let san = crate::alt_name::extension(&names).unwrap().unwrap();
+            i.extensions.push(x509_cert::ext::Extension {
+                extn_id: <x509_cert::ext::pkix::SubjectAltName as const_oid::AssociatedOid>::OID,
+                critical: false,
+                extn_value: der::asn1::OctetString::new(der::Encode::to_der(&san).unwrap())
+                    .unwrap(),
+            });
+        });
+        assert_eq!(f.findings("tls-server", &named), Vec::<String>::new());
+        assert!(has(
+            &f.findings("individual-auth", &named),
+            "subjectAltName is not in the profile"
+        ));
+    }
+
+    #[test]
+    fn issuance_asks_for_the_names_a_profile_needs() {
+        use crate::alt_name::AltName;
+        let f = Fixture::new();
+        let issuer = f.issuer();
+        let policy = crate::IssuancePolicy::default();
+        let go = |profile: &str, names: &[AltName]| {
+            crate::prepare(
+                f.profiles.get(profile).unwrap(),
+                &person(),
+                key(),
+                Some(&issuer),
+                None,
+                &policy,
+                None,
+                0,
+                names,
+            )
+        };
+        let names = [
+            AltName::parse("localhost").unwrap(),
+            AltName::parse("127.0.0.1").unwrap(),
+        ];
+        let tbs = go("tls-server", &names).unwrap().tbs;
+        let tbs = x509_cert::certificate::TbsCertificate::from_der(&tbs).unwrap();
+        let (_, san) = tbs
+            .get_extension::<x509_cert::ext::pkix::SubjectAltName>()
+            .unwrap()
+            .unwrap();
+        assert_eq!(san.0.len(), 2);
+        for (profile, names) in [("tls-server", &[][..]), ("individual-auth", &names[..])] {
+            match go(profile, names) {
+                Err(crate::IssueError::Refused(e)) => assert_eq!(e.field, "alt_names"),
+                Err(e) => panic!("{profile}: {e}"),
+                Ok(_) => panic!("{profile}: accepted"),
+            }
         }
     }
 

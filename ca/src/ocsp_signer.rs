@@ -36,6 +36,7 @@ impl Ca {
         let key = tokio::task::block_in_place(|| keys.generate(&label, spec))?;
         let issued = self
             .issue(Request {
+                alt_names: Vec::new(),
                 profile: PROFILE.into(),
                 fields: BTreeMap::from([(
                     "common_name".to_string(),

@@ -42,6 +42,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "legal-entity-sign.toml",
         include_str!("../profiles/legal-entity-sign.toml"),
     ),
+    ("ra-client.toml", include_str!("../profiles/ra-client.toml")),
+    (
+        "tls-server.toml",
+        include_str!("../profiles/tls-server.toml"),
+    ),
 ];
 
 /// The law (ZRU-793) caps a certificate's life at 24 months.
@@ -166,6 +171,18 @@ pub struct Profile {
     pub aia_ocsp: bool,
     pub aia_ca_issuers: bool,
     pub ocsp_no_check: bool,
+    /// Kinds of subjectAltName a request may carry. When not empty, at least
+    /// one is required: a TLS server is found by its alternative names
+    /// (RFC 6125), never by its common name.
+    pub subject_alt_names: Vec<AltNameKind>,
+}
+
+/// A subjectAltName kind a profile allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AltNameKind {
+    Dns,
+    Ip,
 }
 
 impl Profile {
@@ -252,6 +269,8 @@ struct RawProfile {
     aia_ca_issuers: bool,
     #[serde(default)]
     ocsp_no_check: bool,
+    #[serde(default)]
+    subject_alt_names: Vec<AltNameKind>,
 }
 
 /// Parses and validates one profile file.
@@ -425,6 +444,20 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
             "only an OCSPSigning profile may carry id-pkix-ocsp-nocheck".into(),
         ));
     }
+    const SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+    if extended_key_usage.contains(&SERVER_AUTH) && raw.subject_alt_names.is_empty() {
+        return Err(err(
+            "subject_alt_names",
+            "a serverAuth certificate is found by its subjectAltName (RFC 6125): allow dns or ip"
+                .into(),
+        ));
+    }
+    if raw.kind == Kind::Ca && !raw.subject_alt_names.is_empty() {
+        return Err(err(
+            "subject_alt_names",
+            "CA certificates carry no subjectAltName here".into(),
+        ));
+    }
     Ok(Profile {
         name: raw.name,
         file: file.to_string(),
@@ -441,6 +474,7 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
         aia_ocsp: raw.aia_ocsp,
         aia_ca_issuers: raw.aia_ca_issuers,
         ocsp_no_check: raw.ocsp_no_check,
+        subject_alt_names: raw.subject_alt_names,
     })
 }
 

@@ -110,6 +110,9 @@ fn each_rule_names_its_field() {
         let e = refused("individual-auth", &text);
         assert_eq!(e.field, field, "{e}");
     }
+    // A TLS server without alternative names could not be found by clients.
+    let server = builtin("tls-server").replace("subject_alt_names = [\"dns\", \"ip\"]\n", "");
+    assert_eq!(refused("tls-server", &server).field, "subject_alt_names");
     let ca = builtin("root-ca").replace("\"keyCertSign\", ", "");
     assert_eq!(refused("root-ca", &ca).field, "key_usage");
 }
