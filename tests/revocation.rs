@@ -11,20 +11,8 @@ use common::*;
 fn fresh_crl(env: &Env) -> PathBuf {
     let out = env.ok(&["crl"]);
     assert!(out.contains("issuing.crl: CRL number"), "{out}");
-    let der = env.data().join("crl/issuing.crl");
-    lint_crl(&der, "CRL");
-    lint_crl(&env.data().join("crl/root.crl"), "ARL");
-    let pem = env.path("issuing-crl.pem");
-    openssl(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-in",
-        der.to_str().unwrap(),
-        "-out",
-        pem.to_str().unwrap(),
-    ]);
-    pem
+    crl_pem(env, "root");
+    crl_pem(env, "issuing")
 }
 
 fn lint_crl(der: &Path, kind: &str) {
@@ -189,14 +177,8 @@ fn many_entries(db: Db) {
     let out = env.ok(&["bench", "crl", "--entries", "41234", "--json"]);
     let report: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(report["entries"], 41234);
-    fresh_crl(&env);
-    let text = openssl(&[
-        "crl",
-        "-in",
-        env.path("issuing-crl.pem").to_str().unwrap(),
-        "-noout",
-        "-text",
-    ]);
+    let crl = fresh_crl(&env);
+    let text = openssl(&["crl", "-in", crl.to_str().unwrap(), "-noout", "-text"]);
     let serials: Vec<&str> = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Serial Number: "))
@@ -352,7 +334,35 @@ fn deltas_and_shards(db: Db) {
     );
 }
 
+/// Replaced CRLs older than the cut are deleted; the newest of every kind and
+/// scope stays (it is served, and deltas extend it).
+fn pruning(db: Db) {
+    let env = Env::new(db, Keys::Software);
+    env.init();
+    env.ok(&["crl"]);
+    env.ok(&["crl"]);
+    let rows = || {
+        env.sql("SELECT COUNT(*) FROM crls")[0]
+            .parse::<i64>()
+            .unwrap()
+    };
+    // Twice: whole + 16 shards, complete and delta, for issuing; whole for root.
+    assert_eq!(rows(), 2 * (2 * 17 + 2));
+    let newest = env.sql("SELECT MAX(number) FROM crls WHERE issuer = 'issuing'");
+    let pruned = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = muhr_store::Store::connect(&env.db_url).await.unwrap();
+        store.prune_crls(muhr_store::now_secs() + 10).await.unwrap()
+    });
+    assert_eq!((pruned, rows()), (2 * 17 + 2, 2 * 17 + 2));
+    assert_eq!(
+        env.sql("SELECT MAX(number) FROM crls WHERE issuer = 'issuing'"),
+        newest
+    );
+    env.ok(&["crl", "--delta"]);
+}
+
 both_databases! {
+    replaced_crls_are_pruned => pruning;
     suspend_restore_revoke_and_crls => lifecycle;
     delta_and_shard_crls => deltas_and_shards;
     a_crl_of_many_pages => many_entries;

@@ -77,29 +77,23 @@ impl Store {
              WHERE issuer = $1 AND revocation <> 'good' AND serial > $2 AND status = 'issued' AND not_after >= $3 \
              AND serial < $5 ORDER BY serial LIMIT $4";
         let sql = if before.is_some() { BOUNDED } else { OPEN };
+        // One query text and binding for both drivers; only the pool's type differs.
+        macro_rules! fetch {
+            ($pool:expr) => {{
+                let mut q = sqlx::query_as(sql)
+                    .bind(issuer)
+                    .bind(after)
+                    .bind(not_expired_at)
+                    .bind(limit);
+                if let Some(b) = before {
+                    q = q.bind(b);
+                }
+                q.fetch_all($pool).await?
+            }};
+        }
         let rows: Vec<RevokedRow> = match self.scan.get().await? {
-            Typed::Sqlite(pool) => {
-                let mut q = sqlx::query_as(sql)
-                    .bind(issuer)
-                    .bind(after)
-                    .bind(not_expired_at)
-                    .bind(limit);
-                if let Some(b) = before {
-                    q = q.bind(b);
-                }
-                q.fetch_all(pool).await?
-            }
-            Typed::Postgres(pool) => {
-                let mut q = sqlx::query_as(sql)
-                    .bind(issuer)
-                    .bind(after)
-                    .bind(not_expired_at)
-                    .bind(limit);
-                if let Some(b) = before {
-                    q = q.bind(b);
-                }
-                q.fetch_all(pool).await?
-            }
+            Typed::Sqlite(pool) => fetch!(pool),
+            Typed::Postgres(pool) => fetch!(pool),
         };
         Ok(rows
             .into_iter()

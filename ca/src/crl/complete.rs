@@ -38,7 +38,8 @@ pub async fn generate(
     validity: Duration,
 ) -> Result<Vec<StoredCrl>, IssueError> {
     let signer = CrlSigner::of(ca)?;
-    let shards = u32::try_from(store.crl_shard_count(&ca.name).await?).unwrap_or(0);
+    let scopes = super::scopes(store, ca).await?;
+    let shards = scopes.len() - 1;
     let template = ca.urls.crl.clone();
     if shards > 0 && template.is_none() {
         return Err(IssueError::Internal(format!(
@@ -51,8 +52,8 @@ pub async fn generate(
     let next_update = this_update + validity.as_secs() as i64;
     let first_number = store.next_crl_number(&ca.name).await?;
 
-    let mut lists: Vec<Collecting> = std::iter::once(Scope::Whole)
-        .chain((0..shards).map(Scope::Shard))
+    let mut lists: Vec<Collecting> = scopes
+        .into_iter()
         .map(|scope| Collecting {
             scope,
             entries_der: Vec::new(),
@@ -96,7 +97,7 @@ pub async fn generate(
             let shard = r
                 .crl_shard
                 .and_then(|s| usize::try_from(s).ok())
-                .filter(|s| *s < shards as usize);
+                .filter(|s| *s < shards);
             for i in std::iter::once(0).chain(shard.map(|s| s + 1)) {
                 lists[i].entries_der.extend_from_slice(&one);
                 lists[i].count += 1;

@@ -32,9 +32,8 @@ pub async fn generate(
     validity: Duration,
 ) -> Result<Vec<StoredCrl>, IssueError> {
     let signer = CrlSigner::of(ca)?;
-    let shards = u32::try_from(store.crl_shard_count(&ca.name).await?).unwrap_or(0);
     let mut bases = Vec::new();
-    for scope in std::iter::once(Scope::Whole).chain((0..shards).map(Scope::Shard)) {
+    for scope in super::scopes(store, ca).await? {
         if let Some(base) = store
             .latest_crl_info(&ca.name, "full", scope.shard())
             .await?

@@ -50,6 +50,18 @@ impl Scope {
     }
 }
 
+/// Every scope `ca` has CRLs for: the whole CA, then each shard any of its
+/// certificates was ever assigned to.
+pub async fn scopes(
+    store: &muhr_store::Store,
+    ca: &crate::Authority,
+) -> Result<Vec<Scope>, crate::IssueError> {
+    let shards = u32::try_from(store.crl_shard_count(&ca.name).await?).unwrap_or(0);
+    Ok(std::iter::once(Scope::Whole)
+        .chain((0..shards).map(Scope::Shard))
+        .collect())
+}
+
 /// A CRL's name, which is also its file name without `.crl` and what `{crl}`
 /// becomes in the CRL URL template: `issuing`, `issuing-7`, `issuing-delta`,
 /// `issuing-7-delta`.
