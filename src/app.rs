@@ -292,3 +292,25 @@ fn create_passphrase(path: &Path) -> Result<(), Fail> {
         .and_then(|_| f.sync_all())
         .map_err(|e| Fail::invalid(format!("{}: {e}", path.display())))
 }
+
+/// The district list: the configured file, else the compiled-in one.
+pub fn districts(config: &Config) -> Result<muhr_policies::Districts, Fail> {
+    match &config.personalization.districts_file {
+        Some(p) => muhr_policies::Districts::load(p),
+        None => muhr_policies::Districts::builtin(),
+    }
+    .map_err(|e| Fail::invalid(format!("districts: {e}")))
+}
+
+impl App {
+    /// The RA's rules, checked against the loaded profiles.
+    pub fn ra_rules(&self) -> Result<muhr_ra::Rules, Fail> {
+        muhr_ra::Rules::new(
+            self.config.identity.clone(),
+            districts(&self.config)?,
+            self.config.personalization.clone(),
+            self.profiles.clone(),
+        )
+        .map_err(Fail::invalid)
+    }
+}

@@ -34,6 +34,8 @@ pub struct Config {
     pub identity: muhr_ca::identity::IdentityRules,
     #[serde(default)]
     pub ceremony: CeremonyConfig,
+    #[serde(default)]
+    pub personalization: muhr_ra::PersonalizationConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +102,14 @@ impl Default for KeyStoreConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     pub listen: String,
+    /// The RA's mutual-TLS listener (personalization line, operators).
+    pub listen_mtls: String,
+    /// The mTLS listener's certificate chain and key (PEM files). Without them
+    /// the CA issues one (`tls-server` profile) for `tls_names`, kept in
+    /// DATA/tls and renewed when it has less than 30 days left.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_names: Vec<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -108,6 +118,10 @@ impl Default for Server {
     fn default() -> Self {
         Self {
             listen: DEFAULT_LISTEN.into(),
+            listen_mtls: "127.0.0.1:8443".into(),
+            tls_cert: None,
+            tls_key: None,
+            tls_names: vec!["localhost".into(), "127.0.0.1".into()],
         }
     }
 }

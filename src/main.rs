@@ -5,6 +5,8 @@ mod bench;
 mod commands;
 mod config;
 mod crl_http;
+mod mtls;
+mod ra_cli;
 mod serve;
 
 use std::path::PathBuf;
@@ -46,11 +48,15 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve health, metrics and CA certificates over HTTP.
+    /// Serve health, metrics, CA certificates, CRLs and OCSP over HTTP, and the
+    /// RA (personalization, operators) over mutual TLS.
     Serve {
         /// Address to listen on (default: the configuration's, else 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<String>,
+        /// The RA's mutual-TLS address (default: server.listen_mtls, else 127.0.0.1:8443).
+        #[arg(long)]
+        listen_mtls: Option<String>,
     },
     /// Run the OCSP responder alone (status from the database; no CA key needed).
     Ocsp {
@@ -100,6 +106,21 @@ enum Command {
         #[arg(long)]
         delta: bool,
     },
+    /// Mutual-TLS clients of the RA.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// The population-registry extract the RA checks people against.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+    /// Reports.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// The audit chain.
     Audit {
         #[command(subcommand)]
@@ -122,6 +143,47 @@ enum CaCommand {
 enum CertCommand {
     /// Show one certificate; SERIAL in hex as OpenSSL prints it.
     Show { serial: String },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Issue a client credential (key, certificate and chain in a PKCS#12 file)
+    /// and register it with a role. Revoke it with `muhr revoke SERIAL`.
+    Add {
+        /// personalization-line or operator.
+        #[arg(long)]
+        role: String,
+        /// The client's name (its certificate's CN), e.g. LINE-01.
+        #[arg(long)]
+        name: String,
+        /// The PKCS#12 file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// File holding the PKCS#12 password (at least 8 characters).
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Load a CSV extract: pinfl,surname,given_name,patronymic,birth_date,deceased_on.
+    Import { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Personalization pilot figures per district and in total.
+    Pilot {
+        /// First day (YYYY-MM-DD, UTC), included.
+        #[arg(long)]
+        from: String,
+        /// Last day (YYYY-MM-DD, UTC), included.
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value_t = ra_cli::ReportFormat::Csv)]
+        format: ra_cli::ReportFormat,
+    },
 }
 
 #[derive(Subcommand)]
@@ -202,7 +264,25 @@ async fn run(cli: Cli) -> Result<(), Fail> {
     let g = cli.global;
     let app = app::App::load(g.config.as_deref(), g.data.as_deref()).await?;
     match cli.command {
-        Command::Serve { listen } => serve::run(app, listen).await,
+        Command::Serve {
+            listen,
+            listen_mtls,
+        } => serve::run(app, listen, listen_mtls).await,
+        Command::Client {
+            command:
+                ClientCommand::Add {
+                    role,
+                    name,
+                    out,
+                    password_file,
+                },
+        } => mtls::client_add(&app, &role, &name, &out, &password_file).await,
+        Command::Registry {
+            command: RegistryCommand::Import { file },
+        } => ra_cli::registry_import(&app, &file).await,
+        Command::Report {
+            command: ReportCommand::Pilot { from, to, format },
+        } => ra_cli::report_pilot(&app, &from, &to, format).await,
         Command::Ocsp { listen } => serve::run_ocsp(app, listen).await,
         Command::Ca {
             command: CaCommand::Init,

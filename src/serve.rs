@@ -1,5 +1,6 @@
-//! `muhr serve`: health, metrics and the CA certificates (at the caIssuers URLs
-//! written into every certificate). Later issues mount the RA and OCSP here.
+//! `muhr serve`: health, metrics, the CA certificates (at the caIssuers URLs
+//! written into every certificate), CRLs and OCSP over plain HTTP; the RA on
+//! its own mutual-TLS listener.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +77,12 @@ async fn signer_renewal(
     }
 }
 
-pub async fn run(app: App, listen: Option<String>) -> Result<(), Fail> {
+pub async fn run(
+    app: App,
+    listen: Option<String>,
+    listen_mtls: Option<String>,
+) -> Result<(), Fail> {
+    let rules = Arc::new(app.ra_rules()?);
     let ca = Arc::new(app.ca().await?);
     // The delegated OCSP signer: made or renewed here, where the CA key is.
     let spec: muhr_hsm::KeySpec = app
@@ -102,25 +108,47 @@ pub async fn run(app: App, listen: Option<String>) -> Result<(), Fail> {
         },
     ));
     let shared = Shared {
-        ca,
+        ca: ca.clone(),
         ocsp: responder.clone(),
         store: app.store.clone(),
         crls: Default::default(),
         keys: app.keys.clone(),
     };
+    // The RA on its own mutual-TLS listener.
+    let listen_mtls = listen_mtls.unwrap_or_else(|| app.config.server.listen_mtls.clone());
+    let credential = crate::mtls::server_credential(&app, &ca).await?;
+    let tls = crate::mtls::server_config(&credential, &ca.issuing.der)?;
+    let api = muhr_ra::http::Api {
+        personalizer: muhr_ra::Personalizer::start(ca.clone(), rules),
+        registry: Arc::new(muhr_ra::clients::Registry::new(app.store.clone())),
+        crl_validity: Duration::from_secs(c.validity_hours * 3600),
+    };
+    let mtls_handle = axum_server::Handle::new();
+    let mtls = tokio::spawn(crate::mtls::bind(
+        &listen_mtls,
+        muhr_ra::http::router(api),
+        tls,
+        mtls_handle.clone(),
+    )?);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| Fail::invalid(format!("cannot listen on {listen}: {e}")))?;
-    tracing::info!(%listen, database = app.store.backend().name(), key_store = %app.keys.describe(), "serving");
-    axum::serve(
+    tracing::info!(%listen, %listen_mtls, database = app.store.backend().name(), key_store = %app.keys.describe(), "serving");
+    let served = axum::serve(
         listener,
         router(shared).merge(muhr_ocsp_responder::router(responder)),
     )
     .with_graceful_shutdown(shutdown())
     .await
-    .map_err(|e| Fail::internal(format!("server: {e}")))?;
+    .map_err(|e| Fail::internal(format!("server: {e}")));
+    mtls_handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    let mtls_result = mtls
+        .await
+        .map_err(|e| Fail::internal(format!("mTLS listener: {e}")))?
+        .map_err(|e| Fail::internal(format!("mTLS listener: {e}")));
     app.store.close().await;
-    Ok(())
+    served?;
+    mtls_result
 }
 
 /// `muhr ocsp`: only the responder, for scaling out next to a database or a
@@ -157,14 +185,18 @@ pub fn router(shared: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/ca/{file}", get(ca_file))
         .route("/crl/{file}", get(crate::crl_http::crl_file))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .with_state(shared)
 }
 
-pub(crate) fn json_error(status: StatusCode, field: &str, rule: &str) -> Response {
+pub(crate) use muhr_ra::http::json_error;
+
+/// The RA API's description, also here so callers can read it without a credential.
+async fn openapi() -> Response {
     (
-        status,
-        Json(serde_json::json!({ "error": { "field": field, "rule": rule } })),
+        [(header::CONTENT_TYPE, "application/json")],
+        muhr_ra::http::OPENAPI,
     )
         .into_response()
 }

@@ -18,6 +18,7 @@ command -v softhsm2-util >/dev/null || need_pkgs+=(softhsm2)
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || need_pkgs+=(softhsm2)
 command -v pkcs11-tool >/dev/null || need_pkgs+=(opensc)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v curl >/dev/null || need_pkgs+=(curl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v pip3 >/dev/null || command -v pip >/dev/null || need_pkgs+=(python3-pip)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -206,6 +206,7 @@ async fn make(
         not_after: unix(p.not_after),
         tbs: tbs.clone(),
         crl_shard: None,
+        job: None,
     };
     store.record_intents(std::slice::from_ref(&intent)).await?;
     let (signer, spki) = match issuer {

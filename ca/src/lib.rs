@@ -56,6 +56,10 @@ pub enum IssueError {
     Store(#[from] muhr_store::StoreError),
     #[error("key store: {0}")]
     Key(#[from] muhr_hsm::HsmError),
+    /// The request's card job already has a certificate in this role, recorded
+    /// by another request; this one signed nothing.
+    #[error("card job {job} already has its {role} certificate")]
+    AlreadyIssued { job: String, role: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -183,6 +187,9 @@ pub struct Request {
     pub alt_names: Vec<alt_name::AltName>,
     /// Who asked, for the audit chain ("cli:root", "line:LINE-01").
     pub actor: String,
+    /// The RA card job and role this certificate is for: the database lets
+    /// each (job, role) be issued once.
+    pub job: Option<muhr_store::JobLink>,
 }
 
 #[derive(Clone, Debug)]
@@ -486,6 +493,7 @@ impl Ca {
                 not_after: unix(p.not_after),
                 tbs: p.tbs,
                 crl_shard: p.crl_shard.map(i64::from),
+                job: req.job,
             },
             profile: profile.name.clone(),
             signer: self
@@ -536,10 +544,30 @@ impl Ca {
         };
         if !prepared.is_empty() {
             let intents: Vec<Intent> = prepared.iter().map(|(_, p)| p.intent.clone()).collect();
-            if let Err(e) = self.store.record_intents(&intents).await {
-                fail_all(&mut results, &prepared, format!("recording intent: {e}"));
-                return results.into_iter().map(|r| r.expect("filled")).collect();
+            let recorded = match self.store.record_intents(&intents).await {
+                Ok(r) => r,
+                Err(e) => {
+                    fail_all(&mut results, &prepared, format!("recording intent: {e}"));
+                    return results.into_iter().map(|r| r.expect("filled")).collect();
+                }
+            };
+            // A job's role recorded by someone else: this request signs nothing.
+            let mut kept = Vec::with_capacity(prepared.len());
+            for ((i, p), recorded) in prepared.into_iter().zip(recorded) {
+                if recorded {
+                    kept.push((i, p));
+                } else {
+                    let link = p.intent.job.clone().unwrap_or(muhr_store::JobLink {
+                        job: String::new(),
+                        role: String::new(),
+                    });
+                    results[i] = Some(Err(IssueError::AlreadyIssued {
+                        job: link.job,
+                        role: link.role,
+                    }));
+                }
             }
+            let prepared = kept;
             let tasks: Vec<SignTask> = prepared
                 .iter()
                 .map(|(_, p)| {
@@ -612,36 +640,79 @@ impl Ca {
                 tracing::warn!(serial = %intent.serial, issuer = %intent.issuer, "pending intent of a CA whose key is not loaded; left pending");
                 continue;
             }
-            let profile = self.profiles.get(&intent.profile).ok_or_else(|| {
-                IssueError::Internal(format!(
-                    "pending certificate {} names unknown profile {}",
-                    intent.serial, intent.profile
-                ))
-            })?;
-            let findings = lint::lint(&intent.tbs, profile, Some(&self.issuing.view()?));
-            if !findings.is_empty() {
-                return Err(IssueError::Internal(format!(
-                    "pending certificate {} no longer passes lint: {}",
-                    intent.serial,
-                    findings.join("; ")
-                )));
-            }
-            let signer = self.issuing.signer.clone().expect("issuing key loaded");
-            let spki = self
-                .issuing
-                .certificate
-                .tbs_certificate()
-                .subject_public_key_info()
-                .clone();
-            let (_, der) = finish_sign(spawn_sign(signer, spki, intent.tbs.clone(), None)).await?;
-            let event = issue_event("recovery", &intent, &der);
-            self.store
-                .complete_issuance(&[(intent.serial.clone(), der, event)])
-                .await?;
-            tracing::info!(serial = %intent.serial, "finished a certificate left pending by an interrupted issuance");
+            let serial = intent.serial.clone();
+            self.finish_intent(intent, "recovery").await?;
+            tracing::info!(%serial, "finished a certificate left pending by an interrupted issuance");
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Signs a recorded intent exactly as recorded and stores the certificate.
+    /// Used by recovery and by an RA retry that finds its job's intent pending.
+    /// If another process finished it meanwhile, returns that certificate.
+    pub async fn finish_intent(&self, intent: Intent, actor: &str) -> Result<Issued, IssueError> {
+        let profile = self.profiles.get(&intent.profile).ok_or_else(|| {
+            IssueError::Internal(format!(
+                "pending certificate {} names unknown profile {}",
+                intent.serial, intent.profile
+            ))
+        })?;
+        let findings = lint::lint(&intent.tbs, profile, Some(&self.issuing.view()?));
+        if !findings.is_empty() {
+            return Err(IssueError::Internal(format!(
+                "pending certificate {} no longer passes lint: {}",
+                intent.serial,
+                findings.join("; ")
+            )));
+        }
+        let signer = self.issuing.signer.clone().expect("issuing key loaded");
+        let spki = self
+            .issuing
+            .certificate
+            .tbs_certificate()
+            .subject_public_key_info()
+            .clone();
+        let (certificate, der) =
+            finish_sign(spawn_sign(signer, spki, intent.tbs.clone(), None)).await?;
+        let event = issue_event(actor, &intent, &der);
+        match self
+            .store
+            .complete_issuance(&[(intent.serial.clone(), der.clone(), event)])
+            .await
+        {
+            Ok(()) => {
+                self.metrics.issued(&intent.profile);
+                Ok(Issued {
+                    serial: intent.serial,
+                    profile: intent.profile,
+                    der,
+                    certificate,
+                })
+            }
+            Err(muhr_store::StoreError::Conflict(_)) => {
+                let stored = self
+                    .store
+                    .certificate(&intent.serial)
+                    .await?
+                    .and_then(|r| r.der)
+                    .ok_or_else(|| {
+                        IssueError::Internal(format!(
+                            "certificate {} is neither pending nor issued",
+                            intent.serial
+                        ))
+                    })?;
+                let certificate = Certificate::from_der(&stored)
+                    .map_err(|e| IssueError::Internal(format!("stored certificate: {e}")))?;
+                Ok(Issued {
+                    serial: intent.serial,
+                    profile: intent.profile,
+                    der: stored,
+                    certificate,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Revokes, suspends or restores a certificate, with its audit entry.

@@ -45,6 +45,7 @@ impl Ca {
                 public_key: key.public_key().clone(),
                 not_after_limit: None,
                 actor: actor.to_string(),
+                job: None,
             })
             .await?;
         let validity = issued.certificate.tbs_certificate().validity();

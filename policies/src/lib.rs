@@ -5,6 +5,7 @@
 //! A bad profile stops start-up with an error naming the file, the field and the
 //! rule it breaks, so an operator's typo never reaches a certificate.
 
+pub mod districts;
 mod duration;
 mod template;
 
@@ -16,6 +17,7 @@ use std::str::FromStr;
 use const_oid::ObjectIdentifier;
 use serde::Deserialize;
 
+pub use districts::Districts;
 pub use duration::Validity;
 pub use template::Template;
 

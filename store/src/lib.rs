@@ -6,6 +6,7 @@
 //! Only the DDL differs, so each backend has its own migrations folder.
 
 pub mod audit;
+pub mod ra;
 pub mod status;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -69,6 +70,16 @@ pub struct Intent {
     /// The CRL shard written into the certificate's CRL distribution point
     /// (`None`: the CA's whole CRL).
     pub crl_shard: Option<i64>,
+    /// The RA card job this certificate belongs to, if any.
+    pub job: Option<JobLink>,
+}
+
+/// A certificate's place in an RA card job: at most one certificate per
+/// (job, role), enforced by the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobLink {
+    pub job: String,
+    pub role: String,
 }
 
 #[derive(Clone, Debug)]
@@ -151,14 +162,20 @@ impl Store {
 
     /// Commits intents before any key signs them: after a crash, a serial is
     /// never reused and the to-be-signed bytes can be signed again as they were.
-    pub async fn record_intents(&self, intents: &[Intent]) -> Result<()> {
+    ///
+    /// Returns, per intent, whether it was recorded: `false` means its card job
+    /// already has a certificate in that role (another request got there first),
+    /// so this one must not be signed.
+    pub async fn record_intents(&self, intents: &[Intent]) -> Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
         let now = now_secs();
+        let mut recorded = Vec::with_capacity(intents.len());
         for i in intents {
             let r = sqlx::query(
                 "INSERT INTO certificates (serial, issuer, profile, subject, pinfl, not_before, \
-                 not_after, tbs, crl_shard, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)",
+                 not_after, tbs, crl_shard, job, job_role, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12) \
+                 ON CONFLICT (job, job_role) DO NOTHING",
             )
             .bind(&i.serial)
             .bind(&i.issuer)
@@ -169,21 +186,24 @@ impl Store {
             .bind(i.not_after)
             .bind(&i.tbs)
             .bind(i.crl_shard)
+            .bind(i.job.as_ref().map(|j| j.job.clone()))
+            .bind(i.job.as_ref().map(|j| j.role.clone()))
             .bind(now)
             .execute(&mut *tx)
             .await;
-            if let Err(e) = r {
-                if is_unique_violation(&e) {
+            match r {
+                Ok(done) => recorded.push(done.rows_affected() == 1),
+                Err(e) if is_unique_violation(&e) => {
                     return Err(StoreError::Conflict(format!(
                         "serial {} already used",
                         i.serial
                     )));
                 }
-                return Err(e.into());
+                Err(e) => return Err(e.into()),
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(recorded)
     }
 
     /// Stores signed certificates and their audit entries in one transaction.
@@ -218,8 +238,8 @@ impl Store {
     /// milliseconds, so an old pending intent belongs to a process that died.
     pub async fn pending_intents(&self, min_age_secs: i64) -> Result<Vec<Intent>> {
         let rows = sqlx::query(
-            "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, crl_shard \
-             FROM certificates WHERE status = 'pending' AND created_at <= $1 ORDER BY created_at",
+            "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, crl_shard, \
+             job, job_role FROM certificates WHERE status = 'pending' AND created_at <= $1 ORDER BY created_at",
         )
         .bind(now_secs() - min_age_secs)
         .fetch_all(&self.pool)
@@ -230,7 +250,7 @@ impl Store {
     pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>> {
         let row = sqlx::query(
             "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, crl_shard, der, \
-             status, created_at, issued_at FROM certificates WHERE serial = $1",
+             job, job_role, status, created_at, issued_at FROM certificates WHERE serial = $1",
         )
         .bind(serial)
         .fetch_optional(&self.pool)
@@ -355,6 +375,13 @@ fn intent_from_row(row: &sqlx::any::AnyRow) -> Result<Intent> {
         not_after: row.try_get("not_after")?,
         tbs: row.try_get("tbs")?,
         crl_shard: row.try_get("crl_shard")?,
+        job: match (
+            row.try_get::<Option<String>, _>("job")?,
+            row.try_get::<Option<String>, _>("job_role")?,
+        ) {
+            (Some(job), Some(role)) => Some(JobLink { job, role }),
+            _ => None,
+        },
     })
 }
 

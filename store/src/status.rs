@@ -86,34 +86,7 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<Status> {
         let mut tx = self.pool.begin().await?;
-        let now = crate::now_secs();
-        let (sql, reason, at): (&str, Option<i64>, Option<i64>) = match t {
-            Transition::Revoke { reason } => (
-                "UPDATE certificates SET revocation = 'revoked', revocation_reason = $1, revoked_at = $2 \
-                 WHERE serial = $3 AND status = 'issued' AND revocation <> 'revoked'",
-                Some(reason),
-                Some(now),
-            ),
-            Transition::Suspend => (
-                "UPDATE certificates SET revocation = 'suspended', revocation_reason = $1, revoked_at = $2 \
-                 WHERE serial = $3 AND status = 'issued' AND revocation = 'good'",
-                Some(CERTIFICATE_HOLD),
-                Some(now),
-            ),
-            Transition::Restore => (
-                "UPDATE certificates SET revocation = 'good', revocation_reason = $1, revoked_at = $2 \
-                 WHERE serial = $3 AND status = 'issued' AND revocation = 'suspended'",
-                None,
-                None,
-            ),
-        };
-        let r = sqlx::query(sql)
-            .bind(reason)
-            .bind(at)
-            .bind(serial)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() != 1 {
+        let Some(status) = transition_in(&mut tx, serial, t).await? else {
             drop(tx);
             let current = self.status(serial).await?;
             let why = match (current, t) {
@@ -132,25 +105,7 @@ impl Store {
                 (Some(s), _) => format!("certificate {serial} is {}", s.revocation),
             };
             return Err(StoreError::Conflict(why));
-        }
-        let row = sqlx::query(
-            "SELECT serial, issuer, revocation, revoked_at, revocation_reason FROM certificates WHERE serial = $1",
-        )
-        .bind(serial)
-        .fetch_one(&mut *tx)
-        .await?;
-        let status = status_from_row(&row)?;
-        sqlx::query(
-            "INSERT INTO status_changes (serial, issuer, revocation, revoked_at, reason, at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&status.serial)
-        .bind(&status.issuer)
-        .bind(&status.revocation)
-        .bind(status.revoked_at)
-        .bind(status.reason)
-        .bind(now_micros())
-        .execute(&mut *tx)
-        .await?;
+        };
         audit::append(&mut tx, &[event]).await?;
         tx.commit().await?;
         Ok(status)
@@ -570,4 +525,62 @@ impl Store {
         let ok: bool = row.try_get("ok")?;
         Ok(ok.then_some(Leadership { conn: Some(conn) }))
     }
+}
+
+/// Applies `t` inside the caller's transaction and feeds the change to
+/// responders; `None` when the certificate's state does not allow it.
+pub(crate) async fn transition_in(
+    tx: &mut crate::Tx<'_>,
+    serial: &str,
+    t: Transition,
+) -> Result<Option<Status>> {
+    let now = crate::now_secs();
+    let (sql, reason, at): (&str, Option<i64>, Option<i64>) = match t {
+        Transition::Revoke { reason } => (
+            "UPDATE certificates SET revocation = 'revoked', revocation_reason = $1, revoked_at = $2 \
+                 WHERE serial = $3 AND status = 'issued' AND revocation <> 'revoked'",
+            Some(reason),
+            Some(now),
+        ),
+        Transition::Suspend => (
+            "UPDATE certificates SET revocation = 'suspended', revocation_reason = $1, revoked_at = $2 \
+                 WHERE serial = $3 AND status = 'issued' AND revocation = 'good'",
+            Some(CERTIFICATE_HOLD),
+            Some(now),
+        ),
+        Transition::Restore => (
+            "UPDATE certificates SET revocation = 'good', revocation_reason = $1, revoked_at = $2 \
+                 WHERE serial = $3 AND status = 'issued' AND revocation = 'suspended'",
+            None,
+            None,
+        ),
+    };
+    let r = sqlx::query(sql)
+        .bind(reason)
+        .bind(at)
+        .bind(serial)
+        .execute(&mut **tx)
+        .await?;
+    if r.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+            "SELECT serial, issuer, revocation, revoked_at, revocation_reason FROM certificates WHERE serial = $1",
+        )
+        .bind(serial)
+        .fetch_one(&mut **tx)
+        .await?;
+    let status = status_from_row(&row)?;
+    sqlx::query(
+            "INSERT INTO status_changes (serial, issuer, revocation, revoked_at, reason, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&status.serial)
+        .bind(&status.issuer)
+        .bind(&status.revocation)
+        .bind(status.revoked_at)
+        .bind(status.reason)
+        .bind(now_micros())
+        .execute(&mut **tx)
+        .await?;
+    Ok(Some(status))
 }

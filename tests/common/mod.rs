@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod ra;
+
 pub const PIN: &str = "4711-test-pin";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -506,11 +508,35 @@ pub fn start(env: &Env, extra_args: &[&str]) -> (Server, u16) {
 
 /// Starts `muhr SUBCOMMAND --listen 127.0.0.1:PORT` and waits until it accepts connections.
 pub fn start_with(env: &Env, subcommand: &str, extra_args: &[&str]) -> (Server, u16) {
+    let (server, port, _) = start_ports(env, subcommand, extra_args);
+    (server, port)
+}
+
+/// `muhr serve` with its RA listener: (server, HTTP port, mTLS port).
+pub fn start_ra(env: &Env) -> (Server, u16, u16) {
+    let (server, port, mtls) = start_ports(env, "serve", &[]);
+    let mtls = mtls.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", mtls)).is_err() {
+        assert!(Instant::now() < deadline, "the mTLS listener did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port, mtls)
+}
+
+/// Every `serve` gets its own mTLS port, so tests never meet on the default one.
+fn start_ports(env: &Env, subcommand: &str, extra_args: &[&str]) -> (Server, u16, Option<u16>) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    let mtls = (subcommand == "serve").then(free_port);
+    let mtls_args = match mtls {
+        Some(p) => vec!["--listen-mtls".to_string(), format!("127.0.0.1:{p}")],
+        None => Vec::new(),
+    };
     let child = env
         .muhr()
         .args([subcommand, "--listen", &listen, "--log-format", "json"])
+        .args(&mtls_args)
         .args(extra_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -522,5 +548,5 @@ pub fn start_with(env: &Env, subcommand: &str, extra_args: &[&str]) -> (Server, 
         assert!(Instant::now() < deadline, "muhr serve did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (server, port)
+    (server, port, mtls)
 }

@@ -1,0 +1,123 @@
+//! Who may call the RA: mutual-TLS clients whose certificate (issued by Muhr
+//! under the `ra-client` profile) is registered with a role. TLS proves the
+//! holder has the key of a certificate our issuing CA made; the registry says
+//! what that certificate may do. A revoked, suspended or expired credential,
+//! or one never registered, may do nothing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use der::Decode;
+use muhr_store::Store;
+use x509_cert::Certificate;
+
+/// How long a registry answer is reused: a revocation takes effect within it.
+const FRESH: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    PersonalizationLine,
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::PersonalizationLine => "personalization-line",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "personalization-line" => Ok(Role::PersonalizationLine),
+            "operator" => Ok(Role::Operator),
+            _ => Err(format!(
+                "unknown role {s:?} (roles: personalization-line, operator)"
+            )),
+        }
+    }
+}
+
+/// The client's leaf certificate (DER), put into each request by the listener.
+#[derive(Clone, Debug)]
+pub struct PeerCertificate(pub Vec<u8>);
+
+/// An authorized caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+    pub serial: String,
+}
+
+impl Caller {
+    /// The audit chain's name for this caller.
+    pub fn actor(&self) -> String {
+        format!("ra-client:{}", self.name)
+    }
+}
+
+/// A registry answer and when it was read.
+type Cached = (Instant, Result<Caller, String>);
+
+pub struct Registry {
+    store: Store,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+impl Registry {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The caller a client certificate stands for, or why it stands for none.
+    pub async fn caller(&self, peer: Option<&PeerCertificate>) -> Result<Caller, String> {
+        let Some(peer) = peer else {
+            return Err("no client certificate".into());
+        };
+        let cert = Certificate::from_der(&peer.0)
+            .map_err(|e| format!("client certificate does not parse: {e}"))?;
+        let serial = muhr_ca::serial::to_hex(cert.tbs_certificate().serial_number());
+        if let Some((at, answer)) = self.cache.lock().ok().and_then(|c| c.get(&serial).cloned())
+            && at.elapsed() < FRESH
+        {
+            return answer;
+        }
+        let answer = match self.store.ra_client(&serial).await {
+            Err(e) => return Err(format!("client registry unavailable: {e}")),
+            Ok(None) => Err(format!(
+                "client certificate {serial} is not registered (muhr client add)"
+            )),
+            Ok(Some(c)) if c.revocation != "good" => {
+                Err(format!("client certificate {serial} is {}", c.revocation))
+            }
+            Ok(Some(c)) if c.not_after < muhr_store::now_secs() => {
+                Err(format!("client certificate {serial} has expired"))
+            }
+            Ok(Some(c)) => c
+                .role
+                .parse()
+                .map(|role| Caller {
+                    name: c.name,
+                    role,
+                    serial: serial.clone(),
+                })
+                .map_err(|e: String| format!("client {serial}: {e}")),
+        };
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() > 10_000 {
+                c.clear();
+            }
+            c.insert(serial, (Instant::now(), answer.clone()));
+        }
+        answer
+    }
+}

@@ -1,0 +1,18 @@
+//! The registration authority: it decides, the CA only signs.
+//!
+//! The personalization line sends each card it makes; the RA checks the person,
+//! the document and the chip's keys, claims the card job so a retry never issues
+//! twice, asks the CA for the certificates and supersedes the person's previous
+//! card. Operators look up people and certificates and change their status.
+//! Callers are mutual-TLS clients known to the registry in [`clients`].
+
+pub mod card;
+pub mod clients;
+pub mod config;
+pub mod http;
+pub mod personalize;
+pub mod report;
+
+pub use card::{CardRequest, Refusal, Rules};
+pub use config::PersonalizationConfig;
+pub use personalize::{CardError, CardOutcome, Personalizer};

@@ -1,0 +1,516 @@
+//! Issuing a card's certificates: idempotent, exactly once, with group commit.
+//!
+//! Cards arriving together (concurrent requests, or a batch) are handled as one
+//! group: one transaction claims their jobs, one records every certificate's
+//! intent, one stores the signed certificates, one finishes the jobs (and
+//! supersedes previous cards). A group of a hundred cards costs four commits,
+//! not four hundred, and nothing is handed out before its commit.
+//!
+//! Exactly once rests on the database: each certificate carries its job and
+//! role, unique together. A retry of a job that is still pending waits while its
+//! lease is live, then takes the job over and finishes whatever is missing:
+//! signs recorded intents as recorded, issues roles never recorded, and
+//! finishes the job.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use muhr_ca::{Ca, IssueError, Request};
+use muhr_store::ra::{Claim, FinishedJob, JobClaim, JobRow, Supersede};
+use muhr_store::{JobLink, Store};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::card::{CardRequest, Date, Refusal, Rules, ValidCard};
+use crate::config::SupersedeMode;
+
+/// A claimed job is left alone by other requests for this long.
+const LEASE_SECS: i64 = 5;
+/// Most cards handled as one group.
+const MAX_GROUP: usize = 256;
+/// Groups under way at once: while some wait for a commit, others sign.
+const GROUPS_IN_FLIGHT: usize = 4;
+/// How long a retry waits for a job another request is working on.
+const WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardCertificate {
+    pub role: String,
+    pub serial: String,
+    pub profile: String,
+    pub der: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CardOutcome {
+    pub request_id: String,
+    /// In role order.
+    pub certificates: Vec<CardCertificate>,
+    /// True when the job was finished earlier and this answer repeats it.
+    pub replayed: bool,
+    /// Serials of the person's previous card revoked by this one.
+    pub superseded: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CardError {
+    Refused(Refusal),
+    /// The request id was used with another body.
+    Conflict(String),
+    /// Another request is still working on this job; retry later.
+    InProgress,
+    Internal(String),
+}
+
+impl From<muhr_store::StoreError> for CardError {
+    fn from(e: muhr_store::StoreError) -> Self {
+        CardError::Internal(format!("database: {e}"))
+    }
+}
+
+struct Work {
+    card: ValidCard,
+    job: String,
+    actor: String,
+    started: Instant,
+    reply: oneshot::Sender<Result<CardOutcome, CardError>>,
+}
+
+pub struct Personalizer {
+    ca: Arc<Ca>,
+    store: Store,
+    rules: Arc<Rules>,
+    /// This process, as the owner of the jobs it claims.
+    owner: String,
+    queue: mpsc::Sender<Work>,
+}
+
+impl Personalizer {
+    /// Starts the group worker.
+    pub fn start(ca: Arc<Ca>, rules: Arc<Rules>) -> Arc<Self> {
+        let (queue, rx) = mpsc::channel(4 * MAX_GROUP);
+        // Tells processes apart (pid alone repeats across restarts); not a secret.
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = Arc::new(Self {
+            store: ca.store().clone(),
+            ca,
+            rules,
+            owner: format!("{}-{started:x}", std::process::id()),
+            queue,
+        });
+        tokio::spawn(p.clone().run(rx));
+        p
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// Checks one card request and issues its certificates (or repeats the
+    /// answer a finished job gave). `client` scopes the request id.
+    pub async fn submit(
+        &self,
+        client: &str,
+        request: CardRequest,
+    ) -> Result<CardOutcome, CardError> {
+        let started = Instant::now();
+        let district = request.document.issuing_office.clone();
+        let card = match self.rules.check(request, Date::today()) {
+            Ok(c) => c,
+            Err(r) => return Err(self.refuse(&district, r, started).await),
+        };
+        match self.store.registry_person(&card.request.person.pinfl).await {
+            Ok(Some(p)) if p.deceased_on.is_some() => {
+                return Err(self.refuse(&district, Refusal::deceased(), started).await);
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (reply, answer) = oneshot::channel();
+        let work = Work {
+            job: format!("{client}/{}", card.request.request_id),
+            actor: format!("ra-client:{client}"),
+            card,
+            started,
+            reply,
+        };
+        self.queue
+            .send(work)
+            .await
+            .map_err(|_| CardError::Internal("the issuance worker stopped".into()))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(CardError::Internal("the issuance worker stopped".into())))
+    }
+
+    async fn refuse(&self, district: &str, r: Refusal, started: Instant) -> CardError {
+        let district = if self.rules.districts.name(district).is_some() {
+            district
+        } else {
+            "unknown"
+        };
+        if let Err(e) = self
+            .store
+            .record_outcome(district, "refused", &r.reason, micros(started))
+            .await
+        {
+            tracing::warn!(error = %e, "could not count a refusal for the pilot report");
+        }
+        CardError::Refused(r)
+    }
+
+    async fn fail(&self, w: &Work, cause: &str) {
+        if let Err(e) = self
+            .store
+            .record_outcome(&w.card.district, "failed", cause, micros(w.started))
+            .await
+        {
+            tracing::warn!(error = %e, "could not count a failure for the pilot report");
+        }
+    }
+
+    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Work>) {
+        let permits = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(first) = rx.recv().await else { return };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(w) => group.push(w),
+                    Err(_) => break,
+                }
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.process(group).await;
+                drop(permit);
+            });
+        }
+    }
+
+    fn supersede(&self) -> Supersede {
+        match self.rules.config.supersede {
+            SupersedeMode::Revoke => Supersede::Revoke,
+            SupersedeMode::Keep => Supersede::Keep,
+        }
+    }
+
+    fn requests(&self, w: &Work, roles: Option<&[String]>) -> Vec<Request> {
+        w.card
+            .keys
+            .iter()
+            .filter(|(role, _, _)| roles.is_none_or(|r| r.contains(role)))
+            .map(|(role, profile, key)| Request {
+                profile: profile.clone(),
+                fields: w.card.fields.clone(),
+                public_key: key.clone(),
+                not_after_limit: Some(w.card.not_after_limit),
+                alt_names: Vec::new(),
+                actor: w.actor.clone(),
+                job: Some(JobLink {
+                    job: w.job.clone(),
+                    role: role.clone(),
+                }),
+            })
+            .collect()
+    }
+
+    fn finished(w: &Work, certificates: usize) -> FinishedJob {
+        FinishedJob {
+            job: w.job.clone(),
+            pinfl: w.card.request.person.pinfl.clone(),
+            document: w.card.request.document.number.clone(),
+            district: w.card.district.clone(),
+            certificates: certificates as i64,
+            latency_us: micros(w.started),
+        }
+    }
+
+    async fn process(self: Arc<Self>, group: Vec<Work>) {
+        let claims: Vec<JobClaim> = group
+            .iter()
+            .map(|w| JobClaim {
+                job: w.job.clone(),
+                body_hash: w.card.body_hash.clone(),
+                pinfl: w.card.request.person.pinfl.clone(),
+                document: w.card.request.document.number.clone(),
+                district: w.card.district.clone(),
+            })
+            .collect();
+        let claimed = match self
+            .store
+            .claim_jobs(&claims, &self.owner, LEASE_SECS)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                for w in group {
+                    self.fail(&w, "database").await;
+                    let _ = w.reply.send(Err(e.clone_error()));
+                }
+                return;
+            }
+        };
+        let mut fresh = Vec::new();
+        for (w, c) in group.into_iter().zip(claimed) {
+            match c {
+                Claim::New => fresh.push(w),
+                Claim::Existing(row) => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let r = me.existing(&w, row).await;
+                        let _ = w.reply.send(r);
+                    });
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let requests: Vec<Request> = fresh.iter().flat_map(|w| self.requests(w, None)).collect();
+        let mut results = self.ca.issue_many(requests).await.into_iter();
+        let mut done = Vec::new();
+        let mut finished = Vec::new();
+        for w in fresh {
+            let mut certs = Vec::new();
+            let mut error = None;
+            for ((role, _, _), r) in w.card.keys.iter().zip(results.by_ref()) {
+                match r {
+                    Ok(i) => certs.push(CardCertificate {
+                        role: role.clone(),
+                        serial: i.serial,
+                        profile: i.profile,
+                        der: i.der,
+                    }),
+                    Err(e) => error = Some(e),
+                }
+            }
+            match error {
+                None => {
+                    finished.push(Self::finished(&w, certs.len()));
+                    done.push((w, certs));
+                }
+                Some(e) => {
+                    // What was issued stays tied to the job: a retry finishes it.
+                    tracing::warn!(job = %w.job, error = %e, "card job not finished");
+                    let err = issue_error(e);
+                    self.fail(&w, failure_cause(&err)).await;
+                    let _ = self.store.release_job(&w.job).await;
+                    let _ = w.reply.send(Err(err));
+                }
+            }
+        }
+        if finished.is_empty() {
+            return;
+        }
+        match self
+            .store
+            .finish_jobs(&finished, self.supersede(), "ra:personalization")
+            .await
+        {
+            Ok(revoked) => {
+                for ((w, certs), superseded) in done.into_iter().zip(revoked) {
+                    let _ = w.reply.send(Ok(CardOutcome {
+                        request_id: w.card.request.request_id.clone(),
+                        certificates: certs,
+                        replayed: false,
+                        superseded,
+                    }));
+                }
+            }
+            Err(e) => {
+                for (w, _) in done {
+                    self.fail(&w, "database").await;
+                    let _ = w.reply.send(Err(e.clone_error()));
+                }
+            }
+        }
+    }
+
+    /// A job that existed before this request: the same body gets the same
+    /// answer (waiting while another request holds it), another body a 409.
+    async fn existing(&self, w: &Work, mut row: JobRow) -> Result<CardOutcome, CardError> {
+        if row.body_hash != w.card.body_hash {
+            return Err(CardError::Conflict(format!(
+                "request_id {:?} was already used for a card job with a different request body",
+                w.card.request.request_id
+            )));
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if row.state == "done" {
+                return self.replay(w).await;
+            }
+            if row.lease_until < muhr_store::now_secs()
+                && self
+                    .store
+                    .take_over_job(&w.job, &self.owner, LEASE_SECS)
+                    .await?
+            {
+                return self.complete(w).await;
+            }
+            if Instant::now() > deadline {
+                return Err(CardError::InProgress);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            row = self
+                .store
+                .job(&w.job)
+                .await?
+                .ok_or_else(|| CardError::Internal(format!("card job {} vanished", w.job)))?;
+        }
+    }
+
+    async fn replay(&self, w: &Work) -> Result<CardOutcome, CardError> {
+        let records = self.store.job_certificates(&w.job).await?;
+        let mut certs = Vec::new();
+        for (role, _, _) in &w.card.keys {
+            let rec = records
+                .iter()
+                .find(|r| r.intent.job.as_ref().is_some_and(|j| &j.role == role))
+                .and_then(|r| r.der.clone().map(|der| (r, der)));
+            let Some((rec, der)) = rec else {
+                return Err(CardError::Internal(format!(
+                    "finished card job {} has no {role} certificate",
+                    w.job
+                )));
+            };
+            certs.push(CardCertificate {
+                role: role.clone(),
+                serial: rec.intent.serial.clone(),
+                profile: rec.intent.profile.clone(),
+                der,
+            });
+        }
+        Ok(CardOutcome {
+            request_id: w.card.request.request_id.clone(),
+            certificates: certs,
+            replayed: true,
+            superseded: Vec::new(),
+        })
+    }
+
+    /// Finishes a job another request left pending (it died, or failed part
+    /// way): nothing already recorded is issued again.
+    async fn complete(&self, w: &Work) -> Result<CardOutcome, CardError> {
+        for _round in 0..3 {
+            let records = self.store.job_certificates(&w.job).await?;
+            let mut certs: BTreeMap<String, CardCertificate> = BTreeMap::new();
+            let mut missing = Vec::new();
+            for (role, _, _) in &w.card.keys {
+                let rec = records
+                    .iter()
+                    .find(|r| r.intent.job.as_ref().is_some_and(|j| &j.role == role));
+                match rec {
+                    Some(r) if r.der.is_some() => {
+                        certs.insert(role.clone(), card_cert(role, &r.intent, r.der.clone()));
+                    }
+                    Some(r) => {
+                        let i = self
+                            .ca
+                            .finish_intent(r.intent.clone(), &w.actor)
+                            .await
+                            .map_err(issue_error)?;
+                        certs.insert(role.clone(), card_cert(role, &r.intent, Some(i.der)));
+                    }
+                    None => missing.push(role.clone()),
+                }
+            }
+            let mut raced = false;
+            if !missing.is_empty() {
+                let results = self.ca.issue_many(self.requests(w, Some(&missing))).await;
+                for (role, r) in missing.iter().zip(results) {
+                    match r {
+                        Ok(i) => {
+                            certs.insert(
+                                role.clone(),
+                                CardCertificate {
+                                    role: role.clone(),
+                                    serial: i.serial,
+                                    profile: i.profile,
+                                    der: i.der,
+                                },
+                            );
+                        }
+                        Err(IssueError::AlreadyIssued { .. }) => raced = true,
+                        Err(e) => return Err(issue_error(e)),
+                    }
+                }
+            }
+            if raced {
+                continue;
+            }
+            let revoked = self
+                .store
+                .finish_jobs(
+                    &[Self::finished(w, certs.len())],
+                    self.supersede(),
+                    "ra:personalization",
+                )
+                .await?;
+            let certificates = w
+                .card
+                .keys
+                .iter()
+                .filter_map(|(role, _, _)| certs.remove(role))
+                .collect();
+            return Ok(CardOutcome {
+                request_id: w.card.request.request_id.clone(),
+                certificates,
+                replayed: false,
+                superseded: revoked.into_iter().next().unwrap_or_default(),
+            });
+        }
+        Err(CardError::InProgress)
+    }
+}
+
+fn card_cert(role: &str, intent: &muhr_store::Intent, der: Option<Vec<u8>>) -> CardCertificate {
+    CardCertificate {
+        role: role.to_string(),
+        serial: intent.serial.clone(),
+        profile: intent.profile.clone(),
+        der: der.unwrap_or_default(),
+    }
+}
+
+fn issue_error(e: IssueError) -> CardError {
+    match e {
+        IssueError::Refused(f) => CardError::Refused(Refusal::from(f)),
+        IssueError::AlreadyIssued { .. } => CardError::InProgress,
+        other => CardError::Internal(other.to_string()),
+    }
+}
+
+fn failure_cause(e: &CardError) -> &'static str {
+    match e {
+        CardError::Refused(_) => "refused by the CA",
+        CardError::Conflict(_) => "conflict",
+        CardError::InProgress => "in progress elsewhere",
+        CardError::Internal(_) => "internal",
+    }
+}
+
+fn micros(started: Instant) -> i64 {
+    started.elapsed().as_micros() as i64
+}
+
+trait CloneError {
+    fn clone_error(&self) -> CardError;
+}
+
+impl CloneError for muhr_store::StoreError {
+    fn clone_error(&self) -> CardError {
+        CardError::Internal(format!("database: {self}"))
+    }
+}

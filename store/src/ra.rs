@@ -1,0 +1,554 @@
+//! What the registration authority keeps: its mutual-TLS clients, card jobs
+//! (idempotency and supersession), the population-registry extract and the
+//! outcomes the pilot report counts.
+//!
+//! A card job is claimed (`pending`) before its certificates are asked for and
+//! finished (`done`) after they are committed. Exactly-once does not rest on the
+//! claim: the certificates carry (job, role), unique in the database, so two
+//! processes racing on one job can never both issue a role. The claim's lease only
+//! spares a second process the wasted work while the first is still alive.
+
+use sqlx::Row;
+
+use crate::audit::{self, AuditEvent};
+use crate::status::{Transition, transition_in};
+use crate::{CertificateRecord, Result, Store, now_secs};
+
+/// RFC 5280 reason `superseded`.
+const SUPERSEDED: i64 = 4;
+
+/// A credential on the mutual-TLS listener, with its certificate's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaClient {
+    pub serial: String,
+    pub name: String,
+    pub role: String,
+    /// `good`, `suspended` or `revoked`.
+    pub revocation: String,
+    pub not_after: i64,
+}
+
+/// What a new card job claims.
+#[derive(Clone, Debug)]
+pub struct JobClaim {
+    pub job: String,
+    pub body_hash: Vec<u8>,
+    pub pinfl: String,
+    pub document: String,
+    pub district: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRow {
+    pub job: String,
+    pub body_hash: Vec<u8>,
+    pub pinfl: String,
+    pub document: String,
+    pub district: String,
+    pub state: String,
+    pub owner: String,
+    pub lease_until: i64,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// A job's claim: ours now, or the row another request made first.
+#[derive(Clone, Debug)]
+pub enum Claim {
+    New,
+    Existing(JobRow),
+}
+
+/// A job whose certificates are all committed.
+#[derive(Clone, Debug)]
+pub struct FinishedJob {
+    pub job: String,
+    pub pinfl: String,
+    pub document: String,
+    pub district: String,
+    pub certificates: i64,
+    pub latency_us: i64,
+}
+
+/// Whether finishing a card revokes the person's previous card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Supersede {
+    Revoke,
+    Keep,
+}
+
+/// One line of `muhr registry import`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryPerson {
+    pub pinfl: String,
+    pub surname: String,
+    pub given_name: String,
+    pub patronymic: Option<String>,
+    pub birth_date: String,
+    pub deceased_on: Option<String>,
+}
+
+/// One answered personalization request, for the pilot report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub at: i64,
+    pub district: String,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub certificates: i64,
+    pub latency_us: i64,
+}
+
+/// A certificate as an operator sees it in a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateSummary {
+    pub serial: String,
+    pub profile: String,
+    pub subject: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub status: String,
+    pub revocation: String,
+    pub revocation_reason: Option<i64>,
+    pub job: Option<String>,
+    pub role: Option<String>,
+}
+
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn job_from_row(r: &sqlx::any::AnyRow) -> Result<JobRow> {
+    Ok(JobRow {
+        job: r.try_get("job")?,
+        body_hash: r.try_get("body_hash")?,
+        pinfl: r.try_get("pinfl")?,
+        document: r.try_get("document")?,
+        district: r.try_get("district")?,
+        state: r.try_get("state")?,
+        owner: r.try_get("owner")?,
+        lease_until: r.try_get("lease_until")?,
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}
+
+macro_rules! job_columns {
+    () => {
+        "job, body_hash, pinfl, document, district, state, owner, lease_until, created_at, finished_at"
+    };
+}
+
+macro_rules! summary_columns {
+    () => {
+        "serial, profile, subject, not_before, not_after, status, revocation, revocation_reason, job, job_role"
+    };
+}
+
+fn summary_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateSummary> {
+    Ok(CertificateSummary {
+        serial: r.try_get("serial")?,
+        profile: r.try_get("profile")?,
+        subject: r.try_get("subject")?,
+        not_before: r.try_get("not_before")?,
+        not_after: r.try_get("not_after")?,
+        status: r.try_get("status")?,
+        revocation: r.try_get("revocation")?,
+        revocation_reason: r.try_get("revocation_reason")?,
+        job: r.try_get("job")?,
+        role: r.try_get("job_role")?,
+    })
+}
+
+impl Store {
+    /// Registers a credential (its certificate is already issued), audited.
+    pub async fn add_ra_client(
+        &self,
+        serial: &str,
+        name: &str,
+        role: &str,
+        event: &AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO ra_clients (serial, name, role, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(serial)
+        .bind(name)
+        .bind(role)
+        .bind(now_secs())
+        .execute(&mut *tx)
+        .await?;
+        audit::append(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The registered client holding the certificate `serial`, if any.
+    pub async fn ra_client(&self, serial: &str) -> Result<Option<RaClient>> {
+        let row = sqlx::query(
+            "SELECT c.serial, c.name, c.role, cert.revocation, cert.not_after FROM ra_clients c \
+             JOIN certificates cert ON cert.serial = c.serial WHERE c.serial = $1",
+        )
+        .bind(serial)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(RaClient {
+                serial: r.try_get("serial")?,
+                name: r.try_get("name")?,
+                role: r.try_get("role")?,
+                revocation: r.try_get("revocation")?,
+                not_after: r.try_get("not_after")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Claims new jobs in one transaction; a job that exists is returned as it is.
+    pub async fn claim_jobs(
+        &self,
+        claims: &[JobClaim],
+        owner: &str,
+        lease_secs: i64,
+    ) -> Result<Vec<Claim>> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_micros();
+        let mut out = Vec::with_capacity(claims.len());
+        for c in claims {
+            let r = sqlx::query(
+                "INSERT INTO card_jobs (job, body_hash, pinfl, document, district, state, owner, \
+                 lease_until, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8) \
+                 ON CONFLICT (job) DO NOTHING",
+            )
+            .bind(&c.job)
+            .bind(&c.body_hash)
+            .bind(&c.pinfl)
+            .bind(&c.document)
+            .bind(&c.district)
+            .bind(owner)
+            .bind(now_secs() + lease_secs)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() == 1 {
+                out.push(Claim::New);
+            } else {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM card_jobs WHERE job = $1"
+                ))
+                .bind(&c.job)
+                .fetch_one(&mut *tx)
+                .await?;
+                out.push(Claim::Existing(job_from_row(&row)?));
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Takes over a pending job whose lease ran out (its owner died or stalled).
+    pub async fn take_over_job(&self, job: &str, owner: &str, lease_secs: i64) -> Result<bool> {
+        let now = now_secs();
+        let r = sqlx::query(
+            "UPDATE card_jobs SET owner = $1, lease_until = $2 \
+             WHERE job = $3 AND state = 'pending' AND lease_until < $4",
+        )
+        .bind(owner)
+        .bind(now + lease_secs)
+        .bind(job)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Ends a claim early (its request failed part way) so a retry need not
+    /// wait for the lease.
+    pub async fn release_job(&self, job: &str) -> Result<()> {
+        sqlx::query("UPDATE card_jobs SET lease_until = 0 WHERE job = $1 AND state = 'pending'")
+            .bind(job)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn job(&self, job: &str) -> Result<Option<JobRow>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM card_jobs WHERE job = $1"
+        ))
+        .bind(job)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Every certificate (pending or issued) recorded for a job.
+    pub async fn job_certificates(&self, job: &str) -> Result<Vec<CertificateRecord>> {
+        let rows = sqlx::query(
+            "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, crl_shard, der, \
+             job, job_role, status, created_at, issued_at FROM certificates WHERE job = $1 ORDER BY job_role",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CertificateRecord {
+                    intent: crate::intent_from_row(row)?,
+                    der: row.try_get("der")?,
+                    status: row.try_get("status")?,
+                    created_at: row.try_get("created_at")?,
+                    issued_at: row.try_get("issued_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks jobs done, counts them for the report and makes each the person's
+    /// current card, all in one transaction. With [`Supersede::Revoke`] the
+    /// certificates of the person's previous card are revoked (`superseded`) in
+    /// that same transaction. A job someone else already finished is skipped.
+    /// Returns the serials revoked, per job.
+    pub async fn finish_jobs(
+        &self,
+        jobs: &[FinishedJob],
+        supersede: Supersede,
+        actor: &str,
+    ) -> Result<Vec<Vec<String>>> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_micros();
+        let mut revoked_all = Vec::with_capacity(jobs.len());
+        let mut events = Vec::new();
+        for j in jobs {
+            let mut revoked = Vec::new();
+            let r = sqlx::query(
+                "UPDATE card_jobs SET state = 'done', finished_at = $1 WHERE job = $2 AND state = 'pending'",
+            )
+            .bind(now)
+            .bind(&j.job)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() != 1 {
+                revoked_all.push(revoked);
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO card_outcomes (at, district, outcome, reason, certificates, latency_us) \
+                 VALUES ($1, $2, 'issued', NULL, $3, $4)",
+            )
+            .bind(now)
+            .bind(&j.district)
+            .bind(j.certificates)
+            .bind(j.latency_us)
+            .execute(&mut *tx)
+            .await?;
+            let previous: Option<String> =
+                sqlx::query("SELECT job FROM person_cards WHERE pinfl = $1")
+                    .bind(&j.pinfl)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get("job"))
+                    .transpose()?;
+            sqlx::query(
+                "INSERT INTO person_cards (pinfl, job, document, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (pinfl) DO UPDATE SET job = excluded.job, document = excluded.document, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(&j.pinfl)
+            .bind(&j.job)
+            .bind(&j.document)
+            .bind(now_secs())
+            .execute(&mut *tx)
+            .await?;
+            if let (Supersede::Revoke, Some(prev)) = (supersede, previous)
+                && prev != j.job
+            {
+                let serials: Vec<String> = sqlx::query(
+                    "SELECT serial FROM certificates WHERE job = $1 AND status = 'issued' \
+                     AND revocation <> 'revoked' ORDER BY serial",
+                )
+                .bind(&prev)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("serial"))
+                .collect::<std::result::Result<_, _>>()?;
+                for serial in serials {
+                    if transition_in(&mut tx, &serial, Transition::Revoke { reason: SUPERSEDED })
+                        .await?
+                        .is_some()
+                    {
+                        events.push(AuditEvent {
+                            actor: actor.to_string(),
+                            action: "certificate.revoke".into(),
+                            object: serial.clone(),
+                            details: serde_json::json!({
+                                "reason": "superseded",
+                                "card_job": prev,
+                                "superseded_by": j.job,
+                            }),
+                        });
+                        revoked.push(serial);
+                    }
+                }
+            }
+            revoked_all.push(revoked);
+        }
+        let refs: Vec<&AuditEvent> = events.iter().collect();
+        audit::append(&mut tx, &refs).await?;
+        tx.commit().await?;
+        Ok(revoked_all)
+    }
+
+    /// Counts a refused or failed request for the pilot report.
+    pub async fn record_outcome(
+        &self,
+        district: &str,
+        outcome: &str,
+        reason: &str,
+        latency_us: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO card_outcomes (at, district, outcome, reason, certificates, latency_us) \
+             VALUES ($1, $2, $3, $4, 0, $5)",
+        )
+        .bind(now_micros())
+        .bind(district)
+        .bind(outcome)
+        .bind(reason)
+        .bind(latency_us)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Outcomes with `from <= at < to` (Unix microseconds).
+    pub async fn outcomes(&self, from: i64, to: i64) -> Result<Vec<Outcome>> {
+        let rows = sqlx::query(
+            "SELECT at, district, outcome, reason, certificates, latency_us FROM card_outcomes \
+             WHERE at >= $1 AND at < $2 ORDER BY at",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Outcome {
+                    at: r.try_get("at")?,
+                    district: r.try_get("district")?,
+                    outcome: r.try_get("outcome")?,
+                    reason: r.try_get("reason")?,
+                    certificates: r.try_get("certificates")?,
+                    latency_us: r.try_get("latency_us")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Loads (or replaces) registry rows in one transaction, audited as one act.
+    pub async fn import_registry(
+        &self,
+        people: &[RegistryPerson],
+        event: &AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_secs();
+        for p in people {
+            sqlx::query(
+                "INSERT INTO population_registry (pinfl, surname, given_name, patronymic, birth_date, \
+                 deceased_on, imported_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (pinfl) DO UPDATE SET surname = excluded.surname, \
+                 given_name = excluded.given_name, patronymic = excluded.patronymic, \
+                 birth_date = excluded.birth_date, deceased_on = excluded.deceased_on, \
+                 imported_at = excluded.imported_at",
+            )
+            .bind(&p.pinfl)
+            .bind(&p.surname)
+            .bind(&p.given_name)
+            .bind(p.patronymic.clone())
+            .bind(&p.birth_date)
+            .bind(p.deceased_on.clone())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        audit::append(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn registry_person(&self, pinfl: &str) -> Result<Option<RegistryPerson>> {
+        let row = sqlx::query(
+            "SELECT pinfl, surname, given_name, patronymic, birth_date, deceased_on \
+             FROM population_registry WHERE pinfl = $1",
+        )
+        .bind(pinfl)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(RegistryPerson {
+                pinfl: r.try_get("pinfl")?,
+                surname: r.try_get("surname")?,
+                given_name: r.try_get("given_name")?,
+                patronymic: r.try_get("patronymic")?,
+                birth_date: r.try_get("birth_date")?,
+                deceased_on: r.try_get("deceased_on")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// A person's certificates, newest first, for operators.
+    pub async fn certificates_of_person(&self, pinfl: &str) -> Result<Vec<CertificateSummary>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            summary_columns!(),
+            " FROM certificates WHERE pinfl = $1 ORDER BY not_before DESC, serial"
+        ))
+        .bind(pinfl)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
+    pub async fn certificate_summary(&self, serial: &str) -> Result<Option<CertificateSummary>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            summary_columns!(),
+            " FROM certificates WHERE serial = $1"
+        ))
+        .bind(serial)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(summary_from_row).transpose()
+    }
+
+    /// Audit entries about one object (a job, a serial), oldest first.
+    pub async fn audit_of(&self, object: &str) -> Result<Vec<(i64, String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT at, actor, action, details FROM audit_log WHERE object = $1 ORDER BY seq",
+        )
+        .bind(object)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("at")?,
+                    r.try_get("actor")?,
+                    r.try_get("action")?,
+                    r.try_get("details")?,
+                ))
+            })
+            .collect()
+    }
+}
