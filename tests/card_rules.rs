@@ -58,7 +58,7 @@ fn each_rule_names_its_field_and_writes_nothing() {
     let weak = std::fs::read_to_string(env.csr("weak", "rsa:1024")).unwrap();
     // A CSR whose signature no longer matches its content.
     let good = base["keys"]["auth"].as_str().unwrap();
-    let der = openssl(&[
+    openssl(&[
         "req",
         "-in",
         env.path("rules-auth.csr").to_str().unwrap(),
