@@ -35,6 +35,18 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cards through the real RA API over mutual TLS (in this process), with
+    /// C keep-alive connections; each request carries one card (or B as a batch).
+    Personalization {
+        #[arg(long, default_value_t = 10_000)]
+        cards: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Insert N synthetic certificates of the issuing CA (status only, no
     /// certificate body), one in R revoked, for OCSP and CRL benchmarks at
     /// scale; writes their serials (hex, one per line) to FILE.
@@ -227,6 +239,23 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
     let (count, concurrency, batch, profile, print_serials, json) = match cmd {
         BenchCommand::Crl { entries, json } => return bench_crl(app, entries, json).await,
+        BenchCommand::Personalization {
+            cards,
+            concurrency,
+            batch,
+            json,
+        } => {
+            return crate::bench_ra::run(
+                app,
+                crate::bench_ra::Options {
+                    cards,
+                    concurrency,
+                    batch,
+                    json,
+                },
+            )
+            .await;
+        }
         BenchCommand::Populate {
             certificates,
             revoked_every,

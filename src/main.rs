@@ -2,6 +2,7 @@
 
 mod app;
 mod bench;
+mod bench_ra;
 mod commands;
 mod config;
 mod crl_http;

@@ -224,9 +224,19 @@ pub fn bind(
 ) -> Result<impl std::future::Future<Output = std::io::Result<()>> + use<>, Fail> {
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| Fail::invalid(format!("cannot listen on {listen} (mTLS): {e}")))?;
+    serve_on(listener, router, config, handle)
+}
+
+/// Serves on a listener already bound (the benchmark binds port 0).
+pub fn serve_on(
+    listener: std::net::TcpListener,
+    router: Router,
+    config: rustls::ServerConfig,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+) -> Result<impl std::future::Future<Output = std::io::Result<()>> + use<>, Fail> {
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
     let server = axum_server::tls_rustls::from_tcp_rustls(listener, tls)
-        .map_err(|e| Fail::invalid(format!("mTLS listener on {listen}: {e}")))?;
+        .map_err(|e| Fail::invalid(format!("mTLS listener: {e}")))?;
     let app = router.layer(axum::middleware::map_request(peer_certificate));
     Ok(server.handle(handle).serve(app.into_make_service()))
 }
@@ -268,6 +278,23 @@ pub async fn client_add(
         )));
     }
     let ca = app.ca().await?;
+    let (credential, serial) = issue_client(app, &ca, role, name).await?;
+    let p12 = pkcs12(&credential.chain[0], &ca, &credential.key, &password)?;
+    write_private(out, &p12)?;
+    println!("client     {name} ({})", role.as_str());
+    println!("serial     {serial}");
+    println!("credential {}", out.display());
+    Ok(())
+}
+
+/// Issues an `ra-client` certificate for a new software key and registers it
+/// with `role`. Returns the credential (leaf, issuing CA) and the serial.
+pub async fn issue_client(
+    app: &App,
+    ca: &Ca,
+    role: muhr_ra::clients::Role,
+    name: &str,
+) -> Result<(Credential, String), Fail> {
     let (key, spki) = software_key()?;
     let issued = ca
         .issue(muhr_ca::Request {
@@ -287,8 +314,6 @@ pub async fn client_add(
             job: None,
         })
         .await?;
-    let p12 = pkcs12(&issued.der, &ca, &key, &password)?;
-    write_private(out, &p12)?;
     let event = muhr_store::AuditEvent {
         actor: crate::commands::cli_actor(),
         action: "ra_client.add".into(),
@@ -299,12 +324,14 @@ pub async fn client_add(
         .add_ra_client(&issued.serial, name, role.as_str(), &event)
         .await
         .map_err(|e| Fail::internal(e.to_string()))?;
-    println!("client     {name} ({})", role.as_str());
-    println!("serial     {}", issued.serial);
-    println!("credential {}", out.display());
-    Ok(())
+    Ok((
+        Credential {
+            chain: vec![issued.der, ca.issuing.der.clone()],
+            key,
+        },
+        issued.serial,
+    ))
 }
-
 fn pkcs12(leaf: &[u8], ca: &Ca, key: &[u8], password: &str) -> Result<Vec<u8>, Fail> {
     use p12_keystore::{KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
     let cert = |der: &[u8]| {

@@ -118,11 +118,7 @@ pub async fn run(
     let listen_mtls = listen_mtls.unwrap_or_else(|| app.config.server.listen_mtls.clone());
     let credential = crate::mtls::server_credential(&app, &ca).await?;
     let tls = crate::mtls::server_config(&credential, &ca.issuing.der)?;
-    let api = muhr_ra::http::Api {
-        personalizer: muhr_ra::Personalizer::start(ca.clone(), rules),
-        registry: Arc::new(muhr_ra::clients::Registry::new(app.store.clone())),
-        crl_validity: Duration::from_secs(c.validity_hours * 3600),
-    };
+    let api = ra_api(&app, ca.clone(), rules);
     let mtls_handle = axum_server::Handle::new();
     let mtls = tokio::spawn(crate::mtls::bind(
         &listen_mtls,
@@ -149,6 +145,16 @@ pub async fn run(
     app.store.close().await;
     served?;
     mtls_result
+}
+
+/// The RA's API state: the personalizer (its group worker starts here) and
+/// the client registry.
+pub fn ra_api(app: &App, ca: Arc<Ca>, rules: Arc<muhr_ra::Rules>) -> muhr_ra::http::Api {
+    muhr_ra::http::Api {
+        personalizer: muhr_ra::Personalizer::start(ca, rules),
+        registry: Arc::new(muhr_ra::clients::Registry::new(app.store.clone())),
+        crl_validity: Duration::from_secs(app.config.crl.validity_hours * 3600),
+    }
 }
 
 /// `muhr ocsp`: only the responder, for scaling out next to a database or a

@@ -64,25 +64,38 @@ pub(crate) async fn append(tx: &mut Tx<'_>, events: &[&AuditEvent]) -> Result<()
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev: Vec<u8> = head.try_get("hash")?;
     let at = now_micros();
+    // Hashes are chained here; the rows go in one statement per chunk.
+    let mut rows = Vec::with_capacity(events.len());
     for e in events {
         seq += 1;
         let details = e.details.to_string();
         let hash = entry_hash(&prev, seq, at, &e.actor, &e.action, &e.object, &details);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(seq)
-        .bind(at)
-        .bind(&e.actor)
-        .bind(&e.action)
-        .bind(&e.object)
-        .bind(&details)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut **tx)
-        .await?;
-        prev = hash;
+        rows.push((
+            seq,
+            e,
+            details,
+            std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        ));
+    }
+    for chunk in rows.chunks(crate::rows::CHUNK) {
+        let sql = format!(
+            "INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) VALUES {}",
+            crate::rows::values(crate::Backend::Sqlite, chunk.len(), 8, 1, &[])
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (seq, e, details, prev_hash, hash) in chunk {
+            q = q
+                .bind(*seq)
+                .bind(at)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(&e.object)
+                .bind(details)
+                .bind(prev_hash)
+                .bind(hash);
+        }
+        q.execute(&mut **tx).await?;
     }
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)

@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
+mod rows;
 mod scan;
 
 pub use audit::{AuditEvent, AuditFinding};
@@ -169,60 +170,83 @@ impl Store {
     pub async fn record_intents(&self, intents: &[Intent]) -> Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
         let now = now_secs();
-        let mut recorded = Vec::with_capacity(intents.len());
-        for i in intents {
-            let r = sqlx::query(
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in intents.chunks(rows::CHUNK) {
+            let sql = format!(
                 "INSERT INTO certificates (serial, issuer, profile, subject, pinfl, not_before, \
                  not_after, tbs, crl_shard, job, job_role, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12) \
-                 ON CONFLICT (job, job_role) DO NOTHING",
-            )
-            .bind(&i.serial)
-            .bind(&i.issuer)
-            .bind(&i.profile)
-            .bind(&i.subject)
-            .bind(i.pinfl.clone())
-            .bind(i.not_before)
-            .bind(i.not_after)
-            .bind(&i.tbs)
-            .bind(i.crl_shard)
-            .bind(i.job.as_ref().map(|j| j.job.clone()))
-            .bind(i.job.as_ref().map(|j| j.role.clone()))
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            match r {
-                Ok(done) => recorded.push(done.rows_affected() == 1),
+                 SELECT column1, column2, column3, column4, column5, column6, column7, column8, \
+                 column9, column10, column11, 'pending', $1 FROM (VALUES {}) AS v WHERE true \
+                 ON CONFLICT (job, job_role) DO NOTHING RETURNING serial",
+                rows::values(
+                    self.backend,
+                    chunk.len(),
+                    11,
+                    2,
+                    &[
+                        "text", "text", "text", "text", "text", "bigint", "bigint", "bytea",
+                        "bigint", "text", "text"
+                    ],
+                )
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            for i in chunk {
+                q = q
+                    .bind(&i.serial)
+                    .bind(&i.issuer)
+                    .bind(&i.profile)
+                    .bind(&i.subject)
+                    .bind(i.pinfl.clone())
+                    .bind(i.not_before)
+                    .bind(i.not_after)
+                    .bind(&i.tbs)
+                    .bind(i.crl_shard)
+                    .bind(i.job.as_ref().map(|j| j.job.clone()))
+                    .bind(i.job.as_ref().map(|j| j.role.clone()));
+            }
+            match q.fetch_all(&mut *tx).await {
+                Ok(rows) => {
+                    for r in rows {
+                        inserted.insert(r.try_get::<String, _>("serial")?);
+                    }
+                }
                 Err(e) if is_unique_violation(&e) => {
                     return Err(StoreError::Conflict(format!(
-                        "serial {} already used",
-                        i.serial
+                        "a serial among {} intents is already used",
+                        chunk.len()
                     )));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         tx.commit().await?;
-        Ok(recorded)
+        Ok(intents
+            .iter()
+            .map(|i| inserted.contains(&i.serial))
+            .collect())
     }
 
     /// Stores signed certificates and their audit entries in one transaction.
     pub async fn complete_issuance(&self, issued: &[(String, Vec<u8>, AuditEvent)]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let now = now_secs();
-        for (serial, der, _) in issued {
-            let r = sqlx::query(
-                "UPDATE certificates SET der = $1, status = 'issued', issued_at = $2 \
-                 WHERE serial = $3 AND status = 'pending'",
-            )
-            .bind(der)
-            .bind(now)
-            .bind(serial)
-            .execute(&mut *tx)
-            .await?;
-            if r.rows_affected() != 1 {
+        for chunk in issued.chunks(rows::CHUNK) {
+            let sql = format!(
+                "UPDATE certificates SET der = v.column2, status = 'issued', issued_at = $1 \
+                 FROM (VALUES {}) AS v WHERE certificates.serial = v.column1 \
+                 AND certificates.status = 'pending'",
+                rows::values(self.backend, chunk.len(), 2, 2, &["text", "bytea"])
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            for (serial, der, _) in chunk {
+                q = q.bind(serial).bind(der);
+            }
+            let r = q.execute(&mut *tx).await?;
+            if r.rows_affected() != chunk.len() as u64 {
                 return Err(StoreError::Conflict(format!(
-                    "certificate {serial} is not pending issuance"
+                    "{} of {} certificates are no longer pending issuance",
+                    chunk.len() as u64 - r.rows_affected(),
+                    chunk.len()
                 )));
             }
         }

@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use crate::audit::{self, AuditEvent};
 use crate::status::{Transition, transition_in};
-use crate::{CertificateRecord, Result, Store, now_secs};
+use crate::{Backend, CertificateRecord, Result, Store, now_secs, rows};
 
 /// RFC 5280 reason `superseded`.
 const SUPERSEDED: i64 = 4;
@@ -217,39 +217,71 @@ impl Store {
     ) -> Result<Vec<Claim>> {
         let mut tx = self.pool.begin().await?;
         let now = now_micros();
-        let mut out = Vec::with_capacity(claims.len());
-        for c in claims {
-            let r = sqlx::query(
+        let lease_until = now_secs() + lease_secs;
+        let mut new = std::collections::HashSet::new();
+        for chunk in claims.chunks(rows::CHUNK) {
+            let sql = format!(
                 "INSERT INTO card_jobs (job, body_hash, pinfl, document, district, state, owner, \
-                 lease_until, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8) \
-                 ON CONFLICT (job) DO NOTHING",
-            )
-            .bind(&c.job)
-            .bind(&c.body_hash)
-            .bind(&c.pinfl)
-            .bind(&c.document)
-            .bind(&c.district)
-            .bind(owner)
-            .bind(now_secs() + lease_secs)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if r.rows_affected() == 1 {
-                out.push(Claim::New);
-            } else {
-                let row = sqlx::query(concat!(
+                 lease_until, created_at) VALUES {} ON CONFLICT (job) DO NOTHING RETURNING job",
+                rows::values(Backend::Sqlite, chunk.len(), 9, 1, &[])
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for c in chunk {
+                q = q
+                    .bind(&c.job)
+                    .bind(&c.body_hash)
+                    .bind(&c.pinfl)
+                    .bind(&c.document)
+                    .bind(&c.district)
+                    .bind("pending")
+                    .bind(owner)
+                    .bind(lease_until)
+                    .bind(now);
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                new.insert(r.try_get::<String, _>("job")?);
+            }
+        }
+        // The first claim of a job inserted here is new; any other is existing.
+        let mut out: Vec<Option<Claim>> = claims
+            .iter()
+            .map(|c| new.remove(&c.job).then_some(Claim::New))
+            .collect();
+        let existing: Vec<&str> = claims
+            .iter()
+            .zip(&out)
+            .filter(|(_, o)| o.is_none())
+            .map(|(c, _)| c.job.as_str())
+            .collect();
+        let mut rows_by_job = std::collections::HashMap::new();
+        for chunk in existing.chunks(rows::CHUNK) {
+            let sql = format!(
+                concat!(
                     "SELECT ",
                     job_columns!(),
-                    " FROM card_jobs WHERE job = $1"
-                ))
-                .bind(&c.job)
-                .fetch_one(&mut *tx)
-                .await?;
-                out.push(Claim::Existing(job_from_row(&row)?));
+                    " FROM card_jobs WHERE job IN ({})"
+                ),
+                rows::list(chunk.len(), 1)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for j in chunk {
+                q = q.bind(*j);
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                let row = job_from_row(&r)?;
+                rows_by_job.insert(row.job.clone(), row);
             }
         }
         tx.commit().await?;
-        Ok(out)
+        for (c, o) in claims.iter().zip(out.iter_mut()) {
+            if o.is_none() {
+                let row = rows_by_job.get(&c.job).cloned().ok_or_else(|| {
+                    crate::StoreError::Conflict(format!("card job {} vanished", c.job))
+                })?;
+                *o = Some(Claim::Existing(row));
+            }
+        }
+        Ok(out.into_iter().map(|o| o.expect("filled")).collect())
     }
 
     /// Takes over a pending job whose lease ran out (its owner died or stalled).
@@ -325,87 +357,132 @@ impl Store {
     ) -> Result<Vec<Vec<String>>> {
         let mut tx = self.pool.begin().await?;
         let now = now_micros();
-        let mut revoked_all = Vec::with_capacity(jobs.len());
-        let mut events = Vec::new();
-        for j in jobs {
-            let mut revoked = Vec::new();
-            let r = sqlx::query(
-                "UPDATE card_jobs SET state = 'done', finished_at = $1 WHERE job = $2 AND state = 'pending'",
-            )
-            .bind(now)
-            .bind(&j.job)
-            .execute(&mut *tx)
-            .await?;
-            if r.rows_affected() != 1 {
-                revoked_all.push(revoked);
-                continue;
+        // Which of these jobs this call finishes (others were finished elsewhere).
+        let mut finishing = std::collections::HashSet::new();
+        for chunk in jobs.chunks(rows::CHUNK) {
+            let sql = format!(
+                "UPDATE card_jobs SET state = 'done', finished_at = $1 \
+                 WHERE state = 'pending' AND job IN ({}) RETURNING job",
+                rows::list(chunk.len(), 2)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            for j in chunk {
+                q = q.bind(&j.job);
             }
-            sqlx::query(
-                "INSERT INTO card_outcomes (at, district, outcome, reason, certificates, latency_us) \
-                 VALUES ($1, $2, 'issued', NULL, $3, $4)",
-            )
-            .bind(now)
-            .bind(&j.district)
-            .bind(j.certificates)
-            .bind(j.latency_us)
-            .execute(&mut *tx)
-            .await?;
-            let previous: Option<String> =
-                sqlx::query("SELECT job FROM person_cards WHERE pinfl = $1")
-                    .bind(&j.pinfl)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|r| r.try_get("job"))
-                    .transpose()?;
-            sqlx::query(
-                "INSERT INTO person_cards (pinfl, job, document, updated_at) VALUES ($1, $2, $3, $4) \
+            for r in q.fetch_all(&mut *tx).await? {
+                finishing.insert(r.try_get::<String, _>("job")?);
+            }
+        }
+        let done: Vec<&FinishedJob> = jobs.iter().filter(|j| finishing.remove(&j.job)).collect();
+        for chunk in done.chunks(rows::CHUNK) {
+            let sql = format!(
+                "INSERT INTO card_outcomes (at, district, outcome, reason, certificates, latency_us) VALUES {}",
+                rows::values(Backend::Sqlite, chunk.len(), 6, 1, &[])
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for j in chunk {
+                q = q
+                    .bind(now)
+                    .bind(&j.district)
+                    .bind("issued")
+                    .bind(None::<String>)
+                    .bind(j.certificates)
+                    .bind(j.latency_us);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        // Each person's current card before this call, then in job order.
+        let mut current: std::collections::HashMap<String, String> = Default::default();
+        let pinfls: Vec<&str> = {
+            let mut seen = std::collections::HashSet::new();
+            done.iter()
+                .map(|j| j.pinfl.as_str())
+                .filter(|p| seen.insert(*p))
+                .collect()
+        };
+        for chunk in pinfls.chunks(rows::CHUNK) {
+            let sql = format!(
+                "SELECT pinfl, job FROM person_cards WHERE pinfl IN ({})",
+                rows::list(chunk.len(), 1)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for p in chunk {
+                q = q.bind(*p);
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                current.insert(r.try_get("pinfl")?, r.try_get("job")?);
+            }
+        }
+        let mut replaced: Vec<Option<String>> = Vec::with_capacity(done.len());
+        let mut last: std::collections::HashMap<&str, &FinishedJob> = Default::default();
+        for j in &done {
+            let prev = current.insert(j.pinfl.clone(), j.job.clone());
+            replaced.push(prev.filter(|p| *p != j.job));
+            last.insert(j.pinfl.as_str(), j);
+        }
+        let finals: Vec<&&FinishedJob> = last.values().collect();
+        for chunk in finals.chunks(rows::CHUNK) {
+            let sql = format!(
+                "INSERT INTO person_cards (pinfl, job, document, updated_at) VALUES {} \
                  ON CONFLICT (pinfl) DO UPDATE SET job = excluded.job, document = excluded.document, \
                  updated_at = excluded.updated_at",
+                rows::values(Backend::Sqlite, chunk.len(), 4, 1, &[])
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for j in chunk {
+                q = q
+                    .bind(&j.pinfl)
+                    .bind(&j.job)
+                    .bind(&j.document)
+                    .bind(now_secs());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let mut events = Vec::new();
+        let mut revoked_by_job: std::collections::HashMap<&str, Vec<String>> = Default::default();
+        for (j, prev) in done.iter().zip(replaced) {
+            let (Supersede::Revoke, Some(prev)) = (supersede, prev) else {
+                continue;
+            };
+            let serials: Vec<String> = sqlx::query(
+                "SELECT serial FROM certificates WHERE job = $1 AND status = 'issued' \
+                 AND revocation <> 'revoked' ORDER BY serial",
             )
-            .bind(&j.pinfl)
-            .bind(&j.job)
-            .bind(&j.document)
-            .bind(now_secs())
-            .execute(&mut *tx)
-            .await?;
-            if let (Supersede::Revoke, Some(prev)) = (supersede, previous)
-                && prev != j.job
-            {
-                let serials: Vec<String> = sqlx::query(
-                    "SELECT serial FROM certificates WHERE job = $1 AND status = 'issued' \
-                     AND revocation <> 'revoked' ORDER BY serial",
-                )
-                .bind(&prev)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get("serial"))
-                .collect::<std::result::Result<_, _>>()?;
-                for serial in serials {
-                    if transition_in(&mut tx, &serial, Transition::Revoke { reason: SUPERSEDED })
-                        .await?
-                        .is_some()
-                    {
-                        events.push(AuditEvent {
-                            actor: actor.to_string(),
-                            action: "certificate.revoke".into(),
-                            object: serial.clone(),
-                            details: serde_json::json!({
-                                "reason": "superseded",
-                                "card_job": prev,
-                                "superseded_by": j.job,
-                            }),
-                        });
-                        revoked.push(serial);
-                    }
+            .bind(&prev)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("serial"))
+            .collect::<std::result::Result<_, _>>()?;
+            for serial in serials {
+                if transition_in(&mut tx, &serial, Transition::Revoke { reason: SUPERSEDED })
+                    .await?
+                    .is_some()
+                {
+                    events.push(AuditEvent {
+                        actor: actor.to_string(),
+                        action: "certificate.revoke".into(),
+                        object: serial.clone(),
+                        details: serde_json::json!({
+                            "reason": "superseded",
+                            "card_job": prev,
+                            "superseded_by": j.job,
+                        }),
+                    });
+                    revoked_by_job
+                        .entry(j.job.as_str())
+                        .or_default()
+                        .push(serial);
                 }
             }
-            revoked_all.push(revoked);
         }
         let refs: Vec<&AuditEvent> = events.iter().collect();
         audit::append(&mut tx, &refs).await?;
         tx.commit().await?;
-        Ok(revoked_all)
+        Ok(jobs
+            .iter()
+            .map(|j| revoked_by_job.remove(j.job.as_str()).unwrap_or_default())
+            .collect())
     }
 
     /// Counts a refused or failed request for the pilot report.

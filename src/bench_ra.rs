@@ -1,0 +1,338 @@
+//! `muhr bench personalization`: cards per second through the real RA API —
+//! HTTPS with a client certificate, JSON, validation, group commit, the key
+//! store — with C concurrent keep-alive connections, each sending one card per
+//! request (or `--batch` cards per batch request) as the line would.
+//!
+//! Card-chip keys are simulated by CSRs made beforehand (a pool of P-256 keys;
+//! a card's two roles always get different keys). Each run uses new request ids
+//! and new people, so nothing is a replay.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+use der::asn1::BitString;
+use der::{Decode, Encode};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use x509_cert::request::{CertReq, CertReqInfo, Version};
+
+use crate::Fail;
+use crate::app::App;
+
+/// Distinct chip keys in the pool.
+const KEYS: usize = 64;
+
+pub struct Options {
+    pub cards: usize,
+    pub concurrency: usize,
+    pub batch: usize,
+    pub json: bool,
+}
+
+/// A PKCS#10 request for a fresh P-256 key, built as typed ASN.1.
+fn chip_csr(rng: &SystemRandom) -> Result<String, Fail> {
+    let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING)
+        .map_err(|_| Fail::internal("key generation"))?;
+    let spki = kp
+        .public_key()
+        .as_der()
+        .map_err(|_| Fail::internal("public key"))?;
+    let info = CertReqInfo {
+        version: Version::V1,
+        subject: Default::default(),
+        public_key: SubjectPublicKeyInfoOwned::from_der(spki.as_ref())
+            .map_err(|e| Fail::internal(e.to_string()))?,
+        attributes: Default::default(),
+    };
+    let tbs = info.to_der().map_err(|e| Fail::internal(e.to_string()))?;
+    let sig = kp
+        .sign(rng, &tbs)
+        .map_err(|_| Fail::internal("CSR signature"))?;
+    let req = CertReq {
+        info,
+        algorithm: AlgorithmIdentifierOwned {
+            oid: const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
+            parameters: None,
+        },
+        signature: BitString::from_bytes(sig.as_ref())
+            .map_err(|e| Fail::internal(e.to_string()))?,
+    };
+    let der = req.to_der().map_err(|e| Fail::internal(e.to_string()))?;
+    der::pem::encode_string("CERTIFICATE REQUEST", der::pem::LineEnding::LF, &der)
+        .map_err(|e| Fail::internal(e.to_string()))
+}
+
+/// Card `i` of run `run`: a distinct person (PINFL) in a Tashkent district.
+fn card_json(run: &str, i: usize, csrs: &[String], districts: &[String]) -> serde_json::Value {
+    let seq = i % 999 + 1;
+    let district = (i / 999) % 999 + 1;
+    let first13 = format!("3150585{district:03}{seq:03}");
+    serde_json::json!({
+        "request_id": format!("{run}-{i}"),
+        "person": {
+            "pinfl": muhr_ca::identity::with_check_digit(&first13),
+            "surname": "Toshmatov",
+            "given_name": "Sardor",
+            "patronymic": "Alisher o'g'li",
+            "birth_date": "1985-05-15",
+        },
+        "document": {
+            "number": format!("AZ{:07}", i % 10_000_000),
+            "issued_on": "2025-09-01",
+            "expires_on": "2035-08-31",
+            "issuing_office": districts[i % districts.len()],
+        },
+        "keys": {
+            "auth": csrs[(2 * i) % KEYS],
+            "sign": csrs[(2 * i + 1) % KEYS],
+        }
+    })
+}
+
+/// One keep-alive HTTP/1.1 connection over mutual TLS.
+struct Conn {
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(port: u16, config: Arc<rustls::ClientConfig>) -> Result<Self, Fail> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| Fail::internal(format!("connect: {e}")))?;
+        tcp.set_nodelay(true).ok();
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .map_err(|e| Fail::internal(format!("TLS: {e}")))?;
+        Ok(Self {
+            tls,
+            buf: Vec::new(),
+        })
+    }
+
+    /// POSTs `body`; returns the status and the response body.
+    async fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), Fail> {
+        let io = |e: std::io::Error| Fail::internal(format!("HTTP: {e}"));
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.tls.write_all(head.as_bytes()).await.map_err(io)?;
+        self.tls.write_all(body).await.map_err(io)?;
+        self.tls.flush().await.map_err(io)?;
+        let (status, length, start) = loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                let status = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .ok_or_else(|| Fail::internal("response without content-length"))?;
+                break (status, length, end + 4);
+            }
+            let mut chunk = [0u8; 16384];
+            let n = self.tls.read(&mut chunk).await.map_err(io)?;
+            if n == 0 {
+                return Err(Fail::internal("connection closed"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        while self.buf.len() < start + length {
+            let mut chunk = [0u8; 65536];
+            let n = self.tls.read(&mut chunk).await.map_err(io)?;
+            if n == 0 {
+                return Err(Fail::internal("connection closed"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = self.buf[start..start + length].to_vec();
+        self.buf.drain(..start + length);
+        Ok((status, body))
+    }
+}
+
+pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
+    if o.cards == 0 || o.concurrency == 0 || o.batch == 0 {
+        return Err(Fail::invalid(
+            "--cards, --concurrency and --batch must be at least 1",
+        ));
+    }
+    let rules = Arc::new(app.ra_rules()?);
+    let districts: Vec<String> = rules
+        .districts
+        .codes()
+        .filter(|c| rules.in_pilot(c))
+        .map(str::to_string)
+        .collect();
+    if districts.is_empty() {
+        return Err(Fail::invalid(
+            "no district is in the pilot: nothing to benchmark",
+        ));
+    }
+    let ca = Arc::new(app.ca().await?);
+    let run = format!("bench{}", muhr_store::now_secs());
+    // The server, in this process, on the real mutual-TLS stack.
+    let server_cred = crate::mtls::server_credential(app, &ca).await?;
+    let tls = crate::mtls::server_config(&server_cred, &ca.issuing.der)?;
+    let api = crate::serve::ra_api(app, ca.clone(), rules.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Fail::internal(format!("bind: {e}")))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Fail::internal(e.to_string()))?
+        .port();
+    let handle = axum_server::Handle::new();
+    let server = tokio::spawn(crate::mtls::serve_on(
+        listener,
+        muhr_ra::http::router(api),
+        tls,
+        handle.clone(),
+    )?);
+    // The client: a registered personalization line.
+    let (client, _) = crate::mtls::issue_client(
+        app,
+        &ca,
+        muhr_ra::clients::Role::PersonalizationLine,
+        &format!("{run}-line"),
+    )
+    .await?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.root.der.clone()))
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            client
+                .chain
+                .iter()
+                .map(|c| CertificateDer::from(c.clone()))
+                .collect(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client.key.to_vec())),
+        )
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+
+    let rng = SystemRandom::new();
+    let csrs: Vec<String> = (0..KEYS)
+        .map(|_| chip_csr(&rng))
+        .collect::<Result<_, _>>()?;
+    // Bodies are made before the clock starts: the line has them ready too.
+    let requests: Vec<Vec<u8>> = (0..o.cards)
+        .collect::<Vec<_>>()
+        .chunks(o.batch)
+        .map(|chunk| {
+            let cards: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|i| card_json(&run, *i, &csrs, &districts))
+                .collect();
+            if o.batch == 1 {
+                serde_json::to_vec(&cards[0])
+            } else {
+                serde_json::to_vec(&serde_json::json!({ "cards": cards }))
+            }
+            .unwrap_or_default()
+        })
+        .collect();
+    let path = if o.batch == 1 {
+        "/api/v1/personalization/cards"
+    } else {
+        "/api/v1/personalization/batches"
+    };
+    let requests = Arc::new(requests);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..o.concurrency.min(requests.len()) {
+        let (requests, next, config) = (requests.clone(), next.clone(), config.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(port, config).await?;
+            let mut latencies = Vec::new();
+            let mut failed = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = requests.get(i) else { break };
+                let t = Instant::now();
+                let (status, answer) = conn.post(path, body).await?;
+                latencies.push(t.elapsed());
+                if status != 200 {
+                    failed += 1;
+                    if failed == 1 {
+                        eprintln!(
+                            "muhr bench: HTTP {status}: {}",
+                            String::from_utf8_lossy(&answer)
+                        );
+                    }
+                } else if path.ends_with("batches") {
+                    let v: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+                    failed += v["failed"].as_u64().unwrap_or(0) as usize;
+                }
+            }
+            Ok::<_, Fail>((latencies, failed))
+        }));
+    }
+    let mut latencies: Vec<Duration> = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        let (l, f) = t.await.map_err(|e| Fail::internal(e.to_string()))??;
+        latencies.extend(l);
+        failed += f;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    let _ = server.await;
+    if failed > 0 {
+        return Err(Fail::internal(format!("{failed} cards failed")));
+    }
+    latencies.sort();
+    let pct = |p: f64| {
+        let i = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+        latencies[i.clamp(1, latencies.len()) - 1].as_secs_f64() * 1000.0
+    };
+    let roles = rules.config.roles.len();
+    let certificates = o.cards * roles;
+    let (p50, p99) = (pct(50.0), pct(99.0));
+    if o.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "cards": o.cards,
+                "certificates": certificates,
+                "seconds": (seconds * 1000.0).round() / 1000.0,
+                "cards_per_s": (o.cards as f64 / seconds).round(),
+                "certificates_per_s": (certificates as f64 / seconds).round(),
+                "p50_ms": (p50 * 10.0).round() / 10.0,
+                "p99_ms": (p99 * 10.0).round() / 10.0,
+                "concurrency": o.concurrency,
+                "batch": o.batch,
+                "database": app.store.backend().name(),
+                "key_store": app.keys.describe(),
+            })
+        );
+    } else {
+        println!(
+            "{} cards ({certificates} certificates) in {seconds:.2} s: {:.0} cards/s, {:.0} certificates/s; \
+             p50 {p50:.1} ms, p99 {p99:.1} ms per request ({} clients, {} card(s) per request; {}, {})",
+            o.cards,
+            o.cards as f64 / seconds,
+            certificates as f64 / seconds,
+            o.concurrency,
+            o.batch,
+            app.store.backend().name(),
+            app.keys.describe()
+        );
+    }
+    Ok(())
+}

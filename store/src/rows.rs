@@ -1,0 +1,70 @@
+//! Multi-row statements. A group of certificates or card jobs is written with
+//! one statement per table, not one per row: on PostgreSQL every statement is
+//! a network round trip, and round trips, not commits, bound issuance rate.
+
+use crate::Backend;
+
+/// Rows per statement: well under both engines' bound-parameter limits.
+pub(crate) const CHUNK: usize = 200;
+
+/// `($first, $first+1, ...), (...)` for `rows` rows of `cols` columns. On
+/// PostgreSQL, `casts[i]` (e.g. `bytea`) types column i where nothing else
+/// tells the planner what a parameter is (VALUES lists in FROM).
+pub(crate) fn values(
+    backend: Backend,
+    rows: usize,
+    cols: usize,
+    first: usize,
+    casts: &[&str],
+) -> String {
+    let mut s = String::with_capacity(rows * cols * 6);
+    let mut n = first;
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&n.to_string());
+            if backend == Backend::Postgres
+                && let Some(t) = casts.get(c).filter(|t| !t.is_empty())
+            {
+                s.push_str("::");
+                s.push_str(t);
+            }
+            n += 1;
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// `$first, $first+1, ...` for an IN list.
+pub(crate) fn list(n: usize, first: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders() {
+        assert_eq!(
+            values(Backend::Sqlite, 2, 2, 3, &["", "bytea"]),
+            "($3, $4), ($5, $6)"
+        );
+        assert_eq!(
+            values(Backend::Postgres, 1, 2, 1, &["", "bytea"]),
+            "($1, $2::bytea)"
+        );
+        assert_eq!(list(3, 2), "$2, $3, $4");
+    }
+}
