@@ -68,10 +68,23 @@ fn chip_csr(rng: &SystemRandom) -> Result<String, Fail> {
 }
 
 /// Card `i` of run `run`: a distinct person (PINFL) in a Tashkent district.
-fn card_json(run: &str, i: usize, csrs: &[String], districts: &[String]) -> serde_json::Value {
+/// People born on `birth` (one date per run) are new to the database, so a
+/// rerun measures first cards, not card replacement.
+fn card_json(
+    run: &str,
+    birth: muhr_ra::card::Date,
+    i: usize,
+    csrs: &[String],
+    districts: &[String],
+) -> serde_json::Value {
     let seq = i % 999 + 1;
     let district = (i / 999) % 999 + 1;
-    let first13 = format!("3150585{district:03}{seq:03}");
+    let first13 = format!(
+        "3{:02}{:02}{:02}{district:03}{seq:03}",
+        birth.day,
+        birth.month,
+        birth.year % 100
+    );
     serde_json::json!({
         "request_id": format!("{run}-{i}"),
         "person": {
@@ -79,7 +92,7 @@ fn card_json(run: &str, i: usize, csrs: &[String], districts: &[String]) -> serd
             "surname": "Toshmatov",
             "given_name": "Sardor",
             "patronymic": "Alisher o'g'li",
-            "birth_date": "1985-05-15",
+            "birth_date": birth.to_string(),
         },
         "document": {
             "number": format!("AZ{:07}", i % 10_000_000),
@@ -181,7 +194,12 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
         ));
     }
     let ca = Arc::new(app.ca().await?);
-    let run = format!("bench{}", muhr_store::now_secs());
+    let started = muhr_store::now_secs();
+    let run = format!("bench{started}");
+    // A birth date in 1970-1999 (first PINFL digit 3) that changes every second.
+    let birth = muhr_ra::card::Date::from_system_time(
+        std::time::UNIX_EPOCH + Duration::from_secs(86_400 * (started as u64 % 10_950)),
+    );
     // The server, in this process, on the real mutual-TLS stack.
     let server_cred = crate::mtls::server_credential(app, &ca).await?;
     let tls = crate::mtls::server_config(&server_cred, &ca.issuing.der)?;
@@ -236,7 +254,7 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
         .map(|chunk| {
             let cards: Vec<serde_json::Value> = chunk
                 .iter()
-                .map(|i| card_json(&run, *i, &csrs, &districts))
+                .map(|i| card_json(&run, birth, *i, &csrs, &districts))
                 .collect();
             if o.batch == 1 {
                 serde_json::to_vec(&cards[0])

@@ -18,6 +18,7 @@ pub mod build;
 pub mod ceremony;
 pub mod crl;
 pub mod csr;
+pub mod dn_text;
 pub mod goodkey;
 pub mod identity;
 pub mod lint;
@@ -285,7 +286,7 @@ pub(crate) fn prepare(
     let crl_shard = crl::shard::of(serial.as_bytes(), crl_shards);
     let extensions = build::extensions(profile, &public_key, issuer, oids, crl_shard, alt_names)
         .map_err(|e| IssueError::Internal(format!("extensions: {e}")))?;
-    let subject_text = subject.to_string();
+    let subject_text = dn_text::to_string(&subject);
     let tbs = build::to_be_signed(TbsInput {
         serial: serial.clone(),
         not_before,

@@ -126,13 +126,6 @@ impl Personalizer {
             Ok(c) => c,
             Err(r) => return Err(self.refuse(&district, r, started).await),
         };
-        match self.store.registry_person(&card.request.person.pinfl).await {
-            Ok(Some(p)) if p.deceased_on.is_some() => {
-                return Err(self.refuse(&district, Refusal::deceased(), started).await);
-            }
-            Ok(_) => {}
-            Err(e) => return Err(e.into()),
-        }
         let (reply, answer) = oneshot::channel();
         let work = Work {
             job: format!("{client}/{}", card.request.request_id),
@@ -236,7 +229,47 @@ impl Personalizer {
         }
     }
 
+    /// Refuses the cards of people the registry records as deceased, asking
+    /// the registry once for the whole group; the rest go on.
+    async fn living(&self, group: Vec<Work>) -> Vec<Work> {
+        let pinfls: Vec<&str> = group
+            .iter()
+            .map(|w| w.card.request.person.pinfl.as_str())
+            .collect();
+        let deceased: std::collections::HashSet<String> =
+            match self.store.registry_people(&pinfls).await {
+                Ok(people) => people
+                    .into_iter()
+                    .filter(|p| p.deceased_on.is_some())
+                    .map(|p| p.pinfl)
+                    .collect(),
+                Err(e) => {
+                    for w in group {
+                        self.fail(&w, "database").await;
+                        let _ = w.reply.send(Err(e.clone_error()));
+                    }
+                    return Vec::new();
+                }
+            };
+        let mut living = Vec::with_capacity(group.len());
+        for w in group {
+            if deceased.contains(&w.card.request.person.pinfl) {
+                let refusal = self
+                    .refuse(&w.card.district, Refusal::deceased(), w.started)
+                    .await;
+                let _ = w.reply.send(Err(refusal));
+            } else {
+                living.push(w);
+            }
+        }
+        living
+    }
+
     async fn process(self: Arc<Self>, group: Vec<Work>) {
+        let group = self.living(group).await;
+        if group.is_empty() {
+            return;
+        }
         let claims: Vec<JobClaim> = group
             .iter()
             .map(|w| JobClaim {

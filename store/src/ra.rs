@@ -11,7 +11,7 @@
 use sqlx::Row;
 
 use crate::audit::{self, AuditEvent};
-use crate::status::{Transition, transition_in};
+use crate::status;
 use crate::{Backend, CertificateRecord, Result, Store, now_secs, rows};
 
 /// RFC 5280 reason `superseded`.
@@ -438,43 +438,51 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        let mut events = Vec::new();
+        // The superseded cards' certificates, all found and revoked at once.
+        let superseding: std::collections::HashMap<String, &str> = match supersede {
+            Supersede::Revoke => done
+                .iter()
+                .zip(replaced)
+                .filter_map(|(j, prev)| prev.map(|p| (p, j.job.as_str())))
+                .collect(),
+            Supersede::Keep => Default::default(),
+        };
+        let mut previous: std::collections::HashMap<String, String> = Default::default();
+        let prev_jobs: Vec<&String> = superseding.keys().collect();
+        for chunk in prev_jobs.chunks(rows::CHUNK) {
+            let sql = format!(
+                "SELECT serial, job FROM certificates WHERE job IN ({}) \
+                 AND status = 'issued' AND revocation <> 'revoked'",
+                rows::list(chunk.len(), 1)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for p in chunk {
+                q = q.bind(*p);
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                previous.insert(r.try_get("serial")?, r.try_get("job")?);
+            }
+        }
+        let serials: Vec<&str> = previous.keys().map(String::as_str).collect();
+        let revoked = status::revoke_many_in(&mut tx, &serials, SUPERSEDED).await?;
+        let mut events = Vec::with_capacity(revoked.len());
         let mut revoked_by_job: std::collections::HashMap<&str, Vec<String>> = Default::default();
-        for (j, prev) in done.iter().zip(replaced) {
-            let (Supersede::Revoke, Some(prev)) = (supersede, prev) else {
+        for st in revoked {
+            let Some(prev) = previous.get(&st.serial) else {
                 continue;
             };
-            let serials: Vec<String> = sqlx::query(
-                "SELECT serial FROM certificates WHERE job = $1 AND status = 'issued' \
-                 AND revocation <> 'revoked' ORDER BY serial",
-            )
-            .bind(&prev)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get("serial"))
-            .collect::<std::result::Result<_, _>>()?;
-            for serial in serials {
-                if transition_in(&mut tx, &serial, Transition::Revoke { reason: SUPERSEDED })
-                    .await?
-                    .is_some()
-                {
-                    events.push(AuditEvent {
-                        actor: actor.to_string(),
-                        action: "certificate.revoke".into(),
-                        object: serial.clone(),
-                        details: serde_json::json!({
-                            "reason": "superseded",
-                            "card_job": prev,
-                            "superseded_by": j.job,
-                        }),
-                    });
-                    revoked_by_job
-                        .entry(j.job.as_str())
-                        .or_default()
-                        .push(serial);
-                }
-            }
+            let by = superseding[prev];
+            events.push(AuditEvent {
+                actor: actor.to_string(),
+                action: "certificate.revoke".into(),
+                object: st.serial.clone(),
+                details: serde_json::json!({
+                    "reason": "superseded",
+                    "card_job": prev,
+                    "superseded_by": by,
+                }),
+            });
+            revoked_by_job.entry(by).or_default().push(st.serial);
         }
         let refs: Vec<&AuditEvent> = events.iter().collect();
         audit::append(&mut tx, &refs).await?;
@@ -564,24 +572,35 @@ impl Store {
     }
 
     pub async fn registry_person(&self, pinfl: &str) -> Result<Option<RegistryPerson>> {
-        let row = sqlx::query(
-            "SELECT pinfl, surname, given_name, patronymic, birth_date, deceased_on \
-             FROM population_registry WHERE pinfl = $1",
-        )
-        .bind(pinfl)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(RegistryPerson {
-                pinfl: r.try_get("pinfl")?,
-                surname: r.try_get("surname")?,
-                given_name: r.try_get("given_name")?,
-                patronymic: r.try_get("patronymic")?,
-                birth_date: r.try_get("birth_date")?,
-                deceased_on: r.try_get("deceased_on")?,
-            })
-        })
-        .transpose()
+        Ok(self.registry_people(&[pinfl]).await?.pop())
+    }
+
+    /// What the registry holds on any of these people, in one query per
+    /// [`rows::CHUNK`] of them (a group of cards asks once, not per card).
+    pub async fn registry_people(&self, pinfls: &[&str]) -> Result<Vec<RegistryPerson>> {
+        let mut people = Vec::new();
+        for chunk in pinfls.chunks(rows::CHUNK) {
+            let sql = format!(
+                "SELECT pinfl, surname, given_name, patronymic, birth_date, deceased_on \
+                 FROM population_registry WHERE pinfl IN ({})",
+                rows::list(chunk.len(), 1)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for p in chunk {
+                q = q.bind(*p);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                people.push(RegistryPerson {
+                    pinfl: r.try_get("pinfl")?,
+                    surname: r.try_get("surname")?,
+                    given_name: r.try_get("given_name")?,
+                    patronymic: r.try_get("patronymic")?,
+                    birth_date: r.try_get("birth_date")?,
+                    deceased_on: r.try_get("deceased_on")?,
+                });
+            }
+        }
+        Ok(people)
     }
 
     /// A person's certificates, newest first, for operators.

@@ -527,6 +527,57 @@ impl Store {
     }
 }
 
+/// Revokes many certificates in one statement per [`crate::rows::CHUNK`] and
+/// feeds their changes; those already revoked (or not issued) are left out of
+/// the answer, as [`transition_in`] answers `None` for them.
+pub(crate) async fn revoke_many_in(
+    tx: &mut crate::Tx<'_>,
+    serials: &[&str],
+    reason: i64,
+) -> Result<Vec<Status>> {
+    let now = crate::now_secs();
+    let mut changed = Vec::with_capacity(serials.len());
+    for chunk in serials.chunks(crate::rows::CHUNK) {
+        let sql = format!(
+            "UPDATE certificates SET revocation = 'revoked', revocation_reason = $1, revoked_at = $2 \
+             WHERE serial IN ({}) AND status = 'issued' AND revocation <> 'revoked' \
+             RETURNING serial, issuer, revocation, revoked_at, revocation_reason",
+            crate::rows::list(chunk.len(), 3)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(reason).bind(now);
+        for serial in chunk {
+            q = q.bind(*serial);
+        }
+        let mut statuses = q
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(status_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        statuses.sort_by(|a, b| a.serial.cmp(&b.serial));
+        changed.extend(statuses);
+    }
+    let at = now_micros();
+    for chunk in changed.chunks(crate::rows::CHUNK) {
+        let sql = format!(
+            "INSERT INTO status_changes (serial, issuer, revocation, revoked_at, reason, at) VALUES {}",
+            crate::rows::values(crate::Backend::Sqlite, chunk.len(), 6, 1, &[])
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for st in chunk {
+            q = q
+                .bind(&st.serial)
+                .bind(&st.issuer)
+                .bind(&st.revocation)
+                .bind(st.revoked_at)
+                .bind(st.reason)
+                .bind(at);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(changed)
+}
+
 /// Applies `t` inside the caller's transaction and feeds the change to
 /// responders; `None` when the certificate's state does not allow it.
 pub(crate) async fn transition_in(
