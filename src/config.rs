@@ -36,6 +36,8 @@ pub struct Config {
     pub ceremony: CeremonyConfig,
     #[serde(default)]
     pub personalization: muhr_ra::PersonalizationConfig,
+    /// Remote issuance to citizens; without it the citizen routes are absent.
+    pub citizens: Option<muhr_ra::remote::CitizensConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -130,9 +130,13 @@ pub async fn run(
         .await
         .map_err(|e| Fail::invalid(format!("cannot listen on {listen}: {e}")))?;
     tracing::info!(%listen, %listen_mtls, database = app.store.backend().name(), key_store = %app.keys.describe(), "serving");
+    let mut public = router(shared).merge(muhr_ocsp_responder::router(responder));
+    if let Some(citizens) = citizens(&app, &ca).await? {
+        public = public.merge(muhr_ra::citizen_http::router(citizens));
+    }
     let served = axum::serve(
         listener,
-        router(shared).merge(muhr_ocsp_responder::router(responder)),
+        public.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown())
     .await
@@ -155,6 +159,28 @@ pub fn ra_api(app: &App, ca: Arc<Ca>, rules: Arc<muhr_ra::Rules>) -> muhr_ra::ht
         registry: Arc::new(muhr_ra::clients::Registry::new(app.store.clone())),
         crl_validity: Duration::from_secs(app.config.crl.validity_hours * 3600),
     }
+}
+
+/// Remote issuance, when `[citizens]` is configured. The provider's keys are
+/// loaded now: a JWK Set file that cannot be read stops the start; a URL that
+/// does not answer is only logged (it is tried again at the first token).
+pub async fn citizens(
+    app: &App,
+    ca: &Arc<Ca>,
+) -> Result<Option<Arc<muhr_ra::remote::Citizens>>, Fail> {
+    let Some(config) = app.config.citizens.clone() else {
+        return Ok(None);
+    };
+    let file = config.oidc.jwks_file.is_some();
+    let c = muhr_ra::remote::Citizens::new(ca.clone(), app.config.identity.clone(), config)
+        .map_err(Fail::invalid)?;
+    if let Err(e) = c.verifier.load().await {
+        if file {
+            return Err(Fail::invalid(format!("citizens.oidc.jwks_file: {e}")));
+        }
+        tracing::warn!(error = %e, "identity provider keys not loaded yet");
+    }
+    Ok(Some(Arc::new(c)))
 }
 
 /// `muhr ocsp`: only the responder, for scaling out next to a database or a

@@ -7,10 +7,15 @@
 //! Callers are mutual-TLS clients known to the registry in [`clients`].
 
 pub mod card;
+pub mod citizen_http;
 pub mod clients;
 pub mod config;
 pub mod http;
+pub mod jws;
+pub mod oidc;
 pub mod personalize;
+pub mod ratelimit;
+pub mod remote;
 pub mod report;
 
 pub use card::{CardRequest, Refusal, Rules};

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod oidc;
 pub mod ra;
 
 pub const PIN: &str = "4711-test-pin";

@@ -1,0 +1,268 @@
+//! Citizens' routes, on the public listener (behind the reverse proxy): a
+//! bearer ID token from the identity system authenticates every request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine;
+use muhr_ca::revocation::Reason;
+use muhr_store::Transition;
+use serde_json::json;
+
+use crate::http::json_error;
+use crate::oidc::{Citizen, TokenError};
+use crate::remote::{CitizenError, Citizens, origin};
+
+/// Reasons a citizen may give for revoking their own certificate; the others
+/// speak for a CA or an employer.
+const CITIZEN_REASONS: [Reason; 4] = [
+    Reason::Unspecified,
+    Reason::KeyCompromise,
+    Reason::Superseded,
+    Reason::CessationOfOperation,
+];
+
+pub fn router(citizens: Arc<Citizens>) -> Router {
+    Router::new()
+        .route("/api/v1/certificates", post(issue))
+        .route("/api/v1/me/certificates", get(mine))
+        .route("/api/v1/me/certificates/{serial}/suspend", post(suspend))
+        .route("/api/v1/me/certificates/{serial}/revoke", post(revoke))
+        .route_layer(middleware::from_fn_with_state(
+            citizens.clone(),
+            authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(64 << 10))
+        .with_state(citizens)
+}
+
+fn client_address(c: &Citizens, req: &Request) -> String {
+    if c.config().rate_limits.trust_forwarded_for
+        && let Some(last) = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|v| !v.is_empty())
+    {
+        return last.to_string();
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn unauthorized(error: &str, rule: &str) -> Response {
+    let mut r = json_error(StatusCode::UNAUTHORIZED, "authorization", rule);
+    let challenge = format!(
+        "Bearer error=\"{error}\", error_description=\"{}\"",
+        rule.replace(['"', '\\'], "'")
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+async fn authenticate(State(c): State<Arc<Citizens>>, mut req: Request, next: Next) -> Response {
+    if let Err(e) = c.limit_address(&client_address(&c, &req)) {
+        return error_response(e);
+    }
+    let Some(token) = bearer(req.headers()) else {
+        return unauthorized(
+            "invalid_request",
+            "an ID token from the identity system is required (Authorization: Bearer)",
+        );
+    };
+    match c.authenticate(token).await {
+        Ok(who) => {
+            req.extensions_mut().insert(who);
+            next.run(req).await
+        }
+        Err(TokenError::Invalid(why)) => unauthorized("invalid_token", &why),
+        Err(TokenError::Assurance(why)) => unauthorized("insufficient_user_authentication", &why),
+        Err(TokenError::Unavailable(why)) => {
+            tracing::error!(error = %why, "citizen refused: no identity provider keys");
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "authorization",
+                "the identity provider's keys are unavailable; retry later",
+            )
+        }
+    }
+}
+
+fn error_response(e: CitizenError) -> Response {
+    match e {
+        CitizenError::Refused(f) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &f.field, &f.rule),
+        CitizenError::NotFound(why) => json_error(StatusCode::NOT_FOUND, "serial", &why),
+        CitizenError::Conflict(why) => json_error(StatusCode::CONFLICT, "-", &why),
+        CitizenError::TooMany(wait) => {
+            let mut r = json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "-",
+                &format!("too many requests; retry in {} s", wait.as_secs() + 1),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs() + 1));
+            r
+        }
+        CitizenError::Internal(why) => {
+            tracing::error!(error = %why, "citizen request failed");
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "-",
+                "internal error; retry",
+            )
+        }
+    }
+}
+
+fn pem(der: &[u8]) -> String {
+    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der).unwrap_or_default()
+}
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+async fn issue(
+    State(c): State<Arc<Citizens>>,
+    Extension(who): Extension<Citizen>,
+    bytes: Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        csr: String,
+        profile: String,
+    }
+    let b: Body = match body(&bytes) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "body", &e),
+    };
+    match c.issue(&who, &b.csr, &b.profile).await {
+        Ok(cert) => {
+            let ca = c.ca();
+            let status = if cert.replayed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            (
+                status,
+                Json(json!({
+                    "serial": cert.serial,
+                    "profile": cert.profile,
+                    "der": base64::engine::general_purpose::STANDARD.encode(&cert.der),
+                    "pem": pem(&cert.der),
+                    "chain": [ca.issuing.pem(), ca.root.pem()],
+                    "replayed": cert.replayed,
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+async fn mine(State(c): State<Arc<Citizens>>, Extension(who): Extension<Citizen>) -> Response {
+    match c.certificates(&who).await {
+        Ok(list) => Json(json!({
+            "pinfl": who.pinfl,
+            "certificates": list.iter().map(|s| json!({
+                "serial": s.serial,
+                "profile": s.profile,
+                "subject": s.subject,
+                "not_before": s.not_before,
+                "not_after": s.not_after,
+                "issued_by": origin(s.job.as_deref()),
+                "state": s.status,
+                "revocation": s.revocation,
+                "revocation_reason": s.revocation_reason
+                    .and_then(Reason::from_code)
+                    .map(|r| r.name()),
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+fn changed(s: muhr_store::Status) -> Response {
+    Json(json!({
+        "serial": s.serial,
+        "revocation": s.revocation,
+        "revoked_at": s.revoked_at,
+        "reason": s.reason.and_then(Reason::from_code).map(|r| r.name()),
+    }))
+    .into_response()
+}
+
+async fn suspend(
+    State(c): State<Arc<Citizens>>,
+    Extension(who): Extension<Citizen>,
+    Path(serial): Path<String>,
+) -> Response {
+    match c.change(&who, &serial, Transition::Suspend).await {
+        Ok(s) => changed(s),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn revoke(
+    State(c): State<Arc<Citizens>>,
+    Extension(who): Extension<Citizen>,
+    Path(serial): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        reason: String,
+    }
+    let b: Body = match body(&bytes) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "body", &e),
+    };
+    let reason: Reason = match b.reason.parse() {
+        Ok(r) if CITIZEN_REASONS.contains(&r) => r,
+        _ => {
+            let names: Vec<&str> = CITIZEN_REASONS.iter().map(|r| r.name()).collect();
+            return json_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reason",
+                &format!("one of {}", names.join(", ")),
+            );
+        }
+    };
+    match c
+        .change(
+            &who,
+            &serial,
+            Transition::Revoke {
+                reason: reason.code(),
+            },
+        )
+        .await
+    {
+        Ok(s) => changed(s),
+        Err(e) => error_response(e),
+    }
+}

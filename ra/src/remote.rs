@@ -1,0 +1,399 @@
+//! Remote issuance to citizens the identity system has already authenticated
+//! with verified personal data, and their self-service.
+//!
+//! The subject comes from the verified ID token, never from the CSR. A retry
+//! never issues twice: a certificate is tied to the job `remote:PINFL:KEY`
+//! (KEY: SHA-256 of the public key, first 16 bytes in hex) and its profile,
+//! which the database lets exist once. So the same key and profile get the
+//! same certificate back while it is valid; a key certified before whose
+//! certificate has since been revoked or has expired is refused: a new
+//! certificate needs a new key.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use muhr_ca::identity::{IdentityRules, SubjectRequest};
+use muhr_ca::{Ca, FieldError, IssueError, Request};
+use muhr_store::{AuditEvent, JobLink, StoreError, Transition};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::oidc::{Citizen, OidcConfig, Verifier};
+use crate::ratelimit::RateLimiter;
+
+/// `[citizens]`: remote issuance. Absent, the citizen routes answer 503.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CitizensConfig {
+    pub oidc: OidcConfig,
+    /// Profiles a citizen may ask for.
+    #[serde(default = "default_profiles")]
+    pub profiles: Vec<String>,
+    /// Renewals in a row by the current certificate before the citizen must
+    /// authenticate again (the law allows two extensions).
+    #[serde(default = "default_max_renewals")]
+    pub max_renewals: u32,
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+}
+
+fn default_profiles() -> Vec<String> {
+    vec!["individual-auth".into(), "individual-sign".into()]
+}
+fn default_max_renewals() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Acts (issue, renew, suspend, revoke) per person per hour; 0: no limit.
+    pub person_per_hour: u32,
+    /// Requests of any kind per client address per minute; 0: no limit.
+    pub address_per_minute: u32,
+    /// Take the client address from `X-Forwarded-For` (its last entry, the one
+    /// the proxy in front of Muhr added). Only behind such a proxy.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            person_per_hour: 20,
+            address_per_minute: 120,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum CitizenError {
+    /// The request breaks a rule: field and rule (4xx, nothing written).
+    Refused(FieldError),
+    /// Not the caller's, or no such thing (404: the two are not told apart).
+    NotFound(String),
+    Conflict(String),
+    TooMany(Duration),
+    Internal(String),
+}
+
+impl From<StoreError> for CitizenError {
+    fn from(e: StoreError) -> Self {
+        CitizenError::Internal(format!("database: {e}"))
+    }
+}
+
+fn refuse(field: &str, rule: impl Into<String>) -> CitizenError {
+    CitizenError::Refused(FieldError {
+        field: field.into(),
+        rule: rule.into(),
+    })
+}
+
+/// A certificate handed to a citizen.
+#[derive(Debug, Clone)]
+pub struct RemoteCertificate {
+    pub serial: String,
+    pub profile: String,
+    pub der: Vec<u8>,
+    /// The same key and profile were certified before; this is that answer.
+    pub replayed: bool,
+}
+
+/// How a certificate came to be, from its job.
+pub fn origin(job: Option<&str>) -> &'static str {
+    match job {
+        Some(j) if j.starts_with("remote:") => "remote",
+        Some(j) if j.starts_with("renewal:") => "renewal",
+        Some(j) if j.contains('/') => "card",
+        _ => "operator",
+    }
+}
+
+pub struct Citizens {
+    ca: Arc<Ca>,
+    identity: IdentityRules,
+    config: CitizensConfig,
+    pub verifier: Verifier,
+    per_person: RateLimiter,
+    per_address: RateLimiter,
+}
+
+impl Citizens {
+    pub fn new(
+        ca: Arc<Ca>,
+        identity: IdentityRules,
+        config: CitizensConfig,
+    ) -> Result<Self, String> {
+        for p in &config.profiles {
+            if ca.profiles().get(p).is_none() {
+                return Err(format!("citizens.profiles: unknown profile {p:?}"));
+            }
+        }
+        let verifier = Verifier::new(config.oidc.clone())?;
+        let l = &config.rate_limits;
+        Ok(Self {
+            per_person: RateLimiter::new(l.person_per_hour, Duration::from_secs(3600)),
+            per_address: RateLimiter::new(l.address_per_minute, Duration::from_secs(60)),
+            ca,
+            identity,
+            config,
+            verifier,
+        })
+    }
+
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    pub fn config(&self) -> &CitizensConfig {
+        &self.config
+    }
+
+    pub fn limit_address(&self, address: &str) -> Result<(), CitizenError> {
+        self.per_address
+            .take(address, Instant::now())
+            .map_err(CitizenError::TooMany)
+    }
+
+    fn limit_person(&self, who: &Citizen) -> Result<(), CitizenError> {
+        self.per_person
+            .take(&who.pinfl, Instant::now())
+            .map_err(CitizenError::TooMany)
+    }
+
+    pub fn actor(who: &Citizen) -> String {
+        format!("citizen:{}", who.pinfl)
+    }
+
+    /// The subject fields the token's identity gives, checked as a card's are.
+    fn subject_fields(
+        &self,
+        who: &Citizen,
+    ) -> Result<std::collections::BTreeMap<String, String>, CitizenError> {
+        let claims = &self.config.oidc.claims;
+        let pinfl = self
+            .identity
+            .pinfl(&format!("token.{}", claims.pinfl), &who.pinfl)
+            .map_err(CitizenError::Refused)?;
+        if let Some(b) = &who.birth_date {
+            let (y, m, d) = pinfl.birth;
+            if *b != format!("{y:04}-{m:02}-{d:02}") {
+                return Err(refuse(
+                    &format!("token.{}", claims.birth_date),
+                    format!(
+                        "{b} is not the date of birth the PINFL encodes ({y:04}-{m:02}-{d:02})"
+                    ),
+                ));
+            }
+        }
+        let request = SubjectRequest {
+            pinfl: who.pinfl.clone(),
+            surname: who.surname.clone(),
+            given_name: who.given_name.clone(),
+            patronymic: who.patronymic.clone(),
+            tin: who.tin.clone(),
+            organization: None,
+        };
+        self.identity.subject_fields(&request).map_err(|e| {
+            let claim = match e.field.as_str() {
+                "surname" => &claims.surname,
+                "given_name" => &claims.given_name,
+                "patronymic" => &claims.patronymic,
+                "tin" => &claims.tin,
+                "pinfl" => &claims.pinfl,
+                other => other,
+            };
+            refuse(&format!("token.{claim}"), e.rule)
+        })
+    }
+
+    async fn refuse_deceased(&self, who: &Citizen) -> Result<(), CitizenError> {
+        if let Some(p) = self.ca.store().registry_person(&who.pinfl).await?
+            && p.deceased_on.is_some()
+        {
+            return Err(refuse(
+                &format!("token.{}", self.config.oidc.claims.pinfl),
+                "the population registry records this person as deceased",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Issues a certificate under `profile` for the key in `csr`, to `who`.
+    pub async fn issue(
+        &self,
+        who: &Citizen,
+        csr: &str,
+        profile: &str,
+    ) -> Result<RemoteCertificate, CitizenError> {
+        if !self.config.profiles.iter().any(|p| p == profile) {
+            return Err(refuse(
+                "profile",
+                format!("one of {}", self.config.profiles.join(", ")),
+            ));
+        }
+        let fields = self.subject_fields(who)?;
+        let loaded = self
+            .ca
+            .profiles()
+            .get(profile)
+            .ok_or_else(|| refuse("profile", "not loaded"))?;
+        let parsed = muhr_ca::csr::parse(csr.as_bytes()).map_err(|e| refuse("csr", e))?;
+        muhr_ca::goodkey::check(&parsed.public_key, &loaded.keys).map_err(|e| refuse("csr", e))?;
+        parsed.verify().map_err(|e| refuse("csr", e))?;
+        muhr_ca::build::subject_name(loaded, &fields)
+            .map_err(|e| refuse(&format!("token.{}", e.field), e.rule))?;
+        self.refuse_deceased(who).await?;
+        self.limit_person(who)?;
+        let spki = der::Encode::to_der(&parsed.public_key)
+            .map_err(|e| CitizenError::Internal(e.to_string()))?;
+        let job = format!(
+            "remote:{}:{}",
+            who.pinfl,
+            hex::encode(&Sha256::digest(&spki)[..16])
+        );
+        let actor = Self::actor(who);
+        let request = Request {
+            profile: profile.to_string(),
+            fields,
+            public_key: parsed.public_key,
+            not_after_limit: None,
+            alt_names: Vec::new(),
+            actor: actor.clone(),
+            job: Some(JobLink {
+                job: job.clone(),
+                role: profile.to_string(),
+            }),
+        };
+        match self.ca.issue(request).await {
+            Ok(i) => Ok(RemoteCertificate {
+                serial: i.serial,
+                profile: i.profile,
+                der: i.der,
+                replayed: false,
+            }),
+            Err(IssueError::AlreadyIssued { .. }) => self.again(&job, profile, &actor).await,
+            Err(IssueError::Refused(f)) => Err(CitizenError::Refused(f)),
+            Err(e) => Err(CitizenError::Internal(e.to_string())),
+        }
+    }
+
+    /// The certificate an earlier request got for this key and profile.
+    async fn again(
+        &self,
+        job: &str,
+        profile: &str,
+        actor: &str,
+    ) -> Result<RemoteCertificate, CitizenError> {
+        let store = self.ca.store();
+        let rec = store
+            .job_certificates(job)
+            .await?
+            .into_iter()
+            .find(|r| r.intent.job.as_ref().is_some_and(|j| j.role == profile))
+            .ok_or_else(|| CitizenError::Internal(format!("{job}: no {profile} certificate")))?;
+        let serial = rec.intent.serial.clone();
+        let der = match rec.der {
+            Some(der) => der,
+            // The first request died between intent and signature.
+            None => {
+                self.ca
+                    .finish_intent(rec.intent, actor)
+                    .await
+                    .map_err(|e| CitizenError::Internal(e.to_string()))?
+                    .der
+            }
+        };
+        let summary = store
+            .certificate_summary(&serial)
+            .await?
+            .ok_or_else(|| CitizenError::Internal(format!("{serial} vanished")))?;
+        let now = muhr_store::now_secs();
+        if summary.revocation != "good" || summary.not_after <= now {
+            return Err(CitizenError::Conflict(format!(
+                "this key was certified before (serial {serial}, now {}): make a new key",
+                if summary.not_after <= now {
+                    "expired"
+                } else {
+                    summary.revocation.as_str()
+                }
+            )));
+        }
+        Ok(RemoteCertificate {
+            serial,
+            profile: profile.to_string(),
+            der,
+            replayed: true,
+        })
+    }
+
+    /// The caller's certificates, newest first; the read is audited.
+    pub async fn certificates(
+        &self,
+        who: &Citizen,
+    ) -> Result<Vec<muhr_store::ra::CertificateSummary>, CitizenError> {
+        let store = self.ca.store();
+        store
+            .audit(&[&AuditEvent {
+                actor: Self::actor(who),
+                action: "citizen.certificates.read".into(),
+                object: who.pinfl.clone(),
+                details: serde_json::json!({}),
+            }])
+            .await?;
+        Ok(store.certificates_of_person(&who.pinfl).await?)
+    }
+
+    /// Suspends or revokes one of the caller's own certificates. Restoring
+    /// is an operator's act, done after the person is identified again: a
+    /// stolen token must not undo a suspension.
+    pub async fn change(
+        &self,
+        who: &Citizen,
+        serial: &str,
+        transition: Transition,
+    ) -> Result<muhr_store::Status, CitizenError> {
+        let serial = serial.to_ascii_uppercase();
+        let mine = self
+            .ca
+            .store()
+            .certificate(&serial)
+            .await?
+            .is_some_and(|r| r.intent.pinfl.as_deref() == Some(who.pinfl.as_str()));
+        if !mine {
+            return Err(CitizenError::NotFound(format!(
+                "you hold no certificate with serial {serial}"
+            )));
+        }
+        self.limit_person(who)?;
+        match self
+            .ca
+            .change_status(&serial, transition, &Self::actor(who))
+            .await
+        {
+            Ok(s) => Ok(s),
+            Err(IssueError::Refused(f)) if f.field == "reason" => Err(CitizenError::Refused(f)),
+            Err(IssueError::Refused(f)) => Err(CitizenError::Conflict(f.rule)),
+            Err(e) => Err(CitizenError::Internal(e.to_string())),
+        }
+    }
+
+    /// Checks a bearer token now.
+    pub async fn authenticate(&self, token: &str) -> Result<Citizen, crate::oidc::TokenError> {
+        self.verifier.verify(token, SystemTime::now()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert_eq!(origin(Some("LINE-01/r1")), "card");
+        assert_eq!(origin(Some("remote:31505851234567:ab")), "remote");
+        assert_eq!(origin(Some("renewal:0A1B")), "renewal");
+        assert_eq!(origin(None), "operator");
+    }
+}

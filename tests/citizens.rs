@@ -1,0 +1,388 @@
+//! Remote issuance to citizens authenticated by the identity system: a real
+//! token issuer (keys made here, JWK Set over HTTP), Muhr's public listener,
+//! OpenSSL checking what comes out. Each refusal names its reason and
+//! writes nothing.
+
+mod common;
+
+use common::oidc::{Provider, call, ec_jwk, ec_key, sign_es256, with_header};
+use common::ra::person_pinfl;
+use common::{Db, Env, Keys, openssl, start, verify_chain};
+use serde_json::{Value, json};
+
+const ISSUE: &str = "/api/v1/certificates";
+
+fn csr(env: &Env, name: &str) -> String {
+    std::fs::read_to_string(env.csr(name, "ec")).unwrap()
+}
+
+fn request(csr: &str, profile: &str) -> Value {
+    json!({"csr": csr, "profile": profile})
+}
+
+fn rule(v: &Value) -> String {
+    v["error"]["rule"].as_str().unwrap_or_default().to_string()
+}
+
+fn remote_issuance(db: Db) {
+    let idp = Provider::start();
+    let env = Env::with_extra(
+        db,
+        Keys::Software,
+        &idp.config("[citizens.rate_limits]\nperson_per_hour = 30\naddress_per_minute = 0"),
+    );
+    env.init();
+    let me = person_pinfl(1);
+    let other = person_pinfl(2);
+    let dead = person_pinfl(3);
+    let registry = env.write(
+        "registry.csv",
+        format!(
+            "pinfl,surname,given_name,patronymic,birth_date,deceased_on\n\
+             {dead},Karimov,Aziz,,1985-05-15,2024-01-02\n"
+        ),
+    );
+    env.ok(&["registry", "import", registry.to_str().unwrap()]);
+    let (_server, port) = start(&env, &[]);
+    let token = idp.es256(&idp.claims(&me));
+
+    // The happy path: the subject is the token's person, whatever the CSR says.
+    let sign_csr = csr(&env, "sign");
+    let (code, _, v) = call(
+        port,
+        "POST",
+        ISSUE,
+        Some(&token),
+        Some(&request(&sign_csr, "individual-sign")),
+    );
+    assert_eq!(code, 201, "{v}");
+    let serial = v["serial"].as_str().unwrap().to_string();
+    let cert = env.write("sign.pem", v["pem"].as_str().unwrap());
+    verify_chain(&env.data(), &cert);
+    let text = openssl(&[
+        "x509",
+        "-in",
+        cert.to_str().unwrap(),
+        "-noout",
+        "-subject",
+        "-ext",
+        "keyUsage",
+    ]);
+    assert!(text.contains(&me), "{text}");
+    assert!(
+        text.contains("TOSHMATOV") || text.contains("Toshmatov"),
+        "{text}"
+    );
+    assert!(!text.contains("ignored by Muhr"), "{text}");
+    assert!(text.contains("Non Repudiation"), "{text}");
+    assert_eq!(v["chain"].as_array().unwrap().len(), 2);
+    assert_eq!(v["replayed"], false);
+
+    // A retry gets the same certificate; nothing new is signed.
+    let count = env.count("certificates");
+    let (code, _, again) = call(
+        port,
+        "POST",
+        ISSUE,
+        Some(&token),
+        Some(&request(&sign_csr, "individual-sign")),
+    );
+    assert_eq!(
+        (code, again["serial"].as_str()),
+        (200, Some(serial.as_str())),
+        "{again}"
+    );
+    assert_eq!(again["replayed"], true);
+    assert_eq!(env.count("certificates"), count);
+
+    // RS256 tokens are accepted as well.
+    let rs = idp.rs256(&idp.claims(&me));
+    let auth_csr = csr(&env, "auth");
+    let (code, _, auth) = call(
+        port,
+        "POST",
+        ISSUE,
+        Some(&rs),
+        Some(&request(&auth_csr, "individual-auth")),
+    );
+    assert_eq!(code, 201, "{auth}");
+    let auth_serial = auth["serial"].as_str().unwrap().to_string();
+
+    // Tokens that do not prove who the caller is: 401, a reason, nothing written.
+    let count = env.count("certificates");
+    let body = request(&csr(&env, "refused"), "individual-sign");
+    let mut claims = idp.claims(&me);
+    let stranger = ec_key();
+    let mut wrong_aud = claims.clone();
+    wrong_aud["aud"] = json!("someone-else");
+    let mut expired = claims.clone();
+    expired["exp"] = json!(expired["iat"].as_u64().unwrap() - 3600);
+    let mut low = claims.clone();
+    low["acr"] = json!("low");
+    let mut foreign = claims.clone();
+    foreign["iss"] = json!("https://idp.elsewhere");
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("no token", None, "required"),
+        (
+            "bad signature",
+            Some(sign_es256(&stranger, "es-1", &claims)),
+            "does not verify",
+        ),
+        ("wrong audience", Some(idp.es256(&wrong_aud)), "aud"),
+        ("expired", Some(idp.es256(&expired)), "expired"),
+        ("foreign issuer", Some(idp.es256(&foreign)), "iss"),
+        ("too low assurance", Some(idp.es256(&low)), "below"),
+        (
+            "alg none",
+            Some(with_header(&json!({"alg": "none"}), &claims, b"")),
+            "none",
+        ),
+        (
+            "HMAC",
+            Some(with_header(
+                &json!({"alg": "HS256", "kid": "es-1"}),
+                &claims,
+                b"mac",
+            )),
+            "shared-secret",
+        ),
+        (
+            "unknown key",
+            Some(sign_es256(&stranger, "nobody", &claims)),
+            "no key",
+        ),
+        ("garbage", Some("not.a.token".into()), "header"),
+    ];
+    for (what, token, want) in cases {
+        let (code, head, v) = call(port, "POST", ISSUE, token.as_deref(), Some(&body));
+        assert_eq!(code, 401, "{what}: {v}");
+        assert_eq!(v["error"]["field"], "authorization", "{what}: {v}");
+        assert!(rule(&v).contains(want), "{what}: {v}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{what}: {head}"
+        );
+        if what == "too low assurance" {
+            assert!(head.contains("insufficient_user_authentication"), "{head}");
+        }
+    }
+    assert_eq!(env.count("certificates"), count);
+
+    // The provider rotates its key: a token under the new kid makes Muhr fetch again.
+    let fetched = idp.fetches.load(std::sync::atomic::Ordering::SeqCst);
+    let rotated = ec_key();
+    idp.jwks.lock().unwrap()["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(ec_jwk("es-2", &rotated));
+    let (code, _, v) = call(
+        port,
+        "GET",
+        "/api/v1/me/certificates",
+        Some(&sign_es256(&rotated, "es-2", &claims)),
+        None,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert!(idp.fetches.load(std::sync::atomic::Ordering::SeqCst) > fetched);
+
+    // Refused by the RA's rules (422, field named, nothing written).
+    let mut bad_pinfl = claims.clone();
+    let wrong_digit = if me.ends_with('0') { '1' } else { '0' };
+    bad_pinfl["pinfl"] = json!(format!("{}{wrong_digit}", &me[..13]));
+    let mut wrong_birth = claims.clone();
+    wrong_birth["birthdate"] = json!("1985-05-16");
+    let dead_claims = idp.claims(&dead);
+    let cases: Vec<(&str, String, Value, &str)> = vec![
+        (
+            "check digit",
+            idp.es256(&bad_pinfl),
+            body.clone(),
+            "token.pinfl",
+        ),
+        (
+            "birth date",
+            idp.es256(&wrong_birth),
+            body.clone(),
+            "token.birthdate",
+        ),
+        (
+            "deceased",
+            idp.es256(&dead_claims),
+            body.clone(),
+            "token.pinfl",
+        ),
+        (
+            "profile",
+            idp.es256(&claims),
+            request(&csr(&env, "p"), "tls-server"),
+            "profile",
+        ),
+        (
+            "csr",
+            idp.es256(&claims),
+            request(
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                "individual-sign",
+            ),
+            "csr",
+        ),
+    ];
+    for (what, token, body, field) in cases {
+        let (code, _, v) = call(port, "POST", ISSUE, Some(&token), Some(&body));
+        assert_eq!(code, 422, "{what}: {v}");
+        assert_eq!(v["error"]["field"], field, "{what}: {v}");
+    }
+    let (code, _, v) = call(
+        port,
+        "POST",
+        ISSUE,
+        Some(&idp.es256(&claims)),
+        Some(&json!({"csr": "x"})),
+    );
+    assert_eq!(
+        (code, v["error"]["field"].as_str()),
+        (400, Some("body")),
+        "{v}"
+    );
+    assert_eq!(env.count("certificates"), count);
+
+    // Self-service: my certificates, with how each was issued.
+    let (code, _, list) = call(port, "GET", "/api/v1/me/certificates", Some(&token), None);
+    assert_eq!(code, 200, "{list}");
+    let certs = list["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 2, "{list}");
+    assert!(
+        certs
+            .iter()
+            .all(|c| c["issued_by"] == "remote" && c["revocation"] == "good"),
+        "{list}"
+    );
+
+    // Someone else's certificate is not found; a CA's reason is not mine to give.
+    let other_token = idp.es256(&idp.claims(&other));
+    let (code, _, v) = call(
+        port,
+        "POST",
+        &format!("/api/v1/me/certificates/{serial}/suspend"),
+        Some(&other_token),
+        None,
+    );
+    assert_eq!(code, 404, "{v}");
+    let revoke = format!("/api/v1/me/certificates/{serial}/revoke");
+    let (code, _, v) = call(
+        port,
+        "POST",
+        &revoke,
+        Some(&token),
+        Some(&json!({"reason": "cACompromise"})),
+    );
+    assert_eq!(
+        (code, v["error"]["field"].as_str()),
+        (422, Some("reason")),
+        "{v}"
+    );
+
+    // Lost card: suspend, then revoke for key compromise; OCSP follows.
+    let (code, _, v) = call(
+        port,
+        "POST",
+        &format!("/api/v1/me/certificates/{serial}/suspend"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(
+        (code, v["revocation"].as_str()),
+        (200, Some("suspended")),
+        "{v}"
+    );
+    let (code, _, v) = call(
+        port,
+        "POST",
+        &revoke,
+        Some(&token),
+        Some(&json!({"reason": "keyCompromise"})),
+    );
+    assert_eq!(
+        (code, v["revocation"].as_str(), v["reason"].as_str()),
+        (200, Some("revoked"), Some("keyCompromise")),
+        "{v}"
+    );
+    let (code, _, v) = call(
+        port,
+        "POST",
+        &revoke,
+        Some(&token),
+        Some(&json!({"reason": "keyCompromise"})),
+    );
+    assert_eq!(code, 409, "{v}");
+    let ocsp = openssl(&[
+        "ocsp",
+        "-issuer",
+        env.issuing_pem().to_str().unwrap(),
+        "-cert",
+        cert.to_str().unwrap(),
+        "-url",
+        &format!("http://127.0.0.1:{port}/ocsp"),
+        "-CAfile",
+        env.root_pem().to_str().unwrap(),
+        "-no_nonce",
+    ]);
+    assert!(
+        ocsp.contains(": revoked") && ocsp.contains("Reason: keyCompromise"),
+        "{ocsp}"
+    );
+
+    // The revoked key is not certified again.
+    let (code, _, v) = call(
+        port,
+        "POST",
+        ISSUE,
+        Some(&token),
+        Some(&request(&sign_csr, "individual-sign")),
+    );
+    assert_eq!(code, 409, "{v}");
+    assert!(rule(&v).contains("new key"), "{v}");
+
+    // Every act is in the audit chain, under the citizen's name.
+    let actor = format!("citizen:{me}");
+    let acts = env.sql(&format!(
+        "SELECT action FROM audit_log WHERE actor = '{actor}' ORDER BY seq"
+    ));
+    for a in [
+        "certificate.issue",
+        "citizen.certificates.read",
+        "certificate.suspend",
+        "certificate.revoke",
+    ] {
+        assert!(acts.iter().any(|x| x == a), "{a} missing from {acts:?}");
+    }
+    let _ = auth_serial;
+    env.ok(&["audit", "verify"]);
+
+    // Rate limit per person: the 31st act within the hour is refused with Retry-After.
+    claims["pinfl"] = json!(person_pinfl(4));
+    let busy = idp.es256(&claims);
+    let key = csr(&env, "busy");
+    let mut limited = None;
+    for i in 1..=31 {
+        let (code, head, _) = call(
+            port,
+            "POST",
+            ISSUE,
+            Some(&busy),
+            Some(&request(&key, "individual-sign")),
+        );
+        if code == 429 {
+            assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+            limited = Some(i);
+            break;
+        }
+        assert!(code == 200 || code == 201, "{code}");
+    }
+    assert_eq!(limited, Some(31));
+}
+
+both_databases! {
+    remote_issuance_self_service_and_refusals => remote_issuance;
+}
