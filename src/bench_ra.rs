@@ -11,15 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
-use der::asn1::BitString;
-use der::{Decode, Encode};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use x509_cert::request::{CertReq, CertReqInfo, Version};
 
 use crate::Fail;
 use crate::app::App;
@@ -34,37 +28,11 @@ pub struct Options {
     pub json: bool,
 }
 
-/// A PKCS#10 request for a fresh P-256 key, built as typed ASN.1.
-fn chip_csr(rng: &SystemRandom) -> Result<String, Fail> {
+/// A PKCS#10 request for a fresh P-256 key, as a card chip would make it.
+fn chip_csr() -> Result<String, Fail> {
     let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING)
         .map_err(|_| Fail::internal("key generation"))?;
-    let spki = kp
-        .public_key()
-        .as_der()
-        .map_err(|_| Fail::internal("public key"))?;
-    let info = CertReqInfo {
-        version: Version::V1,
-        subject: Default::default(),
-        public_key: SubjectPublicKeyInfoOwned::from_der(spki.as_ref())
-            .map_err(|e| Fail::internal(e.to_string()))?,
-        attributes: Default::default(),
-    };
-    let tbs = info.to_der().map_err(|e| Fail::internal(e.to_string()))?;
-    let sig = kp
-        .sign(rng, &tbs)
-        .map_err(|_| Fail::internal("CSR signature"))?;
-    let req = CertReq {
-        info,
-        algorithm: AlgorithmIdentifierOwned {
-            oid: const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
-            parameters: None,
-        },
-        signature: BitString::from_bytes(sig.as_ref())
-            .map_err(|e| Fail::internal(e.to_string()))?,
-    };
-    let der = req.to_der().map_err(|e| Fail::internal(e.to_string()))?;
-    der::pem::encode_string("CERTIFICATE REQUEST", der::pem::LineEnding::LF, &der)
-        .map_err(|e| Fail::internal(e.to_string()))
+    crate::citizen_cli::csr_pem(&kp)
 }
 
 /// Card `i` of run `run`: a distinct person (PINFL) in a Tashkent district.
@@ -243,10 +211,7 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let config = Arc::new(config);
 
-    let rng = SystemRandom::new();
-    let csrs: Vec<String> = (0..KEYS)
-        .map(|_| chip_csr(&rng))
-        .collect::<Result<_, _>>()?;
+    let csrs: Vec<String> = (0..KEYS).map(|_| chip_csr()).collect::<Result<_, _>>()?;
     // Bodies are made before the clock starts: the line has them ready too.
     let requests: Vec<Vec<u8>> = (0..o.cards)
         .collect::<Vec<_>>()

@@ -8,6 +8,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod app;
 mod bench;
 mod bench_ra;
+mod citizen_cli;
 mod commands;
 mod config;
 mod crl_http;
@@ -169,6 +170,26 @@ enum ClientCommand {
         #[arg(long)]
         password_file: PathBuf,
     },
+    /// For citizens: make a P-256 key here, have Muhr certify it with your ID
+    /// token from the identity system, keep both in a PKCS#12 file. Needs no
+    /// configuration.
+    Request {
+        /// File holding the ID token.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// individual-sign or individual-auth.
+        #[arg(long, default_value = "individual-sign")]
+        profile: String,
+        /// The PKCS#12 file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// File holding the PKCS#12 password; without it, it is asked for.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Muhr's public address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -267,6 +288,21 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Fail> {
+    // What a citizen runs on their own machine opens no installation.
+    if let Command::Client {
+        command:
+            ClientCommand::Request {
+                token_file,
+                profile,
+                out,
+                password_file,
+                server,
+            },
+    } = &cli.command
+    {
+        return citizen_cli::request(server, token_file, profile, out, password_file.as_deref())
+            .await;
+    }
     let g = cli.global;
     let app = app::App::load(g.config.as_deref(), g.data.as_deref()).await?;
     match cli.command {
@@ -283,6 +319,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     password_file,
                 },
         } => mtls::client_add(&app, &role, &name, &out, &password_file).await,
+        // Answered above, before any installation is opened.
+        Command::Client {
+            command: ClientCommand::Request { .. },
+        } => Ok(()),
         Command::Registry {
             command: RegistryCommand::Import { file },
         } => ra_cli::registry_import(&app, &file).await,

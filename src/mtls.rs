@@ -279,7 +279,12 @@ pub async fn client_add(
     }
     let ca = app.ca().await?;
     let (credential, serial) = issue_client(app, &ca, role, name).await?;
-    let p12 = pkcs12(&credential.chain[0], &ca, &credential.key, &password)?;
+    let p12 = pkcs12(
+        "muhr-ra-client",
+        &[&credential.chain[0], &ca.issuing.der, &ca.root.der],
+        &credential.key,
+        &password,
+    )?;
     write_private(out, &p12)?;
     println!("client     {name} ({})", role.as_str());
     println!("serial     {serial}");
@@ -332,20 +337,25 @@ pub async fn issue_client(
         issued.serial,
     ))
 }
-fn pkcs12(leaf: &[u8], ca: &Ca, key: &[u8], password: &str) -> Result<Vec<u8>, Fail> {
+/// A PKCS#12 file (PBES2, PBKDF2-SHA256, AES-256-CBC: what OpenSSL 3 reads
+/// without `-legacy`) holding `key` and `chain`, leaf first.
+pub fn pkcs12(alias: &str, chain: &[&[u8]], key: &[u8], password: &str) -> Result<Vec<u8>, Fail> {
     use p12_keystore::{KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
     let cert = |der: &[u8]| {
         p12_keystore::Certificate::from_der(der)
             .map_err(|e| Fail::internal(format!("PKCS#12 certificate: {e}")))
     };
     let key = PrivateKey::from_der(key).map_err(|e| Fail::internal(format!("PKCS#12 key: {e}")))?;
-    let chain = PrivateKeyChain::new(
-        leaf[leaf.len().saturating_sub(20)..].to_vec(),
-        key,
-        [cert(leaf)?, cert(&ca.issuing.der)?, cert(&ca.root.der)?],
-    );
+    let leaf = chain
+        .first()
+        .ok_or_else(|| Fail::internal("PKCS#12: no certificate"))?;
+    let certs = chain
+        .iter()
+        .map(|c| cert(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let chain = PrivateKeyChain::new(leaf[leaf.len().saturating_sub(20)..].to_vec(), key, certs);
     let mut store = KeyStore::new();
-    store.add_entry("muhr-ra-client", KeyStoreEntry::PrivateKeyChain(chain));
+    store.add_entry(alias, KeyStoreEntry::PrivateKeyChain(chain));
     store
         .writer(password)
         .write()

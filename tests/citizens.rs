@@ -360,6 +360,121 @@ fn remote_issuance(db: Db) {
     let _ = auth_serial;
     env.ok(&["audit", "verify"]);
 
+    // The citizen CLI: a key made locally, certified, kept in a PKCS#12 file
+    // that OpenSSL 3 reads as it is and signs CMS with.
+    let citizen = idp.es256(&idp.claims(&person_pinfl(5)));
+    let token_file = env.write("token", &citizen);
+    let password = env.write("p12-password", "correct horse battery\n");
+    let p12 = env.path("me.p12");
+    let run = |token: &std::path::Path, out: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_muhr"))
+            .current_dir(env.dir.path())
+            .args([
+                "client",
+                "request",
+                "--profile",
+                "individual-sign",
+                "--server",
+            ])
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg("--token-file")
+            .arg(token)
+            .arg("--out")
+            .arg(out)
+            .arg("--password-file")
+            .arg(&password)
+            .output()
+            .unwrap()
+    };
+    let out = run(&token_file, &p12);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pass = format!("file:{}", password.display());
+    let key = env.path("me.key");
+    let mine = env.path("me.pem");
+    openssl(&[
+        "pkcs12",
+        "-in",
+        p12.to_str().unwrap(),
+        "-passin",
+        &pass,
+        "-nodes",
+        "-nocerts",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkcs12",
+        "-in",
+        p12.to_str().unwrap(),
+        "-passin",
+        &pass,
+        "-clcerts",
+        "-nokeys",
+        "-out",
+        mine.to_str().unwrap(),
+    ]);
+    verify_chain(&env.data(), &mine);
+    let doc = env.write("contract.txt", "I agree.\n");
+    let sig = env.path("contract.p7s");
+    openssl(&[
+        "cms",
+        "-sign",
+        "-binary",
+        "-in",
+        doc.to_str().unwrap(),
+        "-signer",
+        mine.to_str().unwrap(),
+        "-inkey",
+        key.to_str().unwrap(),
+        "-certfile",
+        env.issuing_pem().to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-out",
+        sig.to_str().unwrap(),
+    ]);
+    let verified = common::openssl_output(&[
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        sig.to_str().unwrap(),
+        "-CAfile",
+        env.root_pem().to_str().unwrap(),
+        "-content",
+        doc.to_str().unwrap(),
+        "-purpose",
+        "any",
+        "-out",
+        "/dev/null",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&verified.stderr).contains("Verification successful"),
+        "{verified:?}"
+    );
+    // A refused request says why, exits non-zero and writes no file.
+    let bad = env.write(
+        "bad-token",
+        idp.es256(&{
+            let mut c = idp.claims(&person_pinfl(5));
+            c["aud"] = json!("nobody");
+            c
+        }),
+    );
+    let out = run(&bad, &env.path("none.p12"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("HTTP 401") && err.contains("aud"),
+        "{err}"
+    );
+    assert!(!env.path("none.p12").exists());
+
     // Rate limit per person: the 31st act within the hour is refused with Retry-After.
     claims["pinfl"] = json!(person_pinfl(4));
     let busy = idp.es256(&claims);
