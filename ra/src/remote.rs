@@ -29,19 +29,12 @@ pub struct CitizensConfig {
     /// Profiles a citizen may ask for.
     #[serde(default = "default_profiles")]
     pub profiles: Vec<String>,
-    /// Renewals in a row by the current certificate before the citizen must
-    /// authenticate again (the law allows two extensions).
-    #[serde(default = "default_max_renewals")]
-    pub max_renewals: u32,
     #[serde(default)]
     pub rate_limits: RateLimits,
 }
 
 fn default_profiles() -> Vec<String> {
     vec!["individual-auth".into(), "individual-sign".into()]
-}
-fn default_max_renewals() -> u32 {
-    2
 }
 
 #[derive(Debug, Clone, Deserialize)]
