@@ -43,8 +43,8 @@ pub fn router(citizens: Arc<Citizens>) -> Router {
         .with_state(citizens)
 }
 
-fn client_address(c: &Citizens, req: &Request) -> String {
-    if c.config().rate_limits.trust_forwarded_for
+fn client_address(trust_forwarded_for: bool, req: &Request) -> String {
+    if trust_forwarded_for
         && let Some(last) = req
             .headers()
             .get_all("x-forwarded-for")
@@ -81,7 +81,10 @@ fn unauthorized(error: &str, rule: &str) -> Response {
 }
 
 async fn authenticate(State(c): State<Arc<Citizens>>, mut req: Request, next: Next) -> Response {
-    if let Err(e) = c.limit_address(&client_address(&c, &req)) {
+    if let Err(e) = c.limit_address(&client_address(
+        c.config().rate_limits.trust_forwarded_for,
+        &req,
+    )) {
         return error_response(e);
     }
     let Some(token) = bearer(req.headers()) else {
@@ -264,5 +267,37 @@ async fn revoke(
     {
         Ok(s) => changed(s),
         Err(e) => error_response(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(forwarded: &[&str], peer: Option<&str>) -> Request {
+        let mut b = axum::http::Request::builder();
+        for f in forwarded {
+            b = b.header("x-forwarded-for", *f);
+        }
+        let mut r = b.body(axum::body::Body::empty()).unwrap();
+        if let Some(p) = peer {
+            r.extensions_mut()
+                .insert(ConnectInfo::<SocketAddr>(p.parse().unwrap()));
+        }
+        r
+    }
+
+    #[test]
+    fn client_address_trusts_only_the_proxys_entry_when_told() {
+        let r = request(&["6.6.6.6, 10.0.0.1", "192.0.2.7"], Some("127.0.0.1:5000"));
+        assert_eq!(client_address(true, &r), "192.0.2.7");
+        assert_eq!(
+            client_address(false, &r),
+            "127.0.0.1",
+            "spoofable header ignored"
+        );
+        let r = request(&[], Some("[::1]:5000"));
+        assert_eq!(client_address(true, &r), "::1");
+        assert_eq!(client_address(false, &request(&[], None)), "unknown");
     }
 }
