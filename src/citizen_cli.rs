@@ -154,3 +154,171 @@ pub async fn request(
     println!("credential {}", out.display());
     Ok(())
 }
+
+/// A key and its certificate chain, opened from a PKCS#12 file.
+pub struct Credential {
+    pub certificate: x509_cert::Certificate,
+    pub chain: Vec<x509_cert::Certificate>,
+    pub algorithm: AlgorithmIdentifierOwned,
+    key: Key,
+}
+
+enum Key {
+    Ecdsa(EcdsaKeyPair),
+    Rsa(aws_lc_rs::signature::RsaKeyPair),
+}
+
+impl Credential {
+    /// Opens `file` with `password`; the certificate is the one whose public
+    /// key is the private key's, the others are its chain.
+    pub fn open(bytes: &[u8], password: &str) -> Result<Self, Fail> {
+        use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1_SIGNING, RsaKeyPair};
+        use const_oid::db::rfc5912;
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            bytes,
+            password,
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )
+        .map_err(|e| Fail::invalid(format!("refused: PKCS#12: {e} (wrong password?)")))?;
+        let (_, entry) = store
+            .private_key_chain()
+            .ok_or_else(|| Fail::invalid("refused: PKCS#12: no private key in it"))?;
+        let pkcs8 = entry.key().as_der();
+        let alg = |oid| AlgorithmIdentifierOwned {
+            oid,
+            parameters: None,
+        };
+        let (key, algorithm) =
+            if let Ok(k) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8) {
+                (Key::Ecdsa(k), alg(rfc5912::ECDSA_WITH_SHA_256))
+            } else if let Ok(k) = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, pkcs8) {
+                (Key::Ecdsa(k), alg(rfc5912::ECDSA_WITH_SHA_384))
+            } else if let Ok(k) = RsaKeyPair::from_pkcs8(pkcs8) {
+                (Key::Rsa(k), alg(rfc5912::SHA_256_WITH_RSA_ENCRYPTION))
+            } else {
+                return Err(Fail::invalid(
+                    "refused: PKCS#12: the key is not ECDSA P-256/P-384 or RSA",
+                ));
+            };
+        let public = match &key {
+            Key::Ecdsa(k) => k.public_key().as_der().map(|d| d.as_ref().to_vec()),
+            Key::Rsa(k) => k.public_key().as_der().map(|d| d.as_ref().to_vec()),
+        }
+        .map_err(|_| Fail::internal("public key"))?;
+        let mut certificate = None;
+        let mut chain = Vec::new();
+        for c in entry.certs() {
+            let c = x509_cert::Certificate::from_der(c.as_der())
+                .map_err(|e| Fail::invalid(format!("refused: PKCS#12 certificate: {e}")))?;
+            let spki = c
+                .tbs_certificate()
+                .subject_public_key_info()
+                .to_der()
+                .map_err(|e| Fail::internal(e.to_string()))?;
+            if certificate.is_none() && spki == public {
+                certificate = Some(c);
+            } else {
+                chain.push(c);
+            }
+        }
+        let certificate = certificate
+            .ok_or_else(|| Fail::invalid("refused: PKCS#12: no certificate for its key"))?;
+        Ok(Self {
+            certificate,
+            chain,
+            algorithm,
+            key,
+        })
+    }
+
+    /// A signature in the encoding X.509 and CMS use.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        let rng = SystemRandom::new();
+        match &self.key {
+            Key::Ecdsa(k) => k
+                .sign(&rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| "signing failed".to_string()),
+            Key::Rsa(k) => {
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign(
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                    &rng,
+                    message,
+                    &mut sig,
+                )
+                .map_err(|_| "signing failed".to_string())?;
+                Ok(sig)
+            }
+        }
+    }
+
+    /// A CMS SignedData over `content` made with this key.
+    pub fn sign_cms(&self, content: &[u8], attached: bool) -> Result<Vec<u8>, Fail> {
+        let sign = |m: &[u8]| self.sign(m);
+        muhr_ra::cms::sign(
+            &muhr_ra::cms::Signer {
+                certificate: &self.certificate,
+                chain: &self.chain,
+                algorithm: self.algorithm.clone(),
+                sign: &sign,
+            },
+            content,
+            attached,
+            std::time::SystemTime::now(),
+        )
+        .map_err(|e| Fail::internal(format!("CMS: {e}")))
+    }
+}
+
+/// A password to open a PKCS#12 file: from a file, or asked once.
+pub fn open_password(file: Option<&Path>) -> Result<Zeroizing<String>, Fail> {
+    match file {
+        Some(f) => crate::config::secret("PKCS#12 password", None, Some(f)).map_err(Fail::invalid),
+        None => rpassword::prompt_password("PKCS#12 password: ")
+            .map(Zeroizing::new)
+            .map_err(|e| Fail::invalid(format!("password: {e}"))),
+    }
+}
+
+/// `muhr client sign FILE --p12 me.p12`: a CMS signature of FILE, detached
+/// unless `attached`, written to `out` (FILE.p7s by default), DER.
+pub fn sign(
+    file: &Path,
+    p12: &Path,
+    password_file: Option<&Path>,
+    out: Option<&Path>,
+    attached: bool,
+) -> Result<(), Fail> {
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
+        let mut o = file.as_os_str().to_owned();
+        o.push(".p7s");
+        o.into()
+    });
+    if out.exists() {
+        return Err(Fail::invalid(format!(
+            "refused: out: {} exists; choose another file",
+            out.display()
+        )));
+    }
+    let content = std::fs::read(file)
+        .map_err(|e| Fail::invalid(format!("refused: {}: {e}", file.display())))?;
+    let bytes = std::fs::read(p12)
+        .map_err(|e| Fail::invalid(format!("refused: p12: {}: {e}", p12.display())))?;
+    let password = open_password(password_file)?;
+    let credential = Credential::open(&bytes, &password)?;
+    let cms = credential.sign_cms(&content, attached)?;
+    std::fs::write(&out, cms)
+        .map_err(|e| Fail::invalid(format!("refused: out: {}: {e}", out.display())))?;
+    println!(
+        "signed     {} ({})",
+        file.display(),
+        if attached { "attached" } else { "detached" }
+    );
+    println!(
+        "signer     {}",
+        muhr_ca::dn_text::to_string(credential.certificate.tbs_certificate().subject())
+    );
+    println!("signature  {}", out.display());
+    Ok(())
+}

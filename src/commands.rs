@@ -71,7 +71,7 @@ pub async fn issue(app: &App, profile: &str, csr: &Path, subject: &Path) -> Resu
     Ok(())
 }
 
-fn date(unix: i64) -> String {
+pub fn date(unix: i64) -> String {
     der::DateTime::from_unix_duration(Duration::from_secs(unix.max(0) as u64))
         .map(|d| d.to_string())
         .unwrap_or_else(|_| unix.to_string())

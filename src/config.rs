@@ -38,6 +38,9 @@ pub struct Config {
     pub personalization: muhr_ra::PersonalizationConfig,
     /// Remote issuance to citizens; without it the citizen routes are absent.
     pub citizens: Option<muhr_ra::remote::CitizensConfig>,
+    /// Login by certificate and the relying parties' services.
+    #[serde(default)]
+    pub login: muhr_ra::login::LoginConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -14,6 +14,7 @@ mod config;
 mod crl_http;
 mod mtls;
 mod ra_cli;
+mod rp_cli;
 mod serve;
 
 use std::path::PathBuf;
@@ -133,6 +134,22 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Relying parties (state bodies, banks) of login and verification.
+    Rp {
+        #[command(subcommand)]
+        command: RpCommand,
+    },
+    /// Check a CMS signature as the verification service does: exit 0 valid,
+    /// 1 invalid (with the reasons), 2 when the input cannot be read.
+    Verify {
+        /// The signature (CMS SignedData, DER or PEM).
+        signature: PathBuf,
+        /// The signed content, for a detached signature.
+        #[arg(long)]
+        content: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks (numbers for the README and issues, never for tests).
     Bench {
         #[command(subcommand)]
@@ -190,6 +207,35 @@ enum ClientCommand {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         server: String,
     },
+    /// For citizens: sign FILE with the key in a PKCS#12 file; writes a CMS
+    /// SignedData (DER) with signing time and message digest. Needs no
+    /// configuration.
+    Sign {
+        file: PathBuf,
+        #[arg(long)]
+        p12: PathBuf,
+        /// File holding the PKCS#12 password; without it, it is asked for.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Where to write the signature (default FILE.p7s; must not exist).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Carry the content inside the signature instead of beside it.
+        #[arg(long)]
+        attached: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RpCommand {
+    /// Register a relying party; prints its id and secret (shown once).
+    Add {
+        #[arg(long)]
+        name: String,
+        /// state (free of charge) or commercial (billed by contract).
+        #[arg(long)]
+        class: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -208,6 +254,14 @@ enum ReportCommand {
         /// Last day (YYYY-MM-DD, UTC), included.
         #[arg(long)]
         to: String,
+        #[arg(long, value_enum, default_value_t = ra_cli::ReportFormat::Csv)]
+        format: ra_cli::ReportFormat,
+    },
+    /// Logins and verifications per relying party in one month (UTC).
+    Usage {
+        /// YYYY-MM.
+        #[arg(long)]
+        month: String,
         #[arg(long, value_enum, default_value_t = ra_cli::ReportFormat::Csv)]
         format: ra_cli::ReportFormat,
     },
@@ -303,6 +357,25 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         return citizen_cli::request(server, token_file, profile, out, password_file.as_deref())
             .await;
     }
+    if let Command::Client {
+        command:
+            ClientCommand::Sign {
+                file,
+                p12,
+                password_file,
+                out,
+                attached,
+            },
+    } = &cli.command
+    {
+        return citizen_cli::sign(
+            file,
+            p12,
+            password_file.as_deref(),
+            out.as_deref(),
+            *attached,
+        );
+    }
     let g = cli.global;
     let app = app::App::load(g.config.as_deref(), g.data.as_deref()).await?;
     match cli.command {
@@ -321,8 +394,19 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         } => mtls::client_add(&app, &role, &name, &out, &password_file).await,
         // Answered above, before any installation is opened.
         Command::Client {
-            command: ClientCommand::Request { .. },
+            command: ClientCommand::Request { .. } | ClientCommand::Sign { .. },
         } => Ok(()),
+        Command::Rp {
+            command: RpCommand::Add { name, class },
+        } => rp_cli::rp_add(&app, &name, &class).await,
+        Command::Report {
+            command: ReportCommand::Usage { month, format },
+        } => rp_cli::report_usage(&app, &month, format).await,
+        Command::Verify {
+            signature,
+            content,
+            json,
+        } => rp_cli::verify(&app, &signature, content.as_deref(), json).await,
         Command::Registry {
             command: RegistryCommand::Import { file },
         } => ra_cli::registry_import(&app, &file).await,

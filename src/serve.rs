@@ -134,6 +134,9 @@ pub async fn run(
     if let Some(citizens) = citizens(&app, &ca).await? {
         public = public.merge(muhr_ra::citizen_http::router(citizens));
     }
+    let rp = relying_parties(&app, &ca).await?;
+    tokio::spawn(prune_challenges(app.store.clone()));
+    public = public.merge(muhr_ra::rp_http::router(rp));
     let served = axum::serve(
         listener,
         public.into_make_service_with_connect_info::<std::net::SocketAddr>(),
@@ -181,6 +184,53 @@ pub async fn citizens(
         tracing::warn!(error = %e, "identity provider keys not loaded yet");
     }
     Ok(Some(Arc::new(c)))
+}
+
+/// The assertion key: opened, or made on the first start (a P-256 key in
+/// the key store, like every other key).
+pub fn assertion_key(app: &App) -> Result<Arc<dyn muhr_hsm::KeySigner>, Fail> {
+    let label = &app.config.login.assertion_key;
+    let spec = muhr_hsm::KeySpec::EcdsaP256;
+    match app.keys.open(label, spec) {
+        Ok(k) => Ok(k),
+        Err(muhr_hsm::HsmError::NotFound(_)) => {
+            tracing::info!(%label, "making the identity-assertion key");
+            app.keys
+                .generate(label, spec)
+                .map_err(|e| Fail::internal(format!("assertion key {label:?}: {e}")))
+        }
+        Err(e) => Err(Fail::internal(format!("assertion key {label:?}: {e}"))),
+    }
+}
+
+/// Login by certificate, signature verification and the relying parties.
+pub async fn relying_parties(app: &App, ca: &Arc<Ca>) -> Result<muhr_ra::rp_http::RpApi, Fail> {
+    let c = app.config.login.clone();
+    c.validate().map_err(Fail::invalid)?;
+    let key = assertion_key(app)?;
+    let assertions =
+        muhr_ra::assertion::Assertions::new(key, c.issuer.clone(), c.assertion_seconds)
+            .map_err(Fail::invalid)?;
+    let trust = Arc::new(muhr_ra::trust::Trust::new(ca.clone()));
+    Ok(muhr_ra::rp_http::RpApi {
+        parties: Arc::new(muhr_ra::relying::RelyingParties::new(
+            app.store.clone(),
+            c.rp_cache_seconds,
+        )),
+        login: Arc::new(muhr_ra::login::Login::new(trust, Arc::new(assertions), c)),
+    })
+}
+
+/// Unused challenges are forgotten an hour after they expire; used ones are
+/// the login record and stay.
+async fn prune_challenges(store: muhr_store::Store) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.prune_challenges(muhr_store::now_secs() - 3600).await {
+            tracing::warn!(error = %e, "pruning login challenges failed");
+        }
+    }
 }
 
 /// `muhr ocsp`: only the responder, for scaling out next to a database or a

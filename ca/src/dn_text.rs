@@ -40,7 +40,11 @@ fn short_name(oid: &ObjectIdentifier) -> Option<String> {
 }
 
 fn string_value(atv: &AttributeTypeAndValue) -> Option<&str> {
-    let v = &atv.value;
+    value_text(&atv.value)
+}
+
+/// An attribute value's text, for the string types names use.
+pub fn value_text(v: &der::Any) -> Option<&str> {
     match v.tag() {
         Tag::PrintableString => PrintableStringRef::try_from(v).ok().map(|s| s.as_str()),
         Tag::Utf8String => Utf8StringRef::try_from(v).ok().map(|s| s.as_str()),

@@ -57,6 +57,42 @@ impl Template {
         })
     }
 
+    /// The reverse of [`render`](Self::render): given a rendered `value` and
+    /// the fields already `known`, the one field still unknown and its value.
+    /// `None` when no field or more than one is unknown, or the value does
+    /// not fit the template. An empty remainder means the field was absent.
+    /// Relying parties learn a person's identity from a certificate this
+    /// way, from the profile's own data rather than a list in code.
+    pub fn extract(
+        &self,
+        value: &str,
+        known: &BTreeMap<String, String>,
+    ) -> Option<(String, String)> {
+        let mut unknown = self
+            .parts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p, Part::Field(f) if !known.contains_key(f)));
+        let (at, field) = match (unknown.next(), unknown.next()) {
+            (Some((i, Part::Field(f))), None) => (i, f.clone()),
+            _ => return None,
+        };
+        let text = |parts: &[Part]| {
+            let mut s = String::new();
+            for p in parts {
+                match p {
+                    Part::Text(t) => s.push_str(t),
+                    Part::Field(f) => s.push_str(known.get(f).map_or("", String::as_str)),
+                }
+            }
+            s.split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        let (before, after) = (text(&self.parts[..at]), text(&self.parts[at + 1..]));
+        let rest = value.strip_prefix(before.as_str())?;
+        let middle = rest.strip_suffix(after.as_str())?;
+        Some((field, middle.trim().to_string()))
+    }
+
     /// Renders the value; `None` when the template names fields and none is present.
     pub fn render(&self, fields: &BTreeMap<String, String>) -> Option<String> {
         let mut out = String::new();

@@ -140,3 +140,34 @@ fn validity_units() {
     assert!("2 fortnights".parse::<Validity>().is_err());
     assert!("60 years".parse::<Validity>().is_err());
 }
+
+#[test]
+fn templates_read_back_what_they_rendered() {
+    use crate::template::Template;
+    let f = ["surname", "given_name", "patronymic", "pinfl"];
+    let cn = Template::parse("{surname} {given_name} {patronymic}", &f).unwrap();
+    let mut known = std::collections::BTreeMap::new();
+    // Three unknowns: nothing can be said yet.
+    assert_eq!(cn.extract("IVANOV IVAN IVANOVICH", &known), None);
+    known.insert("surname".to_string(), "IVANOV".to_string());
+    known.insert("given_name".to_string(), "IVAN".to_string());
+    assert_eq!(
+        cn.extract("IVANOV IVAN IVANOVICH", &known),
+        Some(("patronymic".into(), "IVANOVICH".into()))
+    );
+    // A person without a patronymic: rendered without the trailing space.
+    assert_eq!(
+        cn.extract("IVANOV IVAN", &known),
+        Some(("patronymic".into(), String::new()))
+    );
+    // A value that does not fit the template.
+    assert_eq!(cn.extract("PETROV IVAN X", &known), None);
+    let sn = Template::parse("PNOUZ-{pinfl}", &f).unwrap();
+    assert_eq!(
+        sn.extract("PNOUZ-31505851234562", &known),
+        Some(("pinfl".into(), "31505851234562".into()))
+    );
+    assert_eq!(sn.extract("IDCUZ-31505851234562", &known), None);
+    let fixed = Template::parse("UZ", &f).unwrap();
+    assert_eq!(fixed.extract("UZ", &known), None, "no field to learn");
+}

@@ -7,8 +7,8 @@
 //! algorithms are refused (an HMAC "verified" with a public key is the classic
 //! algorithm-confusion attack), a key is used only with the algorithm its type
 //! and its JWK `alg` allow, and unknown critical header parameters are refused.
-//! Muhr's identity assertions will be signed by a key in the HSM, which no
-//! JWT library reaches.
+//! Muhr's identity assertions are signed by a key in the HSM, which no JWT
+//! library reaches.
 
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents, UnparsedPublicKey,
@@ -243,32 +243,32 @@ impl Unverified {
     }
 }
 
+/// A compact ES256 JWS over `claims`, the raw r ‖ s signature made by `sign`
+/// (which sees the signing input).
+pub fn sign_es256(
+    kid: &str,
+    claims: &serde_json::Value,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
+) -> Result<String, String> {
+    let header = serde_json::json!({ "alg": "ES256", "typ": "JWT", "kid": kid });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = sign(input.as_bytes())?;
+    if sig.len() != 64 {
+        return Err(format!("an ES256 signature is 64 bytes, not {}", sig.len()));
+    }
+    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)))
+}
+
 #[cfg(test)]
 mod tests {
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 
     use super::*;
-
-    /// A compact ES256 JWS over `claims`, the raw r ‖ s signature made by `sign`
-    /// (which sees the signing input).
-    fn sign_es256(
-        kid: &str,
-        claims: &serde_json::Value,
-        sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
-    ) -> Result<String, String> {
-        let header = serde_json::json!({ "alg": "ES256", "typ": "JWT", "kid": kid });
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let sig = sign(input.as_bytes())?;
-        if sig.len() != 64 {
-            return Err(format!("an ES256 signature is 64 bytes, not {}", sig.len()));
-        }
-        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)))
-    }
 
     fn es256_key() -> (EcdsaKeyPair, Jwk) {
         let rng = SystemRandom::new();

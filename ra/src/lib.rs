@@ -6,17 +6,24 @@
 //! card. Operators look up people and certificates and change their status.
 //! Callers are mutual-TLS clients known to the registry in [`clients`].
 
+pub mod assertion;
 pub mod card;
 pub mod citizen_http;
 pub mod clients;
+pub mod cms;
 pub mod config;
 pub mod http;
 pub mod jws;
+pub mod login;
 pub mod oidc;
 pub mod personalize;
 pub mod ratelimit;
+pub mod relying;
 pub mod remote;
 pub mod report;
+pub mod rp_http;
+pub mod signatures;
+pub mod trust;
 
 pub use card::{CardRequest, Refusal, Rules};
 pub use config::PersonalizationConfig;

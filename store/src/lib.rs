@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod ra;
+pub mod rp;
 pub mod status;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -109,7 +109,10 @@ pub struct CertificateSummary {
     pub not_after: i64,
     pub status: String,
     pub revocation: String,
+    /// When it was revoked or suspended (Unix seconds).
+    pub revoked_at: Option<i64>,
     pub revocation_reason: Option<i64>,
+    pub pinfl: Option<String>,
     pub job: Option<String>,
     pub role: Option<String>,
 }
@@ -144,7 +147,7 @@ macro_rules! job_columns {
 
 macro_rules! summary_columns {
     () => {
-        "serial, profile, subject, not_before, not_after, status, revocation, revocation_reason, job, job_role"
+        "serial, profile, subject, pinfl, not_before, not_after, status, revocation, revoked_at, revocation_reason, job, job_role"
     };
 }
 
@@ -157,7 +160,9 @@ fn summary_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateSummary> {
         not_after: r.try_get("not_after")?,
         status: r.try_get("status")?,
         revocation: r.try_get("revocation")?,
+        revoked_at: r.try_get("revoked_at")?,
         revocation_reason: r.try_get("revocation_reason")?,
+        pinfl: r.try_get("pinfl")?,
         job: r.try_get("job")?,
         role: r.try_get("job_role")?,
     })

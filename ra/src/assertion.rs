@@ -1,0 +1,145 @@
+//! Identity assertions: the JWT (ES256) Muhr hands a relying party after a
+//! login by certificate, signed by a P-256 key in the key store, whose public
+//! half is published at `/.well-known/jwks.json`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use der::Decode;
+use der::asn1::UintRef;
+use muhr_hsm::{KeySigner, KeySpec};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The key store's ECDSA signature, DER `Ecdsa-Sig-Value` (RFC 3279).
+#[derive(der::Sequence)]
+struct EcdsaSig<'a> {
+    r: UintRef<'a>,
+    s: UintRef<'a>,
+}
+
+/// r ‖ s, each left-padded to 32 bytes, as JWS wants (RFC 7518 3.4).
+fn fixed_p256(der_sig: &[u8]) -> Result<Vec<u8>, String> {
+    let sig = EcdsaSig::from_der(der_sig).map_err(|e| format!("ECDSA signature: {e}"))?;
+    let mut out = vec![0u8; 64];
+    for (i, n) in [sig.r.as_bytes(), sig.s.as_bytes()].into_iter().enumerate() {
+        if n.len() > 32 {
+            return Err("ECDSA signature component longer than 32 bytes".into());
+        }
+        out[i * 32 + 32 - n.len()..(i + 1) * 32].copy_from_slice(n);
+    }
+    Ok(out)
+}
+
+pub struct Assertions {
+    signer: Arc<dyn KeySigner>,
+    kid: String,
+    jwk: Value,
+    issuer: String,
+    lifetime_secs: u64,
+}
+
+impl Assertions {
+    pub fn new(
+        signer: Arc<dyn KeySigner>,
+        issuer: String,
+        lifetime_secs: u64,
+    ) -> Result<Self, String> {
+        if signer.spec() != KeySpec::EcdsaP256 {
+            return Err(format!(
+                "the assertion key {:?} must be ecdsa-p256 (ES256)",
+                signer.label()
+            ));
+        }
+        let point = signer
+            .public_key()
+            .subject_public_key
+            .as_bytes()
+            .filter(|p| p.len() == 65 && p[0] == 4)
+            .ok_or("the assertion key's public point is not an uncompressed P-256 point")?;
+        let (x, y) = (
+            URL_SAFE_NO_PAD.encode(&point[1..33]),
+            URL_SAFE_NO_PAD.encode(&point[33..]),
+        );
+        // RFC 7638 thumbprint: the required members, in lexical order, no spaces.
+        let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()));
+        let jwk = json!({
+            "kty": "EC", "crv": "P-256", "x": x, "y": y,
+            "kid": kid, "alg": "ES256", "use": "sig",
+        });
+        Ok(Self {
+            signer,
+            kid,
+            jwk,
+            issuer,
+            lifetime_secs,
+        })
+    }
+
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [self.jwk] })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// A signed assertion for `audience` about `subject` with `claims`.
+    pub fn issue(
+        &self,
+        audience: &str,
+        subject: &str,
+        claims: BTreeMap<String, Value>,
+        now: SystemTime,
+    ) -> Result<String, String> {
+        let iat = now
+            .duration_since(UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs();
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).map_err(|_| "random generator failed")?;
+        let mut body = serde_json::Map::new();
+        for (k, v) in claims {
+            body.insert(k, v);
+        }
+        for (k, v) in [
+            ("iss", json!(self.issuer)),
+            ("aud", json!(audience)),
+            ("sub", json!(subject)),
+            ("iat", json!(iat)),
+            ("nbf", json!(iat)),
+            ("exp", json!(iat + self.lifetime_secs)),
+            ("jti", json!(URL_SAFE_NO_PAD.encode(jti))),
+        ] {
+            body.insert(k.into(), v);
+        }
+        crate::jws::sign_es256(&self.kid, &Value::Object(body), |input| {
+            let der_sig = self.signer.sign(input).map_err(|e| e.to_string())?;
+            fixed_p256(&der_sig)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_width_pads_short_components() {
+        // SEQUENCE { INTEGER 1, INTEGER 0x00FF (leading zero kept by DER) }
+        let der_sig = [0x30, 0x07, 0x02, 0x01, 0x01, 0x02, 0x02, 0x00, 0xff];
+        let f = fixed_p256(&der_sig).unwrap();
+        assert_eq!(f.len(), 64);
+        assert_eq!(f[31], 1);
+        assert_eq!(f[63], 0xff);
+        assert!(f[..31].iter().all(|b| *b == 0) && f[32..63].iter().all(|b| *b == 0));
+    }
+}

@@ -1,0 +1,216 @@
+//! Relying parties' routes on the public listener: login challenges, login
+//! by signature, signature verification, and the assertion keys.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use muhr_store::rp::RelyingParty;
+use serde_json::json;
+
+use crate::http::json_error;
+use crate::login::{Login, LoginError};
+use crate::relying::{RelyingParties, RpError};
+use crate::trust::Problem;
+
+#[derive(Clone)]
+pub struct RpApi {
+    pub login: Arc<Login>,
+    pub parties: Arc<RelyingParties>,
+}
+
+/// Largest document a verification request may carry (base64 inside JSON).
+pub const MAX_VERIFY_BODY: usize = 16 << 20;
+
+pub fn router(api: RpApi) -> Router {
+    let login = Router::new()
+        .route("/api/v1/auth/challenges", post(challenge))
+        .route("/api/v1/auth/login", post(login))
+        .layer(DefaultBodyLimit::max(64 << 10));
+    let verify = Router::new()
+        .route("/api/v1/signatures/verify", post(verify))
+        .layer(DefaultBodyLimit::max(MAX_VERIFY_BODY));
+    login
+        .merge(verify)
+        .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(api)
+}
+
+async fn authenticate(State(api): State<RpApi>, mut req: Request, next: Next) -> Response {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match api.parties.authenticate(auth).await {
+        Ok(rp) => {
+            req.extensions_mut().insert(rp);
+            next.run(req).await
+        }
+        Err(RpError::Unauthorized(why)) => {
+            let mut r = json_error(StatusCode::UNAUTHORIZED, "authorization", &why);
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"muhr relying parties\""),
+            );
+            r
+        }
+        Err(RpError::Internal(why)) => internal(&why),
+    }
+}
+
+fn internal(why: &str) -> Response {
+    tracing::error!(error = %why, "relying-party request failed");
+    json_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "-",
+        "internal error; retry",
+    )
+}
+
+fn refused(status: StatusCode, field: &str, reasons: &[Problem]) -> Response {
+    let rule = reasons
+        .iter()
+        .map(|p| p.detail.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    (
+        status,
+        Json(json!({
+            "error": { "field": field, "rule": rule },
+            "reasons": reasons,
+        })),
+    )
+        .into_response()
+}
+
+/// A CMS message as the JSON carries it: PEM text, or base64 of the DER.
+fn signature_bytes(s: &str) -> Result<Vec<u8>, String> {
+    if s.trim_start().starts_with("-----BEGIN") {
+        return Ok(s.as_bytes().to_vec());
+    }
+    STANDARD
+        .decode(s.trim())
+        .map_err(|_| "base64 of a DER CMS SignedData, or its PEM".to_string())
+}
+
+async fn challenge(State(api): State<RpApi>, Extension(rp): Extension<RelyingParty>) -> Response {
+    match api.login.challenge(&rp).await {
+        Ok((challenge, expires_at)) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "challenge": challenge,
+                "expires_at": expires_at,
+                "expires_in": api.login.challenge_lifetime().as_secs(),
+            })),
+        )
+            .into_response(),
+        Err(LoginError::Internal(why)) => internal(&why),
+        Err(LoginError::Refused(r)) => refused(StatusCode::UNAUTHORIZED, "challenge", &r),
+    }
+}
+
+async fn login(
+    State(api): State<RpApi>,
+    Extension(rp): Extension<RelyingParty>,
+    bytes: Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        signature: String,
+        /// The challenge, for a detached signature.
+        challenge: Option<String>,
+    }
+    let b: Body = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "body", &e.to_string()),
+    };
+    let sig = match signature_bytes(&b.signature) {
+        Ok(s) => s,
+        Err(rule) => return json_error(StatusCode::BAD_REQUEST, "signature", &rule),
+    };
+    match api
+        .login
+        .with_signature(&rp, &sig, b.challenge.as_deref())
+        .await
+    {
+        Ok(l) => Json(json!({
+            "assertion": l.assertion,
+            "token_type": "JWT",
+            "claims": l.claims,
+        }))
+        .into_response(),
+        Err(LoginError::Refused(r)) => refused(StatusCode::UNAUTHORIZED, "signature", &r),
+        Err(LoginError::Internal(why)) => internal(&why),
+    }
+}
+
+async fn verify(
+    State(api): State<RpApi>,
+    Extension(rp): Extension<RelyingParty>,
+    bytes: Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        signature: String,
+        /// base64 of the signed content, for a detached signature.
+        content: Option<String>,
+    }
+    let b: Body = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "body", &e.to_string()),
+    };
+    let sig = match signature_bytes(&b.signature) {
+        Ok(s) => s,
+        Err(rule) => return json_error(StatusCode::BAD_REQUEST, "signature", &rule),
+    };
+    let content = match b.content.as_deref().map(|c| STANDARD.decode(c.trim())) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(_)) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "content",
+                "base64 of the signed content",
+            );
+        }
+    };
+    let trust = &api.login.trust;
+    match crate::signatures::verify(trust, &sig, content.as_deref()).await {
+        Ok(verdict) => {
+            let store = trust.ca().store();
+            if let Err(e) = store
+                .meter(&rp.id, &month(muhr_store::now_secs()), "verification")
+                .await
+            {
+                return internal(&format!("database: {e}"));
+            }
+            Json(verdict).into_response()
+        }
+        Err(why) => internal(&why),
+    }
+}
+
+async fn jwks(State(api): State<RpApi>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(api.login.assertions.jwks()),
+    )
+        .into_response()
+}
+
+/// YYYY-MM (UTC) of a Unix time: the metering period.
+pub fn month(unix: i64) -> String {
+    der::DateTime::from_unix_duration(std::time::Duration::from_secs(unix.max(0) as u64))
+        .map(|d| format!("{:04}-{:02}", d.year(), d.month()))
+        .unwrap_or_else(|_| "0000-00".into())
+}

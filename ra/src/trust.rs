@@ -1,0 +1,270 @@
+//! Whether a certificate that made a signature can be believed: issued by
+//! this CA, within its validity, allowed the key usage, and not revoked or
+//! suspended at the moment that matters.
+//!
+//! Only Muhr's own certificates are trusted: their status is read from the
+//! database the responder serves, which is fresher than any OCSP answer
+//! (and costs one indexed read). Certificates of other CAs are refused as
+//! "untrusted_issuer"; federating with a foreign CA (its OCSP or CRL) is a
+//! separate piece of work.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use der::{Decode, Encode};
+use muhr_ca::Ca;
+use muhr_policies::Profile;
+use serde::Serialize;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+
+/// What the signature is for; it decides the key usage required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Authentication (login, renewal): digitalSignature.
+    Authentication,
+    /// A document signature: nonRepudiation or digitalSignature.
+    Document,
+}
+
+/// One reason a signature is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub code: &'static str,
+    pub detail: String,
+}
+
+/// Everything known about the signer's certificate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Assessment {
+    pub serial: String,
+    pub profile: Option<String>,
+    pub subject: String,
+    /// Identity fields read back from the subject through the profile's
+    /// templates: pinfl, surname, given_name, patronymic, tin,
+    /// organization.name, organization.tin, organization.title.
+    pub identity: BTreeMap<String, String>,
+    pub job: Option<String>,
+    /// good, suspended, revoked (now); `unknown` for a foreign certificate.
+    pub status_now: String,
+    /// The status at the moment checked (`at`), when it differs in meaning
+    /// from now: good, suspended, revoked.
+    pub status_at: String,
+    pub revoked_at: Option<i64>,
+    pub revocation_reason: Option<&'static str>,
+    pub problems: Vec<Problem>,
+}
+
+impl Assessment {
+    pub fn valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+fn secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Trust {
+    ca: Arc<Ca>,
+}
+
+impl Trust {
+    pub fn new(ca: Arc<Ca>) -> Self {
+        Self { ca }
+    }
+
+    pub fn ca(&self) -> &Arc<Ca> {
+        &self.ca
+    }
+
+    /// Checks `cert` as it stood at `at` (the signing time, or now); the
+    /// status now is reported beside it.
+    pub async fn assess(
+        &self,
+        cert: &Certificate,
+        purpose: Purpose,
+        at: SystemTime,
+    ) -> Result<Assessment, String> {
+        let tbs = cert.tbs_certificate();
+        let serial = muhr_ca::serial::to_hex(tbs.serial_number());
+        let mut problems = Vec::new();
+        let mut problem =
+            |code: &'static str, detail: String| problems.push(Problem { code, detail });
+        let issued_here = self.issued_here(cert);
+        let summary = if issued_here {
+            self.ca
+                .store()
+                .certificate_summary(&serial)
+                .await
+                .map_err(|e| format!("database: {e}"))?
+        } else {
+            problem(
+                "untrusted_issuer",
+                format!(
+                    "not issued by this CA ({})",
+                    muhr_ca::dn_text::to_string(tbs.issuer())
+                ),
+            );
+            None
+        };
+        if issued_here && summary.is_none() {
+            // Signed with our key yet absent from the database: never
+            // believed, whatever the signature says.
+            problem(
+                "unknown_certificate",
+                format!("serial {serial} is not in this CA's records"),
+            );
+        }
+        let v = tbs.validity();
+        let (nb, na) = (v.not_before.to_system_time(), v.not_after.to_system_time());
+        if at < nb {
+            problem(
+                "not_yet_valid",
+                format!("the certificate was not yet valid then (from {})", secs(nb)),
+            );
+        }
+        if at > na {
+            problem(
+                "expired",
+                format!("the certificate had expired then (on {})", secs(na)),
+            );
+        }
+        if !key_usage_allows(cert, purpose) {
+            problem(
+                "wrong_key_usage",
+                match purpose {
+                    Purpose::Authentication => "the key may not be used for authentication (no digitalSignature)",
+                    Purpose::Document => "the key may not sign documents (neither nonRepudiation nor digitalSignature)",
+                }
+                .into(),
+            );
+        }
+        let profile = summary
+            .as_ref()
+            .and_then(|s| self.ca.profiles().get(&s.profile));
+        let identity = profile.map(|p| identity(cert, p)).unwrap_or_default();
+        let (status_now, revoked_at, reason) = match &summary {
+            Some(s) => (
+                s.revocation.clone(),
+                s.revoked_at,
+                s.revocation_reason
+                    .and_then(muhr_ca::revocation::Reason::from_code)
+                    .map(|r| r.name()),
+            ),
+            None => ("unknown".to_string(), None, None),
+        };
+        // A revocation or suspension after `at` leaves a signature made
+        // before it standing; one before `at` does not. Suspensions lifted
+        // since are not replayed: the current state decides.
+        let status_at = match revoked_at {
+            Some(t) if t <= secs(at) => status_now.clone(),
+            _ if summary.is_some() => "good".to_string(),
+            _ => "unknown".to_string(),
+        };
+        match status_at.as_str() {
+            "revoked" => problem(
+                "revoked",
+                format!(
+                    "revoked ({}) at {}",
+                    reason.unwrap_or("unspecified"),
+                    revoked_at.unwrap_or(0)
+                ),
+            ),
+            "suspended" => problem(
+                "suspended",
+                format!("suspended at {}", revoked_at.unwrap_or(0)),
+            ),
+            _ => {}
+        }
+        Ok(Assessment {
+            serial,
+            profile: summary.as_ref().map(|s| s.profile.clone()),
+            subject: muhr_ca::dn_text::to_string(tbs.subject()),
+            identity,
+            job: summary.as_ref().and_then(|s| s.job.clone()),
+            status_now,
+            status_at,
+            revoked_at,
+            revocation_reason: reason,
+            problems,
+        })
+    }
+
+    /// Issued by the issuing CA (or the root) whose key signed it.
+    fn issued_here(&self, cert: &Certificate) -> bool {
+        let Ok(tbs_der) = cert.tbs_certificate().to_der() else {
+            return false;
+        };
+        [&self.ca.issuing, &self.ca.root].iter().any(|a| {
+            let issuer = a.certificate.tbs_certificate();
+            issuer.subject() == cert.tbs_certificate().issuer()
+                && cert.signature().as_bytes().is_some_and(|sig| {
+                    muhr_hsm::verify::verify_signature(
+                        issuer.subject_public_key_info(),
+                        cert.signature_algorithm(),
+                        &tbs_der,
+                        sig,
+                    )
+                    .is_ok()
+                })
+        })
+    }
+}
+
+fn key_usage_allows(cert: &Certificate, purpose: Purpose) -> bool {
+    let Some(ext) = cert.tbs_certificate().extensions().and_then(|e| {
+        e.iter()
+            .find(|e| e.extn_id == <KeyUsage as der::oid::AssociatedOid>::OID)
+    }) else {
+        // RFC 5280 4.2.1.3: without the extension any usage is allowed; but
+        // every profile here writes one, so its absence is suspicious.
+        return false;
+    };
+    let Ok(ku) = KeyUsage::from_der(ext.extn_value.as_bytes()) else {
+        return false;
+    };
+    match purpose {
+        Purpose::Authentication => ku.0.contains(KeyUsages::DigitalSignature),
+        Purpose::Document => {
+            ku.0.contains(KeyUsages::NonRepudiation) || ku.0.contains(KeyUsages::DigitalSignature)
+        }
+    }
+}
+
+/// Reads the identity fields back out of a subject through the templates
+/// the profile wrote them with: an attribute `{pinfl}` gives the PINFL, then
+/// `{surname} {given_name} {patronymic}` gives the patronymic once the other
+/// two are known.
+pub fn identity(cert: &Certificate, profile: &Profile) -> BTreeMap<String, String> {
+    let values: Vec<(&muhr_policies::SubjectAttribute, String)> = profile
+        .subject
+        .iter()
+        .filter_map(|a| attribute(cert, &a.oid).map(|v| (a, v)))
+        .collect();
+    let mut known = BTreeMap::new();
+    loop {
+        let before = known.len();
+        for (a, v) in &values {
+            if let Some((field, value)) = a.value.extract(v, &known) {
+                known.insert(field, value);
+            }
+        }
+        if known.len() == before {
+            break;
+        }
+    }
+    known.retain(|_, v: &mut String| !v.is_empty());
+    known
+}
+
+fn attribute(cert: &Certificate, oid: &der::oid::ObjectIdentifier) -> Option<String> {
+    cert.tbs_certificate()
+        .subject()
+        .iter()
+        .find(|atv| atv.oid == *oid)
+        .and_then(|atv| muhr_ca::dn_text::value_text(&atv.value).map(str::to_string))
+}
