@@ -74,6 +74,25 @@ if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir ocsp-responder/fuzz ocsp_reques
   tail -40 /tmp/muhr-fuzz.log; echo "the OCSP request fuzzer found a crash" >&2; exit 1
 fi
 grep -E "^Done [0-9]+ runs" /tmp/muhr-fuzz.log
+log "fuzzing the CMS input of login, renewal and verification (${MUHR_FUZZ_SECONDS:-60} s)"
+# Seeds: real signatures from OpenSSL, attached and detached, so the fuzzer
+# starts inside SignedData rather than at the first byte.
+SEEDS=ra/fuzz/corpus/cms_signed_data
+mkdir -p "$SEEDS"
+SEEDTMP=$(mktemp -d)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=seed -days 2 \
+  -keyout "$SEEDTMP/k.pem" -out "$SEEDTMP/c.pem" 2>/dev/null
+printf 'a login challenge' > "$SEEDTMP/m"
+openssl cms -sign -binary -in "$SEEDTMP/m" -signer "$SEEDTMP/c.pem" -inkey "$SEEDTMP/k.pem" \
+  -outform DER -out "$SEEDS/detached"
+openssl cms -sign -binary -nodetach -in "$SEEDTMP/m" -signer "$SEEDTMP/c.pem" \
+  -inkey "$SEEDTMP/k.pem" -outform DER -out "$SEEDS/attached"
+rm -rf "$SEEDTMP"
+if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir ra/fuzz cms_signed_data -- \
+    -max_total_time="${MUHR_FUZZ_SECONDS:-60}" > /tmp/muhr-fuzz-cms.log 2>&1; then
+  tail -40 /tmp/muhr-fuzz-cms.log; echo "the CMS fuzzer found a crash" >&2; exit 1
+fi
+grep -E "^Done [0-9]+ runs" /tmp/muhr-fuzz-cms.log
 
 log "tests (SQLite, PostgreSQL, SoftHSM2, OpenSSL)"
 # nextest runs each test in its own process: PKCS#11 modules are initialised

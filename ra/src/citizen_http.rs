@@ -39,22 +39,93 @@ pub fn router(citizens: Arc<Citizens>) -> Router {
             citizens.clone(),
             authenticate,
         ))
+        // Renewal is authenticated by the signature it carries, not a token.
+        .route("/api/v1/certificates/renew", post(renew))
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(citizens)
 }
 
+async fn renew(
+    State(c): State<Arc<Citizens>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let address = if c.config().rate_limits.trust_forwarded_for {
+        forwarded_for(&headers).unwrap_or_else(|| peer.ip().to_string())
+    } else {
+        peer.ip().to_string()
+    };
+    if let Err(e) = c.limit_address(&address) {
+        return error_response(e);
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        /// base64 of a DER CMS SignedData carrying the CSR, or its PEM.
+        signature: String,
+    }
+    let b: Body = match body(&bytes) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "body", &e),
+    };
+    let sig = if b.signature.trim_start().starts_with("-----BEGIN") {
+        b.signature.into_bytes()
+    } else {
+        match base64::engine::general_purpose::STANDARD.decode(b.signature.trim()) {
+            Ok(s) => s,
+            Err(_) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "signature",
+                    "base64 of a DER CMS SignedData, or its PEM",
+                );
+            }
+        }
+    };
+    match c.renew(&sig).await {
+        Ok(r) => {
+            let ca = c.ca();
+            let cert = &r.certificate;
+            (
+                if cert.replayed {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                },
+                Json(json!({
+                    "serial": cert.serial,
+                    "profile": cert.profile,
+                    "der": base64::engine::general_purpose::STANDARD.encode(&cert.der),
+                    "pem": pem(&cert.der),
+                    "chain": [ca.issuing.pem(), ca.root.pem()],
+                    "replayed": cert.replayed,
+                    "renewed": r.renewed,
+                    "renewals": r.renewals,
+                    "renewals_left": crate::remote::MAX_RENEWALS.saturating_sub(r.renewals),
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+/// The last `X-Forwarded-For` entry: the one the proxy in front added.
+fn forwarded_for(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .rfind(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
 fn client_address(trust_forwarded_for: bool, req: &Request) -> String {
-    if trust_forwarded_for
-        && let Some(last) = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|v| !v.is_empty())
-    {
-        return last.to_string();
+    if trust_forwarded_for && let Some(last) = forwarded_for(req.headers()) {
+        return last;
     }
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -116,6 +187,7 @@ fn error_response(e: CitizenError) -> Response {
         CitizenError::Refused(f) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &f.field, &f.rule),
         CitizenError::NotFound(why) => json_error(StatusCode::NOT_FOUND, "serial", &why),
         CitizenError::Conflict(why) => json_error(StatusCode::CONFLICT, "-", &why),
+        CitizenError::Forbidden(why) => json_error(StatusCode::FORBIDDEN, "signature", &why),
         CitizenError::TooMany(wait) => {
             let mut r = json_error(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::oidc::{Citizen, OidcConfig, Verifier};
 use crate::ratelimit::RateLimiter;
+use crate::trust::{Purpose, Trust};
 
 /// `[citizens]`: remote issuance. Absent, the citizen routes answer 503.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +67,8 @@ pub enum CitizenError {
     /// Not the caller's, or no such thing (404: the two are not told apart).
     NotFound(String),
     Conflict(String),
+    /// Allowed to nobody in this way (403).
+    Forbidden(String),
     TooMany(Duration),
     Internal(String),
 }
@@ -93,6 +96,20 @@ pub struct RemoteCertificate {
     pub replayed: bool,
 }
 
+/// Renewals in a row the law allows before the person must authenticate
+/// with the identity system again.
+pub const MAX_RENEWALS: u32 = 2;
+
+/// A renewal's outcome.
+#[derive(Debug, Clone)]
+pub struct Renewed {
+    pub certificate: RemoteCertificate,
+    /// The certificate that signed the request.
+    pub renewed: String,
+    /// Renewals in the chain, this one included.
+    pub renewals: u32,
+}
+
 /// How a certificate came to be, from its job.
 pub fn origin(job: Option<&str>) -> &'static str {
     match job {
@@ -110,6 +127,7 @@ pub struct Citizens {
     pub verifier: Verifier,
     per_person: RateLimiter,
     per_address: RateLimiter,
+    trust: Trust,
 }
 
 impl Citizens {
@@ -128,6 +146,7 @@ impl Citizens {
         Ok(Self {
             per_person: RateLimiter::new(l.person_per_hour, Duration::from_secs(3600)),
             per_address: RateLimiter::new(l.address_per_minute, Duration::from_secs(60)),
+            trust: Trust::new(ca.clone()),
             ca,
             identity,
             config,
@@ -226,19 +245,7 @@ impl Citizens {
                 format!("one of {}", self.config.profiles.join(", ")),
             ));
         }
-        let fields = self.subject_fields(who)?;
-        let loaded = self
-            .ca
-            .profiles()
-            .get(profile)
-            .ok_or_else(|| refuse("profile", "not loaded"))?;
-        let parsed = muhr_ca::csr::parse(csr.as_bytes()).map_err(|e| refuse("csr", e))?;
-        muhr_ca::goodkey::check(&parsed.public_key, &loaded.keys).map_err(|e| refuse("csr", e))?;
-        parsed.verify().map_err(|e| refuse("csr", e))?;
-        muhr_ca::build::subject_name(loaded, &fields)
-            .map_err(|e| refuse(&format!("token.{}", e.field), e.rule))?;
-        self.refuse_deceased(who).await?;
-        self.limit_person(who)?;
+        let (fields, parsed) = self.checked(who, csr.as_bytes(), profile).await?;
         let spki = der::Encode::to_der(&parsed.public_key)
             .map_err(|e| CitizenError::Internal(e.to_string()))?;
         let job = format!(
@@ -246,11 +253,52 @@ impl Citizens {
             who.pinfl,
             hex::encode(&Sha256::digest(&spki)[..16])
         );
+        self.certify(who, parsed, profile, fields, job).await
+    }
+
+    /// The identity, the key and the person checked for a new certificate.
+    async fn checked(
+        &self,
+        who: &Citizen,
+        csr: &[u8],
+        profile: &str,
+    ) -> Result<
+        (
+            std::collections::BTreeMap<String, String>,
+            muhr_ca::csr::Parsed,
+        ),
+        CitizenError,
+    > {
+        let fields = self.subject_fields(who)?;
+        let loaded = self
+            .ca
+            .profiles()
+            .get(profile)
+            .ok_or_else(|| refuse("profile", "not loaded"))?;
+        let parsed = muhr_ca::csr::parse(csr).map_err(|e| refuse("csr", e))?;
+        muhr_ca::goodkey::check(&parsed.public_key, &loaded.keys).map_err(|e| refuse("csr", e))?;
+        parsed.verify().map_err(|e| refuse("csr", e))?;
+        muhr_ca::build::subject_name(loaded, &fields)
+            .map_err(|e| refuse(&format!("token.{}", e.field), e.rule))?;
+        self.refuse_deceased(who).await?;
+        self.limit_person(who)?;
+        Ok((fields, parsed))
+    }
+
+    async fn certify(
+        &self,
+        who: &Citizen,
+        parsed: muhr_ca::csr::Parsed,
+        profile: &str,
+        fields: std::collections::BTreeMap<String, String>,
+        job: String,
+    ) -> Result<RemoteCertificate, CitizenError> {
         let actor = Self::actor(who);
+        let public_key = parsed.public_key;
         let request = Request {
             profile: profile.to_string(),
             fields,
-            public_key: parsed.public_key,
+            public_key: public_key.clone(),
             not_after_limit: None,
             alt_names: Vec::new(),
             actor: actor.clone(),
@@ -266,10 +314,94 @@ impl Citizens {
                 der: i.der,
                 replayed: false,
             }),
-            Err(IssueError::AlreadyIssued { .. }) => self.again(&job, profile, &actor).await,
+            Err(IssueError::AlreadyIssued { .. }) => {
+                self.again(&job, profile, &actor, &public_key).await
+            }
             Err(IssueError::Refused(f)) => Err(CitizenError::Refused(f)),
             Err(e) => Err(CitizenError::Internal(e.to_string())),
         }
+    }
+
+    /// Renewal by the current certificate: `signature` is a CMS SignedData
+    /// carrying the CSR of a new key, signed with the key of a valid,
+    /// unrevoked certificate of this CA. The new certificate has the same
+    /// profile and the same person; the old one stays valid (the citizen
+    /// may revoke it). The law allows two renewals in a row; a third needs
+    /// the person to authenticate with the identity system again.
+    pub async fn renew(&self, signature: &[u8]) -> Result<Renewed, CitizenError> {
+        let v = crate::cms::verify(signature, None)
+            .map_err(|e| refuse("signature", format!("{}: {}", e.code, e.detail)))?;
+        if !v.attached {
+            return Err(refuse(
+                "signature",
+                "the signature must carry the CSR (attached)",
+            ));
+        }
+        let a = self
+            .trust
+            .assess(&v.signer, Purpose::Authentication, SystemTime::now())
+            .await
+            .map_err(CitizenError::Internal)?;
+        if let Some(p) = a.problems.first() {
+            return Err(refuse("signature", format!("{}: {}", p.code, p.detail)));
+        }
+        let profile = a.profile.clone().unwrap_or_default();
+        if !self.config.profiles.contains(&profile) {
+            return Err(refuse(
+                "signature",
+                format!(
+                    "a {profile} certificate is not renewed here (only {})",
+                    self.config.profiles.join(", ")
+                ),
+            ));
+        }
+        let renewals = self.renewals_before(a.job.as_deref()).await?;
+        if renewals >= MAX_RENEWALS {
+            return Err(CitizenError::Forbidden(format!(
+                "certificate {} is already the result of {renewals} renewals in a row: \
+                 authenticate with the identity system and request a new certificate",
+                a.serial
+            )));
+        }
+        let id = |k: &str| a.identity.get(k).cloned();
+        let who = Citizen {
+            subject: format!("certificate:{}", a.serial),
+            pinfl: id("pinfl").unwrap_or_default(),
+            surname: id("surname").unwrap_or_default(),
+            given_name: id("given_name").unwrap_or_default(),
+            patronymic: id("patronymic"),
+            tin: id("tin"),
+            birth_date: None,
+            assurance: "certificate".into(),
+        };
+        let (fields, parsed) = self.checked(&who, &v.content, &profile).await?;
+        let job = format!("renewal:{}", a.serial);
+        let certificate = self.certify(&who, parsed, &profile, fields, job).await?;
+        Ok(Renewed {
+            certificate,
+            renewed: a.serial,
+            renewals: renewals + 1,
+        })
+    }
+
+    /// How many renewals led to the certificate whose job is `job`.
+    async fn renewals_before(&self, mut job: Option<&str>) -> Result<u32, CitizenError> {
+        let mut n = 0;
+        let mut owned;
+        while let Some(prev) = job.and_then(|j| j.strip_prefix("renewal:")) {
+            n += 1;
+            if n > MAX_RENEWALS {
+                break;
+            }
+            owned = self
+                .ca
+                .store()
+                .certificate_summary(prev)
+                .await?
+                .and_then(|s| s.job);
+            job = owned.as_deref();
+        }
+        Ok(n)
     }
 
     /// The certificate an earlier request got for this key and profile.
@@ -278,6 +410,7 @@ impl Citizens {
         job: &str,
         profile: &str,
         actor: &str,
+        key: &spki::SubjectPublicKeyInfoOwned,
     ) -> Result<RemoteCertificate, CitizenError> {
         let store = self.ca.store();
         let rec = store
@@ -298,6 +431,13 @@ impl Citizens {
                     .der
             }
         };
+        let certified = <x509_cert::Certificate as der::Decode>::from_der(&der)
+            .map_err(|e| CitizenError::Internal(format!("{serial}: {e}")))?;
+        if certified.tbs_certificate().subject_public_key_info() != key {
+            return Err(CitizenError::Conflict(format!(
+                "this was done already, for another key (serial {serial})"
+            )));
+        }
         let summary = store
             .certificate_summary(&serial)
             .await?

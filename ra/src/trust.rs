@@ -220,9 +220,8 @@ fn key_usage_allows(cert: &Certificate, purpose: Purpose) -> bool {
         e.iter()
             .find(|e| e.extn_id == <KeyUsage as der::oid::AssociatedOid>::OID)
     }) else {
-        // RFC 5280 4.2.1.3: without the extension any usage is allowed; but
-        // every profile here writes one, so its absence is suspicious.
-        return false;
+        // RFC 5280 4.2.1.3: without the extension the key is not restricted.
+        return true;
     };
     let Ok(ku) = KeyUsage::from_der(ext.extn_value.as_bytes()) else {
         return false;

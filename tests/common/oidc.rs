@@ -179,9 +179,26 @@ pub fn call(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, String, Value) {
+    call_as(
+        port,
+        method,
+        path,
+        token.map(|t| format!("Bearer {t}")),
+        body,
+    )
+}
+
+/// One request with any `Authorization` value (a relying party's Basic).
+pub fn call_as(
+    port: u16,
+    method: &str,
+    path: &str,
+    authorization: Option<String>,
+    body: Option<&Value>,
+) -> (u16, String, Value) {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+    let auth = authorization
+        .map(|t| format!("Authorization: {t}\r\n"))
         .unwrap_or_default();
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(

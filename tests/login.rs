@@ -1,0 +1,646 @@
+//! Login by certificate and signature verification, end to end: a citizen's
+//! key and certificate from `muhr client request`, signatures made by
+//! `openssl cms -sign` and by `muhr client sign`, relying parties registered
+//! with `muhr rp add`, the identity assertion checked against the published
+//! JWK Set, and every refusal with its reason.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use common::oidc::{Provider, call_as};
+use common::ra::person_pinfl;
+use common::{Db, Env, Keys, openssl, start};
+use serde_json::{Value, json};
+
+const CHALLENGES: &str = "/api/v1/auth/challenges";
+const LOGIN: &str = "/api/v1/auth/login";
+const VERIFY: &str = "/api/v1/signatures/verify";
+
+struct Rp {
+    id: String,
+    basic: String,
+}
+
+fn rp_add(env: &Env, name: &str, class: &str) -> Rp {
+    let out = env.ok(&["rp", "add", "--name", name, "--class", class]);
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {k} in {out}"))
+    };
+    let (id, secret) = (field("id"), field("secret"));
+    Rp {
+        basic: format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))),
+        id,
+    }
+}
+
+/// A citizen's credential from `muhr client request`, and its key and
+/// certificate as OpenSSL reads them out of the PKCS#12 file.
+struct Citizen {
+    p12: PathBuf,
+    password: PathBuf,
+    key: PathBuf,
+    cert: PathBuf,
+}
+
+fn citizen(env: &Env, idp: &Provider, port: u16, pinfl: &str, name: &str) -> Citizen {
+    let token = env.write(&format!("{name}.token"), idp.es256(&idp.claims(pinfl)));
+    let password = env.write("p12-password", "correct horse battery\n");
+    let p12 = env.path(&format!("{name}.p12"));
+    let out = Command::new(env!("CARGO_BIN_EXE_muhr"))
+        .args([
+            "client",
+            "request",
+            "--profile",
+            "individual-sign",
+            "--server",
+        ])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("--token-file")
+        .arg(&token)
+        .arg("--out")
+        .arg(&p12)
+        .arg("--password-file")
+        .arg(&password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pass = format!("file:{}", password.display());
+    let key = env.path(&format!("{name}.key"));
+    let cert = env.path(&format!("{name}.pem"));
+    for (what, out) in [("-nocerts", &key), ("-clcerts", &cert)] {
+        let mut args = vec!["pkcs12", "-in", p12.to_str().unwrap(), "-passin", &pass];
+        args.extend(["-out", out.to_str().unwrap(), what]);
+        args.push(if what == "-nocerts" {
+            "-nodes"
+        } else {
+            "-nokeys"
+        });
+        openssl(&args);
+    }
+    Citizen {
+        p12,
+        password,
+        key,
+        cert,
+    }
+}
+
+/// `openssl cms -sign` over `content` (attached or detached), DER bytes.
+fn cms_sign(env: &Env, who: &Citizen, content: &[u8], attached: bool, name: &str) -> Vec<u8> {
+    let input = env.write(&format!("{name}.in"), content);
+    let out = env.path(&format!("{name}.p7s"));
+    let mut args = vec![
+        "cms",
+        "-sign",
+        "-binary",
+        "-in",
+        input.to_str().unwrap(),
+        "-signer",
+        who.cert.to_str().unwrap(),
+        "-inkey",
+        who.key.to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-out",
+        out.to_str().unwrap(),
+    ];
+    if attached {
+        args.push("-nodetach");
+    }
+    openssl(&args);
+    std::fs::read(out).unwrap()
+}
+
+fn challenge(port: u16, rp: &Rp) -> String {
+    let (code, _, v) = call_as(port, "POST", CHALLENGES, Some(rp.basic.clone()), None);
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["expires_in"], 120);
+    v["challenge"].as_str().unwrap().to_string()
+}
+
+fn login(port: u16, rp: &Rp, signature: &[u8], detached: Option<&str>) -> (u16, Value) {
+    let mut body = json!({ "signature": STANDARD.encode(signature) });
+    if let Some(c) = detached {
+        body["challenge"] = json!(c);
+    }
+    let (code, _, v) = call_as(port, "POST", LOGIN, Some(rp.basic.clone()), Some(&body));
+    (code, v)
+}
+
+fn reasons(v: &Value) -> Vec<String> {
+    v["reasons"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r["code"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks the assertion's ES256 signature with the key Muhr publishes and
+/// returns its claims.
+fn assertion_claims(port: u16, jwt: &str) -> Value {
+    let (code, _, jwks) = call_as(port, "GET", "/.well-known/jwks.json", None, None);
+    assert_eq!(code, 200, "{jwks}");
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .unwrap_or_else(|| panic!("kid {} not in {jwks}", header["kid"]));
+    let mut point = vec![4u8];
+    for c in ["x", "y"] {
+        point.extend(URL_SAFE_NO_PAD.decode(key[c].as_str().unwrap()).unwrap());
+    }
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+        .verify(
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+            &URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
+        )
+        .expect("the assertion verifies with the published key");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap()
+}
+
+fn verify_call(port: u16, rp: &Rp, signature: &[u8], content: Option<&[u8]>) -> Value {
+    let mut body = json!({ "signature": STANDARD.encode(signature) });
+    if let Some(c) = content {
+        body["content"] = json!(STANDARD.encode(c));
+    }
+    let (code, _, v) = call_as(port, "POST", VERIFY, Some(rp.basic.clone()), Some(&body));
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+fn muhr_verify(env: &Env, sig: &Path, content: Option<&Path>) -> (i32, String) {
+    let mut args = vec!["verify", sig.to_str().unwrap()];
+    if let Some(c) = content {
+        args.extend(["--content", c.to_str().unwrap()]);
+    }
+    let out = env.run(&args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn login_and_verify(db: Db) {
+    let idp = Provider::start();
+    let env = Env::with_extra(
+        db,
+        Keys::Software,
+        &idp.config("[citizens.rate_limits]\naddress_per_minute = 0"),
+    );
+    env.init();
+    let tax = rp_add(&env, "State Tax Committee", "state");
+    let bank = rp_add(&env, "Example Bank", "commercial");
+    let refused = env.refused(&["rp", "add", "--name", "Example Bank", "--class", "state"]);
+    assert!(refused.contains("exists"), "{refused}");
+    let refused = env.refused(&["rp", "add", "--name", "X", "--class", "private"]);
+    assert!(refused.contains("--class"), "{refused}");
+    let (_server, port) = start(&env, &[]);
+    let me = person_pinfl(11);
+    let alice = citizen(&env, &idp, port, &me, "alice");
+
+    // Relying-party credentials are required and checked.
+    for auth in [
+        None,
+        Some(format!(
+            "Basic {}",
+            STANDARD.encode(format!("{}:wrong", tax.id))
+        )),
+        Some("Bearer something".to_string()),
+    ] {
+        let (code, head, v) = call_as(port, "POST", CHALLENGES, auth, None);
+        assert_eq!(code, 401, "{v}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: basic"),
+            "{head}"
+        );
+    }
+
+    // Attached signature over a challenge: an assertion for that relying party.
+    let c = challenge(port, &tax);
+    let sig = cms_sign(&env, &alice, c.as_bytes(), true, "login1");
+    let (code, v) = login(port, &tax, &sig, None);
+    assert_eq!(code, 200, "{v}");
+    let claims = assertion_claims(port, v["assertion"].as_str().unwrap());
+    assert_eq!(claims["aud"], tax.id.as_str());
+    assert_eq!(claims["sub"], me.as_str());
+    assert_eq!(claims["pinfl"], me.as_str());
+    assert_eq!(claims["amr"], json!(["cert"]));
+    assert_eq!(claims["family_name"], "Toshmatov", "{claims}");
+    assert_eq!(claims["middle_name"], "Alisher o'g'li", "{claims}");
+    assert!(
+        claims["given_name"].is_string() && claims["cert_serial"].is_string(),
+        "{claims}"
+    );
+    assert!(claims["exp"].as_u64().unwrap() > claims["iat"].as_u64().unwrap());
+    let serial = claims["cert_serial"].as_str().unwrap().to_string();
+
+    // The same signature again: the challenge is single use.
+    let (code, v) = login(port, &tax, &sig, None);
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["replayed_challenge".to_string()]),
+        "{v}"
+    );
+
+    // Detached signature, challenge alongside.
+    let c = challenge(port, &tax);
+    let detached = cms_sign(&env, &alice, c.as_bytes(), false, "login2");
+    let (code, v) = login(port, &tax, &detached, None);
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["no_content".to_string()]),
+        "{v}"
+    );
+    let (code, v) = login(port, &tax, &detached, Some(&c));
+    assert_eq!(code, 200, "{v}");
+
+    // A signature over another text than the challenge named: content changed.
+    let c = challenge(port, &tax);
+    let other = challenge(port, &tax);
+    let (code, v) = login(port, &tax, &detached, Some(&c));
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["content_changed".to_string()]),
+        "{v}"
+    );
+    // A challenge given to another relying party is no challenge for this one.
+    let theirs = cms_sign(&env, &alice, other.as_bytes(), true, "login3");
+    let (code, v) = login(port, &bank, &theirs, None);
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["unknown_challenge".to_string()]),
+        "{v}"
+    );
+    // An expired challenge.
+    env.sql(&format!(
+        "UPDATE auth_challenges SET expires_at = expires_at - 1000 WHERE challenge = '{other}'"
+    ));
+    let (code, v) = login(port, &tax, &theirs, None);
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["expired_challenge".to_string()]),
+        "{v}"
+    );
+    // A certificate from elsewhere.
+    let stranger_key = env.path("stranger.key");
+    let stranger = env.path("stranger.pem");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        stranger_key.to_str().unwrap(),
+        "-out",
+        stranger.to_str().unwrap(),
+        "-subj",
+        "/CN=stranger",
+        "-days",
+        "2",
+    ]);
+    let mallory = Citizen {
+        p12: PathBuf::new(),
+        password: PathBuf::new(),
+        key: stranger_key,
+        cert: stranger,
+    };
+    let c = challenge(port, &tax);
+    let (code, v) = login(
+        port,
+        &tax,
+        &cms_sign(&env, &mallory, c.as_bytes(), true, "m"),
+        None,
+    );
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["untrusted_issuer".to_string()]),
+        "{v}"
+    );
+    // Garbage and tampering with the signed bytes.
+    let (code, v) = login(port, &tax, b"not CMS at all", None);
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["malformed".to_string()]),
+        "{v}"
+    );
+    let c = challenge(port, &tax);
+    let mut tampered = cms_sign(&env, &alice, c.as_bytes(), true, "login4");
+    let n = tampered.len();
+    tampered[n - 5] ^= 0x01; // inside the signature value
+    let (code, v) = login(port, &tax, &tampered, None);
+    assert_eq!(code, 401, "{v}");
+    assert!(
+        reasons(&v) == ["bad_signature"] || reasons(&v) == ["malformed"],
+        "{v}"
+    );
+    let (code, v) = login(
+        port,
+        &tax,
+        &cms_sign(&env, &alice, c.as_bytes(), true, "l5"),
+        None,
+    );
+    assert_eq!(code, 200, "an unconsumed challenge still works: {v}");
+
+    // Document signatures: OpenSSL's and `muhr client sign`'s.
+    let doc = b"Contract No. 7: I agree.\n";
+    let doc_file = env.write("contract.txt", doc);
+    let by_openssl = cms_sign(&env, &alice, doc, false, "contract");
+    let v = verify_call(port, &bank, &by_openssl, Some(doc));
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["signer"]["identity"]["pinfl"], me.as_str());
+    assert_eq!(v["signer"]["status_now"], "good");
+    assert!(v["signing_time"].is_i64(), "{v}");
+    let v = verify_call(
+        port,
+        &bank,
+        &by_openssl,
+        Some(b"Contract No. 7: I refuse.\n"),
+    );
+    assert_eq!(v["valid"], false);
+    assert_eq!(reasons(&v), ["content_changed"], "{v}");
+    let out = Command::new(env!("CARGO_BIN_EXE_muhr"))
+        .args(["client", "sign"])
+        .arg(&doc_file)
+        .arg("--p12")
+        .arg(&alice.p12)
+        .arg("--password-file")
+        .arg(&alice.password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = env.path("contract.txt.p7s");
+    let checked = common::openssl_output(&[
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        ours.to_str().unwrap(),
+        "-content",
+        doc_file.to_str().unwrap(),
+        "-CAfile",
+        env.root_pem().to_str().unwrap(),
+        "-purpose",
+        "any",
+        "-out",
+        "/dev/null",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&checked.stderr).contains("Verification successful"),
+        "{checked:?}"
+    );
+    let (code, text) = muhr_verify(&env, &ours, Some(&doc_file));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("VALID") && text.contains(&me), "{text}");
+    let changed = env.write("changed.txt", "Contract No. 8\n");
+    let (code, text) = muhr_verify(&env, &ours, Some(&changed));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("content_changed"), "{text}");
+    let (code, text) = muhr_verify(&env, &env.path("missing.p7s"), None);
+    assert_eq!(code, 2, "{text}");
+    let again = Command::new(env!("CARGO_BIN_EXE_muhr"))
+        .args(["client", "sign"])
+        .arg(&doc_file)
+        .arg("--p12")
+        .arg(&alice.p12)
+        .arg("--password-file")
+        .arg(env.write("wrong-password", "not the password\n"))
+        .arg("--out")
+        .arg(env.path("other.p7s"))
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(!env.path("other.p7s").exists());
+
+    // Renewal by the current certificate: a CSR for a new key, signed with
+    // the old key; twice in a row, then the person must authenticate again.
+    let renew = |signer: &Citizen, name: &str| -> (u16, Value, Citizen) {
+        let key = env.path(&format!("{name}.key"));
+        let csr = env.path(&format!("{name}.csr"));
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            csr.to_str().unwrap(),
+            "-subj",
+            "/CN=ignored",
+        ]);
+        let sig = cms_sign(&env, signer, &std::fs::read(&csr).unwrap(), true, name);
+        let body = json!({ "signature": STANDARD.encode(&sig) });
+        let (code, _, v) = call_as(
+            port,
+            "POST",
+            "/api/v1/certificates/renew",
+            None,
+            Some(&body),
+        );
+        let cert = env.path(&format!("{name}.pem"));
+        if let Some(p) = v["pem"].as_str() {
+            std::fs::write(&cert, p).unwrap();
+        }
+        (
+            code,
+            v,
+            Citizen {
+                p12: PathBuf::new(),
+                password: PathBuf::new(),
+                key,
+                cert,
+            },
+        )
+    };
+    let (code, v, first) = renew(&alice, "renew1");
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(
+        (v["renewed"].as_str(), v["renewals"].as_u64()),
+        (Some(serial.as_str()), Some(1))
+    );
+    common::verify_chain(&env.data(), &first.cert);
+    let subject = openssl(&[
+        "x509",
+        "-in",
+        first.cert.to_str().unwrap(),
+        "-noout",
+        "-subject",
+    ]);
+    assert!(
+        subject.contains(&me) && !subject.contains("ignored"),
+        "{subject}"
+    );
+    // The same request again: the same certificate; another key: refused.
+    let sig = std::fs::read(env.path("renew1.p7s")).unwrap();
+    let body = json!({ "signature": STANDARD.encode(&sig) });
+    let (code, _, again) = call_as(
+        port,
+        "POST",
+        "/api/v1/certificates/renew",
+        None,
+        Some(&body),
+    );
+    assert_eq!(
+        (code, again["serial"].clone()),
+        (200, v["serial"].clone()),
+        "{again}"
+    );
+    let (code, v, _) = renew(&alice, "renew1b");
+    assert_eq!(code, 409, "{v}");
+    let (code, v, second) = renew(&first, "renew2");
+    assert_eq!((code, v["renewals"].as_u64()), (201, Some(2)), "{v}");
+    let (code, v, _) = renew(&second, "renew3");
+    assert_eq!(code, 403, "{v}");
+    assert!(
+        v["error"]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("authenticate"),
+        "{v}"
+    );
+    // A signature by a foreign certificate, or not carrying the CSR.
+    let (code, v, _) = renew(&mallory, "renew4");
+    assert_eq!(code, 422, "{v}");
+    assert!(
+        v["error"]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("untrusted_issuer"),
+        "{v}"
+    );
+    let (_, _, listed) = call_as(
+        port,
+        "GET",
+        "/api/v1/me/certificates",
+        Some(format!("Bearer {}", idp.es256(&idp.claims(&me)))),
+        None,
+    );
+    let origins: Vec<&str> = listed["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["issued_by"].as_str())
+        .collect();
+    assert_eq!(
+        origins.iter().filter(|o| **o == "renewal").count(),
+        2,
+        "{listed}"
+    );
+
+    // Suspended: no login, and a document signed now is invalid; one signed
+    // before the suspension stays valid, its status now reported beside.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.ok(&["suspend", &serial]);
+    let c = challenge(port, &tax);
+    let (code, v) = login(
+        port,
+        &tax,
+        &cms_sign(&env, &alice, c.as_bytes(), true, "l6"),
+        None,
+    );
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["suspended".to_string()]),
+        "{v}"
+    );
+    let v = verify_call(port, &bank, &by_openssl, Some(doc));
+    assert_eq!(
+        (v["valid"].clone(), v["signer"]["status_now"].clone()),
+        (json!(true), json!("suspended")),
+        "{v}"
+    );
+    let late = cms_sign(&env, &alice, doc, false, "late");
+    let v = verify_call(port, &bank, &late, Some(doc));
+    assert_eq!(reasons(&v), ["suspended"], "{v}");
+    // Revoked: the same.
+    env.ok(&["restore", &serial]);
+    env.ok(&["revoke", &serial, "--reason", "keyCompromise"]);
+    let (code, v) = login(
+        port,
+        &tax,
+        &cms_sign(&env, &alice, challenge(port, &tax).as_bytes(), true, "l7"),
+        None,
+    );
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["revoked".to_string()]),
+        "{v}"
+    );
+    let late = cms_sign(&env, &alice, doc, false, "later");
+    let (code, text) = muhr_verify(&env, &env.write("later.p7s", &late), Some(&doc_file));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("revoked"), "{text}");
+
+    // Usage: logins (consumed challenges) and verifications per relying party.
+    let month = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "+%Y-%m"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let report = env.ok(&[
+        "report",
+        "usage",
+        "--month",
+        month.trim(),
+        "--format",
+        "json",
+    ]);
+    let report: Value = serde_json::from_str(&report).unwrap();
+    let row = |id: &str| {
+        report["relying_parties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rp"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(row(&tax.id)["logins"], 3, "{report}");
+    assert_eq!(row(&tax.id)["billable"], false);
+    assert_eq!(row(&bank.id)["logins"], 0);
+    assert_eq!(row(&bank.id)["verifications"], 4, "{report}");
+    assert_eq!(row(&bank.id)["billable"], true);
+    let refused = env.refused(&["report", "usage", "--month", "2026-13"]);
+    assert!(refused.contains("month"), "{refused}");
+    env.ok(&["audit", "verify"]);
+}
+
+both_databases! {
+    login_by_certificate_and_signature_verification => login_and_verify;
+}
