@@ -47,6 +47,19 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Verified logins per second through the real HTTP API (server in this
+    /// process): challenge, CMS signature over it, login, assertion.
+    Login {
+        #[arg(long, default_value_t = 20_000)]
+        logins: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Citizens (certificates) the logins rotate over.
+        #[arg(long, default_value_t = 100)]
+        people: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Insert N synthetic certificates of the issuing CA (status only, no
     /// certificate body), one in R revoked, for OCSP and CRL benchmarks at
     /// scale; writes their serials (hex, one per line) to FILE.
@@ -239,6 +252,23 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
     let (count, concurrency, batch, profile, print_serials, json) = match cmd {
         BenchCommand::Crl { entries, json } => return bench_crl(app, entries, json).await,
+        BenchCommand::Login {
+            logins,
+            concurrency,
+            people,
+            json,
+        } => {
+            return crate::bench_login::run(
+                app,
+                crate::bench_login::Options {
+                    logins,
+                    concurrency,
+                    people,
+                    json,
+                },
+            )
+            .await;
+        }
         BenchCommand::Personalization {
             cards,
             concurrency,

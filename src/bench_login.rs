@@ -1,0 +1,203 @@
+//! `muhr bench login`: verified logins per second through the real HTTP API,
+//! server in this process on loopback. Each login is what a relying party
+//! and a citizen do: ask for a challenge, sign it (CMS, attached, P-256,
+//! on the client side, in this process too), post the signature, get the
+//! assertion. The client's signing shares the two cores with the server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use der::Decode;
+use muhr_ca::Request;
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use x509_cert::Certificate;
+
+use crate::Fail;
+use crate::app::App;
+
+pub struct Options {
+    pub logins: usize,
+    pub concurrency: usize,
+    pub people: usize,
+    pub json: bool,
+}
+
+struct Person {
+    key: EcdsaKeyPair,
+    cert: Certificate,
+}
+
+pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
+    if o.logins == 0 || o.concurrency == 0 || o.people == 0 {
+        return Err(Fail::invalid(
+            "--logins, --concurrency and --people must be at least 1",
+        ));
+    }
+    let ca = Arc::new(app.ca().await?);
+    let api = crate::serve::relying_parties(app, &ca).await?;
+    let started = muhr_store::now_secs();
+    let cred = api
+        .parties
+        .add(&format!("bench-{started}"), "state", "bench")
+        .await
+        .map_err(Fail::internal)?;
+    let basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", cred.id, cred.secret))
+    );
+    // Citizens with individual-auth certificates, keys held here.
+    let mut people = Vec::with_capacity(o.people);
+    for i in 0..o.people {
+        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING)
+            .map_err(|_| Fail::internal("key generation"))?;
+        let spki = key
+            .public_key()
+            .as_der()
+            .map_err(|_| Fail::internal("public key"))?;
+        let pinfl = muhr_ca::identity::with_check_digit(&format!("3150585{:06}", i % 999_999 + 1));
+        let issued = ca
+            .issue(Request {
+                profile: "individual-auth".into(),
+                fields: [
+                    ("pinfl", pinfl.as_str()),
+                    ("surname", "Bench"),
+                    ("given_name", "Login"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+                public_key: SubjectPublicKeyInfoOwned::from_der(spki.as_ref())
+                    .map_err(|e| Fail::internal(e.to_string()))?,
+                not_after_limit: None,
+                alt_names: Vec::new(),
+                actor: "bench".into(),
+                job: None,
+            })
+            .await
+            .map_err(|e| Fail::internal(e.to_string()))?;
+        people.push(Person {
+            key,
+            cert: issued.certificate,
+        });
+    }
+    let people = Arc::new(people);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Fail::internal(format!("bind: {e}")))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Fail::internal(e.to_string()))?
+        .port();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, muhr_ra::rp_http::router(api)).await;
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..o.concurrency {
+        let (people, next, basic, base) =
+            (people.clone(), next.clone(), basic.clone(), base.clone());
+        let total = o.logins;
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut latencies = Vec::new();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= total {
+                    return Ok::<_, String>(latencies);
+                }
+                let t = Instant::now();
+                let who = &people[n % people.len()];
+                let c: serde_json::Value = client
+                    .post(format!("{base}/api/v1/auth/challenges"))
+                    .header("authorization", &basic)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let challenge = c["challenge"].as_str().ok_or("no challenge")?.to_string();
+                let sign = |m: &[u8]| {
+                    who.key
+                        .sign(&SystemRandom::new(), m)
+                        .map(|s| s.as_ref().to_vec())
+                        .map_err(|_| "sign".to_string())
+                };
+                let cms = muhr_ra::cms::sign(
+                    &muhr_ra::cms::Signer {
+                        certificate: &who.cert,
+                        chain: &[],
+                        algorithm: AlgorithmIdentifierOwned {
+                            oid: const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
+                            parameters: None,
+                        },
+                        sign: &sign,
+                    },
+                    challenge.as_bytes(),
+                    true,
+                    std::time::SystemTime::now(),
+                )?;
+                let r = client
+                    .post(format!("{base}/api/v1/auth/login"))
+                    .header("authorization", &basic)
+                    .json(&serde_json::json!({ "signature": STANDARD.encode(cms) }))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !r.status().is_success() {
+                    return Err(format!(
+                        "login refused: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    ));
+                }
+                let _ = r.bytes().await.map_err(|e| e.to_string())?;
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies: Vec<Duration> = Vec::with_capacity(o.logins);
+    for t in tasks {
+        latencies.extend(
+            t.await
+                .map_err(|e| Fail::internal(e.to_string()))?
+                .map_err(Fail::internal)?,
+        );
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    server.abort();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[i].as_secs_f64() * 1000.0
+    };
+    let per_s = o.logins as f64 / seconds;
+    let (database, key_store) = (app.store.backend().name(), app.keys.describe());
+    if o.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "logins": o.logins, "seconds": seconds, "logins_per_s": per_s,
+                "p50_ms": pct(0.5), "p99_ms": pct(0.99), "concurrency": o.concurrency,
+                "people": o.people, "database": database, "key_store": key_store,
+            })
+        );
+    } else {
+        println!(
+            "{} verified logins in {seconds:.2} s: {per_s:.0} logins/s, p50 {:.2} ms, p99 {:.2} ms ({database}, {key_store}, concurrency {}, {} people)",
+            o.logins,
+            pct(0.5),
+            pct(0.99),
+            o.concurrency,
+            o.people
+        );
+    }
+    Ok(())
+}
