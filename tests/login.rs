@@ -202,9 +202,16 @@ fn muhr_verify(env: &Env, sig: &Path, content: Option<&Path>) -> (i32, String) {
 
 fn login_and_verify(db: Db) {
     let idp = Provider::start();
+    // PostgreSQL with SoftHSM2, the production pairing: the assertion key is
+    // then made and used through PKCS#11.
+    let keys = if db == Db::Postgres {
+        Keys::SoftHsm
+    } else {
+        Keys::Software
+    };
     let env = Env::with_extra(
         db,
-        Keys::Software,
+        keys,
         &idp.config("[citizens.rate_limits]\naddress_per_minute = 0"),
     );
     env.init();

@@ -69,19 +69,9 @@ async fn renew(
         Ok(b) => b,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "body", &e),
     };
-    let sig = if b.signature.trim_start().starts_with("-----BEGIN") {
-        b.signature.into_bytes()
-    } else {
-        match base64::engine::general_purpose::STANDARD.decode(b.signature.trim()) {
-            Ok(s) => s,
-            Err(_) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "signature",
-                    "base64 of a DER CMS SignedData, or its PEM",
-                );
-            }
-        }
+    let sig = match crate::rp_http::signature_bytes(&b.signature) {
+        Ok(s) => s,
+        Err(rule) => return json_error(StatusCode::BAD_REQUEST, "signature", &rule),
     };
     match c.renew(&sig).await {
         Ok(r) => {

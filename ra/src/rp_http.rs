@@ -92,7 +92,7 @@ fn refused(status: StatusCode, field: &str, reasons: &[Problem]) -> Response {
 }
 
 /// A CMS message as the JSON carries it: PEM text, or base64 of the DER.
-fn signature_bytes(s: &str) -> Result<Vec<u8>, String> {
+pub fn signature_bytes(s: &str) -> Result<Vec<u8>, String> {
     if s.trim_start().starts_with("-----BEGIN") {
         return Ok(s.as_bytes().to_vec());
     }
