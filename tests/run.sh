@@ -62,6 +62,14 @@ log "starting PostgreSQL on 127.0.0.1:$PGPORT"
 export MUHR_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"
 
 # --- Rust ------------------------------------------------------------------
+# A one-off build gains nothing from incremental compilation, whose caches
+# take more than a gigabyte; the free space is printed because a full disk
+# is the one failure the build output explains badly.
+export CARGO_INCREMENTAL=0
+df -h . | tail -1
+# Both fuzzers build into one directory (they share most dependencies), and
+# it is deleted once they have run, before the test binaries are linked.
+FUZZ_TARGET="$ROOT/target/fuzz"
 log "cargo fmt --check"
 cargo fmt --all --check
 log "cargo clippy"
@@ -69,7 +77,7 @@ cargo clippy --all-targets --locked -- -D warnings
 log "fuzzing the OCSP request path (cargo fuzz, ${MUHR_FUZZ_SECONDS:-60} s)"
 command -v cargo-fuzz >/dev/null || cargo install -q cargo-fuzz --locked
 # cargo fuzz needs unstable compiler flags; this toolchain is stable.
-if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir ocsp-responder/fuzz ocsp_request -- \
+if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$FUZZ_TARGET" --fuzz-dir ocsp-responder/fuzz ocsp_request -- \
     -max_total_time="${MUHR_FUZZ_SECONDS:-60}" > /tmp/muhr-fuzz.log 2>&1; then
   tail -40 /tmp/muhr-fuzz.log; echo "the OCSP request fuzzer found a crash" >&2; exit 1
 fi
@@ -88,11 +96,12 @@ openssl cms -sign -binary -in "$SEEDTMP/m" -signer "$SEEDTMP/c.pem" -inkey "$SEE
 openssl cms -sign -binary -nodetach -in "$SEEDTMP/m" -signer "$SEEDTMP/c.pem" \
   -inkey "$SEEDTMP/k.pem" -outform DER -out "$SEEDS/attached"
 rm -rf "$SEEDTMP"
-if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir ra/fuzz cms_signed_data -- \
+if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$FUZZ_TARGET" --fuzz-dir ra/fuzz cms_signed_data -- \
     -max_total_time="${MUHR_FUZZ_SECONDS:-60}" > /tmp/muhr-fuzz-cms.log 2>&1; then
   tail -40 /tmp/muhr-fuzz-cms.log; echo "the CMS fuzzer found a crash" >&2; exit 1
 fi
 grep -E "^Done [0-9]+ runs" /tmp/muhr-fuzz-cms.log
+rm -rf "$FUZZ_TARGET"
 
 log "tests (SQLite, PostgreSQL, SoftHSM2, OpenSSL)"
 # nextest runs each test in its own process: PKCS#11 modules are initialised
