@@ -237,6 +237,12 @@ enum RpCommand {
         #[arg(long)]
         class: String,
     },
+    /// Disable a relying party: its credentials and the challenges it was
+    /// given stop working (within `login.rp_cache_seconds` on running servers).
+    Disable {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -400,6 +406,9 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Rp {
             command: RpCommand::Add { name, class },
         } => rp_cli::rp_add(&app, &name, &class).await,
+        Command::Rp {
+            command: RpCommand::Disable { id },
+        } => rp_cli::rp_disable(&app, &id).await,
         Command::Report {
             command: ReportCommand::Usage { month, format },
         } => rp_cli::report_usage(&app, &month, format).await,

@@ -23,6 +23,16 @@ pub async fn rp_add(app: &App, name: &str, class: &str) -> Result<(), Fail> {
     Ok(())
 }
 
+/// `muhr rp disable --id ID`.
+pub async fn rp_disable(app: &App, id: &str) -> Result<(), Fail> {
+    muhr_ra::relying::RelyingParties::new(app.store.clone(), 0)
+        .disable(id, &cli_actor())
+        .await
+        .map_err(|e| Fail::invalid(format!("refused: {e}")))?;
+    println!("disabled {id}");
+    Ok(())
+}
+
 /// `muhr report usage --month YYYY-MM`.
 pub async fn report_usage(
     app: &App,
@@ -111,7 +121,9 @@ pub async fn verify(
         .map(|p| std::fs::read(p).map_err(|e| usage("content", p, e)))
         .transpose()?;
     let ca = Arc::new(app.ca().await?);
-    let trust = muhr_ra::trust::Trust::new(ca);
+    let external =
+        muhr_ra::external::External::load(&app.config.login.external_cas).map_err(Fail::invalid)?;
+    let trust = muhr_ra::trust::Trust::with_external(ca, external);
     let verdict = muhr_ra::signatures::verify(&trust, &sig, content.as_deref())
         .await
         .map_err(Fail::internal)?;

@@ -119,10 +119,11 @@ pub async fn run(
     let credential = crate::mtls::server_credential(&app, &ca).await?;
     let tls = crate::mtls::server_config(&credential, &ca.issuing.der)?;
     let api = ra_api(&app, ca.clone(), rules);
+    let rp = relying_parties(&app, &ca).await?;
     let mtls_handle = axum_server::Handle::new();
     let mtls = tokio::spawn(crate::mtls::bind(
         &listen_mtls,
-        muhr_ra::http::router(api),
+        muhr_ra::http::router(api).merge(muhr_ra::rp_http::tls_router(rp.clone())),
         tls,
         mtls_handle.clone(),
     )?);
@@ -134,8 +135,6 @@ pub async fn run(
     if let Some(citizens) = citizens(&app, &ca).await? {
         public = public.merge(muhr_ra::citizen_http::router(citizens));
     }
-    let rp = relying_parties(&app, &ca).await?;
-    tokio::spawn(prune_challenges(app.store.clone()));
     public = public.merge(muhr_ra::rp_http::router(rp));
     let served = axum::serve(
         listener,
@@ -211,26 +210,19 @@ pub async fn relying_parties(app: &App, ca: &Arc<Ca>) -> Result<muhr_ra::rp_http
     let assertions =
         muhr_ra::assertion::Assertions::new(key, c.issuer.clone(), c.assertion_seconds)
             .map_err(Fail::invalid)?;
-    let trust = Arc::new(muhr_ra::trust::Trust::new(ca.clone()));
+    let external = muhr_ra::external::External::load(&c.external_cas).map_err(Fail::invalid)?;
+    let trust = Arc::new(muhr_ra::trust::Trust::with_external(ca.clone(), external));
     Ok(muhr_ra::rp_http::RpApi {
         parties: Arc::new(muhr_ra::relying::RelyingParties::new(
             app.store.clone(),
             c.rp_cache_seconds,
         )),
-        login: Arc::new(muhr_ra::login::Login::new(trust, Arc::new(assertions), c)),
+        login: Arc::new(
+            muhr_ra::login::Login::open(trust, Arc::new(assertions), c)
+                .await
+                .map_err(Fail::internal)?,
+        ),
     })
-}
-
-/// Unused challenges are forgotten an hour after they expire; used ones are
-/// the login record and stay.
-async fn prune_challenges(store: muhr_store::Store) {
-    let mut tick = tokio::time::interval(Duration::from_secs(600));
-    loop {
-        tick.tick().await;
-        if let Err(e) = store.prune_challenges(muhr_store::now_secs() - 3600).await {
-            tracing::warn!(error = %e, "pruning login challenges failed");
-        }
-    }
 }
 
 /// `muhr ocsp`: only the responder, for scaling out next to a database or a

@@ -14,12 +14,13 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::oidc::{Provider, call_as};
 use common::ra::person_pinfl;
-use common::{Db, Env, Keys, openssl, start};
+use common::{Db, Env, Keys, openssl, start_ra};
 use serde_json::{Value, json};
 
 const CHALLENGES: &str = "/api/v1/auth/challenges";
 const LOGIN: &str = "/api/v1/auth/login";
 const VERIFY: &str = "/api/v1/signatures/verify";
+const TLS_LOGIN: &str = "/api/v1/auth/tls-login";
 
 struct Rp {
     id: String,
@@ -51,17 +52,22 @@ struct Citizen {
 }
 
 fn citizen(env: &Env, idp: &Provider, port: u16, pinfl: &str, name: &str) -> Citizen {
+    citizen_with(env, idp, port, pinfl, name, "individual-sign")
+}
+
+fn citizen_with(
+    env: &Env,
+    idp: &Provider,
+    port: u16,
+    pinfl: &str,
+    name: &str,
+    profile: &str,
+) -> Citizen {
     let token = env.write(&format!("{name}.token"), idp.es256(&idp.claims(pinfl)));
     let password = env.write("p12-password", "correct horse battery\n");
     let p12 = env.path(&format!("{name}.p12"));
     let out = Command::new(env!("CARGO_BIN_EXE_muhr"))
-        .args([
-            "client",
-            "request",
-            "--profile",
-            "individual-sign",
-            "--server",
-        ])
+        .args(["client", "request", "--profile", profile, "--server"])
         .arg(format!("http://127.0.0.1:{port}"))
         .arg("--token-file")
         .arg(&token)
@@ -139,6 +145,18 @@ fn login(port: u16, rp: &Rp, signature: &[u8], detached: Option<&str>) -> (u16, 
     (code, v)
 }
 
+/// The login challenge key, read out of the database.
+fn challenge_key(env: &Env) -> muhr_ra::challenge::Challenges {
+    let hex_of = if env.db == Db::Sqlite {
+        "hex(secret)"
+    } else {
+        "encode(secret, 'hex')"
+    };
+    let key =
+        hex::decode(&env.sql(&format!("SELECT {hex_of} FROM login_challenge_key"))[0]).unwrap();
+    muhr_ra::challenge::Challenges::new(&key, 120)
+}
+
 fn reasons(v: &Value) -> Vec<String> {
     v["reasons"]
         .as_array()
@@ -212,7 +230,10 @@ fn login_and_verify(db: Db) {
     let env = Env::with_extra(
         db,
         keys,
-        &idp.config("[citizens.rate_limits]\naddress_per_minute = 0"),
+        &format!(
+            "[login]\nrp_cache_seconds = 0\n{}",
+            idp.config("[citizens.rate_limits]\naddress_per_minute = 0")
+        ),
     );
     env.init();
     let tax = rp_add(&env, "State Tax Committee", "state");
@@ -221,7 +242,7 @@ fn login_and_verify(db: Db) {
     assert!(refused.contains("exists"), "{refused}");
     let refused = env.refused(&["rp", "add", "--name", "X", "--class", "private"]);
     assert!(refused.contains("--class"), "{refused}");
-    let (_server, port) = start(&env, &[]);
+    let (_server, port, mtls) = start_ra(&env);
     let me = person_pinfl(11);
     let alice = citizen(&env, &idp, port, &me, "alice");
 
@@ -299,14 +320,34 @@ fn login_and_verify(db: Db) {
         (401, vec!["unknown_challenge".to_string()]),
         "{v}"
     );
-    // An expired challenge.
-    env.sql(&format!(
-        "UPDATE auth_challenges SET expires_at = expires_at - 1000 WHERE challenge = '{other}'"
-    ));
-    let (code, v) = login(port, &tax, &theirs, None);
+    // An expired challenge: made with the key the servers share, as an
+    // operator with the database could, issued 1000 s ago.
+    let stale = challenge_key(&env)
+        .issue(&tax.id, muhr_store::now_secs() - 1000)
+        .unwrap()
+        .0;
+    let (code, v) = login(
+        port,
+        &tax,
+        &cms_sign(&env, &alice, stale.as_bytes(), true, "stale"),
+        None,
+    );
     assert_eq!(
         (code, reasons(&v)),
         (401, vec!["expired_challenge".to_string()]),
+        "{v}"
+    );
+    // A made-up challenge of the right shape, and a known one altered.
+    let forged = other.replacen(&tax.id, &bank.id, 1);
+    let (code, v) = login(
+        port,
+        &bank,
+        &cms_sign(&env, &alice, forged.as_bytes(), true, "forged"),
+        None,
+    );
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["unknown_challenge".to_string()]),
         "{v}"
     );
     // A certificate from elsewhere.
@@ -371,6 +412,86 @@ fn login_and_verify(db: Db) {
         None,
     );
     assert_eq!(code, 200, "an unconsumed challenge still works: {v}");
+
+    // The same over mutual TLS: the connection's certificate (an
+    // authentication certificate, clientAuth) instead of a signature, and a
+    // challenge the relying party handed to the browser.
+    let bob = person_pinfl(12);
+    let bob_auth = citizen_with(&env, &idp, port, &bob, "bob", "individual-auth");
+    let bob_tls = env.path("bob-tls.pem");
+    openssl(&[
+        "pkcs12",
+        "-in",
+        bob_auth.p12.to_str().unwrap(),
+        "-passin",
+        &format!("file:{}", bob_auth.password.display()),
+        "-nodes",
+        "-out",
+        bob_tls.to_str().unwrap(),
+    ]);
+    let tls_login = |cert: Option<&Path>, challenge: &str| {
+        common::ra::call(
+            &env,
+            mtls,
+            cert,
+            "POST",
+            TLS_LOGIN,
+            Some(&json!({ "challenge": challenge })),
+        )
+    };
+    let c = challenge(port, &bank);
+    let (code, v) = tls_login(Some(&bob_tls), &c);
+    assert_eq!(code, 200, "{v}");
+    let claims = assertion_claims(port, v["assertion"].as_str().unwrap());
+    assert_eq!(
+        (&claims["aud"], &claims["pinfl"], &claims["login_method"]),
+        (&json!(bank.id), &json!(bob), &json!("tls")),
+        "{claims}"
+    );
+    assert_eq!(claims["nonce"], c.as_str(), "the relying party's challenge");
+    assert_eq!(claims["cert_profile"], "individual-auth");
+    let (code, v) = tls_login(Some(&bob_tls), &c);
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["replayed_challenge".to_string()]),
+        "{v}"
+    );
+    let (code, v) = tls_login(Some(&bob_tls), &format!("{}.1.AAAA.AAAA", bank.id));
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["unknown_challenge".to_string()]),
+        "{v}"
+    );
+    // No certificate: no TLS session at all.
+    let (code, _) = tls_login(None, &challenge(port, &bank));
+    assert_eq!(code, 0, "the handshake needs a client certificate");
+    // An RA operator's certificate is a client the TLS accepts, but it
+    // names no person.
+    let operator = common::ra::client(&env, "operator", "OP-1");
+    let (code, v) = tls_login(Some(&operator), &challenge(port, &bank));
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["no_identity".to_string()]),
+        "{v}"
+    );
+    // A suspended authentication certificate: the handshake passes (TLS
+    // knows nothing of status), the login does not.
+    let bob_serial = claims["cert_serial"].as_str().unwrap().to_string();
+    env.ok(&["suspend", &bob_serial]);
+    let (code, v) = tls_login(Some(&bob_tls), &challenge(port, &bank));
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["suspended".to_string()]),
+        "{v}"
+    );
+    // Nothing above was used, so no login is metered but the first.
+    assert_eq!(
+        env.sql(&format!(
+            "SELECT COUNT(*) FROM auth_challenges WHERE rp = '{}' AND kind = 'tls'",
+            bank.id
+        )),
+        ["1"]
+    );
 
     // Document signatures: OpenSSL's and `muhr client sign`'s.
     let doc = b"Contract No. 7: I agree.\n";
@@ -640,11 +761,35 @@ fn login_and_verify(db: Db) {
     };
     assert_eq!(row(&tax.id)["logins"], 3, "{report}");
     assert_eq!(row(&tax.id)["billable"], false);
-    assert_eq!(row(&bank.id)["logins"], 0);
+    assert_eq!(row(&bank.id)["logins"], 1, "the TLS login");
     assert_eq!(row(&bank.id)["verifications"], 4, "{report}");
     assert_eq!(row(&bank.id)["billable"], true);
     let refused = env.refused(&["report", "usage", "--month", "2026-13"]);
     assert!(refused.contains("month"), "{refused}");
+
+    // A disabled relying party: its credentials stop working (at once here:
+    // the test server caches them for no time), and so do its challenges.
+    let pending = challenge(port, &bank);
+    env.ok(&["rp", "disable", "--id", &bank.id]);
+    let (code, _, v) = call_as(port, "POST", CHALLENGES, Some(bank.basic.clone()), None);
+    assert_eq!(code, 401, "{v}");
+    assert!(
+        v["error"]["rule"].as_str().unwrap().contains("disabled"),
+        "{v}"
+    );
+    env.ok(&["restore", &bob_serial]);
+    let (code, v) = tls_login(Some(&bob_tls), &pending);
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["relying_party".to_string()]),
+        "{v}"
+    );
+    let (code, v) = tls_login(Some(&bob_tls), &challenge(port, &tax));
+    assert_eq!(code, 200, "restored, and for another party: {v}");
+    let refused = env.refused(&["rp", "disable", "--id", &bank.id]);
+    assert!(refused.contains("already"), "{refused}");
+    let refused = env.refused(&["rp", "disable", "--id", "rp-nobody"]);
+    assert!(refused.contains("no relying party"), "{refused}");
     env.ok(&["audit", "verify"]);
 }
 

@@ -8,10 +8,12 @@
 
 pub mod assertion;
 pub mod card;
+pub mod challenge;
 pub mod citizen_http;
 pub mod clients;
 pub mod cms;
 pub mod config;
+pub mod external;
 pub mod http;
 pub mod jws;
 pub mod login;

@@ -4,22 +4,28 @@
 //! the signature and the certificate and answers with a signed identity
 //! assertion for that relying party.
 //!
-//! Order of checks: the signature first (no database), then the certificate
-//! (one read), and only then the challenge is consumed (one conditional
-//! write): a refused login leaves its challenge unused, and a used one is a
-//! login that happened, which is what usage is metered from.
+//! The same over the mutual-TLS listener: the browser brings the relying
+//! party's challenge, and the TLS client certificate stands in for the
+//! signature.
+//!
+//! Order of checks: the challenge's MAC and expiry and the signature first
+//! (no database), then the certificate (one read), and only then the
+//! challenge is used (one INSERT, see [`crate::challenge`]): a refused login
+//! leaves its challenge unused, and a used one is a login that happened,
+//! which is what usage is metered from.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
-use muhr_store::rp::{Consumed, RelyingParty};
+use muhr_store::rp::RelyingParty;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use x509_cert::Certificate;
 
 use crate::assertion::Assertions;
+use crate::challenge::{ChallengeError, Challenges, Opened};
+use crate::relying::{RelyingParties, RpError};
 use crate::trust::{Assessment, Problem, Purpose, Trust};
 
 /// `[login]`.
@@ -35,6 +41,8 @@ pub struct LoginConfig {
     pub challenge_seconds: u64,
     /// How long a relying party's credentials are trusted from memory.
     pub rp_cache_seconds: u64,
+    /// Other CAs whose certificates may log in and sign.
+    pub external_cas: Vec<crate::external::ExternalCaConfig>,
 }
 
 impl Default for LoginConfig {
@@ -45,6 +53,7 @@ impl Default for LoginConfig {
             assertion_seconds: 300,
             challenge_seconds: 120,
             rp_cache_seconds: 30,
+            external_cas: Vec::new(),
         }
     }
 }
@@ -88,36 +97,57 @@ pub struct LoggedIn {
 pub struct Login {
     pub trust: Arc<Trust>,
     pub assertions: Arc<Assertions>,
+    challenges: Challenges,
     config: LoginConfig,
 }
 
-/// Challenges are 32 random bytes, base64url: what the client signs is this
-/// text's UTF-8 bytes.
-const CHALLENGE_LEN: usize = 43;
-
 impl Login {
-    pub fn new(trust: Arc<Trust>, assertions: Arc<Assertions>, config: LoginConfig) -> Self {
-        Self {
+    /// Reads (or, on the first start, makes) the challenge key every node
+    /// shares.
+    pub async fn open(
+        trust: Arc<Trust>,
+        assertions: Arc<Assertions>,
+        config: LoginConfig,
+    ) -> Result<Self, String> {
+        let mut fresh = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut fresh).map_err(|_| "random generator failed".to_string())?;
+        let key = trust
+            .ca()
+            .store()
+            .login_challenge_key(&fresh)
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        let challenges = Challenges::new(&key, config.challenge_seconds);
+        Ok(Self {
             trust,
             assertions,
+            challenges,
             config,
-        }
+        })
     }
 
     /// A fresh challenge for `rp`, and when it expires (Unix seconds).
-    pub async fn challenge(&self, rp: &RelyingParty) -> Result<(String, i64), LoginError> {
-        let mut b = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut b)
-            .map_err(|_| LoginError::Internal("random generator failed".into()))?;
-        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let expires = muhr_store::now_secs() + self.config.challenge_seconds as i64;
-        self.trust
-            .ca()
-            .store()
-            .add_challenge(&challenge, &rp.id, expires)
-            .await
-            .map_err(|e| LoginError::Internal(format!("database: {e}")))?;
-        Ok((challenge, expires))
+    pub fn challenge(&self, rp: &RelyingParty) -> Result<(String, i64), LoginError> {
+        self.challenges
+            .issue(&rp.id, muhr_store::now_secs())
+            .map_err(LoginError::Internal)
+    }
+
+    fn open_challenge(&self, text: &str) -> Result<Opened, LoginError> {
+        self.challenges
+            .open(text, muhr_store::now_secs())
+            .map_err(|e| match e {
+                ChallengeError::Unknown => {
+                    refused("unknown_challenge", "not a challenge this service issued")
+                }
+                ChallengeError::Expired => refused(
+                    "expired_challenge",
+                    format!(
+                        "the challenge expired ({} s to use it)",
+                        self.config.challenge_seconds
+                    ),
+                ),
+            })
     }
 
     /// A login with a CMS signature over a challenge `rp` was given.
@@ -130,68 +160,68 @@ impl Login {
         let v = crate::cms::verify(signature, detached_challenge.map(str::as_bytes))
             .map_err(|e| refused(e.code, e.detail))?;
         let challenge = std::str::from_utf8(&v.content)
-            .ok()
-            .filter(|c| c.len() == CHALLENGE_LEN)
-            .ok_or_else(|| refused("unknown_challenge", "the signed content is not a challenge"))?;
+            .map_err(|_| refused("unknown_challenge", "the signed content is not a challenge"))?;
+        let opened = self.open_challenge(challenge)?;
+        if opened.rp != rp.id {
+            return Err(refused(
+                "unknown_challenge",
+                "the challenge was issued to another relying party",
+            ));
+        }
         let now = SystemTime::now();
         let a = self.assess(&v.signer, now).await?;
-        let consumed = self
+        self.use_challenge(challenge, &opened, "cms", &a).await?;
+        self.assert(rp, &a, "cms", challenge, now)
+    }
+
+    /// A login by the certificate of a mutual-TLS connection, with a
+    /// challenge a relying party issued: the assertion is for that party.
+    pub async fn with_tls(
+        &self,
+        parties: &RelyingParties,
+        challenge: &str,
+        certificate: &Certificate,
+    ) -> Result<LoggedIn, LoginError> {
+        let opened = self.open_challenge(challenge)?;
+        let rp = parties.active(&opened.rp).await.map_err(|e| match e {
+            RpError::Unauthorized(why) => refused("relying_party", why),
+            RpError::Internal(why) => LoginError::Internal(why),
+        })?;
+        let now = SystemTime::now();
+        let a = self.assess(certificate, now).await?;
+        self.use_challenge(challenge, &opened, "tls", &a).await?;
+        self.assert(&rp, &a, "tls", challenge, now)
+    }
+
+    async fn use_challenge(
+        &self,
+        challenge: &str,
+        opened: &Opened,
+        kind: &str,
+        a: &Assessment,
+    ) -> Result<(), LoginError> {
+        let fresh = self
             .trust
             .ca()
             .store()
-            .consume_challenge(challenge, &rp.id, &a.serial, muhr_store::now_secs())
-            .await
-            .map_err(|e| LoginError::Internal(format!("database: {e}")))?;
-        match consumed {
-            Consumed::Fresh => {}
-            Consumed::Unknown => {
-                return Err(refused(
-                    "unknown_challenge",
-                    "no such challenge was issued to this relying party",
-                ));
-            }
-            Consumed::Expired => {
-                return Err(refused(
-                    "expired_challenge",
-                    format!(
-                        "the challenge expired ({} s to use it)",
-                        self.config.challenge_seconds
-                    ),
-                ));
-            }
-            Consumed::Used => {
-                return Err(refused(
-                    "replayed_challenge",
-                    "the challenge was used already",
-                ));
-            }
-        }
-        self.assert(rp, &a, "cms", now)
-    }
-
-    /// A login by the certificate of a mutual-TLS connection, for `rp`.
-    pub async fn with_tls(
-        &self,
-        rp: &RelyingParty,
-        certificate: &Certificate,
-    ) -> Result<LoggedIn, LoginError> {
-        let now = SystemTime::now();
-        let a = self.assess(certificate, now).await?;
-        let mut id = [0u8; 24];
-        aws_lc_rs::rand::fill(&mut id)
-            .map_err(|_| LoginError::Internal("random generator failed".into()))?;
-        self.trust
-            .ca()
-            .store()
-            .record_tls_login(
-                &format!("tls:{}", hex::encode(id)),
-                &rp.id,
+            .use_challenge(
+                challenge,
+                &opened.rp,
+                kind,
+                opened.expires_at,
                 &a.serial,
                 muhr_store::now_secs(),
             )
             .await
             .map_err(|e| LoginError::Internal(format!("database: {e}")))?;
-        self.assert(rp, &a, "tls", now)
+        if fresh {
+            Ok(())
+        } else {
+            Err(refused(
+                "replayed_challenge",
+                "the challenge was used already",
+            ))
+        }
     }
 
     async fn assess(&self, cert: &Certificate, now: SystemTime) -> Result<Assessment, LoginError> {
@@ -217,9 +247,14 @@ impl Login {
         rp: &RelyingParty,
         a: &Assessment,
         method: &str,
+        challenge: &str,
         now: SystemTime,
     ) -> Result<LoggedIn, LoginError> {
-        let claims = claims(a, method, now);
+        let mut claims = claims(a, method, now);
+        // The relying party matches the assertion to the login it started,
+        // as OpenID Connect's nonce does (the TLS flow passes through a
+        // browser).
+        claims.insert("nonce".into(), json!(challenge));
         let pinfl = a.identity.get("pinfl").cloned().unwrap_or_default();
         let assertion = self
             .assertions
@@ -260,6 +295,9 @@ fn claims(a: &Assessment, method: &str, now: SystemTime) -> BTreeMap<String, Val
     c.insert("cert_serial".into(), json!(a.serial));
     if let Some(p) = &a.profile {
         c.insert("cert_profile".into(), json!(p));
+    }
+    if let Some(ca) = &a.external_ca {
+        c.insert("cert_issuer".into(), json!(ca));
     }
     c.insert(
         "auth_time".into(),

@@ -128,6 +128,44 @@ impl RelyingParties {
         Ok(rp)
     }
 
+    /// The relying party `id`, known and not disabled: for a TLS login,
+    /// where the party is named by its challenge, not by credentials.
+    pub async fn active(&self, id: &str) -> Result<RelyingParty, RpError> {
+        match self.lookup(id).await? {
+            None => Err(RpError::Unauthorized(format!("no relying party {id:?}"))),
+            Some(rp) if rp.disabled => Err(RpError::Unauthorized(format!(
+                "relying party {id:?} is disabled"
+            ))),
+            Some(rp) => Ok(rp),
+        }
+    }
+
+    /// `muhr rp disable`: the party's credentials and challenges stop
+    /// working (within the cache's lifetime on running servers).
+    pub async fn disable(&self, id: &str, actor: &str) -> Result<(), String> {
+        let done = self
+            .store
+            .disable_relying_party(
+                id,
+                &AuditEvent {
+                    actor: actor.to_string(),
+                    action: "rp.disable".into(),
+                    object: id.to_string(),
+                    details: serde_json::json!({}),
+                },
+            )
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        if done {
+            return Ok(());
+        }
+        match self.store.relying_party(id).await {
+            Ok(Some(_)) => Err(format!("--id: relying party {id} is disabled already")),
+            Ok(None) => Err(format!("--id: no relying party {id}")),
+            Err(e) => Err(format!("database: {e}")),
+        }
+    }
+
     async fn lookup(&self, id: &str) -> Result<Option<RelyingParty>, RpError> {
         if id.len() > 64 {
             return Ok(None);

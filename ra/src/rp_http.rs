@@ -44,6 +44,67 @@ pub fn router(api: RpApi) -> Router {
         .with_state(api)
 }
 
+/// The login route of the mutual-TLS listener: the TLS client certificate
+/// proves the person, the relying party's challenge names the party and
+/// makes the login fresh. No relying-party credentials: the request comes
+/// from the citizen's browser.
+pub fn tls_router(api: RpApi) -> Router {
+    Router::new()
+        .route("/api/v1/auth/tls-login", post(tls_login))
+        .layer(DefaultBodyLimit::max(4 << 10))
+        .with_state(api)
+}
+
+async fn tls_login(
+    State(api): State<RpApi>,
+    peer: Option<Extension<crate::clients::PeerCertificate>>,
+    bytes: Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        challenge: String,
+    }
+    let Some(Extension(peer)) = peer else {
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "certificate",
+            "a TLS client certificate is required",
+        );
+    };
+    let b: Body = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "body", &e.to_string()),
+    };
+    let cert = match <x509_cert::Certificate as der::Decode>::from_der(&peer.0) {
+        Ok(c) => c,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "certificate",
+                &format!("the client certificate does not parse: {e}"),
+            );
+        }
+    };
+    logged_in(
+        api.login.with_tls(&api.parties, &b.challenge, &cert).await,
+        "certificate",
+    )
+}
+
+fn logged_in(result: Result<crate::login::LoggedIn, LoginError>, field: &str) -> Response {
+    match result {
+        Ok(l) => Json(json!({
+            "assertion": l.assertion,
+            "token_type": "JWT",
+            "claims": l.claims,
+        }))
+        .into_response(),
+        Err(LoginError::Refused(r)) => refused(StatusCode::UNAUTHORIZED, field, &r),
+        Err(LoginError::Internal(why)) => internal(&why),
+    }
+}
+
 async fn authenticate(State(api): State<RpApi>, mut req: Request, next: Next) -> Response {
     let auth = req
         .headers()
@@ -102,7 +163,7 @@ pub fn signature_bytes(s: &str) -> Result<Vec<u8>, String> {
 }
 
 async fn challenge(State(api): State<RpApi>, Extension(rp): Extension<RelyingParty>) -> Response {
-    match api.login.challenge(&rp).await {
+    match api.login.challenge(&rp) {
         Ok((challenge, expires_at)) => (
             StatusCode::CREATED,
             Json(json!({
@@ -137,20 +198,12 @@ async fn login(
         Ok(s) => s,
         Err(rule) => return json_error(StatusCode::BAD_REQUEST, "signature", &rule),
     };
-    match api
-        .login
-        .with_signature(&rp, &sig, b.challenge.as_deref())
-        .await
-    {
-        Ok(l) => Json(json!({
-            "assertion": l.assertion,
-            "token_type": "JWT",
-            "claims": l.claims,
-        }))
-        .into_response(),
-        Err(LoginError::Refused(r)) => refused(StatusCode::UNAUTHORIZED, "signature", &r),
-        Err(LoginError::Internal(why)) => internal(&why),
-    }
+    logged_in(
+        api.login
+            .with_signature(&rp, &sig, b.challenge.as_deref())
+            .await,
+        "signature",
+    )
 }
 
 async fn verify(

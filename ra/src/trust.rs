@@ -2,11 +2,11 @@
 //! this CA, within its validity, allowed the key usage, and not revoked or
 //! suspended at the moment that matters.
 //!
-//! Only Muhr's own certificates are trusted: their status is read from the
-//! database the responder serves, which is fresher than any OCSP answer
-//! (and costs one indexed read). Certificates of other CAs are refused as
-//! "untrusted_issuer"; federating with a foreign CA (its OCSP or CRL) is a
-//! separate piece of work.
+//! Muhr's own certificates have their status read from the database the
+//! responder serves, which is fresher than any OCSP answer (and costs one
+//! indexed read). Certificates of the external CAs the operator configured
+//! are checked by their OCSP responder or CRL ([`crate::external`]); any
+//! other issuer is "untrusted_issuer".
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,6 +46,9 @@ pub struct Assessment {
     /// organization.name, organization.tin, organization.title.
     pub identity: BTreeMap<String, String>,
     pub job: Option<String>,
+    /// The configured external CA that issued the certificate; None for
+    /// this CA's own.
+    pub external_ca: Option<String>,
     /// good, suspended, revoked (now); `unknown` for a foreign certificate.
     pub status_now: String,
     /// The status at the moment checked (`at`), when it differs in meaning
@@ -70,11 +73,18 @@ fn secs(t: SystemTime) -> i64 {
 
 pub struct Trust {
     ca: Arc<Ca>,
+    external: crate::external::External,
 }
 
 impl Trust {
+    /// Trusts this CA's certificates only.
     pub fn new(ca: Arc<Ca>) -> Self {
-        Self { ca }
+        Self::with_external(ca, crate::external::External::none())
+    }
+
+    /// Trusts this CA's certificates and those of the external CAs.
+    pub fn with_external(ca: Arc<Ca>, external: crate::external::External) -> Self {
+        Self { ca, external }
     }
 
     pub fn ca(&self) -> &Arc<Ca> {
@@ -95,6 +105,9 @@ impl Trust {
         let mut problem =
             |code: &'static str, detail: String| problems.push(Problem { code, detail });
         let issued_here = self.issued_here(cert);
+        if !issued_here && let Some((i, anchor)) = self.external.issuer_of(cert) {
+            return Ok(self.assess_external(cert, purpose, at, i, anchor).await);
+        }
         let summary = if issued_here {
             self.ca
                 .store()
@@ -119,29 +132,8 @@ impl Trust {
                 format!("serial {serial} is not in this CA's records"),
             );
         }
-        let v = tbs.validity();
-        let (nb, na) = (v.not_before.to_system_time(), v.not_after.to_system_time());
-        if at < nb {
-            problem(
-                "not_yet_valid",
-                format!("the certificate was not yet valid then (from {})", secs(nb)),
-            );
-        }
-        if at > na {
-            problem(
-                "expired",
-                format!("the certificate had expired then (on {})", secs(na)),
-            );
-        }
-        if !key_usage_allows(cert, purpose) {
-            problem(
-                "wrong_key_usage",
-                match purpose {
-                    Purpose::Authentication => "the key may not be used for authentication (no digitalSignature)",
-                    Purpose::Document => "the key may not sign documents (neither nonRepudiation nor digitalSignature)",
-                }
-                .into(),
-            );
+        for p in certificate_problems(cert, purpose, at) {
+            problem(p.code, p.detail);
         }
         let profile = summary
             .as_ref()
@@ -186,12 +178,105 @@ impl Trust {
             subject: muhr_ca::dn_text::to_string(tbs.subject()),
             identity,
             job: summary.as_ref().and_then(|s| s.job.clone()),
+            external_ca: None,
             status_now,
             status_at,
             revoked_at,
             revocation_reason: reason,
             problems,
         })
+    }
+
+    /// A certificate of a configured external CA: validity and key usage as
+    /// for ours, the status from that CA's OCSP responder or CRL, the
+    /// identity from the attributes configured for it.
+    async fn assess_external(
+        &self,
+        cert: &Certificate,
+        purpose: Purpose,
+        at: SystemTime,
+        i: usize,
+        anchor: &crate::external::Anchor,
+    ) -> Assessment {
+        use crate::external::Status;
+        let tbs = cert.tbs_certificate();
+        let mut problems = certificate_problems(cert, purpose, at);
+        let mut identity = anchor.identity(cert);
+        if let Some(p) = identity.get("pinfl")
+            && muhr_ca::identity::IdentityRules::default()
+                .pinfl("pinfl", p)
+                .is_err()
+        {
+            // Not a PINFL by the country's rules: not an identity to assert.
+            tracing::warn!(ca = %anchor.name, "external certificate with a malformed PINFL");
+            identity.remove("pinfl");
+        }
+        let (status_now, revoked_at, reason) = match self.external.status(i, cert).await {
+            Ok((Status::Good, _)) => ("good", None, None),
+            Ok((Status::Revoked { at: t, reason }, _)) => (
+                if reason == Some(6) {
+                    "suspended"
+                } else {
+                    "revoked"
+                },
+                Some(secs(t)),
+                reason
+                    .and_then(|r| muhr_ca::revocation::Reason::from_code(i64::from(r)))
+                    .map(|r| r.name()),
+            ),
+            Ok((Status::Unknown, _)) => {
+                problems.push(Problem {
+                    code: "unknown_certificate",
+                    detail: format!("{} does not know this certificate", anchor.name),
+                });
+                ("unknown", None, None)
+            }
+            Err(why) => {
+                problems.push(Problem {
+                    code: "status_unavailable",
+                    detail: format!("the status from {} could not be had: {why}", anchor.name),
+                });
+                ("unknown", None, None)
+            }
+        };
+        let status_at = match revoked_at {
+            Some(t) if t <= secs(at) => status_now,
+            Some(_) => "good",
+            None => status_now,
+        };
+        match status_at {
+            "revoked" => problems.push(Problem {
+                code: "revoked",
+                detail: format!(
+                    "revoked ({}) at {} by {}",
+                    reason.unwrap_or("unspecified"),
+                    revoked_at.unwrap_or(0),
+                    anchor.name
+                ),
+            }),
+            "suspended" => problems.push(Problem {
+                code: "suspended",
+                detail: format!(
+                    "suspended at {} by {}",
+                    revoked_at.unwrap_or(0),
+                    anchor.name
+                ),
+            }),
+            _ => {}
+        }
+        Assessment {
+            serial: muhr_ca::serial::to_hex(tbs.serial_number()),
+            profile: None,
+            subject: muhr_ca::dn_text::to_string(tbs.subject()),
+            identity,
+            job: None,
+            external_ca: Some(anchor.name.clone()),
+            status_now: status_now.to_string(),
+            status_at: status_at.to_string(),
+            revoked_at,
+            revocation_reason: reason,
+            problems,
+        }
     }
 
     /// Issued by the issuing CA (or the root) whose key signed it.
@@ -213,6 +298,42 @@ impl Trust {
                 })
         })
     }
+}
+
+/// What the certificate itself allows: validity at `at`, and the key usage
+/// the purpose needs.
+fn certificate_problems(cert: &Certificate, purpose: Purpose, at: SystemTime) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |code: &'static str, detail: String| problems.push(Problem { code, detail });
+    let v = cert.tbs_certificate().validity();
+    let (nb, na) = (v.not_before.to_system_time(), v.not_after.to_system_time());
+    if at < nb {
+        problem(
+            "not_yet_valid",
+            format!("the certificate was not yet valid then (from {})", secs(nb)),
+        );
+    }
+    if at > na {
+        problem(
+            "expired",
+            format!("the certificate had expired then (on {})", secs(na)),
+        );
+    }
+    if !key_usage_allows(cert, purpose) {
+        problem(
+            "wrong_key_usage",
+            match purpose {
+                Purpose::Authentication => {
+                    "the key may not be used for authentication (no digitalSignature)"
+                }
+                Purpose::Document => {
+                    "the key may not sign documents (neither nonRepudiation nor digitalSignature)"
+                }
+            }
+            .into(),
+        );
+    }
+    problems
 }
 
 fn key_usage_allows(cert: &Certificate, purpose: Purpose) -> bool {
@@ -260,7 +381,7 @@ pub fn identity(cert: &Certificate, profile: &Profile) -> BTreeMap<String, Strin
     known
 }
 
-fn attribute(cert: &Certificate, oid: &der::oid::ObjectIdentifier) -> Option<String> {
+pub(crate) fn attribute(cert: &Certificate, oid: &der::oid::ObjectIdentifier) -> Option<String> {
     cert.tbs_certificate()
         .subject()
         .iter()

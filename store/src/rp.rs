@@ -14,18 +14,6 @@ pub struct RelyingParty {
     pub disabled: bool,
 }
 
-/// What consuming a challenge found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Consumed {
-    /// Issued to this relying party, unexpired, unused: now used.
-    Fresh,
-    /// Never issued, or issued to another relying party.
-    Unknown,
-    Expired,
-    /// Used already: a replay.
-    Used,
-}
-
 /// One line of a monthly usage report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Usage {
@@ -66,6 +54,25 @@ impl Store {
         Ok(())
     }
 
+    /// Disables a relying party, audited. False when there is no such
+    /// party or it was disabled already (nothing is written then).
+    pub async fn disable_relying_party(&self, id: &str, event: &AuditEvent) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE relying_parties SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL",
+        )
+        .bind(now_secs())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        audit::append(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub async fn relying_party(&self, id: &str) -> Result<Option<RelyingParty>> {
         let row = sqlx::query(
             "SELECT id, name, class, secret_hash, disabled_at FROM relying_parties WHERE id = $1",
@@ -76,72 +83,50 @@ impl Store {
         row.as_ref().map(rp_from_row).transpose()
     }
 
-    /// Records a challenge issued to `rp`, valid until `expires_at`.
-    pub async fn add_challenge(&self, challenge: &str, rp: &str, expires_at: i64) -> Result<()> {
+    /// The key login challenges are MACed with: the stored one, or
+    /// `fresh` when none is stored yet (the first node to start wins a
+    /// race, and every node then reads the same key).
+    pub async fn login_challenge_key(&self, fresh: &[u8]) -> Result<Vec<u8>> {
         sqlx::query(
-            "INSERT INTO auth_challenges (challenge, rp, kind, created_at, expires_at) \
-             VALUES ($1, $2, 'cms', $3, $4)",
+            "INSERT INTO login_challenge_key (id, secret, created_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO NOTHING",
         )
-        .bind(challenge)
-        .bind(rp)
+        .bind(fresh)
         .bind(now_secs())
-        .bind(expires_at)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        let row = sqlx::query("SELECT secret FROM login_challenge_key WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("secret")?)
     }
 
-    /// Uses `challenge` for a login by the certificate `serial`, once. The
-    /// conditional UPDATE is the single-use guarantee: of two logins racing
-    /// with one challenge, one changes the row and the other finds it used.
-    pub async fn consume_challenge(
+    /// Records a login that used `challenge` (kind `cms` or `tls`) by the
+    /// certificate `serial`. False when the challenge was used already: the
+    /// challenge is the primary key, so of two logins racing with one
+    /// challenge, on any nodes, exactly one is recorded.
+    pub async fn use_challenge(
         &self,
         challenge: &str,
         rp: &str,
+        kind: &str,
+        expires_at: i64,
         serial: &str,
         now: i64,
-    ) -> Result<Consumed> {
+    ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE auth_challenges SET used_at = $1, serial = $2 \
-             WHERE challenge = $3 AND rp = $4 AND used_at IS NULL AND expires_at >= $1",
-        )
-        .bind(now)
-        .bind(serial)
-        .bind(challenge)
-        .bind(rp)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
-            return Ok(Consumed::Fresh);
-        }
-        let row = sqlx::query(
-            "SELECT expires_at, used_at FROM auth_challenges WHERE challenge = $1 AND rp = $2",
-        )
-        .bind(challenge)
-        .bind(rp)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match row {
-            None => Consumed::Unknown,
-            Some(r) if r.try_get::<Option<i64>, _>("used_at")?.is_some() => Consumed::Used,
-            Some(_) => Consumed::Expired,
-        })
-    }
-
-    /// Records a login over mutual TLS (no challenge): a row born used, so
-    /// logins of both kinds are metered alike.
-    pub async fn record_tls_login(&self, id: &str, rp: &str, serial: &str, now: i64) -> Result<()> {
-        sqlx::query(
             "INSERT INTO auth_challenges (challenge, rp, kind, created_at, expires_at, used_at, serial) \
-             VALUES ($1, $2, 'tls', $3, $3, $3, $4)",
+             VALUES ($1, $2, $3, $4, $5, $4, $6) ON CONFLICT (challenge) DO NOTHING",
         )
-        .bind(id)
+        .bind(challenge)
         .bind(rp)
+        .bind(kind)
         .bind(now)
+        .bind(expires_at)
         .bind(serial)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Counts one use of `kind` by `rp` in `month` (YYYY-MM).
@@ -186,17 +171,5 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// Forgets challenges never used and expired before `before`; used ones
-    /// are the login record and stay.
-    pub async fn prune_challenges(&self, before: i64) -> Result<u64> {
-        Ok(
-            sqlx::query("DELETE FROM auth_challenges WHERE used_at IS NULL AND expires_at < $1")
-                .bind(before)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
     }
 }

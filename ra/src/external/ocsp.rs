@@ -1,0 +1,211 @@
+//! Asking another CA's OCSP responder about one certificate (RFC 6960, the
+//! RFC 5019 profile: SHA-1 CertID, one request, POST).
+//!
+//! The answer is believed only when it is signed by that CA, or by a
+//! responder certificate the CA issued for OCSPSigning and valid now, names
+//! the certificate asked about, and is current (thisUpdate not in the future
+//! beyond a small skew, nextUpdate not past). x509-ocsp is on the previous
+//! generation of the RustCrypto formats, so its values are bridged to the
+//! rest through DER.
+
+use std::time::{Duration, SystemTime};
+
+use der::{Decode as _, Encode as _};
+use der07::asn1::OctetString;
+use der07::{Decode as _, Encode as _};
+use x509_cert::Certificate;
+use x509_ocsp::{
+    BasicOcspResponse, CertId, CertStatus, OcspRequest, OcspResponse, OcspResponseStatus, Request,
+    ResponderId, TbsRequest, Version,
+};
+
+use super::{Anchor, Status};
+
+/// How far a responder's clock may run ahead of ours.
+const SKEW: Duration = Duration::from_secs(300);
+const ID_PKIX_OCSP_BASIC: &str = "1.3.6.1.5.5.7.48.1.1";
+const ID_KP_OCSP_SIGNING: der::oid::ObjectIdentifier =
+    der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9");
+
+/// An OCSP answer about one certificate, and until when it may be reused.
+pub struct Answer {
+    pub status: Status,
+    pub fresh_until: Option<SystemTime>,
+}
+
+fn cert_id(anchor: &Anchor, serial: &[u8]) -> Result<CertId, String> {
+    let sha1 = |b: &[u8]| {
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, b)
+            .as_ref()
+            .to_vec()
+    };
+    let tbs = anchor.certificate.tbs_certificate();
+    let name = tbs.subject().to_der().map_err(|e| e.to_string())?;
+    let key = tbs.subject_public_key_info().subject_public_key.raw_bytes();
+    let e = |e: der07::Error| e.to_string();
+    Ok(CertId {
+        hash_algorithm: spki07::AlgorithmIdentifierOwned {
+            // id-sha1 (RFC 5019: the hash every responder knows).
+            oid: "1.3.14.3.2.26".parse().map_err(|_| "sha1 oid")?,
+            parameters: Some(der07::asn1::Null.into()),
+        },
+        issuer_name_hash: OctetString::new(sha1(&name)).map_err(e)?,
+        issuer_key_hash: OctetString::new(sha1(key)).map_err(e)?,
+        serial_number: x509_cert02::serial_number::SerialNumber::new(serial).map_err(e)?,
+    })
+}
+
+/// The DER request for the certificate `serial` (its content octets) of
+/// `anchor`.
+pub fn request(anchor: &Anchor, serial: &[u8]) -> Result<Vec<u8>, String> {
+    OcspRequest {
+        tbs_request: TbsRequest {
+            version: Version::V1,
+            requestor_name: None,
+            request_list: vec![Request {
+                req_cert: cert_id(anchor, serial)?,
+                single_request_extensions: None,
+            }],
+            request_extensions: None,
+        },
+        optional_signature: None,
+    }
+    .to_der()
+    .map_err(|e| e.to_string())
+}
+
+fn time(t: &x509_ocsp::OcspGeneralizedTime) -> SystemTime {
+    t.0.to_system_time()
+}
+
+/// Reads and checks a response to [`request`].
+pub fn answer(
+    anchor: &Anchor,
+    serial: &[u8],
+    der: &[u8],
+    now: SystemTime,
+) -> Result<Answer, String> {
+    let resp = OcspResponse::from_der(der).map_err(|e| format!("not an OCSP response: {e}"))?;
+    if resp.response_status != OcspResponseStatus::Successful {
+        return Err(format!("responder said {:?}", resp.response_status));
+    }
+    let bytes = resp.response_bytes.ok_or("no response bytes")?;
+    if bytes.response_type.to_string() != ID_PKIX_OCSP_BASIC {
+        return Err(format!(
+            "response type {} is not basic",
+            bytes.response_type
+        ));
+    }
+    let basic = BasicOcspResponse::from_der(bytes.response.as_bytes())
+        .map_err(|e| format!("basic response: {e}"))?;
+    check_signature(anchor, &basic, now)?;
+    let want = cert_id(anchor, serial)?;
+    let single = basic
+        .tbs_response_data
+        .responses
+        .iter()
+        .find(|r| r.cert_id == want)
+        .ok_or("the response is about another certificate")?;
+    let this_update = time(&single.this_update);
+    if this_update > now + SKEW {
+        return Err("the response's thisUpdate is in the future".into());
+    }
+    let next_update = single.next_update.as_ref().map(time);
+    if next_update.is_some_and(|n| n < now) {
+        return Err("the response is stale (nextUpdate has passed)".into());
+    }
+    let status = match &single.cert_status {
+        CertStatus::Good(_) => Status::Good,
+        CertStatus::Unknown(_) => Status::Unknown,
+        CertStatus::Revoked(info) => Status::Revoked {
+            at: time(&info.revocation_time),
+            reason: info.revocation_reason.map(|r| r as u8),
+        },
+    };
+    Ok(Answer {
+        status,
+        fresh_until: next_update,
+    })
+}
+
+/// The signer is the CA itself or a certificate it issued for OCSPSigning.
+fn check_signature(
+    anchor: &Anchor,
+    basic: &BasicOcspResponse,
+    now: SystemTime,
+) -> Result<(), String> {
+    let tbs = basic
+        .tbs_response_data
+        .to_der()
+        .map_err(|e| e.to_string())?;
+    let alg = spki::AlgorithmIdentifierOwned::from_der(
+        &basic
+            .signature_algorithm
+            .to_der()
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let sig = basic
+        .signature
+        .as_bytes()
+        .ok_or("the signature has unused bits")?;
+    let verifies = |spki: &spki::SubjectPublicKeyInfoOwned| {
+        muhr_hsm::verify::verify_signature(spki, &alg, &tbs, sig).is_ok()
+    };
+    if names(&basic.tbs_response_data.responder_id, &anchor.certificate)
+        && verifies(
+            anchor
+                .certificate
+                .tbs_certificate()
+                .subject_public_key_info(),
+        )
+    {
+        return Ok(());
+    }
+    for c in basic.certs.iter().flatten() {
+        let Ok(c) = c
+            .to_der()
+            .map_err(|e| e.to_string())
+            .and_then(|d| Certificate::from_der(&d).map_err(|e| e.to_string()))
+        else {
+            continue;
+        };
+        if names(&basic.tbs_response_data.responder_id, &c)
+            && anchor.issued(&c)
+            && anchor.within_validity(&c, now)
+            && has_ocsp_signing(&c)
+            && verifies(c.tbs_certificate().subject_public_key_info())
+        {
+            return Ok(());
+        }
+    }
+    Err("the response is not signed by the CA or a responder it authorised".into())
+}
+
+fn names(id: &ResponderId, cert: &Certificate) -> bool {
+    let tbs = cert.tbs_certificate();
+    match id {
+        ResponderId::ByName(n) => n
+            .to_der()
+            .ok()
+            .zip(tbs.subject().to_der().ok())
+            .is_some_and(|(a, b)| a == b),
+        ResponderId::ByKey(k) => {
+            let key = tbs.subject_public_key_info().subject_public_key.raw_bytes();
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, key).as_ref()
+                == k.as_bytes()
+        }
+    }
+}
+
+fn has_ocsp_signing(c: &Certificate) -> bool {
+    use x509_cert::ext::pkix::ExtendedKeyUsage;
+    c.tbs_certificate()
+        .extensions()
+        .and_then(|e| {
+            e.iter()
+                .find(|e| e.extn_id == <ExtendedKeyUsage as der::oid::AssociatedOid>::OID)
+        })
+        .and_then(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok())
+        .is_some_and(|eku| eku.0.contains(&ID_KP_OCSP_SIGNING))
+}
