@@ -793,6 +793,418 @@ fn login_and_verify(db: Db) {
     env.ok(&["audit", "verify"]);
 }
 
+/// Another CA, made with OpenSSL: its certificate, key, an `openssl ca`
+/// database that both its OCSP responder and its CRL are made from, and a
+/// delegated OCSP responder certificate.
+struct OtherCa {
+    dir: PathBuf,
+}
+
+impl OtherCa {
+    fn new(dir: &Path, cn: &str) -> Self {
+        let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+            "-days",
+            "30",
+            "-subj",
+            &format!("/C=UZ/O=Example E-IMZO/CN={cn}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        std::fs::write(dir.join("index.txt"), "").unwrap();
+        std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
+        std::fs::write(
+            dir.join("ca.cnf"),
+            format!(
+                "[ca]\ndefault_ca = x\n[x]\ndatabase = {}\ncrlnumber = {}\n\
+                 default_md = sha256\ndefault_crl_days = 1\n",
+                p("index.txt"),
+                p("crlnumber")
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("ocsp.ext"),
+            "keyUsage=critical,digitalSignature\nextendedKeyUsage=OCSPSigning\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "keyUsage=critical,digitalSignature,nonRepudiation\n",
+        )
+        .unwrap();
+        let ca = Self {
+            dir: dir.to_path_buf(),
+        };
+        ca.sign("ocsp", "0100", "/CN=Example E-IMZO OCSP", "ocsp.ext");
+        ca
+    }
+
+    fn path(&self, f: &str) -> PathBuf {
+        self.dir.join(f)
+    }
+
+    /// A key and a certificate with serial `serial` (hex) signed by the CA.
+    fn sign(&self, name: &str, serial: &str, subject: &str, ext: &str) -> Citizen {
+        let p = |f: &str| self.path(f).to_str().unwrap().to_string();
+        let (key, csr, cert) = (
+            p(&format!("{name}.key")),
+            p(&format!("{name}.csr")),
+            p(&format!("{name}.pem")),
+        );
+        // OpenSSL knows the PINFL attribute only by a name given here.
+        std::fs::write(
+            self.path("req.cnf"),
+            "oid_section = oids\n[oids]\npinfl = 1.2.860.3.16.1.2\n\
+             [req]\ndistinguished_name = dn\n[dn]\n",
+        )
+        .unwrap();
+        openssl(&[
+            "req",
+            "-config",
+            &p("req.cnf"),
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            subject,
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-set_serial",
+            &format!("0x{serial}"),
+            "-days",
+            "10",
+            "-extfile",
+            &p(ext),
+            "-out",
+            &cert,
+        ]);
+        Citizen {
+            p12: PathBuf::new(),
+            password: PathBuf::new(),
+            key: key.into(),
+            cert: cert.into(),
+        }
+    }
+
+    /// A citizen's certificate, as the country's CAs write the subject.
+    fn citizen(&self, serial: &str, pinfl: &str) -> Citizen {
+        self.sign(
+            &format!("leaf-{serial}"),
+            serial,
+            &format!(
+                "/C=UZ/CN=TOSHMATOV SARDOR/SN=TOSHMATOV/name=SARDOR/UID=412345678/pinfl={pinfl}"
+            ),
+            "leaf.ext",
+        )
+    }
+
+    /// Lines of the `openssl ca` database: serial and, when revoked, how
+    /// long ago (seconds).
+    fn database(&self, entries: &[(&str, Option<u64>)]) {
+        let stamp = |ago: i64| {
+            let out = Command::new("date")
+                .args(["-u", "-d", &format!("@{}", muhr_store::now_secs() - ago)])
+                .arg("+%y%m%d%H%M%SZ")
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let expires = stamp(-86400 * 9);
+        let lines: String = entries
+            .iter()
+            .map(|(serial, revoked)| match revoked {
+                None => format!("V\t{expires}\t\t{serial}\tunknown\t/CN=x{serial}\n"),
+                Some(ago) => format!(
+                    "R\t{expires}\t{},keyCompromise\t{serial}\tunknown\t/CN=x{serial}\n",
+                    stamp(*ago as i64)
+                ),
+            })
+            .collect();
+        std::fs::write(self.path("index.txt"), lines).unwrap();
+    }
+
+    /// A complete CRL from the database, DER, into `dir/ca.crl`.
+    fn crl(&self, dir: &Path) {
+        let p = |f: &str| self.path(f).to_str().unwrap().to_string();
+        openssl(&[
+            "ca",
+            "-config",
+            &p("ca.cnf"),
+            "-gencrl",
+            "-keyfile",
+            &p("ca.key"),
+            "-cert",
+            &p("ca.pem"),
+            "-out",
+            &p("crl.pem"),
+        ]);
+        openssl(&[
+            "crl",
+            "-in",
+            &p("crl.pem"),
+            "-outform",
+            "DER",
+            "-out",
+            dir.join("ca.crl").to_str().unwrap(),
+        ]);
+    }
+}
+
+/// A background process, killed when dropped.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "port {port} never opened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn external_login(db: Db) {
+    common::require("python3");
+    let work = tempfile::tempdir().unwrap();
+    let other = OtherCa::new(work.path(), "Example E-IMZO CA");
+    // A second CA whose responder never answers.
+    let dormant_dir = work.path().join("dormant");
+    std::fs::create_dir(&dormant_dir).unwrap();
+    let dormant = OtherCa::new(&dormant_dir, "Dormant CA");
+    let pinfl = person_pinfl(21);
+    let [good, revoked, unknown, good2, revoked2, late] =
+        ["1001", "1002", "1003", "1004", "1005", "1006"].map(|s| other.citizen(s, &pinfl));
+    other.database(&[
+        ("0100", None),
+        ("1001", None),
+        ("1002", Some(3600)),
+        ("1004", None),
+        ("1005", Some(3600)),
+        ("1006", None),
+    ]);
+    let www = work.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    other.crl(&www);
+    let (ocsp_port, crl_port) = (common::free_port(), common::free_port());
+    let p = |f: &str| other.path(f).to_str().unwrap().to_string();
+    let ocsp = Daemon(
+        Command::new("openssl")
+            .args([
+                "ocsp",
+                "-index",
+                &p("index.txt"),
+                "-port",
+                &ocsp_port.to_string(),
+            ])
+            .args([
+                "-rsigner",
+                &p("ocsp.pem"),
+                "-rkey",
+                &p("ocsp.key"),
+                "-CA",
+                &p("ca.pem"),
+            ])
+            .args(["-ndays", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(work.path().join("ocsp.log")).unwrap())
+            .spawn()
+            .expect("openssl ocsp"),
+    );
+    let crl_server = Daemon(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &crl_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(&www)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 http.server"),
+    );
+    // OpenSSL's responder hangs on a connection that closes without a
+    // request, so it is waited for with real questions.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !Command::new("openssl")
+        .args([
+            "ocsp",
+            "-issuer",
+            &p("ca.pem"),
+            "-serial",
+            "0x1001",
+            "-noverify",
+        ])
+        .args(["-url", &format!("http://127.0.0.1:{ocsp_port}")])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "openssl ocsp did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    wait_for_port(crl_port);
+    let env = Env::with_extra(
+        db,
+        Keys::Software,
+        &format!(
+            "[login]\n\
+             [[login.external_cas]]\n\
+             name = \"Example E-IMZO\"\n\
+             certificate = \"{}\"\n\
+             ocsp_url = \"http://127.0.0.1:{ocsp_port}\"\n\
+             crl_url = \"http://127.0.0.1:{crl_port}/ca.crl\"\n\
+             [login.external_cas.identity]\n\
+             \"1.2.860.3.16.1.2\" = \"pinfl\"\n\
+             \"2.5.4.4\" = \"surname\"\n\
+             \"2.5.4.41\" = \"given_name\"\n\
+             \"0.9.2342.19200300.100.1.1\" = \"tin\"\n\
+             [[login.external_cas]]\n\
+             name = \"Dormant\"\n\
+             certificate = \"{}\"\n\
+             ocsp_url = \"http://127.0.0.1:{}\"\n\
+             [login.external_cas.identity]\n\
+             \"1.2.860.3.16.1.2\" = \"pinfl\"\n",
+            p("ca.pem"),
+            dormant.path("ca.pem").display(),
+            common::free_port(),
+        ),
+    );
+    env.init();
+    let tax = rp_add(&env, "State Tax Committee", "state");
+    let (_server, port) = common::start(&env, &[]);
+    let try_login = |who: &Citizen, name: &str| {
+        let c = challenge(port, &tax);
+        login(
+            port,
+            &tax,
+            &cms_sign(&env, who, c.as_bytes(), true, name),
+            None,
+        )
+    };
+
+    // Good by OCSP (answered by a delegated responder certificate): the
+    // identity comes from the attributes configured for that CA.
+    let (code, v) = try_login(&good, "e1");
+    assert_eq!(code, 200, "{v}");
+    let claims = assertion_claims(port, v["assertion"].as_str().unwrap());
+    assert_eq!(claims["pinfl"], pinfl.as_str(), "{claims}");
+    assert_eq!(claims["family_name"], "TOSHMATOV");
+    assert_eq!(claims["given_name"], "SARDOR");
+    assert_eq!(claims["tin"], "412345678");
+    assert_eq!(claims["cert_issuer"], "Example E-IMZO");
+    assert!(claims.get("cert_profile").is_none(), "{claims}");
+    // A document signature of that CA's citizen, by the service and the CLI.
+    let doc = b"Application No. 12\n";
+    let signed = cms_sign(&env, &good, doc, false, "e-doc");
+    let v = verify_call(port, &tax, &signed, Some(doc));
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["signer"]["external_ca"], "Example E-IMZO");
+    assert_eq!(v["signer"]["status_now"], "good");
+    let (code, text) = muhr_verify(
+        &env,
+        &env.write("e-doc.p7s", &signed),
+        Some(&env.write("e-doc.txt", doc)),
+    );
+    assert_eq!(code, 0, "{text}");
+    // Revoked an hour ago, and unknown to the responder.
+    let (code, v) = try_login(&revoked, "e2");
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["revoked".to_string()]),
+        "{v}"
+    );
+    let (code, v) = try_login(&unknown, "e3");
+    let log = || std::fs::read_to_string(work.path().join("ocsp.log")).unwrap_or_default();
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["unknown_certificate".to_string()]),
+        "{v}\nOpenSSL's responder said:\n{}",
+        log()
+    );
+
+    // The responder goes away: the CRL answers.
+    drop(ocsp);
+    let (code, v) = try_login(&good2, "e4");
+    assert_eq!(code, 200, "by the CRL: {v}");
+    let (code, v) = try_login(&revoked2, "e5");
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["revoked".to_string()]),
+        "{v}"
+    );
+
+    // Both gone: what was learnt is reused until it may not be (the
+    // answers' nextUpdate, at most status_cache_seconds).
+    drop(crl_server);
+    let (code, v) = try_login(&late, "e6");
+    assert_eq!(code, 200, "the CRL is remembered: {v}");
+    let (code, v) = try_login(&good, "e7");
+    assert_eq!(code, 200, "the OCSP answer is remembered: {v}");
+    // A CA whose status cannot be had: its certificates are refused.
+    let (code, v) = try_login(&dormant.citizen("2001", &pinfl), "e9");
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["status_unavailable".to_string()]),
+        "{v}"
+    );
+    // A CA of the same name but another key is not that CA.
+    let forged_dir = work.path().join("forged");
+    std::fs::create_dir(&forged_dir).unwrap();
+    let impostor = OtherCa::new(&forged_dir, "Example E-IMZO CA").citizen("1001", &pinfl);
+    let (code, v) = try_login(&impostor, "e8");
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["untrusted_issuer".to_string()]),
+        "{v}"
+    );
+}
+
 both_databases! {
     login_by_certificate_and_signature_verification => login_and_verify;
+    certificates_of_an_external_ca_log_in_by_ocsp_then_crl => external_login;
 }

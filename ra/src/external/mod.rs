@@ -213,8 +213,12 @@ impl External {
     }
 
     fn from_anchors(anchors: Vec<Anchor>) -> Self {
+        // No idle connections kept: answers are remembered, so questions
+        // are rare, and simple responders (OpenSSL's among them) serve one
+        // request per connection.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap_or_default();
         Self {
