@@ -17,6 +17,7 @@ pub mod external;
 pub mod http;
 pub mod jws;
 pub mod login;
+pub mod login_record;
 pub mod oidc;
 pub mod personalize;
 pub mod ratelimit;

@@ -98,6 +98,7 @@ pub struct Login {
     pub trust: Arc<Trust>,
     pub assertions: Arc<Assertions>,
     challenges: Challenges,
+    records: crate::login_record::Recorder,
     config: LoginConfig,
 }
 
@@ -118,10 +119,12 @@ impl Login {
             .await
             .map_err(|e| format!("database: {e}"))?;
         let challenges = Challenges::new(&key, config.challenge_seconds);
+        let records = crate::login_record::Recorder::start(trust.ca().store().clone());
         Ok(Self {
             trust,
             assertions,
             challenges,
+            records,
             config,
         })
     }
@@ -197,23 +200,21 @@ impl Login {
         &self,
         challenge: &str,
         opened: &Opened,
-        kind: &str,
+        kind: &'static str,
         a: &Assessment,
     ) -> Result<(), LoginError> {
         let fresh = self
-            .trust
-            .ca()
-            .store()
-            .use_challenge(
-                challenge,
-                &opened.rp,
+            .records
+            .record(muhr_store::rp::ChallengeUse {
+                challenge: challenge.to_string(),
+                rp: opened.rp.clone(),
                 kind,
-                opened.expires_at,
-                &a.serial,
-                muhr_store::now_secs(),
-            )
+                expires_at: opened.expires_at,
+                serial: a.serial.clone(),
+                now: muhr_store::now_secs(),
+            })
             .await
-            .map_err(|e| LoginError::Internal(format!("database: {e}")))?;
+            .map_err(LoginError::Internal)?;
         if fresh {
             Ok(())
         } else {

@@ -74,7 +74,15 @@ fn secs(t: SystemTime) -> i64 {
 pub struct Trust {
     ca: Arc<Ca>,
     external: crate::external::External,
+    /// Digests of (to-be-signed, algorithm, signature) already seen to
+    /// verify under our CA keys: a citizen who logs in many times costs one
+    /// signature check, not one per login. Only successes are kept, and the
+    /// digest covers everything the check covered.
+    verified: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
 }
+
+/// Entries of the verified-certificate memo before it starts over.
+const VERIFIED_MEMO: usize = 200_000;
 
 impl Trust {
     /// Trusts this CA's certificates only.
@@ -84,7 +92,11 @@ impl Trust {
 
     /// Trusts this CA's certificates and those of the external CAs.
     pub fn with_external(ca: Arc<Ca>, external: crate::external::External) -> Self {
-        Self { ca, external }
+        Self {
+            ca,
+            external,
+            verified: Default::default(),
+        }
     }
 
     pub fn ca(&self) -> &Arc<Ca> {
@@ -284,7 +296,26 @@ impl Trust {
         let Ok(tbs_der) = cert.tbs_certificate().to_der() else {
             return false;
         };
-        [&self.ca.issuing, &self.ca.root].iter().any(|a| {
+        let Ok(alg) = cert.signature_algorithm().to_der() else {
+            return false;
+        };
+        let memo = {
+            let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+            for part in [&tbs_der[..], &alg[..], cert.signature().raw_bytes()] {
+                h.update(&(part.len() as u64).to_be_bytes());
+                h.update(part);
+            }
+            let mut d = [0u8; 32];
+            d.copy_from_slice(h.finish().as_ref());
+            d
+        };
+        let seen = |m: &std::sync::Mutex<std::collections::HashSet<[u8; 32]>>| {
+            m.lock().unwrap_or_else(|p| p.into_inner()).contains(&memo)
+        };
+        if seen(&self.verified) {
+            return true;
+        }
+        let ok = [&self.ca.issuing, &self.ca.root].iter().any(|a| {
             let issuer = a.certificate.tbs_certificate();
             issuer.subject() == cert.tbs_certificate().issuer()
                 && cert.signature().as_bytes().is_some_and(|sig| {
@@ -296,7 +327,15 @@ impl Trust {
                     )
                     .is_ok()
                 })
-        })
+        });
+        if ok {
+            let mut m = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if m.len() >= VERIFIED_MEMO {
+                m.clear();
+            }
+            m.insert(memo);
+        }
+        ok
     }
 }
 

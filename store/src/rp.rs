@@ -1,5 +1,7 @@
 //! Relying parties, their login challenges and what they used each month.
 
+use std::collections::HashSet;
+
 use sqlx::Row;
 
 use crate::{AuditEvent, Result, Store, audit, now_secs};
@@ -12,6 +14,18 @@ pub struct RelyingParty {
     pub class: String,
     pub secret_hash: Vec<u8>,
     pub disabled: bool,
+}
+
+/// A login that used a challenge (kind `cms` or `tls`) by the certificate
+/// `serial`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChallengeUse {
+    pub challenge: String,
+    pub rp: String,
+    pub kind: &'static str,
+    pub expires_at: i64,
+    pub serial: String,
+    pub now: i64,
 }
 
 /// One line of a monthly usage report.
@@ -101,32 +115,56 @@ impl Store {
         Ok(row.try_get("secret")?)
     }
 
-    /// Records a login that used `challenge` (kind `cms` or `tls`) by the
-    /// certificate `serial`. False when the challenge was used already: the
-    /// challenge is the primary key, so of two logins racing with one
-    /// challenge, on any nodes, exactly one is recorded.
-    pub async fn use_challenge(
-        &self,
-        challenge: &str,
-        rp: &str,
-        kind: &str,
-        expires_at: i64,
-        serial: &str,
-        now: i64,
-    ) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO auth_challenges (challenge, rp, kind, created_at, expires_at, used_at, serial) \
-             VALUES ($1, $2, $3, $4, $5, $4, $6) ON CONFLICT (challenge) DO NOTHING",
-        )
-        .bind(challenge)
-        .bind(rp)
-        .bind(kind)
-        .bind(now)
-        .bind(expires_at)
-        .bind(serial)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+    /// Records logins that used challenges, in one statement and one
+    /// commit (the login path's group commit). Returns the challenges that
+    /// were recorded now: one already recorded, or repeated within `uses`,
+    /// is recorded once and its other uses are replays. The challenge is the
+    /// primary key, so of two logins racing with one challenge, on any
+    /// nodes, exactly one is recorded.
+    pub async fn use_challenges(&self, uses: &[ChallengeUse]) -> Result<HashSet<String>> {
+        let mut seen = HashSet::new();
+        let fresh: Vec<&ChallengeUse> = uses
+            .iter()
+            .filter(|u| seen.insert(u.challenge.as_str()))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut sql = String::from(
+            "INSERT INTO auth_challenges \
+             (challenge, rp, kind, created_at, expires_at, used_at, serial) VALUES ",
+        );
+        for i in 0..fresh.len() {
+            let b = i * 6;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 4,
+                b + 6
+            ));
+        }
+        sql.push_str(" ON CONFLICT (challenge) DO NOTHING RETURNING challenge");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for u in &fresh {
+            q = q
+                .bind(u.challenge.as_str())
+                .bind(u.rp.as_str())
+                .bind(u.kind)
+                .bind(u.now)
+                .bind(u.expires_at)
+                .bind(u.serial.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("challenge")?))
+            .collect()
     }
 
     /// Counts one use of `kind` by `rp` in `month` (YYYY-MM).
