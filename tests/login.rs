@@ -290,6 +290,33 @@ fn login_and_verify(db: Db) {
         (401, vec!["replayed_challenge".to_string()]),
         "{v}"
     );
+    // Eight logins racing with one signature, most of them recorded in one
+    // group commit: exactly one wins, the others are replays.
+    let c = challenge(port, &tax);
+    let raced = cms_sign(&env, &alice, c.as_bytes(), true, "race");
+    let outcomes: Vec<(u16, Vec<String>)> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| login(port, &tax, &raced, None)))
+            .collect();
+        runs.into_iter()
+            .map(|r| {
+                let (code, v) = r.join().unwrap();
+                (code, reasons(&v))
+            })
+            .collect()
+    });
+    assert_eq!(
+        outcomes.iter().filter(|(code, _)| *code == 200).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .filter(|(code, _)| *code != 200)
+            .all(|(code, r)| *code == 401 && r == &["replayed_challenge"]),
+        "{outcomes:?}"
+    );
 
     // Detached signature, challenge alongside.
     let c = challenge(port, &tax);
@@ -759,7 +786,7 @@ fn login_and_verify(db: Db) {
             .cloned()
             .unwrap()
     };
-    assert_eq!(row(&tax.id)["logins"], 3, "{report}");
+    assert_eq!(row(&tax.id)["logins"], 4, "{report}");
     assert_eq!(row(&tax.id)["billable"], false);
     assert_eq!(row(&bank.id)["logins"], 1, "the TLS login");
     assert_eq!(row(&bank.id)["verifications"], 4, "{report}");
