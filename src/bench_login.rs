@@ -97,81 +97,32 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
         let _ = axum::serve(listener, muhr_ra::rp_http::router(api)).await;
     });
     let base = format!("http://127.0.0.1:{port}");
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..o.concurrency {
-        let (people, next, basic, base) =
-            (people.clone(), next.clone(), basic.clone(), base.clone());
-        let total = o.logins;
-        tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut latencies = Vec::new();
-            loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n >= total {
-                    return Ok::<_, String>(latencies);
+    // The relying parties and citizens run on a runtime of their own (threads
+    // named `bench-client`), so a profile tells their CPU from the server's.
+    let (total, concurrency) = (o.logins, o.concurrency);
+    let (seconds_tx, client) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-client".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("bench-client")
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = seconds_tx.send(Err(format!("client runtime: {e}")));
+                    return;
                 }
-                let t = Instant::now();
-                let who = &people[n % people.len()];
-                let c: serde_json::Value = client
-                    .post(format!("{base}/api/v1/auth/challenges"))
-                    .header("authorization", &basic)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .json()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let challenge = c["challenge"].as_str().ok_or("no challenge")?.to_string();
-                let sign = |m: &[u8]| {
-                    who.key
-                        .sign(&SystemRandom::new(), m)
-                        .map(|s| s.as_ref().to_vec())
-                        .map_err(|_| "sign".to_string())
-                };
-                let cms = muhr_ra::cms::sign(
-                    &muhr_ra::cms::Signer {
-                        certificate: &who.cert,
-                        chain: &[],
-                        algorithm: AlgorithmIdentifierOwned {
-                            oid: const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
-                            parameters: None,
-                        },
-                        sign: &sign,
-                    },
-                    challenge.as_bytes(),
-                    true,
-                    std::time::SystemTime::now(),
-                )?;
-                let r = client
-                    .post(format!("{base}/api/v1/auth/login"))
-                    .header("authorization", &basic)
-                    .json(&serde_json::json!({ "signature": STANDARD.encode(cms) }))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if !r.status().is_success() {
-                    return Err(format!(
-                        "login refused: {} {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    ));
-                }
-                let _ = r.bytes().await.map_err(|e| e.to_string())?;
-                latencies.push(t.elapsed());
-            }
-        }));
-    }
-    let mut latencies: Vec<Duration> = Vec::with_capacity(o.logins);
-    for t in tasks {
-        latencies.extend(
-            t.await
-                .map_err(|e| Fail::internal(e.to_string()))?
-                .map_err(Fail::internal)?,
-        );
-    }
-    let seconds = t0.elapsed().as_secs_f64();
+            };
+            let _ = seconds_tx.send(rt.block_on(drive(people, basic, base, total, concurrency)));
+        })
+        .map_err(|e| Fail::internal(format!("client thread: {e}")))?;
+    let (seconds, mut latencies) = client
+        .await
+        .map_err(|_| Fail::internal("the bench client stopped"))?
+        .map_err(Fail::internal)?;
     server.abort();
     latencies.sort_unstable();
     let pct = |p: f64| {
@@ -199,5 +150,103 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
             o.people
         );
     }
+    Ok(())
+}
+
+/// The clients: `concurrency` relying parties, each logging in citizens one
+/// after another until `total` logins are done. Returns the seconds taken
+/// and each login's latency.
+async fn drive(
+    people: Arc<Vec<Person>>,
+    basic: String,
+    base: String,
+    total: usize,
+    concurrency: usize,
+) -> Result<(f64, Vec<Duration>), String> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    // One client (one connection pool) for all, as a relying party's server has.
+    let client = reqwest::Client::new();
+    for _ in 0..concurrency {
+        let (people, next, basic, base, client) = (
+            people.clone(),
+            next.clone(),
+            basic.clone(),
+            base.clone(),
+            client.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= total {
+                    return Ok::<_, String>(latencies);
+                }
+                let t = Instant::now();
+                login(&client, &people[n % people.len()], &basic, &base).await?;
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies: Vec<Duration> = Vec::with_capacity(total);
+    for t in tasks {
+        latencies.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok((t0.elapsed().as_secs_f64(), latencies))
+}
+
+/// One login as a relying party and a citizen make it.
+async fn login(
+    client: &reqwest::Client,
+    who: &Person,
+    basic: &str,
+    base: &str,
+) -> Result<(), String> {
+    let c: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/challenges"))
+        .header("authorization", basic)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let challenge = c["challenge"].as_str().ok_or("no challenge")?;
+    let sign = |m: &[u8]| {
+        who.key
+            .sign(&SystemRandom::new(), m)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| "sign".to_string())
+    };
+    let cms = muhr_ra::cms::sign(
+        &muhr_ra::cms::Signer {
+            certificate: &who.cert,
+            chain: &[],
+            algorithm: AlgorithmIdentifierOwned {
+                oid: const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
+                parameters: None,
+            },
+            sign: &sign,
+        },
+        challenge.as_bytes(),
+        true,
+        std::time::SystemTime::now(),
+    )?;
+    let r = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .header("authorization", basic)
+        .json(&serde_json::json!({ "signature": STANDARD.encode(cms) }))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!(
+            "login refused: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        ));
+    }
+    r.bytes().await.map_err(|e| e.to_string())?;
     Ok(())
 }

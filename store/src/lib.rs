@@ -101,6 +101,9 @@ pub struct Authority {
     pub der: Vec<u8>,
 }
 
+/// Idle time after which a pooled connection is pinged before use.
+const IDLE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -120,7 +123,23 @@ impl Store {
             return Err(StoreError::Url(url.to_string()));
         };
         let options: AnyConnectOptions = url.parse()?;
-        let mut pool = AnyPoolOptions::new().acquire_timeout(std::time::Duration::from_secs(30));
+        // A connection is pinged before use only when it has sat idle: a
+        // busy service then pays no extra round trip per query (sqlx's
+        // default pings on every acquire, which on PostgreSQL doubled the
+        // round trips of a short read), while a quiet one still finds out
+        // that the server restarted before handing a dead connection to a
+        // request.
+        let mut pool = AnyPoolOptions::new()
+            .acquire_timeout(std::time::Duration::from_secs(30))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            });
         if backend == Backend::Sqlite {
             pool = pool.max_connections(8).after_connect(|conn, _| {
                 Box::pin(async move {
