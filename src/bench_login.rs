@@ -100,6 +100,7 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
     // The relying parties and citizens run on a runtime of their own (threads
     // named `bench-client`), so a profile tells their CPU from the server's.
     let (total, concurrency) = (o.logins, o.concurrency);
+    let cpu0 = cpu::machine();
     let (seconds_tx, client) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("bench-client".into())
@@ -119,10 +120,21 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
             let _ = seconds_tx.send(rt.block_on(drive(people, basic, base, total, concurrency)));
         })
         .map_err(|e| Fail::internal(format!("client thread: {e}")))?;
-    let (seconds, mut latencies) = client
+    let (seconds, mut latencies, client_cpu) = client
         .await
         .map_err(|_| Fail::internal("the bench client stopped"))?
         .map_err(Fail::internal)?;
+    // CPU per login: the server's side (Muhr and its database: the whole
+    // machine's busy time but the clients' threads) is what a deployment
+    // pays, its relying parties and citizens being elsewhere; with all the
+    // cores, that side alone would serve `server_capacity` logins per second.
+    let server_cpu = cpu::machine()
+        .saturating_sub(cpu0)
+        .saturating_sub(client_cpu);
+    let per_login_us = |ticks: u64| ticks as f64 * 1e6 / cpu::TICKS_PER_S / o.logins as f64;
+    let (server_us, client_us) = (per_login_us(server_cpu), per_login_us(client_cpu));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let server_capacity = cores * 1e6 / server_us.max(1.0);
     server.abort();
     latencies.sort_unstable();
     let pct = |p: f64| {
@@ -138,11 +150,14 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
                 "logins": o.logins, "seconds": seconds, "logins_per_s": per_s,
                 "p50_ms": pct(0.5), "p99_ms": pct(0.99), "concurrency": o.concurrency,
                 "people": o.people, "database": database, "key_store": key_store,
+                "server_cpu_us_per_login": server_us, "client_cpu_us_per_login": client_us,
+                "server_capacity_per_s": server_capacity,
             })
         );
     } else {
         println!(
-            "{} verified logins in {seconds:.2} s: {per_s:.0} logins/s, p50 {:.2} ms, p99 {:.2} ms ({database}, {key_store}, concurrency {}, {} people)",
+            "{} verified logins in {seconds:.2} s: {per_s:.0} logins/s, p50 {:.2} ms, p99 {:.2} ms ({database}, {key_store}, concurrency {}, {} people)\n\
+             CPU per login: server side {server_us:.0} µs (Muhr and its database), clients {client_us:.0} µs; the server side alone on {cores} cores: {server_capacity:.0} logins/s",
             o.logins,
             pct(0.5),
             pct(0.99),
@@ -162,7 +177,7 @@ async fn drive(
     base: String,
     total: usize,
     concurrency: usize,
-) -> Result<(f64, Vec<Duration>), String> {
+) -> Result<(f64, Vec<Duration>, u64), String> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -193,7 +208,9 @@ async fn drive(
     for t in tasks {
         latencies.extend(t.await.map_err(|e| e.to_string())??);
     }
-    Ok((t0.elapsed().as_secs_f64(), latencies))
+    let seconds = t0.elapsed().as_secs_f64();
+    // Read while the client's threads are alive.
+    Ok((seconds, latencies, cpu::threads_named("bench-client")))
 }
 
 /// One login as a relying party and a citizen make it.
@@ -249,4 +266,51 @@ async fn login(
     }
     r.bytes().await.map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// CPU time from /proc, in clock ticks (Linux's USER_HZ, 100 per second on
+/// every architecture's ABI); 0 where /proc cannot be read.
+mod cpu {
+    pub const TICKS_PER_S: f64 = 100.0;
+
+    /// user + system ticks from a `stat` file (fields 14 and 15; the name
+    /// in parentheses may hold spaces, so fields are counted after it).
+    fn ticks(stat: &str) -> Option<u64> {
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    }
+
+    /// Busy time of the whole machine, all cores (everything but idle and
+    /// I/O wait): Muhr, its database, and whatever else runs.
+    pub fn machine() -> u64 {
+        let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+            return 0;
+        };
+        let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+            return 0;
+        };
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq (guest time is already
+        // inside user; steal is another machine's).
+        [0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum()
+    }
+
+    /// The live threads called `name`.
+    pub fn threads_named(name: &str) -> u64 {
+        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        dir.flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+            })
+            .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+            .filter_map(|s| ticks(&s))
+            .sum()
+    }
 }

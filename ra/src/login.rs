@@ -8,11 +8,13 @@
 //! party's challenge, and the TLS client certificate stands in for the
 //! signature.
 //!
-//! Order of checks: the challenge's MAC and expiry and the signature first
-//! (no database), then the certificate (one read), and only then the
-//! challenge is used (one INSERT, see [`crate::challenge`]): a refused login
-//! leaves its challenge unused, and a used one is a login that happened,
-//! which is what usage is metered from.
+//! Order of checks: the challenge's MAC and expiry and the signature first,
+//! then the certificate (remembered once seen: no database), and only then
+//! the challenge is used: one INSERT, shared by the logins arriving together
+//! (see [`crate::login_record`]), that also reads the certificate's status
+//! and records nothing unless it is good. A refused login leaves its
+//! challenge unused, and a used one is a login that happened, which is what
+//! usage is metered from.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -172,8 +174,9 @@ impl Login {
             ));
         }
         let now = SystemTime::now();
-        let a = self.assess(&v.signer, now).await?;
-        self.use_challenge(challenge, &opened, "cms", &a).await?;
+        let a = self.assess(&v.signer, now, true).await?;
+        self.use_challenge(challenge, &opened, "cms", &a, &v.signer, now)
+            .await?;
         self.assert(rp, &a, "cms", challenge, now)
     }
 
@@ -191,8 +194,9 @@ impl Login {
             RpError::Internal(why) => LoginError::Internal(why),
         })?;
         let now = SystemTime::now();
-        let a = self.assess(certificate, now).await?;
-        self.use_challenge(challenge, &opened, "tls", &a).await?;
+        let a = self.assess(certificate, now, true).await?;
+        self.use_challenge(challenge, &opened, "tls", &a, certificate, now)
+            .await?;
         self.assert(&rp, &a, "tls", challenge, now)
     }
 
@@ -202,8 +206,11 @@ impl Login {
         opened: &Opened,
         kind: &'static str,
         a: &Assessment,
+        cert: &Certificate,
+        now: SystemTime,
     ) -> Result<(), LoginError> {
-        let fresh = self
+        let require_good = a.external_ca.is_none();
+        let recorded = self
             .records
             .record(muhr_store::rp::ChallengeUse {
                 challenge: challenge.to_string(),
@@ -212,25 +219,44 @@ impl Login {
                 expires_at: opened.expires_at,
                 serial: a.serial.clone(),
                 now: muhr_store::now_secs(),
+                require_good,
             })
             .await
             .map_err(LoginError::Internal)?;
-        if fresh {
-            Ok(())
-        } else {
-            Err(refused(
-                "replayed_challenge",
-                "the challenge was used already",
-            ))
+        if recorded {
+            return Ok(());
         }
+        if require_good {
+            // Not recorded: either the challenge was used, or the
+            // certificate is no longer good. Say which (a rare path: one
+            // read).
+            if let Err(LoginError::Refused(problems)) = self.assess(cert, now, false).await {
+                return Err(LoginError::Refused(problems));
+            }
+        }
+        Err(refused(
+            "replayed_challenge",
+            "the challenge was used already",
+        ))
     }
 
-    async fn assess(&self, cert: &Certificate, now: SystemTime) -> Result<Assessment, LoginError> {
-        let a = self
-            .trust
-            .assess(cert, Purpose::Authentication, now)
-            .await
-            .map_err(LoginError::Internal)?;
+    /// The certificate's checks; with `status_deferred`, this CA's own
+    /// certificates have their status checked by the statement that records
+    /// the login instead (see [`Trust::assess_now_status_deferred`]).
+    async fn assess(
+        &self,
+        cert: &Certificate,
+        now: SystemTime,
+        status_deferred: bool,
+    ) -> Result<Assessment, LoginError> {
+        let a = if status_deferred {
+            self.trust
+                .assess_now_status_deferred(cert, Purpose::Authentication, now)
+                .await
+        } else {
+            self.trust.assess(cert, Purpose::Authentication, now).await
+        }
+        .map_err(LoginError::Internal)?;
         if !a.valid() {
             return Err(LoginError::Refused(a.problems));
         }

@@ -11,7 +11,7 @@ use muhr_store::Store;
 use muhr_store::rp::ChallengeUse;
 use tokio::sync::{mpsc, oneshot};
 
-/// Logins per statement at most (six parameters each: well inside SQLite's
+/// Logins per statement at most (seven parameters each: well inside SQLite's
 /// and PostgreSQL's limits).
 pub const MAX_GROUP: usize = 512;
 

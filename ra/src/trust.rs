@@ -74,15 +74,34 @@ fn secs(t: SystemTime) -> i64 {
 pub struct Trust {
     ca: Arc<Ca>,
     external: crate::external::External,
-    /// Digests of (to-be-signed, algorithm, signature) already seen to
-    /// verify under our CA keys: a citizen who logs in many times costs one
-    /// signature check, not one per login. Only successes are kept, and the
-    /// digest covers everything the check covered.
-    verified: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+    /// Certificates already seen to be ours, by a digest of (to-be-signed,
+    /// algorithm, signature), with what never changes about them: a citizen
+    /// who logs in many times costs one signature check and one record
+    /// read, not one per login. Only certificates that verified under our
+    /// CA keys and are in the records are kept.
+    known: std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<Known>>>,
 }
 
-/// Entries of the verified-certificate memo before it starts over.
-const VERIFIED_MEMO: usize = 200_000;
+/// What stays true of one of our certificates: its record's profile and
+/// job, and the identity read back from its subject.
+struct Known {
+    profile: String,
+    job: Option<String>,
+    subject: String,
+    identity: BTreeMap<String, String>,
+}
+
+/// Entries of the known-certificate memo before it starts over (a few
+/// hundred bytes each).
+const KNOWN_MEMO: usize = 200_000;
+
+/// Whether [`Trust`] reads the status of our own certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusRead {
+    Now,
+    /// The caller confirms it where it records the act.
+    Deferred,
+}
 
 impl Trust {
     /// Trusts this CA's certificates only.
@@ -95,7 +114,7 @@ impl Trust {
         Self {
             ca,
             external,
-            verified: Default::default(),
+            known: Default::default(),
         }
     }
 
@@ -111,22 +130,84 @@ impl Trust {
         purpose: Purpose,
         at: SystemTime,
     ) -> Result<Assessment, String> {
+        self.assess_with(cert, purpose, at, StatusRead::Now).await
+    }
+
+    /// As [`Trust::assess`] at `now`, except that the status of this CA's
+    /// own certificates is not read here: such an assessment says `good`,
+    /// and the caller must confirm it in the statement that records the act
+    /// (a login: `require_good` in [`muhr_store::rp::ChallengeUse`]), which
+    /// is both fresher and one read fewer. External CAs' certificates are
+    /// checked in full, as their status comes from elsewhere.
+    pub async fn assess_now_status_deferred(
+        &self,
+        cert: &Certificate,
+        purpose: Purpose,
+        now: SystemTime,
+    ) -> Result<Assessment, String> {
+        self.assess_with(cert, purpose, now, StatusRead::Deferred)
+            .await
+    }
+
+    async fn assess_with(
+        &self,
+        cert: &Certificate,
+        purpose: Purpose,
+        at: SystemTime,
+        read: StatusRead,
+    ) -> Result<Assessment, String> {
         let tbs = cert.tbs_certificate();
         let serial = muhr_ca::serial::to_hex(tbs.serial_number());
         let mut problems = Vec::new();
         let mut problem =
             |code: &'static str, detail: String| problems.push(Problem { code, detail });
-        let issued_here = self.issued_here(cert);
+        let digest = memo_digest(cert);
+        let mut known = digest.and_then(|d| {
+            self.known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&d)
+                .cloned()
+        });
+        let issued_here = known.is_some() || self.issued_here(cert);
         if !issued_here && let Some((i, anchor)) = self.external.issuer_of(cert) {
             return Ok(self.assess_external(cert, purpose, at, i, anchor).await);
         }
-        let summary = if issued_here {
+        // The record: read when the status is wanted now, or when the
+        // certificate is not yet known.
+        let summary = if issued_here && (read == StatusRead::Now || known.is_none()) {
             self.ca
                 .store()
                 .certificate_summary(&serial)
                 .await
                 .map_err(|e| format!("database: {e}"))?
         } else {
+            None
+        };
+        if known.is_none()
+            && let Some(s) = &summary
+        {
+            let k = Arc::new(Known {
+                profile: s.profile.clone(),
+                job: s.job.clone(),
+                subject: muhr_ca::dn_text::to_string(tbs.subject()),
+                identity: self
+                    .ca
+                    .profiles()
+                    .get(&s.profile)
+                    .map(|p| identity(cert, p))
+                    .unwrap_or_default(),
+            });
+            if let Some(d) = digest {
+                let mut m = self.known.lock().unwrap_or_else(|p| p.into_inner());
+                if m.len() >= KNOWN_MEMO {
+                    m.clear();
+                }
+                m.insert(d, k.clone());
+            }
+            known = Some(k);
+        }
+        if !issued_here {
             problem(
                 "untrusted_issuer",
                 format!(
@@ -134,9 +215,7 @@ impl Trust {
                     muhr_ca::dn_text::to_string(tbs.issuer())
                 ),
             );
-            None
-        };
-        if issued_here && summary.is_none() {
+        } else if known.is_none() {
             // Signed with our key yet absent from the database: never
             // believed, whatever the signature says.
             problem(
@@ -147,26 +226,24 @@ impl Trust {
         for p in certificate_problems(cert, purpose, at) {
             problem(p.code, p.detail);
         }
-        let profile = summary
-            .as_ref()
-            .and_then(|s| self.ca.profiles().get(&s.profile));
-        let identity = profile.map(|p| identity(cert, p)).unwrap_or_default();
-        let (status_now, revoked_at, reason) = match &summary {
-            Some(s) => (
+        let (status_now, revoked_at, reason) = match (&summary, &known) {
+            (Some(s), _) => (
                 s.revocation.clone(),
                 s.revoked_at,
                 s.revocation_reason
                     .and_then(muhr_ca::revocation::Reason::from_code)
                     .map(|r| r.name()),
             ),
-            None => ("unknown".to_string(), None, None),
+            // Deferred: the recording statement refuses it unless good.
+            (None, Some(_)) => ("good".to_string(), None, None),
+            (None, None) => ("unknown".to_string(), None, None),
         };
         // A revocation or suspension after `at` leaves a signature made
         // before it standing; one before `at` does not. Suspensions lifted
         // since are not replayed: the current state decides.
         let status_at = match revoked_at {
             Some(t) if t <= secs(at) => status_now.clone(),
-            _ if summary.is_some() => "good".to_string(),
+            _ if known.is_some() => "good".to_string(),
             _ => "unknown".to_string(),
         };
         match status_at.as_str() {
@@ -186,10 +263,16 @@ impl Trust {
         }
         Ok(Assessment {
             serial,
-            profile: summary.as_ref().map(|s| s.profile.clone()),
-            subject: muhr_ca::dn_text::to_string(tbs.subject()),
-            identity,
-            job: summary.as_ref().and_then(|s| s.job.clone()),
+            profile: known.as_ref().map(|k| k.profile.clone()),
+            subject: match &known {
+                Some(k) => k.subject.clone(),
+                None => muhr_ca::dn_text::to_string(tbs.subject()),
+            },
+            identity: known
+                .as_ref()
+                .map(|k| k.identity.clone())
+                .unwrap_or_default(),
+            job: known.as_ref().and_then(|k| k.job.clone()),
             external_ca: None,
             status_now,
             status_at,
@@ -296,26 +379,7 @@ impl Trust {
         let Ok(tbs_der) = cert.tbs_certificate().to_der() else {
             return false;
         };
-        let Ok(alg) = cert.signature_algorithm().to_der() else {
-            return false;
-        };
-        let memo = {
-            let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-            for part in [&tbs_der[..], &alg[..], cert.signature().raw_bytes()] {
-                h.update(&(part.len() as u64).to_be_bytes());
-                h.update(part);
-            }
-            let mut d = [0u8; 32];
-            d.copy_from_slice(h.finish().as_ref());
-            d
-        };
-        let seen = |m: &std::sync::Mutex<std::collections::HashSet<[u8; 32]>>| {
-            m.lock().unwrap_or_else(|p| p.into_inner()).contains(&memo)
-        };
-        if seen(&self.verified) {
-            return true;
-        }
-        let ok = [&self.ca.issuing, &self.ca.root].iter().any(|a| {
+        [&self.ca.issuing, &self.ca.root].iter().any(|a| {
             let issuer = a.certificate.tbs_certificate();
             issuer.subject() == cert.tbs_certificate().issuer()
                 && cert.signature().as_bytes().is_some_and(|sig| {
@@ -327,16 +391,22 @@ impl Trust {
                     )
                     .is_ok()
                 })
-        });
-        if ok {
-            let mut m = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if m.len() >= VERIFIED_MEMO {
-                m.clear();
-            }
-            m.insert(memo);
-        }
-        ok
+        })
     }
+}
+
+/// The memo's key: everything the signature check covers.
+fn memo_digest(cert: &Certificate) -> Option<[u8; 32]> {
+    let tbs_der = cert.tbs_certificate().to_der().ok()?;
+    let alg = cert.signature_algorithm().to_der().ok()?;
+    let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in [&tbs_der[..], &alg[..], cert.signature().raw_bytes()] {
+        h.update(&(part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    let mut d = [0u8; 32];
+    d.copy_from_slice(h.finish().as_ref());
+    Some(d)
 }
 
 /// What the certificate itself allows: validity at `at`, and the key usage

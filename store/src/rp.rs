@@ -26,6 +26,10 @@ pub struct ChallengeUse {
     pub expires_at: i64,
     pub serial: String,
     pub now: i64,
+    /// `serial` is one of this CA's certificates, and the login stands only
+    /// if it is neither revoked nor suspended when the login is recorded:
+    /// the status is read by the recording statement itself.
+    pub require_good: bool,
 }
 
 /// One line of a monthly usage report.
@@ -118,9 +122,10 @@ impl Store {
     /// Records logins that used challenges, in one statement and one
     /// commit (the login path's group commit). Returns the challenges that
     /// were recorded now: one already recorded, or repeated within `uses`,
-    /// is recorded once and its other uses are replays. The challenge is the
-    /// primary key, so of two logins racing with one challenge, on any
-    /// nodes, exactly one is recorded.
+    /// is recorded once and its other uses are replays; a use whose
+    /// certificate must be good and is not (or is unknown) is not recorded.
+    /// The challenge is the primary key, so of two logins racing with one
+    /// challenge, on any nodes, exactly one is recorded.
     pub async fn use_challenges(&self, uses: &[ChallengeUse]) -> Result<HashSet<String>> {
         let mut seen = HashSet::new();
         let fresh: Vec<&ChallengeUse> = uses
@@ -130,12 +135,15 @@ impl Store {
         if fresh.is_empty() {
             return Ok(HashSet::new());
         }
+        // One statement: the status read and the insert see the same
+        // snapshot, so a revocation committed before it refuses the login,
+        // and there is no separate read per login. (SQLite needs the WHERE
+        // clause to tell the upsert's ON CONFLICT from a join.)
         let mut sql = String::from(
-            "INSERT INTO auth_challenges \
-             (challenge, rp, kind, created_at, expires_at, used_at, serial) VALUES ",
+            "WITH v (challenge, rp, kind, used, expires_at, serial, require_good) AS (VALUES ",
         );
         for i in 0..fresh.len() {
-            let b = i * 6;
+            let b = i * 7;
             if i > 0 {
                 sql.push_str(", ");
             }
@@ -146,11 +154,18 @@ impl Store {
                 b + 3,
                 b + 4,
                 b + 5,
-                b + 4,
-                b + 6
+                b + 6,
+                b + 7
             ));
         }
-        sql.push_str(" ON CONFLICT (challenge) DO NOTHING RETURNING challenge");
+        sql.push_str(
+            ") INSERT INTO auth_challenges \
+             (challenge, rp, kind, created_at, expires_at, used_at, serial) \
+             SELECT challenge, rp, kind, used, expires_at, used, serial FROM v \
+             WHERE require_good = 0 OR EXISTS (SELECT 1 FROM certificates c \
+             WHERE c.serial = v.serial AND c.revocation = 'good') \
+             ON CONFLICT (challenge) DO NOTHING RETURNING challenge",
+        );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for u in &fresh {
             q = q
@@ -159,7 +174,8 @@ impl Store {
                 .bind(u.kind)
                 .bind(u.now)
                 .bind(u.expires_at)
-                .bind(u.serial.as_str());
+                .bind(u.serial.as_str())
+                .bind(i64::from(u.require_good));
         }
         let rows = q.fetch_all(&self.pool).await?;
         rows.iter()
