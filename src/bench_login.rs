@@ -19,6 +19,7 @@ use x509_cert::Certificate;
 
 use crate::Fail;
 use crate::app::App;
+use crate::bench_http::Conn;
 
 pub struct Options {
     pub logins: usize,
@@ -96,7 +97,7 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, muhr_ra::rp_http::router(api)).await;
     });
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("127.0.0.1:{port}");
     // The relying parties and citizens run on a runtime of their own (threads
     // named `bench-client`), so a profile tells their CPU from the server's.
     let (total, concurrency) = (o.logins, o.concurrency);
@@ -181,17 +182,16 @@ async fn drive(
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    // One client (one connection pool) for all, as a relying party's server has.
-    let client = reqwest::Client::new();
     for _ in 0..concurrency {
-        let (people, next, basic, base, client) = (
-            people.clone(),
-            next.clone(),
-            basic.clone(),
-            base.clone(),
-            client.clone(),
-        );
+        let (people, next, basic, base) =
+            (people.clone(), next.clone(), basic.clone(), base.clone());
         tasks.push(tokio::spawn(async move {
+            // One keep-alive connection per relying-party worker.
+            let tcp = tokio::net::TcpStream::connect(base.as_str())
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            tcp.set_nodelay(true).ok();
+            let mut conn = Conn::new(tcp);
             let mut latencies = Vec::new();
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -199,7 +199,7 @@ async fn drive(
                     return Ok::<_, String>(latencies);
                 }
                 let t = Instant::now();
-                login(&client, &people[n % people.len()], &basic, &base).await?;
+                login(&mut conn, &people[n % people.len()], &basic).await?;
                 latencies.push(t.elapsed());
             }
         }));
@@ -215,20 +215,19 @@ async fn drive(
 
 /// One login as a relying party and a citizen make it.
 async fn login(
-    client: &reqwest::Client,
+    conn: &mut Conn<tokio::net::TcpStream>,
     who: &Person,
     basic: &str,
-    base: &str,
 ) -> Result<(), String> {
-    let c: serde_json::Value = client
-        .post(format!("{base}/api/v1/auth/challenges"))
-        .header("authorization", basic)
-        .send()
+    let auth = [("Authorization", basic)];
+    let (status, body) = conn
+        .post("/api/v1/auth/challenges", &auth, b"")
         .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.message)?;
+    if status != 201 {
+        return Err(format!("challenge refused: {status}"));
+    }
+    let c: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     let challenge = c["challenge"].as_str().ok_or("no challenge")?;
     let sign = |m: &[u8]| {
         who.key
@@ -250,21 +249,18 @@ async fn login(
         true,
         std::time::SystemTime::now(),
     )?;
-    let r = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .header("authorization", basic)
-        .json(&serde_json::json!({ "signature": STANDARD.encode(cms) }))
-        .send()
-        .await
+    let body = serde_json::to_vec(&serde_json::json!({ "signature": STANDARD.encode(cms) }))
         .map_err(|e| e.to_string())?;
-    if !r.status().is_success() {
+    let (status, answer) = conn
+        .post("/api/v1/auth/login", &auth, &body)
+        .await
+        .map_err(|e| e.message)?;
+    if status != 200 {
         return Err(format!(
-            "login refused: {} {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
+            "login refused: {status} {}",
+            String::from_utf8_lossy(&answer)
         ));
     }
-    r.bytes().await.map_err(|e| e.to_string())?;
     Ok(())
 }
 

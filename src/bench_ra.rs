@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Fail;
 use crate::app::App;
+use crate::bench_http::Conn;
 
 /// Distinct chip keys in the pool.
 const KEYS: usize = 64;
@@ -75,72 +75,20 @@ fn card_json(
     })
 }
 
-/// One keep-alive HTTP/1.1 connection over mutual TLS.
-struct Conn {
-    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    async fn open(port: u16, config: Arc<rustls::ClientConfig>) -> Result<Self, Fail> {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| Fail::internal(format!("connect: {e}")))?;
-        tcp.set_nodelay(true).ok();
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(ServerName::try_from("localhost").expect("name"), tcp)
-            .await
-            .map_err(|e| Fail::internal(format!("TLS: {e}")))?;
-        Ok(Self {
-            tls,
-            buf: Vec::new(),
-        })
-    }
-
-    /// POSTs `body`; returns the status and the response body.
-    async fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), Fail> {
-        let io = |e: std::io::Error| Fail::internal(format!("HTTP: {e}"));
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        self.tls.write_all(head.as_bytes()).await.map_err(io)?;
-        self.tls.write_all(body).await.map_err(io)?;
-        self.tls.flush().await.map_err(io)?;
-        let (status, length, start) = loop {
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
-                let status = head
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                let length = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .ok_or_else(|| Fail::internal("response without content-length"))?;
-                break (status, length, end + 4);
-            }
-            let mut chunk = [0u8; 16384];
-            let n = self.tls.read(&mut chunk).await.map_err(io)?;
-            if n == 0 {
-                return Err(Fail::internal("connection closed"));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        };
-        while self.buf.len() < start + length {
-            let mut chunk = [0u8; 65536];
-            let n = self.tls.read(&mut chunk).await.map_err(io)?;
-            if n == 0 {
-                return Err(Fail::internal("connection closed"));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-        let body = self.buf[start..start + length].to_vec();
-        self.buf.drain(..start + length);
-        Ok((status, body))
-    }
+/// One keep-alive connection over mutual TLS.
+async fn open(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Conn<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>, Fail> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| Fail::internal(format!("connect: {e}")))?;
+    tcp.set_nodelay(true).ok();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .map_err(|e| Fail::internal(format!("TLS: {e}")))?;
+    Ok(Conn::new(tls))
 }
 
 pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
@@ -241,14 +189,14 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
     for _ in 0..o.concurrency.min(requests.len()) {
         let (requests, next, config) = (requests.clone(), next.clone(), config.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(port, config).await?;
+            let mut conn = open(port, config).await?;
             let mut latencies = Vec::new();
             let mut failed = 0usize;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = requests.get(i) else { break };
                 let t = Instant::now();
-                let (status, answer) = conn.post(path, body).await?;
+                let (status, answer) = conn.post(path, &[], body).await?;
                 latencies.push(t.elapsed());
                 if status != 200 {
                     failed += 1;

@@ -7,6 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod app;
 mod bench;
+mod bench_http;
 mod bench_login;
 mod bench_ra;
 mod citizen_cli;

@@ -1231,7 +1231,51 @@ fn external_login(db: Db) {
     );
 }
 
+/// `muhr bench login` drives the real API: every login it counts is a
+/// recorded login of its relying party, by its citizens' certificates.
+fn bench_login(db: Db) {
+    let env = Env::new(db, Keys::Software);
+    env.init();
+    let out = env.ok(&[
+        "bench",
+        "login",
+        "--logins",
+        "300",
+        "--concurrency",
+        "8",
+        "--people",
+        "5",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["logins"], 300, "{v}");
+    for field in [
+        "logins_per_s",
+        "p50_ms",
+        "p99_ms",
+        "server_cpu_us_per_login",
+        "client_cpu_us_per_login",
+    ] {
+        assert!(v[field].as_f64().is_some_and(|x| x > 0.0), "{field}: {v}");
+    }
+    assert_eq!(
+        env.sql(
+            "SELECT COUNT(*) FROM auth_challenges a JOIN relying_parties r ON r.id = a.rp \
+             WHERE r.name LIKE 'bench-%' AND a.kind = 'cms' AND a.used_at IS NOT NULL",
+        ),
+        ["300"]
+    );
+    assert_eq!(
+        env.sql(
+            "SELECT COUNT(DISTINCT a.serial) FROM auth_challenges a \
+             JOIN certificates c ON c.serial = a.serial WHERE c.profile = 'individual-auth'",
+        ),
+        ["5"]
+    );
+}
+
 both_databases! {
+    bench_counts_recorded_logins => bench_login;
     login_by_certificate_and_signature_verification => login_and_verify;
     certificates_of_an_external_ca_log_in_by_ocsp_then_crl => external_login;
 }

@@ -98,7 +98,8 @@ pub fn decode(input: &[u8]) -> Result<SignedData, CmsError> {
 /// Checks `input` as a signature over `detached` (or over the content it
 /// carries).
 pub fn verify(input: &[u8], detached: Option<&[u8]>) -> Result<Verified, CmsError> {
-    let sd = decode(input)?;
+    let mut sd = decode(input)?;
+    let carried = sd.certificates.take();
     let mut signers = sd.signer_infos.0.iter();
     let (Some(si), None) = (signers.next(), signers.next()) else {
         return Err(fail(
@@ -110,12 +111,12 @@ pub fn verify(input: &[u8], detached: Option<&[u8]>) -> Result<Verified, CmsErro
         ));
     };
     let content = content(&sd.encap_content_info, detached)?;
-    let certs: Vec<Certificate> = sd
-        .certificates
-        .iter()
-        .flat_map(|s| s.0.iter())
+    let certs: Vec<Certificate> = carried
+        .map(|s| s.0.into_vec())
+        .unwrap_or_default()
+        .into_iter()
         .filter_map(|c| match c {
-            CertificateChoices::Certificate(c) => Some(c.clone()),
+            CertificateChoices::Certificate(c) => Some(c),
             CertificateChoices::Other(_) => None,
         })
         .collect();

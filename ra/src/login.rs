@@ -174,9 +174,16 @@ impl Login {
             ));
         }
         let now = SystemTime::now();
-        let a = self.assess(&v.signer, now, true).await?;
-        self.use_challenge(challenge, &opened, "cms", &a, &v.signer, now)
-            .await?;
+        let a = self.assess(&v.signer, &v.signer_der, now, true).await?;
+        self.use_challenge(
+            challenge,
+            &opened,
+            "cms",
+            &a,
+            (&v.signer, &v.signer_der),
+            now,
+        )
+        .await?;
         self.assert(rp, &a, "cms", challenge, now)
     }
 
@@ -187,6 +194,7 @@ impl Login {
         parties: &RelyingParties,
         challenge: &str,
         certificate: &Certificate,
+        der: &[u8],
     ) -> Result<LoggedIn, LoginError> {
         let opened = self.open_challenge(challenge)?;
         let rp = parties.active(&opened.rp).await.map_err(|e| match e {
@@ -194,8 +202,8 @@ impl Login {
             RpError::Internal(why) => LoginError::Internal(why),
         })?;
         let now = SystemTime::now();
-        let a = self.assess(certificate, now, true).await?;
-        self.use_challenge(challenge, &opened, "tls", &a, certificate, now)
+        let a = self.assess(certificate, der, now, true).await?;
+        self.use_challenge(challenge, &opened, "tls", &a, (certificate, der), now)
             .await?;
         self.assert(&rp, &a, "tls", challenge, now)
     }
@@ -206,7 +214,7 @@ impl Login {
         opened: &Opened,
         kind: &'static str,
         a: &Assessment,
-        cert: &Certificate,
+        (cert, der): (&Certificate, &[u8]),
         now: SystemTime,
     ) -> Result<(), LoginError> {
         let require_good = a.external_ca.is_none();
@@ -230,7 +238,7 @@ impl Login {
             // Not recorded: either the challenge was used, or the
             // certificate is no longer good. Say which (a rare path: one
             // read).
-            if let Err(LoginError::Refused(problems)) = self.assess(cert, now, false).await {
+            if let Err(LoginError::Refused(problems)) = self.assess(cert, der, now, false).await {
                 return Err(LoginError::Refused(problems));
             }
         }
@@ -246,15 +254,18 @@ impl Login {
     async fn assess(
         &self,
         cert: &Certificate,
+        der: &[u8],
         now: SystemTime,
         status_deferred: bool,
     ) -> Result<Assessment, LoginError> {
         let a = if status_deferred {
             self.trust
-                .assess_now_status_deferred(cert, Purpose::Authentication, now)
+                .assess_now_status_deferred(cert, der, Purpose::Authentication, now)
                 .await
         } else {
-            self.trust.assess(cert, Purpose::Authentication, now).await
+            self.trust
+                .assess(cert, der, Purpose::Authentication, now)
+                .await
         }
         .map_err(LoginError::Internal)?;
         if !a.valid() {

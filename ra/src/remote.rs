@@ -339,7 +339,12 @@ impl Citizens {
         }
         let a = self
             .trust
-            .assess(&v.signer, Purpose::Authentication, SystemTime::now())
+            .assess(
+                &v.signer,
+                &v.signer_der,
+                Purpose::Authentication,
+                SystemTime::now(),
+            )
             .await
             .map_err(CitizenError::Internal)?;
         if let Some(p) = a.problems.first() {

@@ -87,7 +87,9 @@ async fn tls_login(
         }
     };
     logged_in(
-        api.login.with_tls(&api.parties, &b.challenge, &cert).await,
+        api.login
+            .with_tls(&api.parties, &b.challenge, &cert, &peer.0)
+            .await,
         "certificate",
     )
 }

@@ -64,7 +64,9 @@ pub async fn verify(
         Some(t) => t,
         None => now,
     };
-    let a = trust.assess(&v.signer, Purpose::Document, at).await?;
+    let a = trust
+        .assess(&v.signer, &v.signer_der, Purpose::Document, at)
+        .await?;
     reasons.extend(a.problems.iter().cloned());
     Ok(Verdict {
         valid: reasons.is_empty(),

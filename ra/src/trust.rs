@@ -74,8 +74,9 @@ fn secs(t: SystemTime) -> i64 {
 pub struct Trust {
     ca: Arc<Ca>,
     external: crate::external::External,
-    /// Certificates already seen to be ours, by a digest of (to-be-signed,
-    /// algorithm, signature), with what never changes about them: a citizen
+    /// Certificates already seen to be ours, by the SHA-256 of their DER
+    /// (to-be-signed, algorithm and signature), with what never changes
+    /// about them: a citizen
     /// who logs in many times costs one signature check and one record
     /// read, not one per login. Only certificates that verified under our
     /// CA keys and are in the records are kept.
@@ -124,13 +125,17 @@ impl Trust {
 
     /// Checks `cert` as it stood at `at` (the signing time, or now); the
     /// status now is reported beside it.
+    /// `der` is `cert`'s DER encoding, as it arrived (certificates seen
+    /// before are recognised by it).
     pub async fn assess(
         &self,
         cert: &Certificate,
+        der: &[u8],
         purpose: Purpose,
         at: SystemTime,
     ) -> Result<Assessment, String> {
-        self.assess_with(cert, purpose, at, StatusRead::Now).await
+        self.assess_with(cert, der, purpose, at, StatusRead::Now)
+            .await
     }
 
     /// As [`Trust::assess`] at `now`, except that the status of this CA's
@@ -142,16 +147,18 @@ impl Trust {
     pub async fn assess_now_status_deferred(
         &self,
         cert: &Certificate,
+        der: &[u8],
         purpose: Purpose,
         now: SystemTime,
     ) -> Result<Assessment, String> {
-        self.assess_with(cert, purpose, now, StatusRead::Deferred)
+        self.assess_with(cert, der, purpose, now, StatusRead::Deferred)
             .await
     }
 
     async fn assess_with(
         &self,
         cert: &Certificate,
+        der: &[u8],
         purpose: Purpose,
         at: SystemTime,
         read: StatusRead,
@@ -161,14 +168,17 @@ impl Trust {
         let mut problems = Vec::new();
         let mut problem =
             |code: &'static str, detail: String| problems.push(Problem { code, detail });
-        let digest = memo_digest(cert);
-        let mut known = digest.and_then(|d| {
-            self.known
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&d)
-                .cloned()
-        });
+        // The whole encoding: everything the signature check covers.
+        let digest: [u8; 32] = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
+            .as_ref()
+            .try_into()
+            .map_err(|_| "SHA-256 is 32 bytes".to_string())?;
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .cloned();
         let issued_here = known.is_some() || self.issued_here(cert);
         if !issued_here && let Some((i, anchor)) = self.external.issuer_of(cert) {
             return Ok(self.assess_external(cert, purpose, at, i, anchor).await);
@@ -198,13 +208,11 @@ impl Trust {
                     .map(|p| identity(cert, p))
                     .unwrap_or_default(),
             });
-            if let Some(d) = digest {
-                let mut m = self.known.lock().unwrap_or_else(|p| p.into_inner());
-                if m.len() >= KNOWN_MEMO {
-                    m.clear();
-                }
-                m.insert(d, k.clone());
+            let mut m = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if m.len() >= KNOWN_MEMO {
+                m.clear();
             }
+            m.insert(digest, k.clone());
             known = Some(k);
         }
         if !issued_here {
@@ -393,20 +401,6 @@ impl Trust {
                 })
         })
     }
-}
-
-/// The memo's key: everything the signature check covers.
-fn memo_digest(cert: &Certificate) -> Option<[u8; 32]> {
-    let tbs_der = cert.tbs_certificate().to_der().ok()?;
-    let alg = cert.signature_algorithm().to_der().ok()?;
-    let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for part in [&tbs_der[..], &alg[..], cert.signature().raw_bytes()] {
-        h.update(&(part.len() as u64).to_be_bytes());
-        h.update(part);
-    }
-    let mut d = [0u8; 32];
-    d.copy_from_slice(h.finish().as_ref());
-    Some(d)
 }
 
 /// What the certificate itself allows: validity at `at`, and the key usage
