@@ -28,8 +28,12 @@ use crate::config::SupersedeMode;
 const LEASE_SECS: i64 = 5;
 /// Most cards handled as one group.
 const MAX_GROUP: usize = 256;
-/// Groups under way at once: while some wait for a commit, others sign.
-const GROUPS_IN_FLIGHT: usize = 4;
+/// Groups under way at once: while one waits for a commit, the other signs.
+/// More made smaller groups, not more throughput: with 64 lines at once and
+/// four groups in flight, the fourth often held one card and paid every
+/// commit for it (PostgreSQL + SoftHSM: about 1,750 certificates/s at four,
+/// about 1,970/s at two, p99 186 ms against 110 ms).
+const GROUPS_IN_FLIGHT: usize = 2;
 /// How long a retry waits for a job another request is working on.
 const WAIT: Duration = Duration::from_secs(30);
 
