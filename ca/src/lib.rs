@@ -24,6 +24,7 @@ pub mod identity;
 pub mod lint;
 pub mod metrics;
 pub mod ocsp_signer;
+pub mod recording;
 pub mod revocation;
 pub mod serial;
 
@@ -43,6 +44,7 @@ use x509_cert::ext::pkix::SubjectKeyIdentifier;
 use build::{IssuerUrls, IssuerView, TbsInput};
 pub use identity::FieldError;
 pub use metrics::Metrics;
+pub use recording::Recording;
 
 /// Names of the two authorities a ceremony creates.
 pub const ROOT: &str = "root";
@@ -519,6 +521,16 @@ impl Ca {
     /// the results. Each request succeeds or fails on its own; a database failure
     /// fails them all (and nothing is handed out).
     pub async fn issue_many(&self, reqs: Vec<Request>) -> Vec<Result<Issued, IssueError>> {
+        self.issue_many_recording(reqs, &recording::Plain).await
+    }
+
+    /// [`Ca::issue_many`], with the caller's records joining the two commits
+    /// (see [`recording`]).
+    pub async fn issue_many_recording(
+        &self,
+        reqs: Vec<Request>,
+        recording: &impl Recording,
+    ) -> Vec<Result<Issued, IssueError>> {
         let started = Instant::now();
         let mut results: Vec<Option<Result<Issued, IssueError>>> = Vec::with_capacity(reqs.len());
         let mut prepared = Vec::new();
@@ -545,7 +557,7 @@ impl Ca {
         };
         if !prepared.is_empty() {
             let intents: Vec<Intent> = prepared.iter().map(|(_, p)| p.intent.clone()).collect();
-            let recorded = match self.store.record_intents(&intents).await {
+            let recorded = match recording.record(&self.store, &intents).await {
                 Ok(r) => r,
                 Err(e) => {
                     fail_all(&mut results, &prepared, format!("recording intent: {e}"));
@@ -586,9 +598,11 @@ impl Ca {
             }
             let mut done = Vec::new();
             let mut commit = Vec::new();
+            let mut signed_from: Vec<&Intent> = Vec::new();
             for ((i, p), s) in prepared.iter().zip(signed) {
                 match s {
                     Ok((cert, der)) => {
+                        signed_from.push(&p.intent);
                         commit.push((
                             p.intent.serial.clone(),
                             der.clone(),
@@ -607,7 +621,7 @@ impl Ca {
                     Err(e) => results[*i] = Some(Err(e)),
                 }
             }
-            if let Err(e) = self.store.complete_issuance(&commit).await {
+            if let Err(e) = recording.complete(&self.store, &commit, &signed_from).await {
                 for (i, _) in &done {
                     results[*i] = Some(Err(IssueError::Internal(format!(
                         "storing certificate: {e}"

@@ -15,6 +15,7 @@ pub mod cms;
 pub mod config;
 pub mod external;
 pub mod http;
+pub mod job_recording;
 pub mod jws;
 pub mod login;
 pub mod login_record;

@@ -1,10 +1,11 @@
 //! Issuing a card's certificates: idempotent, exactly once, with group commit.
 //!
 //! Cards arriving together (concurrent requests, or a batch) are handled as one
-//! group: one transaction claims their jobs, one records every certificate's
-//! intent, one stores the signed certificates, one finishes the jobs (and
-//! supersedes previous cards). A group of a hundred cards costs four commits,
-//! not four hundred, and nothing is handed out before its commit.
+//! group, in the CA's two commits (see [`crate::job_recording`]): one claims
+//! the cards' jobs and records every certificate's intent, one stores the
+//! signed certificates, finishes the jobs and supersedes previous cards. A
+//! group of a hundred cards costs two commits, not two hundred, and nothing is
+//! handed out before its commit.
 //!
 //! Exactly once rests on the database: each certificate carries its job and
 //! role, unique together. A retry of a job that is still pending waits while its
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use muhr_ca::{Ca, IssueError, Request};
 use muhr_store::ra::{Claim, FinishedJob, JobClaim, JobRow, Supersede};
+
+use crate::job_recording::{Job, JobRecording};
 use muhr_store::{JobLink, Store};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -274,54 +277,50 @@ impl Personalizer {
         if group.is_empty() {
             return;
         }
-        let claims: Vec<JobClaim> = group
+        let jobs = group
             .iter()
-            .map(|w| JobClaim {
-                job: w.job.clone(),
-                body_hash: w.card.body_hash.clone(),
-                pinfl: w.card.request.person.pinfl.clone(),
-                document: w.card.request.document.number.clone(),
-                district: w.card.district.clone(),
+            .map(|w| Job {
+                claim: JobClaim {
+                    job: w.job.clone(),
+                    body_hash: w.card.body_hash.clone(),
+                    pinfl: w.card.request.person.pinfl.clone(),
+                    document: w.card.request.document.number.clone(),
+                    district: w.card.district.clone(),
+                },
+                certificates: w.card.keys.len(),
+                started: w.started,
             })
             .collect();
-        let claimed = match self
-            .store
-            .claim_jobs(&claims, &self.owner, LEASE_SECS)
+        let recording = JobRecording::new(
+            jobs,
+            &self.owner,
+            LEASE_SECS,
+            self.supersede(),
+            "ra:personalization",
+        );
+        let requests: Vec<Request> = group.iter().flat_map(|w| self.requests(w, None)).collect();
+        let mut results = self
+            .ca
+            .issue_many_recording(requests, &recording)
             .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                for w in group {
-                    self.fail(&w, "database").await;
-                    let _ = w.reply.send(Err(e.clone_error()));
-                }
-                return;
+            .into_iter();
+        let mut claimed = recording.claimed().map(Vec::into_iter);
+        let mut finished = recording.finished();
+        for w in group {
+            let card: Vec<_> = results.by_ref().take(w.card.keys.len()).collect();
+            let claim = claimed.as_mut().and_then(Iterator::next);
+            if let Some(Claim::Existing(row)) = claim {
+                // The CA signed nothing for it: its answer is the job's.
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let r = me.existing(&w, row).await;
+                    let _ = w.reply.send(r);
+                });
+                continue;
             }
-        };
-        let mut fresh = Vec::new();
-        for (w, c) in group.into_iter().zip(claimed) {
-            match c {
-                Claim::New => fresh.push(w),
-                Claim::Existing(row) => {
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        let r = me.existing(&w, row).await;
-                        let _ = w.reply.send(r);
-                    });
-                }
-            }
-        }
-        if fresh.is_empty() {
-            return;
-        }
-        let requests: Vec<Request> = fresh.iter().flat_map(|w| self.requests(w, None)).collect();
-        let mut results = self.ca.issue_many(requests).await.into_iter();
-        let mut done = Vec::new();
-        let mut finished = Vec::new();
-        for w in fresh {
             let mut certs = Vec::new();
             let mut error = None;
-            for ((role, _, _), r) in w.card.keys.iter().zip(results.by_ref()) {
+            for ((role, _, _), r) in w.card.keys.iter().zip(card) {
                 match r {
                     Ok(i) => certs.push(CardCertificate {
                         role: role.clone(),
@@ -329,34 +328,11 @@ impl Personalizer {
                         profile: i.profile,
                         der: i.der,
                     }),
-                    Err(e) => error = Some(e),
+                    Err(e) => error = Some(issue_error(e)),
                 }
             }
-            match error {
-                None => {
-                    finished.push(Self::finished(&w, certs.len()));
-                    done.push((w, certs));
-                }
-                Some(e) => {
-                    // What was issued stays tied to the job: a retry finishes it.
-                    tracing::warn!(job = %w.job, error = %e, "card job not finished");
-                    let err = issue_error(e);
-                    self.fail(&w, failure_cause(&err)).await;
-                    let _ = self.store.release_job(&w.job).await;
-                    let _ = w.reply.send(Err(err));
-                }
-            }
-        }
-        if finished.is_empty() {
-            return;
-        }
-        match self
-            .store
-            .finish_jobs(&finished, self.supersede(), "ra:personalization")
-            .await
-        {
-            Ok(revoked) => {
-                for ((w, certs), superseded) in done.into_iter().zip(revoked) {
+            match (error, finished.remove(&w.job)) {
+                (None, Some(superseded)) => {
                     let _ = w.reply.send(Ok(CardOutcome {
                         request_id: w.card.request.request_id.clone(),
                         certificates: certs,
@@ -364,11 +340,17 @@ impl Personalizer {
                         superseded,
                     }));
                 }
-            }
-            Err(e) => {
-                for (w, _) in done {
-                    self.fail(&w, "database").await;
-                    let _ = w.reply.send(Err(e.clone_error()));
+                (error, _) => {
+                    // What was issued stays tied to the job: a retry finishes it.
+                    let err = error.unwrap_or_else(|| {
+                        CardError::Internal(format!("card job {} was not finished", w.job))
+                    });
+                    tracing::warn!(job = %w.job, error = ?err, "card job not finished");
+                    self.fail(&w, failure_cause(&err)).await;
+                    if claim.is_some() {
+                        let _ = self.store.release_job(&w.job).await;
+                    }
+                    let _ = w.reply.send(Err(err));
                 }
             }
         }

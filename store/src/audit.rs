@@ -48,17 +48,16 @@ pub fn entry_hash(
     h.finalize().to_vec()
 }
 
-/// Appends `events` inside the caller's transaction. The head row is updated
-/// first, which takes the write lock (SQLite) or the row lock (PostgreSQL)
-/// before the head is read: concurrent appenders queue instead of forking.
+/// Appends `events` inside the caller's transaction. The head is read by an
+/// update of itself, which takes the write lock (SQLite) or the row lock
+/// (PostgreSQL) as it reads: concurrent appenders queue instead of forking.
+/// Callers append last, just before they commit, so the lock is held briefly
+/// (the key ceremony, once, is the exception).
 pub(crate) async fn append(tx: &mut Tx<'_>, events: &[&AuditEvent]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
-    sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
-        .execute(&mut **tx)
-        .await?;
-    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+    let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
         .fetch_one(&mut **tx)
         .await?;
     let mut seq: i64 = head.try_get("seq")?;

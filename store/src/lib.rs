@@ -189,6 +189,16 @@ impl Store {
     /// so this one must not be signed.
     pub async fn record_intents(&self, intents: &[Intent]) -> Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
+        let recorded = self.record_intents_in(&mut tx, intents).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    pub(crate) async fn record_intents_in(
+        &self,
+        tx: &mut Tx<'_>,
+        intents: &[Intent],
+    ) -> Result<Vec<bool>> {
         let now = now_secs();
         let mut inserted = std::collections::HashSet::new();
         for chunk in intents.chunks(rows::CHUNK) {
@@ -224,7 +234,7 @@ impl Store {
                     .bind(i.job.as_ref().map(|j| j.job.clone()))
                     .bind(i.job.as_ref().map(|j| j.role.clone()));
             }
-            match q.fetch_all(&mut *tx).await {
+            match q.fetch_all(&mut **tx).await {
                 Ok(rows) => {
                     for r in rows {
                         inserted.insert(r.try_get::<String, _>("serial")?);
@@ -239,7 +249,6 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         }
-        tx.commit().await?;
         Ok(intents
             .iter()
             .map(|i| inserted.contains(&i.serial))
@@ -249,6 +258,20 @@ impl Store {
     /// Stores signed certificates and their audit entries in one transaction.
     pub async fn complete_issuance(&self, issued: &[(String, Vec<u8>, AuditEvent)]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        self.complete_issuance_in(&mut tx, issued).await?;
+        let events: Vec<&AuditEvent> = issued.iter().map(|(_, _, e)| e).collect();
+        audit::append(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The certificates' rows only: the caller appends their audit entries,
+    /// with whatever else its transaction records, in one append.
+    pub(crate) async fn complete_issuance_in(
+        &self,
+        tx: &mut Tx<'_>,
+        issued: &[(String, Vec<u8>, AuditEvent)],
+    ) -> Result<()> {
         let now = now_secs();
         for chunk in issued.chunks(rows::CHUNK) {
             let sql = format!(
@@ -261,7 +284,7 @@ impl Store {
             for (serial, der, _) in chunk {
                 q = q.bind(serial).bind(der);
             }
-            let r = q.execute(&mut *tx).await?;
+            let r = q.execute(&mut **tx).await?;
             if r.rows_affected() != chunk.len() as u64 {
                 return Err(StoreError::Conflict(format!(
                     "{} of {} certificates are no longer pending issuance",
@@ -270,9 +293,6 @@ impl Store {
                 )));
             }
         }
-        let events: Vec<&AuditEvent> = issued.iter().map(|(_, _, e)| e).collect();
-        audit::append(&mut tx, &events).await?;
-        tx.commit().await?;
         Ok(())
     }
 

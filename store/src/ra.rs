@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use crate::audit::{self, AuditEvent};
 use crate::status;
-use crate::{Backend, CertificateRecord, Result, Store, now_secs, rows};
+use crate::{Backend, CertificateRecord, Intent, Result, Store, Tx, now_secs, rows};
 
 /// RFC 5280 reason `superseded`.
 const SUPERSEDED: i64 = 4;
@@ -213,14 +213,54 @@ impl Store {
         .transpose()
     }
 
-    /// Claims new jobs in one transaction; a job that exists is returned as it is.
-    pub async fn claim_jobs(
+    /// Claims new jobs and records the intents of their certificates, in one
+    /// transaction: a job is never claimed without its intents, nor an intent
+    /// recorded for a job another request holds. A job that exists is returned
+    /// as it is, and its intents are left out (`false`); an intent without a
+    /// job is recorded as [`Store::record_intents`] would.
+    pub async fn claim_jobs_recording(
         &self,
         claims: &[JobClaim],
         owner: &str,
         lease_secs: i64,
-    ) -> Result<Vec<Claim>> {
+        intents: &[Intent],
+    ) -> Result<(Vec<Claim>, Vec<bool>)> {
         let mut tx = self.pool.begin().await?;
+        let claimed = self
+            .claim_jobs_in(&mut tx, claims, owner, lease_secs)
+            .await?;
+        let ours: std::collections::HashSet<&str> = claims
+            .iter()
+            .zip(&claimed)
+            .filter(|(_, c)| matches!(c, Claim::New))
+            .map(|(c, _)| c.job.as_str())
+            .collect();
+        let keep: Vec<bool> = intents
+            .iter()
+            .map(|i| i.job.as_ref().is_none_or(|j| ours.contains(j.job.as_str())))
+            .collect();
+        let kept: Vec<Intent> = intents
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(i, _)| i.clone())
+            .collect();
+        let mut recorded = self.record_intents_in(&mut tx, &kept).await?.into_iter();
+        tx.commit().await?;
+        let recorded = keep
+            .into_iter()
+            .map(|k| k && recorded.next().unwrap_or(false))
+            .collect();
+        Ok((claimed, recorded))
+    }
+
+    async fn claim_jobs_in(
+        &self,
+        tx: &mut Tx<'_>,
+        claims: &[JobClaim],
+        owner: &str,
+        lease_secs: i64,
+    ) -> Result<Vec<Claim>> {
         let now = now_micros();
         let lease_until = now_secs() + lease_secs;
         let mut new = std::collections::HashSet::new();
@@ -243,7 +283,7 @@ impl Store {
                     .bind(lease_until)
                     .bind(now);
             }
-            for r in q.fetch_all(&mut *tx).await? {
+            for r in q.fetch_all(&mut **tx).await? {
                 new.insert(r.try_get::<String, _>("job")?);
             }
         }
@@ -272,12 +312,11 @@ impl Store {
             for j in chunk {
                 q = q.bind(*j);
             }
-            for r in q.fetch_all(&mut *tx).await? {
+            for r in q.fetch_all(&mut **tx).await? {
                 let row = job_from_row(&r)?;
                 rows_by_job.insert(row.job.clone(), row);
             }
         }
-        tx.commit().await?;
         for (c, o) in claims.iter().zip(out.iter_mut()) {
             if o.is_none() {
                 let row = rows_by_job.get(&c.job).cloned().ok_or_else(|| {
@@ -361,6 +400,46 @@ impl Store {
         actor: &str,
     ) -> Result<Vec<Vec<String>>> {
         let mut tx = self.pool.begin().await?;
+        let (revoked, events) = self.finish_jobs_in(&mut tx, jobs, supersede, actor).await?;
+        let refs: Vec<&AuditEvent> = events.iter().collect();
+        audit::append(&mut tx, &refs).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Stores signed certificates and finishes their jobs in one transaction
+    /// (see [`Store::complete_issuance`] and [`Store::finish_jobs`]), with one
+    /// audit append for both: a group of cards costs one commit here, and a
+    /// job is done exactly when its certificates are.
+    pub async fn complete_issuance_finishing(
+        &self,
+        issued: &[(String, Vec<u8>, AuditEvent)],
+        jobs: &[FinishedJob],
+        supersede: Supersede,
+        actor: &str,
+    ) -> Result<Vec<Vec<String>>> {
+        let mut tx = self.pool.begin().await?;
+        self.complete_issuance_in(&mut tx, issued).await?;
+        let (revoked, events) = self.finish_jobs_in(&mut tx, jobs, supersede, actor).await?;
+        let refs: Vec<&AuditEvent> = issued
+            .iter()
+            .map(|(_, _, e)| e)
+            .chain(events.iter())
+            .collect();
+        audit::append(&mut tx, &refs).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Returns the serials revoked per job, and the audit entries the caller
+    /// appends.
+    async fn finish_jobs_in(
+        &self,
+        tx: &mut Tx<'_>,
+        jobs: &[FinishedJob],
+        supersede: Supersede,
+        actor: &str,
+    ) -> Result<(Vec<Vec<String>>, Vec<AuditEvent>)> {
         let now = now_micros();
         // Which of these jobs this call finishes (others were finished elsewhere).
         let mut finishing = std::collections::HashSet::new();
@@ -374,7 +453,7 @@ impl Store {
             for j in chunk {
                 q = q.bind(&j.job);
             }
-            for r in q.fetch_all(&mut *tx).await? {
+            for r in q.fetch_all(&mut **tx).await? {
                 finishing.insert(r.try_get::<String, _>("job")?);
             }
         }
@@ -394,7 +473,7 @@ impl Store {
                     .bind(j.certificates)
                     .bind(j.latency_us);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut **tx).await?;
         }
         // Each person's current card before this call, then in job order.
         let mut current: std::collections::HashMap<String, String> = Default::default();
@@ -414,7 +493,7 @@ impl Store {
             for p in chunk {
                 q = q.bind(*p);
             }
-            for r in q.fetch_all(&mut *tx).await? {
+            for r in q.fetch_all(&mut **tx).await? {
                 current.insert(r.try_get("pinfl")?, r.try_get("job")?);
             }
         }
@@ -441,7 +520,7 @@ impl Store {
                     .bind(&j.document)
                     .bind(now_secs());
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut **tx).await?;
         }
         // The superseded cards' certificates, all found and revoked at once.
         let superseding: std::collections::HashMap<String, &str> = match supersede {
@@ -464,12 +543,12 @@ impl Store {
             for p in chunk {
                 q = q.bind(*p);
             }
-            for r in q.fetch_all(&mut *tx).await? {
+            for r in q.fetch_all(&mut **tx).await? {
                 previous.insert(r.try_get("serial")?, r.try_get("job")?);
             }
         }
         let serials: Vec<&str> = previous.keys().map(String::as_str).collect();
-        let revoked = status::revoke_many_in(&mut tx, &serials, SUPERSEDED).await?;
+        let revoked = status::revoke_many_in(tx, &serials, SUPERSEDED).await?;
         let mut events = Vec::with_capacity(revoked.len());
         let mut revoked_by_job: std::collections::HashMap<&str, Vec<String>> = Default::default();
         for st in revoked {
@@ -489,13 +568,11 @@ impl Store {
             });
             revoked_by_job.entry(by).or_default().push(st.serial);
         }
-        let refs: Vec<&AuditEvent> = events.iter().collect();
-        audit::append(&mut tx, &refs).await?;
-        tx.commit().await?;
-        Ok(jobs
+        let revoked = jobs
             .iter()
             .map(|j| revoked_by_job.remove(j.job.as_str()).unwrap_or_default())
-            .collect())
+            .collect();
+        Ok((revoked, events))
     }
 
     /// Counts a refused or failed request for the pilot report.
