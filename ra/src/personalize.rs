@@ -177,7 +177,12 @@ impl Personalizer {
     }
 
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Work>) {
-        let permits = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
+        let permits = Arc::new(Semaphore::new(
+            std::env::var("XG")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(GROUPS_IN_FLIGHT),
+        ));
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;

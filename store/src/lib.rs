@@ -202,7 +202,7 @@ impl Store {
         let now = now_secs();
         let mut inserted = std::collections::HashSet::new();
         for chunk in intents.chunks(rows::CHUNK) {
-            let sql = format!(
+            let insert = format!(
                 "INSERT INTO certificates (serial, issuer, profile, subject, pinfl, not_before, \
                  not_after, tbs, crl_shard, job, job_role, status, created_at) \
                  SELECT column1, column2, column3, column4, column5, column6, column7, column8, \
@@ -219,6 +219,15 @@ impl Store {
                     ],
                 )
             );
+            // PostgreSQL writes the pending rows in the same statement (one
+            // round trip); SQLite, in process, in a second one.
+            let sql = match self.backend {
+                Backend::Postgres => format!(
+                    "WITH ins AS ({insert}) INSERT INTO pending_certificates (serial, created_at) \
+                     SELECT serial, $1 FROM ins RETURNING serial"
+                ),
+                Backend::Sqlite => insert,
+            };
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
             for i in chunk {
                 q = q
@@ -236,9 +245,22 @@ impl Store {
             }
             match q.fetch_all(&mut **tx).await {
                 Ok(rows) => {
-                    for r in rows {
-                        inserted.insert(r.try_get::<String, _>("serial")?);
+                    let serials = rows
+                        .iter()
+                        .map(|r| r.try_get::<String, _>("serial"))
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    if self.backend == Backend::Sqlite && !serials.is_empty() {
+                        let sql = format!(
+                            "INSERT INTO pending_certificates (serial, created_at) VALUES {}",
+                            rows::values(self.backend, serials.len(), 2, 1, &[])
+                        );
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                        for serial in &serials {
+                            q = q.bind(serial).bind(now);
+                        }
+                        q.execute(&mut **tx).await?;
                     }
+                    inserted.extend(serials);
                 }
                 Err(e) if is_unique_violation(&e) => {
                     return Err(StoreError::Conflict(format!(
@@ -274,21 +296,47 @@ impl Store {
     ) -> Result<()> {
         let now = now_secs();
         for chunk in issued.chunks(rows::CHUNK) {
-            let sql = format!(
-                "UPDATE certificates SET der = v.column2, status = 'issued', issued_at = $1 \
+            // The recorded bytes go: the certificate holds them now.
+            let update = format!(
+                "UPDATE certificates SET der = v.column2, tbs = $2, status = 'issued', issued_at = $1 \
                  FROM (VALUES {}) AS v WHERE certificates.serial = v.column1 \
                  AND certificates.status = 'pending'",
-                rows::values(self.backend, chunk.len(), 2, 2, &["text", "bytea"])
+                rows::values(self.backend, chunk.len(), 2, 3, &["text", "bytea"])
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            let sql = match self.backend {
+                Backend::Postgres => format!(
+                    "WITH done AS ({update} RETURNING certificates.serial), \
+                     gone AS (DELETE FROM pending_certificates WHERE serial IN (SELECT serial FROM done)) \
+                     SELECT COUNT(*) AS n FROM done"
+                ),
+                Backend::Sqlite => update,
+            };
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .bind(Vec::<u8>::new());
             for (serial, der, _) in chunk {
                 q = q.bind(serial).bind(der);
             }
-            let r = q.execute(&mut **tx).await?;
-            if r.rows_affected() != chunk.len() as u64 {
+            let stored = match self.backend {
+                Backend::Postgres => q.fetch_one(&mut **tx).await?.try_get::<i64, _>("n")? as u64,
+                Backend::Sqlite => {
+                    let n = q.execute(&mut **tx).await?.rows_affected();
+                    let sql = format!(
+                        "DELETE FROM pending_certificates WHERE serial IN ({})",
+                        rows::list(chunk.len(), 1)
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (serial, _, _) in chunk {
+                        q = q.bind(serial);
+                    }
+                    q.execute(&mut **tx).await?;
+                    n
+                }
+            };
+            if stored != chunk.len() as u64 {
                 return Err(StoreError::Conflict(format!(
                     "{} of {} certificates are no longer pending issuance",
-                    chunk.len() as u64 - r.rows_affected(),
+                    chunk.len() as u64 - stored,
                     chunk.len()
                 )));
             }
@@ -302,8 +350,10 @@ impl Store {
     /// milliseconds, so an old pending intent belongs to a process that died.
     pub async fn pending_intents(&self, min_age_secs: i64) -> Result<Vec<Intent>> {
         let rows = sqlx::query(
-            "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, crl_shard, \
-             job, job_role FROM certificates WHERE status = 'pending' AND created_at <= $1 ORDER BY created_at",
+            "SELECT c.serial, c.issuer, c.profile, c.subject, c.pinfl, c.not_before, c.not_after, \
+             c.tbs, c.crl_shard, c.job, c.job_role FROM pending_certificates p \
+             JOIN certificates c ON c.serial = p.serial \
+             WHERE c.status = 'pending' AND p.created_at <= $1 ORDER BY p.created_at",
         )
         .bind(now_secs() - min_age_secs)
         .fetch_all(&self.pool)
