@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use muhr_ca::{Ca, IssueError, Request};
 use muhr_store::ra::{Claim, FinishedJob, JobClaim, JobRow, Supersede};
-
-use crate::job_recording::{Job, JobRecording};
 use muhr_store::{JobLink, Store};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::job_recording::{Job, JobRecording};
 
 use crate::card::{CardRequest, Date, Refusal, Rules, ValidCard};
 use crate::config::SupersedeMode;
@@ -177,12 +177,7 @@ impl Personalizer {
     }
 
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Work>) {
-        let permits = Arc::new(Semaphore::new(
-            std::env::var("XG")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(GROUPS_IN_FLIGHT),
-        ));
+        let permits = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
