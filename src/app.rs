@@ -264,12 +264,17 @@ fn key_store(config: &Config, data_dir: &Path) -> Result<Arc<dyn KeyStore>, Fail
                     .ok_or_else(|| Fail::invalid("key_store.token_label is required for pkcs11"))?,
                 pin,
                 sessions: ks.sessions.unwrap_or(4),
+                copy_keys_to_session: ks.copy_keys_to_session.unwrap_or(true),
+                key_recheck: KEY_RECHECK,
             })
             .map_err(|e| Fail::invalid(e.to_string()))?;
             Ok(Arc::new(store))
         }
     }
 }
+
+/// How stale a session's knowledge that the CA key is still in the token may be.
+const KEY_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Development only: a random passphrase for the software key store, owner-readable.
 fn create_passphrase(path: &Path) -> Result<(), Fail> {

@@ -83,7 +83,9 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
             .map_err(|e| Fail::internal(e.to_string()))?;
         people.push(Person {
             key,
-            cert: issued.certificate,
+            cert: issued
+                .certificate()
+                .map_err(|e| Fail::internal(e.to_string()))?,
         });
     }
     let people = Arc::new(people);

@@ -84,6 +84,9 @@ pub struct KeyStoreConfig {
     pub pin_env: Option<String>,
     pub pin_file: Option<PathBuf>,
     pub sessions: Option<usize>,
+    /// PKCS#11: sign with a session copy of the key kept in the module (default
+    /// true; a module that refuses the copy is used through the token object).
+    pub copy_keys_to_session: Option<bool>,
 }
 
 impl Default for KeyStoreConfig {
@@ -99,6 +102,7 @@ impl Default for KeyStoreConfig {
             pin_env: None,
             pin_file: None,
             sessions: None,
+            copy_keys_to_session: None,
         }
     }
 }

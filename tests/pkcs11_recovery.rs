@@ -60,6 +60,8 @@ async fn issuance_survives_closed_sessions_and_logout() {
             token_label: "muhr".into(),
             pin: zeroize::Zeroizing::new(PIN.into()),
             sessions: 3,
+            copy_keys_to_session: true,
+            key_recheck: std::time::Duration::from_secs(30),
         })
         .unwrap(),
     );

@@ -11,7 +11,6 @@ use der::{DateTime, Encode};
 use muhr_policies::{Encoding, KeyUsageBit, Kind, Profile, Validity};
 use sha2::Digest;
 use spki::{AlgorithmIdentifierOwned, EncodePublicKey, SubjectPublicKeyInfoOwned};
-use x509_cert::Certificate;
 use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder, CertificateBuilder};
@@ -355,21 +354,19 @@ struct SignedParts<'a> {
     signature: der::asn1::BitString,
 }
 
-/// Joins recorded to-be-signed bytes and their signature into a certificate.
+/// Joins recorded to-be-signed bytes and their signature into a certificate's DER.
 pub fn assemble(
     tbs_der: &[u8],
     algorithm: &AlgorithmIdentifierOwned,
     signature: &[u8],
-) -> der::Result<(Certificate, Vec<u8>)> {
+) -> der::Result<Vec<u8>> {
     use der::Decode;
-    let der = SignedParts {
+    SignedParts {
         tbs: der::asn1::AnyRef::from_der(tbs_der)?,
         algorithm: algorithm.clone(),
         signature: der::asn1::BitString::from_bytes(signature)?,
     }
-    .to_der()?;
-    let cert = Certificate::from_der(&der)?;
-    Ok((cert, der))
+    .to_der()
 }
 
 pub struct TbsInput<'a> {

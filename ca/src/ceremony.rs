@@ -219,7 +219,7 @@ async fn make(
         ),
         None => (key.clone(), key.public_key().clone()),
     };
-    let (_, der) = finish_sign(spawn_sign(signer, spki, tbs, None)).await?;
+    let der = finish_sign(spawn_sign(signer, spki, tbs, None)).await?;
     store
         .complete_issuance(&[(
             intent.serial.clone(),

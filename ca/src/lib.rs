@@ -200,10 +200,16 @@ pub struct Issued {
     pub serial: String,
     pub profile: String,
     pub der: Vec<u8>,
-    pub certificate: Certificate,
 }
 
 impl Issued {
+    /// The certificate decoded. Decoded on demand: the personalization line
+    /// and most callers only pass the DER on, and decoding every certificate
+    /// issued cost more than its encoding.
+    pub fn certificate(&self) -> der::Result<Certificate> {
+        Certificate::from_der(&self.der)
+    }
+
     pub fn pem(&self) -> String {
         der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &self.der)
             .unwrap_or_default()
@@ -323,7 +329,7 @@ pub(crate) fn unix(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-type SignTask = tokio::task::JoinHandle<Result<(Certificate, Vec<u8>), IssueError>>;
+type SignTask = tokio::task::JoinHandle<Result<Vec<u8>, IssueError>>;
 
 /// Starts signing recorded TBS bytes on the blocking pool (the key store may
 /// block on an HSM), checking the signature before building the certificate.
@@ -350,7 +356,7 @@ fn spawn_sign(
     })
 }
 
-async fn finish_sign(task: SignTask) -> Result<(Certificate, Vec<u8>), IssueError> {
+async fn finish_sign(task: SignTask) -> Result<Vec<u8>, IssueError> {
     task.await
         .map_err(|e| IssueError::Internal(format!("signing task: {e}")))?
 }
@@ -601,7 +607,7 @@ impl Ca {
             let mut signed_from: Vec<&Intent> = Vec::new();
             for ((i, p), s) in prepared.iter().zip(signed) {
                 match s {
-                    Ok((cert, der)) => {
+                    Ok(der) => {
                         signed_from.push(&p.intent);
                         commit.push((
                             p.intent.serial.clone(),
@@ -614,7 +620,6 @@ impl Ca {
                                 serial: p.intent.serial.clone(),
                                 profile: p.profile.clone(),
                                 der,
-                                certificate: cert,
                             },
                         ));
                     }
@@ -688,8 +693,7 @@ impl Ca {
             .tbs_certificate()
             .subject_public_key_info()
             .clone();
-        let (certificate, der) =
-            finish_sign(spawn_sign(signer, spki, intent.tbs.clone(), None)).await?;
+        let der = finish_sign(spawn_sign(signer, spki, intent.tbs.clone(), None)).await?;
         let event = issue_event(actor, &intent, &der);
         match self
             .store
@@ -702,7 +706,6 @@ impl Ca {
                     serial: intent.serial,
                     profile: intent.profile,
                     der,
-                    certificate,
                 })
             }
             Err(muhr_store::StoreError::Conflict(_)) => {
@@ -717,13 +720,10 @@ impl Ca {
                             intent.serial
                         ))
                     })?;
-                let certificate = Certificate::from_der(&stored)
-                    .map_err(|e| IssueError::Internal(format!("stored certificate: {e}")))?;
                 Ok(Issued {
                     serial: intent.serial,
                     profile: intent.profile,
                     der: stored,
-                    certificate,
                 })
             }
             Err(e) => Err(e.into()),

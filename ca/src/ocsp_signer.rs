@@ -48,7 +48,10 @@ impl Ca {
                 job: None,
             })
             .await?;
-        let validity = issued.certificate.tbs_certificate().validity();
+        let certificate = issued
+            .certificate()
+            .map_err(|e| IssueError::Internal(format!("the OCSP signer's certificate: {e}")))?;
+        let validity = certificate.tbs_certificate().validity();
         let signer = OcspSigner {
             serial: issued.serial.clone(),
             issuer: ISSUING.into(),

@@ -9,12 +9,24 @@
 //!   us, token logged out, device reset) reopens that session, logs in again and
 //!   retries once; a second failure is returned as an error, never as a signature;
 //! - ECDSA is signed raw (`CKM_ECDSA`, which every module has) over a digest made
-//!   here, and the `r‖s` result converted to DER.
+//!   here, and the `r‖s` result converted to DER;
+//! - each session signs with its own session-object copy of the private key
+//!   (`C_CopyObject` with `CKA_TOKEN` false) when the module allows it. The copy
+//!   stays inside the module, as sensitive and unextractable as the original, and
+//!   is destroyed with its session. SoftHSM re-reads a token object's generation
+//!   file for every attribute it consults, about twenty system calls per
+//!   signature; a session object is held in memory. A module that refuses the copy
+//!   (`CKA_COPYABLE` false, or a policy) is used through the token object, and
+//!   `copy_keys_to_session = false` turns the copy off where policy forbids it.
+//!   A copy outlives nothing: every `key_recheck` the session looks at the token
+//!   object again, and once that is gone (the key destroyed) the copy is
+//!   destroyed too and signing fails.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -39,6 +51,10 @@ pub struct Pkcs11Config {
     pub token_label: String,
     pub pin: Zeroizing<String>,
     pub sessions: usize,
+    pub copy_keys_to_session: bool,
+    /// How long a session signs with its copy before it checks that the token
+    /// object is still there.
+    pub key_recheck: Duration,
 }
 
 fn ck(op: &'static str) -> impl Fn(CkError) -> HsmError {
@@ -93,14 +109,31 @@ fn recoverable(e: &CkError) -> bool {
 
 struct Pooled {
     session: Session,
-    /// Private-key handles found in this session, by label.
-    keys: HashMap<String, ObjectHandle>,
+    /// Private-key handles this session signs with, by label.
+    keys: HashMap<String, KeyHandle>,
+}
+
+#[derive(Clone, Copy)]
+struct KeyHandle {
+    handle: ObjectHandle,
+    /// The token object; `handle` itself unless `handle` is a session copy.
+    token: ObjectHandle,
+    /// When the token object was last seen.
+    checked: Instant,
+}
+
+impl KeyHandle {
+    fn is_copy(&self) -> bool {
+        self.handle != self.token
+    }
 }
 
 struct Pool {
     ctx: Pkcs11,
     token_label: String,
     pin: AuthPin,
+    copy_keys: bool,
+    key_recheck: Duration,
     slots: Vec<Mutex<Option<Pooled>>>,
     next: AtomicUsize,
 }
@@ -183,6 +216,45 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// The handle a session signs with: its own session copy of the token key when
+    /// the module allows one, else the token key itself.
+    fn signing_handle(
+        &self,
+        session: &Session,
+        label: &str,
+    ) -> std::result::Result<KeyHandle, CkError> {
+        let found = Pkcs11Store::find(session, ObjectClass::PRIVATE_KEY, label)?;
+        let Some(&token_key) = found.first() else {
+            // Private objects are invisible when logged out.
+            return Err(CkError::Pkcs11(
+                RvError::UserNotLoggedIn,
+                cryptoki::context::Function::FindObjects,
+            ));
+        };
+        if self.copy_keys {
+            match session.copy_object(token_key, &[Attribute::Token(false)]) {
+                Ok(handle) => {
+                    return Ok(KeyHandle {
+                        handle,
+                        token: token_key,
+                        checked: Instant::now(),
+                    });
+                }
+                Err(e) if recoverable(&e) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(label, error = %e, "the module keeps no session copy of this key; signing with the token object");
+                }
+            }
+        }
+        Ok(KeyHandle {
+            handle: token_key,
+            token: token_key,
+            checked: Instant::now(),
+        })
+    }
+}
+
 pub struct Pkcs11Store {
     pool: Arc<Pool>,
 }
@@ -195,6 +267,8 @@ impl Pkcs11Store {
             ctx,
             token_label: config.token_label,
             pin: AuthPin::from(config.pin.as_str()),
+            copy_keys: config.copy_keys_to_session,
+            key_recheck: config.key_recheck,
             slots: (0..sessions).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
         };
@@ -432,24 +506,40 @@ impl KeySigner for Pkcs11Key {
         };
         let label = self.label.as_str();
         let raw = self.pool.with_session("C_Sign", |p| {
-            let handle = match p.keys.get(label) {
-                Some(h) => *h,
-                None => {
-                    let found = Pkcs11Store::find(&p.session, ObjectClass::PRIVATE_KEY, label)?;
-                    let Some(&h) = found.first() else {
-                        // Private objects are invisible when logged out.
-                        return Err(CkError::Pkcs11(
-                            RvError::UserNotLoggedIn,
-                            cryptoki::context::Function::FindObjects,
-                        ));
-                    };
-                    p.keys.insert(label.to_string(), h);
-                    h
+            let forget = |p: &mut Pooled, key: KeyHandle| {
+                // Looked up again next time; a copy is not left behind.
+                p.keys.remove(label);
+                if key.is_copy() {
+                    let _ = p.session.destroy_object(key.handle);
                 }
             };
-            p.session.sign(&mechanism, handle, &input).inspect_err(|_| {
-                p.keys.remove(label);
-            })
+            let key = match p.keys.get(label).copied() {
+                Some(k) if k.is_copy() && k.checked.elapsed() >= self.pool.key_recheck => {
+                    match p.session.get_attributes(k.token, &[AttributeType::Class]) {
+                        Ok(_) => {
+                            let k = KeyHandle {
+                                checked: Instant::now(),
+                                ..k
+                            };
+                            p.keys.insert(label.to_string(), k);
+                            k
+                        }
+                        Err(e) => {
+                            forget(p, k);
+                            return Err(e);
+                        }
+                    }
+                }
+                Some(k) => k,
+                None => {
+                    let k = self.pool.signing_handle(&p.session, label)?;
+                    p.keys.insert(label.to_string(), k);
+                    k
+                }
+            };
+            p.session
+                .sign(&mechanism, key.handle, &input)
+                .inspect_err(|_| forget(p, key))
         })?;
         match self.spec.ec_scalar_len() {
             Some(n) => ecdsa_raw_to_der(&raw, n),

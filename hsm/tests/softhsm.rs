@@ -1,11 +1,16 @@
 //! Every key kind through a real PKCS#11 module (SoftHSM2): generated in the
-//! token, found again by label, signatures that verify, and refusals for a
-//! taken label, a wrong kind and a missing key.
+//! token, found again by label, signatures that verify (through session copies
+//! of the keys and through the token objects), refusals for a taken label, a
+//! wrong kind and a missing key, and a key destroyed in the token that its
+//! session copy does not outlive.
 //!
 //! A single test: the module is initialised once per process, after
 //! SOFTHSM2_CONF points at this test's own token directory.
 
 use std::process::Command;
+use std::time::Duration;
+
+use cryptoki::object::{Attribute, ObjectClass};
 
 use muhr_hsm::pkcs11::{Pkcs11Config, Pkcs11Store};
 use muhr_hsm::verify::verify_signature;
@@ -58,6 +63,8 @@ fn every_key_kind_in_softhsm() {
         token_label: "hsm-test".into(),
         pin: zeroize::Zeroizing::new("000000".into()),
         sessions: 2,
+        copy_keys_to_session: true,
+        key_recheck: std::time::Duration::from_secs(30),
     });
     let err = wrong.err().expect("a wrong PIN is refused").to_string();
     assert!(
@@ -69,6 +76,8 @@ fn every_key_kind_in_softhsm() {
         token_label: "no-such-token".into(),
         pin: zeroize::Zeroizing::new("123456".into()),
         sessions: 2,
+        copy_keys_to_session: true,
+        key_recheck: std::time::Duration::from_secs(30),
     });
     assert!(
         missing
@@ -83,6 +92,8 @@ fn every_key_kind_in_softhsm() {
         token_label: "hsm-test".into(),
         pin: zeroize::Zeroizing::new("123456".into()),
         sessions: 3,
+        copy_keys_to_session: true,
+        key_recheck: std::time::Duration::from_secs(30),
     })
     .unwrap();
     for (label, spec) in [
@@ -142,5 +153,76 @@ fn every_key_kind_in_softhsm() {
             });
         }
     });
+
+    // The same keys through a store that signs with the token objects.
+    let direct = Pkcs11Store::new(Pkcs11Config {
+        module: MODULE.into(),
+        token_label: "hsm-test".into(),
+        pin: zeroize::Zeroizing::new("123456".into()),
+        sessions: 2,
+        copy_keys_to_session: false,
+        key_recheck: Duration::from_secs(30),
+    })
+    .unwrap();
+    for (label, spec) in [
+        ("p256", KeySpec::EcdsaP256),
+        ("rsa2048", KeySpec::Rsa { bits: 2048 }),
+    ] {
+        let key = direct.open(label, spec).unwrap();
+        let sig = key.sign(b"direct").unwrap();
+        verify_signature(
+            key.public_key(),
+            &key.signature_algorithm(),
+            b"direct",
+            &sig,
+        )
+        .unwrap();
+    }
+
+    // A session copy does not outlive the key in the token.
+    let watchful = Pkcs11Store::new(Pkcs11Config {
+        module: MODULE.into(),
+        token_label: "hsm-test".into(),
+        pin: zeroize::Zeroizing::new("123456".into()),
+        sessions: 1,
+        copy_keys_to_session: true,
+        key_recheck: Duration::ZERO,
+    })
+    .unwrap();
+    let doomed = watchful.generate("doomed", KeySpec::EcdsaP256).unwrap();
+    let sig = doomed.sign(b"before").unwrap();
+    verify_signature(
+        doomed.public_key(),
+        &doomed.signature_algorithm(),
+        b"before",
+        &sig,
+    )
+    .unwrap();
+    let ctx = watchful.context();
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == "hsm-test")
+        .unwrap();
+    let admin = ctx.open_rw_session(slot).unwrap();
+    let private = |token: bool| {
+        admin
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(b"doomed".to_vec()),
+                Attribute::Token(token),
+            ])
+            .unwrap()
+    };
+    assert_eq!(private(false).len(), 1, "signing made one session copy");
+    admin.destroy_object(private(true)[0]).unwrap();
+    assert!(
+        doomed.sign(b"after").is_err(),
+        "signed with a destroyed key"
+    );
+    assert!(private(false).is_empty(), "the copy went with the key");
+    drop(admin);
+
     std::fs::remove_dir_all(&dir).unwrap();
 }

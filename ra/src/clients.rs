@@ -67,7 +67,9 @@ type Cached = (Instant, Result<Caller, String>);
 
 pub struct Registry {
     store: Store,
-    cache: Mutex<HashMap<String, Cached>>,
+    /// By the certificate's DER: a connection's every request brings the same
+    /// bytes, and decoding them each time cost more than the lookup.
+    cache: Mutex<HashMap<Vec<u8>, Cached>>,
 }
 
 impl Registry {
@@ -83,14 +85,18 @@ impl Registry {
         let Some(peer) = peer else {
             return Err("no client certificate".into());
         };
-        let cert = Certificate::from_der(&peer.0)
-            .map_err(|e| format!("client certificate does not parse: {e}"))?;
-        let serial = muhr_ca::serial::to_hex(cert.tbs_certificate().serial_number());
-        if let Some((at, answer)) = self.cache.lock().ok().and_then(|c| c.get(&serial).cloned())
+        if let Some((at, answer)) = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(peer.0.as_slice()).cloned())
             && at.elapsed() < FRESH
         {
             return answer;
         }
+        let cert = Certificate::from_der(&peer.0)
+            .map_err(|e| format!("client certificate does not parse: {e}"))?;
+        let serial = muhr_ca::serial::to_hex(cert.tbs_certificate().serial_number());
         let answer = match self.store.ra_client(&serial).await {
             Err(e) => return Err(format!("client registry unavailable: {e}")),
             Ok(None) => Err(format!(
@@ -116,7 +122,7 @@ impl Registry {
             if c.len() > 10_000 {
                 c.clear();
             }
-            c.insert(serial, (Instant::now(), answer.clone()));
+            c.insert(peer.0.clone(), (Instant::now(), answer.clone()));
         }
         answer
     }
