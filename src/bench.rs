@@ -80,6 +80,75 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Signatures per second from the issuing CA's key through the configured
+    /// key store (the HSM's own speed, nothing else), from T threads.
+    Sign {
+        #[arg(long, default_value_t = 20_000)]
+        signatures: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn bench_sign(app: &App, signatures: usize, threads: usize, json: bool) -> Result<(), Fail> {
+    let ca = app.ca().await?;
+    let signer = ca
+        .issuing
+        .signer
+        .clone()
+        .ok_or_else(|| Fail::internal("the issuing CA's key is not loaded"))?;
+    let threads = threads.clamp(1, 256);
+    // About a certificate's to-be-signed bytes.
+    let message = vec![0x5a_u8; 600];
+    let started = Instant::now();
+    let per_thread = signatures.div_ceil(threads);
+    let results: Vec<Result<usize, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let signer = signer.clone();
+                let message = &message;
+                s.spawn(move || {
+                    for _ in 0..per_thread {
+                        signer.sign(message).map_err(|e| e.to_string())?;
+                    }
+                    Ok(per_thread)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a signing thread panicked".into()))
+            })
+            .collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let mut done = 0;
+    for r in results {
+        done += r.map_err(Fail::internal)?;
+    }
+    let rate = done as f64 / seconds;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "signatures": done, "threads": threads, "seconds": seconds,
+                "signatures_per_s": rate.round(), "key": signer.label(),
+                "key_spec": signer.spec().to_string(), "key_store": app.keys.describe(),
+            })
+        );
+    } else {
+        println!(
+            "{done} signatures by {} ({}) from {threads} threads in {seconds:.2} s: {rate:.0}/s ({})",
+            signer.label(),
+            signer.spec(),
+            app.keys.describe()
+        );
+    }
+    Ok(())
 }
 
 /// Peak resident memory of this process (Linux), in MiB.
@@ -252,6 +321,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
     let (count, concurrency, batch, profile, print_serials, json) = match cmd {
         BenchCommand::Crl { entries, json } => return bench_crl(app, entries, json).await,
+        BenchCommand::Sign {
+            signatures,
+            threads,
+            json,
+        } => return bench_sign(app, signatures, threads, json).await,
         BenchCommand::Login {
             logins,
             concurrency,

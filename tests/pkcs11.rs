@@ -61,6 +61,21 @@ fn softhsm_ceremony_and_issuance(db: Db) {
     );
     // Nothing key-like in the data directory: the keys are in the token.
     assert!(!env.data().join("keys").exists());
+
+    // The key store's own speed, through the issuing key in the token.
+    let out = env.ok(&[
+        "bench",
+        "sign",
+        "--signatures",
+        "300",
+        "--threads",
+        "3",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(report["signatures"], 300, "{out}");
+    assert_eq!(report["key_store"], "pkcs11 token muhr", "{out}");
+    assert!(report["signatures_per_s"].as_f64().unwrap() > 0.0, "{out}");
 }
 
 fn wrong_pin_is_a_clear_error(db: Db) {
