@@ -53,7 +53,11 @@ pub fn entry_hash(
 /// (PostgreSQL) as it reads: concurrent appenders queue instead of forking.
 /// Callers append last, just before they commit, so the lock is held briefly
 /// (the key ceremony, once, is the exception).
-pub(crate) async fn append(tx: &mut Tx<'_>, events: &[&AuditEvent]) -> Result<()> {
+pub(crate) async fn append(
+    backend: crate::Backend,
+    tx: &mut Tx<'_>,
+    events: &[&AuditEvent],
+) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -77,11 +81,26 @@ pub(crate) async fn append(tx: &mut Tx<'_>, events: &[&AuditEvent]) -> Result<()
             hash,
         ));
     }
-    for chunk in rows.chunks(crate::rows::CHUNK) {
-        let sql = format!(
-            "INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) VALUES {}",
-            crate::rows::values(crate::Backend::Sqlite, chunk.len(), 8, 1, &[])
+    let chunks: Vec<_> = rows.chunks(crate::rows::CHUNK).collect();
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let values = crate::rows::values(crate::Backend::Sqlite, chunk.len(), 8, 1, &[]);
+        let insert = format!(
+            "INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) VALUES {values}"
         );
+        // On PostgreSQL the last rows and the new head go in one statement:
+        // one round trip fewer inside a transaction that holds the head's lock.
+        let merged = i == last && backend == crate::Backend::Postgres;
+        let sql = if merged {
+            let n = chunk.len() * 8;
+            format!(
+                "WITH ins AS ({insert}) UPDATE audit_head SET seq = ${}, hash = ${} WHERE id = 1",
+                n + 1,
+                n + 2
+            )
+        } else {
+            insert
+        };
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (seq, e, details, prev_hash, hash) in chunk {
             q = q
@@ -94,13 +113,18 @@ pub(crate) async fn append(tx: &mut Tx<'_>, events: &[&AuditEvent]) -> Result<()
                 .bind(prev_hash)
                 .bind(hash);
         }
+        if merged {
+            q = q.bind(seq).bind(&prev);
+        }
         q.execute(&mut **tx).await?;
     }
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(&prev)
-        .execute(&mut **tx)
-        .await?;
+    if backend != crate::Backend::Postgres {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(&prev)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 

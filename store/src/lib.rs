@@ -302,7 +302,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         self.complete_issuance_in(&mut tx, issued).await?;
         let events: Vec<&AuditEvent> = issued.iter().map(|(_, _, e)| e).collect();
-        audit::append(&mut tx, &events).await?;
+        audit::append(self.backend(), &mut tx, &events).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -447,7 +447,7 @@ impl Store {
     /// Records the CAs made by a key ceremony, with its audit entry, at once.
     pub async fn save_authorities(&self, cas: &[Authority], event: &AuditEvent) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        audit::append(&mut tx, &[event]).await?;
+        audit::append(self.backend(), &mut tx, &[event]).await?;
         for ca in cas {
             let r = sqlx::query(
                 "INSERT INTO authorities (name, key_label, key_spec, der, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -476,7 +476,7 @@ impl Store {
     /// Appends events to the audit chain on their own.
     pub async fn audit(&self, events: &[&AuditEvent]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        audit::append(&mut tx, events).await?;
+        audit::append(self.backend(), &mut tx, events).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -187,7 +187,7 @@ impl Store {
         .bind(now_secs())
         .execute(&mut *tx)
         .await?;
-        audit::append(&mut tx, &[event]).await?;
+        audit::append(self.backend(), &mut tx, &[event]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -402,7 +402,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let (revoked, events) = self.finish_jobs_in(&mut tx, jobs, supersede, actor).await?;
         let refs: Vec<&AuditEvent> = events.iter().collect();
-        audit::append(&mut tx, &refs).await?;
+        audit::append(self.backend(), &mut tx, &refs).await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -426,7 +426,7 @@ impl Store {
             .map(|(_, _, e)| e)
             .chain(events.iter())
             .collect();
-        audit::append(&mut tx, &refs).await?;
+        audit::append(self.backend(), &mut tx, &refs).await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -648,7 +648,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        audit::append(&mut tx, &[event]).await?;
+        audit::append(self.backend(), &mut tx, &[event]).await?;
         tx.commit().await?;
         Ok(())
     }

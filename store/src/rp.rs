@@ -67,7 +67,7 @@ impl Store {
         .bind(now_secs())
         .execute(&mut *tx)
         .await?;
-        audit::append(&mut tx, &[event]).await?;
+        audit::append(self.backend(), &mut tx, &[event]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -86,7 +86,7 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        audit::append(&mut tx, &[event]).await?;
+        audit::append(self.backend(), &mut tx, &[event]).await?;
         tx.commit().await?;
         Ok(true)
     }

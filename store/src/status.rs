@@ -106,7 +106,7 @@ impl Store {
             };
             return Err(StoreError::Conflict(why));
         };
-        audit::append(&mut tx, &[event]).await?;
+        audit::append(self.backend(), &mut tx, &[event]).await?;
         tx.commit().await?;
         Ok(status)
     }
