@@ -518,8 +518,89 @@ fn concurrent_duplicates(db: Db) {
     );
 }
 
+fn superseded(v: &Value) -> Vec<String> {
+    let mut s: Vec<String> = v["superseded"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no superseded list in {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    s.sort();
+    s
+}
+
+fn sorted_serials(v: &Value) -> Vec<String> {
+    let (a, b) = serials(v);
+    let mut s = vec![a, b];
+    s.sort();
+    s
+}
+
+/// One batch holding a person's two cards (and someone else's): the later
+/// card, in the batch's order, supersedes the earlier one and becomes the
+/// person's card, which the next card then supersedes.
+fn supersession_within_a_batch(db: Db) {
+    let env = Env::new(db, Keys::Software);
+    env.init();
+    let line = client(&env, "personalization-line", "LINE-01");
+    let (_server, _http, port) = start_ra(&env);
+    let body = json!({ "cards": [
+        card(&env, "first", 11, "AF0000001", CHILONZOR),
+        card(&env, "other", 12, "AF0000002", CHILONZOR),
+        card(&env, "second", 11, "AF0000003", CHILONZOR),
+    ]});
+    let (code, answer) = call(
+        &env,
+        port,
+        Some(&line),
+        "POST",
+        "/api/v1/personalization/batches",
+        Some(&body),
+    );
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["succeeded"], 3, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    let by_id = |id: &str| {
+        results
+            .iter()
+            .find(|r| r["request_id"] == id)
+            .unwrap_or_else(|| panic!("no result for {id} in {answer}"))
+            .clone()
+    };
+    let (first, other, second) = (by_id("first"), by_id("other"), by_id("second"));
+    assert_eq!(superseded(&first), Vec::<String>::new(), "{first}");
+    assert_eq!(superseded(&other), Vec::<String>::new(), "{other}");
+    assert_eq!(superseded(&second), sorted_serials(&first), "{second}");
+    let revoked = env.sql(
+        "SELECT serial FROM certificates WHERE revocation = 'revoked'          AND revocation_reason = 4 ORDER BY serial",
+    );
+    assert_eq!(revoked, sorted_serials(&first));
+
+    // The person's card is now the batch's second one: a third card
+    // supersedes exactly that.
+    let (code, third) = call(
+        &env,
+        port,
+        Some(&line),
+        "POST",
+        "/api/v1/personalization/cards",
+        Some(&card(&env, "third", 11, "AF0000004", CHILONZOR)),
+    );
+    assert_eq!(code, 200, "{third}");
+    assert_eq!(superseded(&third), sorted_serials(&second), "{third}");
+    assert_eq!(
+        env.sql(&format!(
+            "SELECT job FROM person_cards WHERE pinfl = '{}'",
+            common::ra::person_pinfl(11)
+        )),
+        vec!["LINE-01/third".to_string()]
+    );
+    assert!(env.ok(&["audit", "verify"]).contains("intact"));
+}
+
 both_databases! {
     mtls_refusals_happy_path_idempotency => mtls_and_cards;
     supersession_and_operator_api => supersession_and_operators;
     concurrent_duplicates_issue_once => concurrent_duplicates;
+    a_batch_supersedes_within_itself => supersession_within_a_batch;
 }

@@ -2,6 +2,7 @@
 //! role it needs; the listener puts the client's certificate into the request
 //! and [`Registry`] turns it into a [`Caller`] (or a 403 that writes nothing).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use axum::{Extension, Json, Router};
 use base64::Engine;
 use muhr_store::AuditEvent;
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 
 use crate::card::CardRequest;
 use crate::clients::{Caller, PeerCertificate, Registry, Role};
@@ -232,15 +234,29 @@ async fn batch(
             &format!("1 to {max} cards per batch (got {})", batch.cards.len()),
         );
     }
+    // Cards go in at once, so they share groups; but a person's cards go in
+    // the batch's order, each after the one before has its answer, so the
+    // later card is the one that supersedes.
     let mut tasks = tokio::task::JoinSet::new();
+    let mut before: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
     for (i, v) in batch.cards.into_iter().enumerate() {
         let p = api.personalizer.clone();
         let client = caller.name.clone();
+        let (done, next) = oneshot::channel();
+        let after = match v.pointer("/person/pinfl").and_then(Value::as_str) {
+            Some(pinfl) => before.insert(pinfl.to_string(), next),
+            None => None,
+        };
         tasks.spawn(async move {
+            if let Some(after) = after {
+                // An error only means the card before has gone: it has an answer.
+                let _ = after.await;
+            }
             let r = match parse_card(v) {
                 Ok(req) => p.submit(&client, req).await.map_err(|e| error_parts(&e)),
                 Err(e) => Err(e),
             };
+            let _ = done.send(());
             (i, r)
         });
     }

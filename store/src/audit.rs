@@ -58,14 +58,44 @@ pub(crate) async fn append(
     tx: &mut Tx<'_>,
     events: &[&AuditEvent],
 ) -> Result<()> {
+    append_at(backend, tx, None, events).await
+}
+
+/// The chain's head as a transaction that holds its lock read it.
+#[derive(Clone, Debug)]
+pub(crate) struct Head {
+    pub seq: i64,
+    pub hash: Vec<u8>,
+}
+
+/// [`append`] after `head`, when the caller's transaction has already locked
+/// and read it (in a statement that did other work as well); with `None` the
+/// head is locked and read here.
+pub(crate) async fn append_at(
+    backend: crate::Backend,
+    tx: &mut Tx<'_>,
+    head: Option<Head>,
+    events: &[&AuditEvent],
+) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
-        .fetch_one(&mut **tx)
-        .await?;
-    let mut seq: i64 = head.try_get("seq")?;
-    let mut prev: Vec<u8> = head.try_get("hash")?;
+    let Head {
+        mut seq,
+        hash: mut prev,
+    } = match head {
+        Some(h) => h,
+        None => {
+            let row =
+                sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+                    .fetch_one(&mut **tx)
+                    .await?;
+            Head {
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+            }
+        }
+    };
     let at = now_micros();
     // Hashes are chained here; the rows go in one statement per chunk.
     let mut rows = Vec::with_capacity(events.len());
@@ -84,22 +114,37 @@ pub(crate) async fn append(
     let chunks: Vec<_> = rows.chunks(crate::rows::CHUNK).collect();
     let last = chunks.len() - 1;
     for (i, chunk) in chunks.into_iter().enumerate() {
-        let values = crate::rows::values(crate::Backend::Sqlite, chunk.len(), 8, 1, &[]);
-        let insert = format!(
-            "INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) VALUES {values}"
-        );
         // On PostgreSQL the last rows and the new head go in one statement:
-        // one round trip fewer inside a transaction that holds the head's lock.
+        // one round trip fewer inside a transaction that holds the head's
+        // lock. Its rows are padded with NULL ones (see `rows::padded`),
+        // which the statement leaves out.
         let merged = i == last && backend == crate::Backend::Postgres;
-        let sql = if merged {
-            let n = chunk.len() * 8;
-            format!(
-                "WITH ins AS ({insert}) UPDATE audit_head SET seq = ${}, hash = ${} WHERE id = 1",
-                n + 1,
-                n + 2
-            )
+        let columns = "seq, at, actor, action, object, details, prev_hash, hash";
+        let (sql, padding) = if merged {
+            let n = crate::rows::padded(chunk.len());
+            let values = crate::rows::values(
+                backend,
+                n,
+                8,
+                1,
+                &[
+                    "bigint", "bigint", "text", "text", "text", "text", "bytea", "bytea",
+                ],
+            );
+            let sql = format!(
+                "WITH ins AS (INSERT INTO audit_log ({columns}) SELECT {columns} \
+                 FROM (VALUES {values}) AS v ({columns}) WHERE seq IS NOT NULL) \
+                 UPDATE audit_head SET seq = ${}, hash = ${} WHERE id = 1",
+                n * 8 + 1,
+                n * 8 + 2
+            );
+            (sql, n - chunk.len())
         } else {
-            insert
+            let values = crate::rows::values(crate::Backend::Sqlite, chunk.len(), 8, 1, &[]);
+            (
+                format!("INSERT INTO audit_log ({columns}) VALUES {values}"),
+                0,
+            )
         };
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (seq, e, details, prev_hash, hash) in chunk {
@@ -112,6 +157,17 @@ pub(crate) async fn append(
                 .bind(details)
                 .bind(prev_hash)
                 .bind(hash);
+        }
+        for _ in 0..padding {
+            q = q
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<Vec<u8>>)
+                .bind(None::<Vec<u8>>);
         }
         if merged {
             q = q.bind(seq).bind(&prev);

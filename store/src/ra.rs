@@ -14,6 +14,10 @@ use crate::audit::{self, AuditEvent};
 use crate::status;
 use crate::{Backend, CertificateRecord, Intent, Result, Store, Tx, now_secs, rows};
 
+/// Bound parameters in a statement that takes a whole group at once, well
+/// under PostgreSQL's 65,535: a larger group goes through the chunked path.
+const ONE_STATEMENT_PARAMS: usize = 30_000;
+
 /// RFC 5280 reason `superseded`.
 const SUPERSEDED: i64 = 4;
 
@@ -225,6 +229,15 @@ impl Store {
         lease_secs: i64,
         intents: &[Intent],
     ) -> Result<(Vec<Claim>, Vec<bool>)> {
+        if self.backend() == Backend::Postgres
+            && !claims.is_empty()
+            && !intents.is_empty()
+            && claims.len() * 5 + intents.len() * 11 <= ONE_STATEMENT_PARAMS
+        {
+            return self
+                .claim_jobs_recording_pg(claims, owner, lease_secs, intents)
+                .await;
+        }
         let mut tx = self.pool.begin().await?;
         let claimed = self
             .claim_jobs_in(&mut tx, claims, owner, lease_secs)
@@ -287,45 +300,138 @@ impl Store {
                 new.insert(r.try_get::<String, _>("job")?);
             }
         }
-        // The first claim of a job inserted here is new; any other is existing.
-        let mut out: Vec<Option<Claim>> = claims
-            .iter()
-            .map(|c| new.remove(&c.job).then_some(Claim::New))
-            .collect();
-        let existing: Vec<&str> = claims
-            .iter()
-            .zip(&out)
-            .filter(|(_, o)| o.is_none())
-            .map(|(c, _)| c.job.as_str())
-            .collect();
-        let mut rows_by_job = std::collections::HashMap::new();
-        for chunk in existing.chunks(rows::CHUNK) {
-            let sql = format!(
-                concat!(
-                    "SELECT ",
-                    job_columns!(),
-                    " FROM card_jobs WHERE job IN ({})"
-                ),
-                rows::list(chunk.len(), 1)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for j in chunk {
-                q = q.bind(*j);
+        resolve_claims(tx, claims, new).await
+    }
+
+    /// [`Store::claim_jobs_recording`] on PostgreSQL: claims, intents and
+    /// pending rows in one statement, which commits on its own. Three round
+    /// trips fewer than a transaction around two statements, and PostgreSQL
+    /// makes a statement as atomic as a transaction: a job is still never
+    /// claimed without its intents. Rows another request made first are read
+    /// afterwards (they exist already, committed, and only ever move on).
+    async fn claim_jobs_recording_pg(
+        &self,
+        claims: &[JobClaim],
+        owner: &str,
+        lease_secs: i64,
+        intents: &[Intent],
+    ) -> Result<(Vec<Claim>, Vec<bool>)> {
+        const FIRST: usize = 5;
+        let (nc, ni) = (rows::padded(claims.len()), rows::padded(intents.len()));
+        let claim_values = rows::values(
+            Backend::Postgres,
+            nc,
+            5,
+            FIRST,
+            &["text", "bytea", "text", "text", "text"],
+        );
+        let intent_values = rows::values(
+            Backend::Postgres,
+            ni,
+            11,
+            FIRST + nc * 5,
+            &[
+                "text", "text", "text", "text", "text", "bigint", "bigint", "bytea", "bigint",
+                "text", "text",
+            ],
+        );
+        // An intent is recorded when it belongs to no job, or to a job this
+        // statement claimed.
+        let sql = format!(
+            "WITH c (job, body_hash, pinfl, document, district) AS (VALUES {claim_values}), \
+             claimed AS (INSERT INTO card_jobs (job, body_hash, pinfl, document, district, state, \
+               owner, lease_until, created_at) \
+               SELECT job, body_hash, pinfl, document, district, 'pending', $2, $3, $1 FROM c \
+               WHERE job IS NOT NULL ON CONFLICT (job) DO NOTHING RETURNING job), \
+             i (serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, crl_shard, \
+               job, job_role) AS (VALUES {intent_values}), \
+             ins AS (INSERT INTO certificates (serial, issuer, profile, subject, pinfl, not_before, \
+               not_after, tbs, crl_shard, job, job_role, status, created_at) \
+               SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, \
+               crl_shard, job, job_role, 'pending', $4 FROM i \
+               WHERE serial IS NOT NULL AND (i.job IS NULL OR i.job IN (SELECT job FROM claimed)) \
+               ON CONFLICT (job, job_role) DO NOTHING RETURNING serial), \
+             pend AS (INSERT INTO pending_certificates (serial, created_at) \
+               SELECT serial, $4 FROM ins RETURNING serial) \
+             SELECT 'job' AS kind, job AS name FROM claimed \
+             UNION ALL SELECT 'serial', serial FROM pend"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_micros())
+            .bind(owner)
+            .bind(now_secs() + lease_secs)
+            .bind(now_secs());
+        for c in claims {
+            q = q
+                .bind(&c.job)
+                .bind(&c.body_hash)
+                .bind(&c.pinfl)
+                .bind(&c.document)
+                .bind(&c.district);
+        }
+        for _ in claims.len()..nc {
+            q = q
+                .bind(None::<String>)
+                .bind(None::<Vec<u8>>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>);
+        }
+        for i in intents {
+            q = q
+                .bind(&i.serial)
+                .bind(&i.issuer)
+                .bind(&i.profile)
+                .bind(&i.subject)
+                .bind(i.pinfl.clone())
+                .bind(i.not_before)
+                .bind(i.not_after)
+                .bind(&i.tbs)
+                .bind(i.crl_shard)
+                .bind(i.job.as_ref().map(|j| j.job.clone()))
+                .bind(i.job.as_ref().map(|j| j.role.clone()));
+        }
+        for _ in intents.len()..ni {
+            q = q
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<Vec<u8>>)
+                .bind(None::<i64>)
+                .bind(None::<String>)
+                .bind(None::<String>);
+        }
+        let mut conn = self.pool.acquire().await?;
+        let rows = match q.fetch_all(&mut *conn).await {
+            Ok(rows) => rows,
+            Err(e) if crate::is_unique_violation(&e) => {
+                return Err(crate::StoreError::Conflict(format!(
+                    "a serial among {} intents is already used",
+                    intents.len()
+                )));
             }
-            for r in q.fetch_all(&mut **tx).await? {
-                let row = job_from_row(&r)?;
-                rows_by_job.insert(row.job.clone(), row);
+            Err(e) => return Err(e.into()),
+        };
+        let mut new = std::collections::HashSet::new();
+        let mut inserted = std::collections::HashSet::new();
+        for r in rows {
+            let name: String = r.try_get("name")?;
+            if r.try_get::<String, _>("kind")? == "job" {
+                new.insert(name);
+            } else {
+                inserted.insert(name);
             }
         }
-        for (c, o) in claims.iter().zip(out.iter_mut()) {
-            if o.is_none() {
-                let row = rows_by_job.get(&c.job).cloned().ok_or_else(|| {
-                    crate::StoreError::Conflict(format!("card job {} vanished", c.job))
-                })?;
-                *o = Some(Claim::Existing(row));
-            }
-        }
-        Ok(out.into_iter().map(|o| o.expect("filled")).collect())
+        let claimed = resolve_claims(&mut conn, claims, new).await?;
+        let recorded = intents
+            .iter()
+            .map(|i| inserted.contains(&i.serial))
+            .collect();
+        Ok((claimed, recorded))
     }
 
     /// Takes over a pending job whose lease ran out (its owner died or stalled).
@@ -419,14 +525,24 @@ impl Store {
         actor: &str,
     ) -> Result<Vec<Vec<String>>> {
         let mut tx = self.pool.begin().await?;
-        self.complete_issuance_in(&mut tx, issued).await?;
-        let (revoked, events) = self.finish_jobs_in(&mut tx, jobs, supersede, actor).await?;
+        let one_statement = self.backend() == Backend::Postgres
+            && !issued.is_empty()
+            && !jobs.is_empty()
+            && issued.len() * 2 + jobs.len() * 7 <= ONE_STATEMENT_PARAMS;
+        let (revoked, events, head) = if one_statement {
+            self.complete_finishing_pg(&mut tx, issued, jobs, supersede, actor)
+                .await?
+        } else {
+            self.complete_issuance_in(&mut tx, issued).await?;
+            let (revoked, events) = self.finish_jobs_in(&mut tx, jobs, supersede, actor).await?;
+            (revoked, events, None)
+        };
         let refs: Vec<&AuditEvent> = issued
             .iter()
             .map(|(_, _, e)| e)
             .chain(events.iter())
             .collect();
-        audit::append(self.backend(), &mut tx, &refs).await?;
+        audit::append_at(self.backend(), &mut tx, head, &refs).await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -475,7 +591,6 @@ impl Store {
             }
             q.execute(&mut **tx).await?;
         }
-        // Each person's current card before this call, then in job order.
         let mut current: std::collections::HashMap<String, String> = Default::default();
         let pinfls: Vec<&str> = {
             let mut seen = std::collections::HashSet::new();
@@ -497,15 +612,8 @@ impl Store {
                 current.insert(r.try_get("pinfl")?, r.try_get("job")?);
             }
         }
-        let mut replaced: Vec<Option<String>> = Vec::with_capacity(done.len());
-        let mut last: std::collections::HashMap<&str, &FinishedJob> = Default::default();
-        for j in &done {
-            let prev = current.insert(j.pinfl.clone(), j.job.clone());
-            replaced.push(prev.filter(|p| *p != j.job));
-            last.insert(j.pinfl.as_str(), j);
-        }
-        let finals: Vec<&&FinishedJob> = last.values().collect();
-        for chunk in finals.chunks(rows::CHUNK) {
+        let (replaced, last) = successions(&done, current);
+        for chunk in last.chunks(rows::CHUNK) {
             let sql = format!(
                 "INSERT INTO person_cards (pinfl, job, document, updated_at) VALUES {} \
                  ON CONFLICT (pinfl) DO UPDATE SET job = excluded.job, document = excluded.document, \
@@ -522,57 +630,143 @@ impl Store {
             }
             q.execute(&mut **tx).await?;
         }
-        // The superseded cards' certificates, all found and revoked at once.
-        let superseding: std::collections::HashMap<String, &str> = match supersede {
-            Supersede::Revoke => done
-                .iter()
-                .zip(replaced)
-                .filter_map(|(j, prev)| prev.map(|p| (p, j.job.as_str())))
-                .collect(),
-            Supersede::Keep => Default::default(),
-        };
-        let mut previous: std::collections::HashMap<String, String> = Default::default();
-        let prev_jobs: Vec<&String> = superseding.keys().collect();
-        for chunk in prev_jobs.chunks(rows::CHUNK) {
-            let sql = format!(
-                "SELECT serial, job FROM certificates WHERE job IN ({}) \
-                 AND status = 'issued' AND revocation <> 'revoked'",
-                rows::list(chunk.len(), 1)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for p in chunk {
-                q = q.bind(*p);
-            }
-            for r in q.fetch_all(&mut **tx).await? {
-                previous.insert(r.try_get("serial")?, r.try_get("job")?);
+        supersede_in(tx, jobs, &done, replaced, supersede, actor).await
+    }
+
+    /// [`Store::complete_issuance_finishing`] on PostgreSQL, up to the audit
+    /// append: the certificates stored, the jobs finished and counted, each
+    /// person's card read and replaced, and the audit head locked, in one
+    /// statement (one round trip where the general path takes six). The head
+    /// is locked last, after every row this transaction writes, as the
+    /// general path does, so two groups never wait on each other in a cycle
+    /// through it; people's cards are locked in PINFL order. Supersession, when
+    /// there is any, follows in its own statements. Returns the head with the
+    /// rest.
+    async fn complete_finishing_pg(
+        &self,
+        tx: &mut Tx<'_>,
+        issued: &[(String, Vec<u8>, AuditEvent)],
+        jobs: &[FinishedJob],
+        supersede: Supersede,
+        actor: &str,
+    ) -> Result<(Vec<Vec<String>>, Vec<AuditEvent>, Option<audit::Head>)> {
+        const FIRST: usize = 4;
+        // A job listed twice (two requests with one id in one group) is
+        // finished and counted once, as its first listing.
+        let mut seen = std::collections::HashSet::new();
+        let distinct: Vec<&FinishedJob> = jobs.iter().filter(|j| seen.insert(&j.job)).collect();
+        // Padding rows are all NULL, and a NULL serial or job matches nothing.
+        let (ni, nj) = (rows::padded(issued.len()), rows::padded(distinct.len()));
+        let certificate_values = rows::values(Backend::Postgres, ni, 2, FIRST, &["text", "bytea"]);
+        let job_values = rows::values(
+            Backend::Postgres,
+            nj,
+            7,
+            FIRST + ni * 2,
+            &["text", "text", "text", "text", "bigint", "bigint", "bigint"],
+        );
+        // The UNION's branches run in order, which orders the locks; the
+        // DELETE and the outcomes' INSERT take none another group waits for,
+        // and run at the end.
+        let sql = format!(
+            "WITH v (serial, der) AS (VALUES {certificate_values}), \
+             done AS (UPDATE certificates SET der = v.der, tbs = $2, status = 'issued', \
+               issued_at = $1 FROM v WHERE certificates.serial = v.serial \
+               AND certificates.status = 'pending' RETURNING certificates.serial), \
+             gone AS (DELETE FROM pending_certificates WHERE serial IN (SELECT serial FROM done)), \
+             j (job, pinfl, document, district, certificates, latency_us, ord) AS \
+               (VALUES {job_values}), \
+             fin AS (UPDATE card_jobs SET state = 'done', finished_at = $3 FROM j \
+               WHERE card_jobs.job = j.job AND card_jobs.state = 'pending' \
+               RETURNING card_jobs.job), \
+             counted AS (INSERT INTO card_outcomes (at, district, outcome, reason, certificates, \
+               latency_us) SELECT $3, district, 'issued', NULL, certificates, latency_us FROM j \
+               WHERE job IN (SELECT job FROM fin)), \
+             prev AS (SELECT pinfl, job FROM person_cards WHERE pinfl IN \
+               (SELECT pinfl FROM j WHERE job IN (SELECT job FROM fin)) ORDER BY pinfl FOR UPDATE), \
+             cards AS (INSERT INTO person_cards (pinfl, job, document, updated_at) \
+               SELECT DISTINCT ON (pinfl) pinfl, job, document, $1 FROM j \
+               WHERE job IN (SELECT job FROM fin) ORDER BY pinfl, ord DESC \
+               ON CONFLICT (pinfl) DO UPDATE SET job = excluded.job, \
+               document = excluded.document, updated_at = excluded.updated_at RETURNING pinfl), \
+             head AS (SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE) \
+             SELECT 'stored' AS kind, NULL::text AS a, NULL::text AS b, \
+               (SELECT count(*) FROM done) AS n, NULL::bytea AS h \
+             UNION ALL SELECT 'finished', job, NULL, NULL, NULL FROM fin \
+             UNION ALL SELECT 'current', pinfl, job, NULL, NULL FROM prev \
+             UNION ALL SELECT 'cards', NULL, NULL, count(*), NULL FROM cards \
+             UNION ALL SELECT 'head', NULL, NULL, seq, hash FROM head"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_secs())
+            .bind(Vec::<u8>::new())
+            .bind(now_micros());
+        for (serial, der, _) in issued {
+            q = q.bind(serial).bind(der);
+        }
+        for _ in issued.len()..ni {
+            q = q.bind(None::<String>).bind(None::<Vec<u8>>);
+        }
+        for (ord, j) in distinct.iter().enumerate() {
+            q = q
+                .bind(&j.job)
+                .bind(&j.pinfl)
+                .bind(&j.document)
+                .bind(&j.district)
+                .bind(j.certificates)
+                .bind(j.latency_us)
+                .bind(ord as i64);
+        }
+        for _ in distinct.len()..nj {
+            q = q
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<i64>);
+        }
+        let mut stored = 0;
+        let mut finishing = std::collections::HashSet::new();
+        let mut current: std::collections::HashMap<String, String> = Default::default();
+        let mut head = None;
+        for r in q.fetch_all(&mut **tx).await? {
+            let kind: String = r.try_get("kind")?;
+            match kind.as_str() {
+                "stored" => stored = r.try_get::<i64, _>("n")?,
+                "finished" => {
+                    finishing.insert(r.try_get::<String, _>("a")?);
+                }
+                "current" => {
+                    current.insert(r.try_get("a")?, r.try_get("b")?);
+                }
+                "head" => {
+                    head = Some(audit::Head {
+                        seq: r.try_get("n")?,
+                        hash: r.try_get("h")?,
+                    })
+                }
+                _ => {}
             }
         }
-        let serials: Vec<&str> = previous.keys().map(String::as_str).collect();
-        let revoked = status::revoke_many_in(tx, &serials, SUPERSEDED).await?;
-        let mut events = Vec::with_capacity(revoked.len());
-        let mut revoked_by_job: std::collections::HashMap<&str, Vec<String>> = Default::default();
-        for st in revoked {
-            let Some(prev) = previous.get(&st.serial) else {
-                continue;
-            };
-            let by = superseding[prev];
-            events.push(AuditEvent {
-                actor: actor.to_string(),
-                action: "certificate.revoke".into(),
-                object: st.serial.clone(),
-                details: serde_json::json!({
-                    "reason": "superseded",
-                    "card_job": prev,
-                    "superseded_by": by,
-                }),
-            });
-            revoked_by_job.entry(by).or_default().push(st.serial);
+        if stored != issued.len() as i64 {
+            return Err(crate::StoreError::Conflict(format!(
+                "{} of {} certificates are no longer pending issuance",
+                issued.len() as i64 - stored,
+                issued.len()
+            )));
         }
-        let revoked = jobs
-            .iter()
-            .map(|j| revoked_by_job.remove(j.job.as_str()).unwrap_or_default())
+        let head = head.ok_or_else(|| {
+            crate::StoreError::Conflict("the audit chain has no head".to_string())
+        })?;
+        let done: Vec<&FinishedJob> = distinct
+            .into_iter()
+            .filter(|j| finishing.contains(&j.job))
             .collect();
-        Ok((revoked, events))
+        let (replaced, _) = successions(&done, current);
+        let (revoked, events) = supersede_in(tx, jobs, &done, replaced, supersede, actor).await?;
+        Ok((revoked, events, Some(head)))
     }
 
     /// Counts a refused or failed request for the pilot report.
@@ -665,11 +859,14 @@ impl Store {
             let sql = format!(
                 "SELECT pinfl, surname, given_name, patronymic, birth_date, deceased_on \
                  FROM population_registry WHERE pinfl IN ({})",
-                rows::list(chunk.len(), 1)
+                rows::list(rows::padded(chunk.len()), 1)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for p in chunk {
                 q = q.bind(*p);
+            }
+            for _ in chunk.len()..rows::padded(chunk.len()) {
+                q = q.bind(None::<String>);
             }
             for r in q.fetch_all(&self.pool).await? {
                 people.push(RegistryPerson {
@@ -729,4 +926,134 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Each claim, in order: the first claim of a job in `new` (inserted by this
+/// call) is ours; any other is the row that already exists, read here.
+async fn resolve_claims(
+    conn: &mut sqlx::AnyConnection,
+    claims: &[JobClaim],
+    mut new: std::collections::HashSet<String>,
+) -> Result<Vec<Claim>> {
+    // The first claim of a job inserted here is new; any other is existing.
+    let mut out: Vec<Option<Claim>> = claims
+        .iter()
+        .map(|c| new.remove(&c.job).then_some(Claim::New))
+        .collect();
+    let existing: Vec<&str> = claims
+        .iter()
+        .zip(&out)
+        .filter(|(_, o)| o.is_none())
+        .map(|(c, _)| c.job.as_str())
+        .collect();
+    let mut rows_by_job = std::collections::HashMap::new();
+    for chunk in existing.chunks(rows::CHUNK) {
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM card_jobs WHERE job IN ({})"
+            ),
+            rows::list(chunk.len(), 1)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for j in chunk {
+            q = q.bind(*j);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let row = job_from_row(&r)?;
+            rows_by_job.insert(row.job.clone(), row);
+        }
+    }
+    for (c, o) in claims.iter().zip(out.iter_mut()) {
+        if o.is_none() {
+            let row = rows_by_job.get(&c.job).cloned().ok_or_else(|| {
+                crate::StoreError::Conflict(format!("card job {} vanished", c.job))
+            })?;
+            *o = Some(Claim::Existing(row));
+        }
+    }
+    Ok(out.into_iter().map(|o| o.expect("filled")).collect())
+}
+
+/// For finished jobs in order, given each person's card before them: the job
+/// each one replaced (none for a first card, or a job finished again), and each
+/// person's last job, which becomes their card.
+fn successions<'a>(
+    done: &[&'a FinishedJob],
+    mut current: std::collections::HashMap<String, String>,
+) -> (Vec<Option<String>>, Vec<&'a FinishedJob>) {
+    let mut replaced = Vec::with_capacity(done.len());
+    let mut last: std::collections::HashMap<&str, &FinishedJob> = Default::default();
+    for j in done {
+        let prev = current.insert(j.pinfl.clone(), j.job.clone());
+        replaced.push(prev.filter(|p| *p != j.job));
+        last.insert(j.pinfl.as_str(), j);
+    }
+    (replaced, last.into_values().collect())
+}
+
+/// Revokes (`superseded`) the certificates of the cards `done` replaced, when
+/// `supersede` says so. Returns the serials revoked per job of `jobs`, and
+/// their audit entries.
+async fn supersede_in(
+    tx: &mut Tx<'_>,
+    jobs: &[FinishedJob],
+    done: &[&FinishedJob],
+    replaced: Vec<Option<String>>,
+    supersede: Supersede,
+    actor: &str,
+) -> Result<(Vec<Vec<String>>, Vec<AuditEvent>)> {
+    let superseding: std::collections::HashMap<String, &str> = match supersede {
+        Supersede::Revoke => done
+            .iter()
+            .zip(replaced)
+            .filter_map(|(j, prev)| prev.map(|p| (p, j.job.as_str())))
+            .collect(),
+        Supersede::Keep => Default::default(),
+    };
+    let mut previous: std::collections::HashMap<String, String> = Default::default();
+    let prev_jobs: Vec<&String> = superseding.keys().collect();
+    for chunk in prev_jobs.chunks(rows::CHUNK) {
+        let sql = format!(
+            "SELECT serial, job FROM certificates WHERE job IN ({}) \
+             AND status = 'issued' AND revocation <> 'revoked'",
+            rows::list(chunk.len(), 1)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for p in chunk {
+            q = q.bind(*p);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            previous.insert(r.try_get("serial")?, r.try_get("job")?);
+        }
+    }
+    let serials: Vec<&str> = previous.keys().map(String::as_str).collect();
+    let revoked = status::revoke_many_in(tx, &serials, SUPERSEDED).await?;
+    let mut events = Vec::with_capacity(revoked.len());
+    let mut revoked_by_job: std::collections::HashMap<&str, Vec<String>> = Default::default();
+    for st in revoked {
+        let Some((prev, by)) = previous
+            .get(&st.serial)
+            .and_then(|p| superseding.get(p).map(|by| (p, *by)))
+        else {
+            continue;
+        };
+        events.push(AuditEvent {
+            actor: actor.to_string(),
+            action: "certificate.revoke".into(),
+            object: st.serial.clone(),
+            details: serde_json::json!({
+                "reason": "superseded",
+                "card_job": prev,
+                "superseded_by": by,
+            }),
+        });
+        revoked_by_job.entry(by).or_default().push(st.serial);
+    }
+    let revoked = jobs
+        .iter()
+        .map(|j| revoked_by_job.remove(j.job.as_str()).unwrap_or_default())
+        .collect();
+    Ok((revoked, events))
 }
