@@ -52,6 +52,12 @@ pub trait KeySigner: Send + Sync {
     /// Signs `message` (hashing it as the scheme requires) and returns the signature
     /// in its X.509 encoding: a DER `Ecdsa-Sig-Value` for ECDSA, the raw block for RSA.
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>>;
+    /// How many signatures this key makes at once at best: a caller with
+    /// many to make splits them into this many sequential lanes rather than
+    /// one task each, which would only queue for the same sessions.
+    fn parallelism(&self) -> usize {
+        1
+    }
 }
 
 /// Where keys live. Generation happens inside the store; keys never leave it.

@@ -490,6 +490,10 @@ impl KeySigner for Pkcs11Key {
     fn public_key(&self) -> &SubjectPublicKeyInfoOwned {
         &self.spki
     }
+    /// One signature per pooled session at a time.
+    fn parallelism(&self) -> usize {
+        self.pool.slots.len()
+    }
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
         let (mechanism, input): (Mechanism, Vec<u8>) = match self.spec {
             KeySpec::EcdsaP256 => (Mechanism::Ecdsa, sha2::Sha256::digest(message).to_vec()),

@@ -121,6 +121,10 @@ impl KeySigner for SoftwareKey {
     fn public_key(&self) -> &SubjectPublicKeyInfoOwned {
         &self.spki
     }
+    /// Signing is computation: one lane per core.
+    fn parallelism(&self) -> usize {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
         match &self.material {
             Material::Ecdsa(kp) => Ok(kp
