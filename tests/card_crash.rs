@@ -148,6 +148,10 @@ fn kill_mid_batch(db: Db) {
         "0"
     );
     assert!(env.ok(&["audit", "verify"]).contains("intact"));
+    if db == Db::Postgres {
+        // Finishing a job changes no indexed column (migration 0009).
+        env.updates_are_hot("card_jobs", CARDS as i64);
+    }
 }
 
 both_databases! {

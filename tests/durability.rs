@@ -112,37 +112,9 @@ fn kill_during_issuance(db: Db) {
         "{entries} for {total} certificates"
     );
     if db == Db::Postgres {
-        every_completion_is_hot(&env, total);
-    }
-}
-
-/// Storing a signed certificate changes no indexed column and finds room on
-/// its page, so PostgreSQL updates it in place (HOT): no second index entry.
-/// Statistics arrive when the server processes flush them (at the latest when
-/// they exit), hence the wait.
-fn every_completion_is_hot(env: &Env, certificates: i64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let counts = env.sql(
-            "SELECT n_tup_upd || '/' || n_tup_hot_upd FROM pg_stat_user_tables \
-             WHERE relname = 'certificates'",
-        );
-        let (updated, hot) = counts[0].split_once('/').expect("two counts");
-        let (updated, hot): (i64, i64) = (updated.parse().unwrap(), hot.parse().unwrap());
-        if updated >= certificates || Instant::now() > deadline {
-            assert!(
-                updated >= certificates,
-                "{updated} updates counted for {certificates} certificates"
-            );
-            // Versions left by the killed transactions can crowd a page, so
-            // not every single update must be HOT; without the design, none is.
-            assert!(
-                hot * 10 >= updated * 9,
-                "only {hot} of {updated} certificate updates were HOT"
-            );
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        // Storing a signed certificate changes no indexed column and finds
+        // room on its page: an update in place (HOT), no second index entry.
+        env.updates_are_hot("certificates", total);
     }
 }
 

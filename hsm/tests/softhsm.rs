@@ -18,6 +18,23 @@ use muhr_hsm::{HsmError, KeySpec, KeyStore};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
+fn config(
+    token_label: &str,
+    pin: &str,
+    sessions: usize,
+    copy_keys_to_session: bool,
+    key_recheck: Duration,
+) -> Pkcs11Config {
+    Pkcs11Config {
+        module: MODULE.into(),
+        token_label: token_label.into(),
+        pin: zeroize::Zeroizing::new(pin.into()),
+        sessions,
+        copy_keys_to_session,
+        key_recheck,
+    }
+}
+
 #[test]
 fn every_key_kind_in_softhsm() {
     assert!(
@@ -58,27 +75,25 @@ fn every_key_kind_in_softhsm() {
     // SAFETY: single-threaded at this point; the only test in this binary.
     unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
 
-    let wrong = Pkcs11Store::new(Pkcs11Config {
-        module: MODULE.into(),
-        token_label: "hsm-test".into(),
-        pin: zeroize::Zeroizing::new("000000".into()),
-        sessions: 2,
-        copy_keys_to_session: true,
-        key_recheck: std::time::Duration::from_secs(30),
-    });
+    let wrong = Pkcs11Store::new(config(
+        "hsm-test",
+        "000000",
+        2,
+        true,
+        Duration::from_secs(30),
+    ));
     let err = wrong.err().expect("a wrong PIN is refused").to_string();
     assert!(
         err.contains("PIN refused") && !err.contains("000000"),
         "{err}"
     );
-    let missing = Pkcs11Store::new(Pkcs11Config {
-        module: MODULE.into(),
-        token_label: "no-such-token".into(),
-        pin: zeroize::Zeroizing::new("123456".into()),
-        sessions: 2,
-        copy_keys_to_session: true,
-        key_recheck: std::time::Duration::from_secs(30),
-    });
+    let missing = Pkcs11Store::new(config(
+        "no-such-token",
+        "123456",
+        2,
+        true,
+        Duration::from_secs(30),
+    ));
     assert!(
         missing
             .err()
@@ -87,14 +102,13 @@ fn every_key_kind_in_softhsm() {
             .contains("no initialised PKCS#11 token labelled \"no-such-token\"")
     );
 
-    let store = Pkcs11Store::new(Pkcs11Config {
-        module: MODULE.into(),
-        token_label: "hsm-test".into(),
-        pin: zeroize::Zeroizing::new("123456".into()),
-        sessions: 3,
-        copy_keys_to_session: true,
-        key_recheck: std::time::Duration::from_secs(30),
-    })
+    let store = Pkcs11Store::new(config(
+        "hsm-test",
+        "123456",
+        3,
+        true,
+        Duration::from_secs(30),
+    ))
     .unwrap();
     for (label, spec) in [
         ("p256", KeySpec::EcdsaP256),
@@ -155,14 +169,13 @@ fn every_key_kind_in_softhsm() {
     });
 
     // The same keys through a store that signs with the token objects.
-    let direct = Pkcs11Store::new(Pkcs11Config {
-        module: MODULE.into(),
-        token_label: "hsm-test".into(),
-        pin: zeroize::Zeroizing::new("123456".into()),
-        sessions: 2,
-        copy_keys_to_session: false,
-        key_recheck: Duration::from_secs(30),
-    })
+    let direct = Pkcs11Store::new(config(
+        "hsm-test",
+        "123456",
+        2,
+        false,
+        Duration::from_secs(30),
+    ))
     .unwrap();
     for (label, spec) in [
         ("p256", KeySpec::EcdsaP256),
@@ -180,15 +193,7 @@ fn every_key_kind_in_softhsm() {
     }
 
     // A session copy does not outlive the key in the token.
-    let watchful = Pkcs11Store::new(Pkcs11Config {
-        module: MODULE.into(),
-        token_label: "hsm-test".into(),
-        pin: zeroize::Zeroizing::new("123456".into()),
-        sessions: 1,
-        copy_keys_to_session: true,
-        key_recheck: Duration::ZERO,
-    })
-    .unwrap();
+    let watchful = Pkcs11Store::new(config("hsm-test", "123456", 1, true, Duration::ZERO)).unwrap();
     let doomed = watchful.generate("doomed", KeySpec::EcdsaP256).unwrap();
     let sig = doomed.sign(b"before").unwrap();
     verify_signature(

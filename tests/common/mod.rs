@@ -300,6 +300,37 @@ impl Env {
     }
 
     /// Runs a query against this environment's database; returns the first column of each row as text.
+    /// PostgreSQL only: at least `at_least` updates of `table` are counted,
+    /// and nine in ten or more were HOT (in place, no new index entries).
+    /// Statistics arrive when the server processes flush them (at the
+    /// latest when they exit), hence the wait. Versions left by killed
+    /// transactions can crowd a page, so not every update must be HOT; where
+    /// an update touches an indexed column, none is.
+    pub fn updates_are_hot(&self, table: &str, at_least: i64) {
+        assert_eq!(self.db, Db::Postgres, "HOT updates are PostgreSQL's");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let counts = self.sql(&format!(
+                "SELECT n_tup_upd || '/' || n_tup_hot_upd FROM pg_stat_user_tables \
+                 WHERE relname = '{table}'"
+            ));
+            let (updated, hot) = counts[0].split_once('/').expect("two counts");
+            let (updated, hot): (i64, i64) = (updated.parse().unwrap(), hot.parse().unwrap());
+            if updated >= at_least || Instant::now() > deadline {
+                assert!(
+                    updated >= at_least,
+                    "{updated} updates of {table} counted, {at_least} expected"
+                );
+                assert!(
+                    hot * 10 >= updated * 9,
+                    "only {hot} of {updated} updates of {table} were HOT"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn sql(&self, query: &str) -> Vec<String> {
         let url = if self.db == Db::Sqlite {
             format!("{}?mode=rw", self.db_url)
