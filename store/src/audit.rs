@@ -61,6 +61,11 @@ pub(crate) async fn append(
     append_at(backend, tx, None, events).await
 }
 
+/// An entry's column types, for VALUES lists on PostgreSQL.
+const AUDIT_CASTS: &[&str] = &[
+    "bigint", "bigint", "text", "text", "text", "text", "bytea", "bytea",
+];
+
 /// The chain's head as a transaction that holds its lock read it.
 #[derive(Clone, Debug)]
 pub(crate) struct Head {
@@ -122,15 +127,7 @@ pub(crate) async fn append_at(
         let columns = "seq, at, actor, action, object, details, prev_hash, hash";
         let (sql, padding) = if merged {
             let n = crate::rows::padded(chunk.len());
-            let values = crate::rows::values(
-                backend,
-                n,
-                8,
-                1,
-                &[
-                    "bigint", "bigint", "text", "text", "text", "text", "bytea", "bytea",
-                ],
-            );
+            let values = crate::rows::values(backend, n, 8, 1, AUDIT_CASTS);
             let sql = format!(
                 "WITH ins AS (INSERT INTO audit_log ({columns}) SELECT {columns} \
                  FROM (VALUES {values}) AS v ({columns}) WHERE seq IS NOT NULL) \
@@ -158,17 +155,7 @@ pub(crate) async fn append_at(
                 .bind(prev_hash)
                 .bind(hash);
         }
-        for _ in 0..padding {
-            q = q
-                .bind(None::<i64>)
-                .bind(None::<i64>)
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<Vec<u8>>)
-                .bind(None::<Vec<u8>>);
-        }
+        q = crate::rows::bind_nulls(q, padding, AUDIT_CASTS);
         if merged {
             q = q.bind(seq).bind(&prev);
         }

@@ -228,16 +228,7 @@ impl Store {
                  SELECT column1, column2, column3, column4, column5, column6, column7, column8, \
                  column9, column10, column11, 'pending', $1 FROM (VALUES {}) AS v WHERE true \
                  ON CONFLICT (job, job_role) DO NOTHING RETURNING serial",
-                rows::values(
-                    self.backend,
-                    chunk.len(),
-                    11,
-                    2,
-                    &[
-                        "text", "text", "text", "text", "text", "bigint", "bigint", "bytea",
-                        "bigint", "text", "text"
-                    ],
-                )
+                rows::values(self.backend, chunk.len(), 11, 2, INTENT_CASTS,)
             );
             // PostgreSQL writes the pending rows in the same statement (one
             // round trip); SQLite, in process, in a second one.
@@ -250,18 +241,7 @@ impl Store {
             };
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
             for i in chunk {
-                q = q
-                    .bind(&i.serial)
-                    .bind(&i.issuer)
-                    .bind(&i.profile)
-                    .bind(&i.subject)
-                    .bind(i.pinfl.clone())
-                    .bind(i.not_before)
-                    .bind(i.not_after)
-                    .bind(&i.tbs)
-                    .bind(i.crl_shard)
-                    .bind(i.job.as_ref().map(|j| j.job.clone()))
-                    .bind(i.job.as_ref().map(|j| j.role.clone()));
+                q = bind_intent(q, i);
             }
             match q.fetch_all(&mut **tx).await {
                 Ok(rows) => {
@@ -489,6 +469,28 @@ impl Store {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
+
+/// The types of an intent's columns as [`bind_intent`] binds them, for
+/// VALUES lists on PostgreSQL.
+pub(crate) const INTENT_CASTS: &[&str] = &[
+    "text", "text", "text", "text", "text", "bigint", "bigint", "bytea", "bigint", "text", "text",
+];
+
+/// Binds an intent's columns: serial, issuer, profile, subject, pinfl,
+/// not_before, not_after, tbs, crl_shard, job, job_role.
+pub(crate) fn bind_intent<'q>(q: rows::Query<'q>, i: &'q Intent) -> rows::Query<'q> {
+    q.bind(&i.serial)
+        .bind(&i.issuer)
+        .bind(&i.profile)
+        .bind(&i.subject)
+        .bind(i.pinfl.clone())
+        .bind(i.not_before)
+        .bind(i.not_after)
+        .bind(&i.tbs)
+        .bind(i.crl_shard)
+        .bind(i.job.as_ref().map(|j| j.job.clone()))
+        .bind(i.job.as_ref().map(|j| j.role.clone()))
 }
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {

@@ -18,6 +18,14 @@ use crate::{Backend, CertificateRecord, Intent, Result, Store, Tx, now_secs, row
 /// under PostgreSQL's 65,535: a larger group goes through the chunked path.
 const ONE_STATEMENT_PARAMS: usize = 30_000;
 
+/// Column types of the group statements' VALUES lists on PostgreSQL: a job
+/// claimed (job, body_hash, pinfl, document, district), a certificate stored
+/// (serial, der), a job finished (job, pinfl, document, district,
+/// certificates, latency_us, ord).
+const CLAIM_CASTS: &[&str] = &["text", "bytea", "text", "text", "text"];
+const STORED_CASTS: &[&str] = &["text", "bytea"];
+const FINISHED_CASTS: &[&str] = &["text", "text", "text", "text", "bigint", "bigint", "bigint"];
+
 /// RFC 5280 reason `superseded`.
 const SUPERSEDED: i64 = 4;
 
@@ -318,22 +326,13 @@ impl Store {
     ) -> Result<(Vec<Claim>, Vec<bool>)> {
         const FIRST: usize = 5;
         let (nc, ni) = (rows::padded(claims.len()), rows::padded(intents.len()));
-        let claim_values = rows::values(
-            Backend::Postgres,
-            nc,
-            5,
-            FIRST,
-            &["text", "bytea", "text", "text", "text"],
-        );
+        let claim_values = rows::values(Backend::Postgres, nc, 5, FIRST, CLAIM_CASTS);
         let intent_values = rows::values(
             Backend::Postgres,
             ni,
             11,
             FIRST + nc * 5,
-            &[
-                "text", "text", "text", "text", "text", "bigint", "bigint", "bytea", "bigint",
-                "text", "text",
-            ],
+            crate::INTENT_CASTS,
         );
         // An intent is recorded when it belongs to no job, or to a job this
         // statement claimed.
@@ -369,42 +368,11 @@ impl Store {
                 .bind(&c.document)
                 .bind(&c.district);
         }
-        for _ in claims.len()..nc {
-            q = q
-                .bind(None::<String>)
-                .bind(None::<Vec<u8>>)
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<String>);
-        }
+        q = rows::bind_nulls(q, nc - claims.len(), CLAIM_CASTS);
         for i in intents {
-            q = q
-                .bind(&i.serial)
-                .bind(&i.issuer)
-                .bind(&i.profile)
-                .bind(&i.subject)
-                .bind(i.pinfl.clone())
-                .bind(i.not_before)
-                .bind(i.not_after)
-                .bind(&i.tbs)
-                .bind(i.crl_shard)
-                .bind(i.job.as_ref().map(|j| j.job.clone()))
-                .bind(i.job.as_ref().map(|j| j.role.clone()));
+            q = crate::bind_intent(q, i);
         }
-        for _ in intents.len()..ni {
-            q = q
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<i64>)
-                .bind(None::<i64>)
-                .bind(None::<Vec<u8>>)
-                .bind(None::<i64>)
-                .bind(None::<String>)
-                .bind(None::<String>);
-        }
+        q = rows::bind_nulls(q, ni - intents.len(), crate::INTENT_CASTS);
         let mut conn = self.pool.acquire().await?;
         let rows = match q.fetch_all(&mut *conn).await {
             Ok(rows) => rows,
@@ -657,14 +625,8 @@ impl Store {
         let distinct: Vec<&FinishedJob> = jobs.iter().filter(|j| seen.insert(&j.job)).collect();
         // Padding rows are all NULL, and a NULL serial or job matches nothing.
         let (ni, nj) = (rows::padded(issued.len()), rows::padded(distinct.len()));
-        let certificate_values = rows::values(Backend::Postgres, ni, 2, FIRST, &["text", "bytea"]);
-        let job_values = rows::values(
-            Backend::Postgres,
-            nj,
-            7,
-            FIRST + ni * 2,
-            &["text", "text", "text", "text", "bigint", "bigint", "bigint"],
-        );
+        let certificate_values = rows::values(Backend::Postgres, ni, 2, FIRST, STORED_CASTS);
+        let job_values = rows::values(Backend::Postgres, nj, 7, FIRST + ni * 2, FINISHED_CASTS);
         // The UNION's branches run in order, which orders the locks; the
         // DELETE and the outcomes' INSERT take none another group waits for,
         // and run at the end.
@@ -704,9 +666,7 @@ impl Store {
         for (serial, der, _) in issued {
             q = q.bind(serial).bind(der);
         }
-        for _ in issued.len()..ni {
-            q = q.bind(None::<String>).bind(None::<Vec<u8>>);
-        }
+        q = rows::bind_nulls(q, ni - issued.len(), STORED_CASTS);
         for (ord, j) in distinct.iter().enumerate() {
             q = q
                 .bind(&j.job)
@@ -717,16 +677,7 @@ impl Store {
                 .bind(j.latency_us)
                 .bind(ord as i64);
         }
-        for _ in distinct.len()..nj {
-            q = q
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<i64>)
-                .bind(None::<i64>)
-                .bind(None::<i64>);
-        }
+        q = rows::bind_nulls(q, nj - distinct.len(), FINISHED_CASTS);
         let mut stored = 0;
         let mut finishing = std::collections::HashSet::new();
         let mut current: std::collections::HashMap<String, String> = Default::default();
@@ -865,9 +816,7 @@ impl Store {
             for p in chunk {
                 q = q.bind(*p);
             }
-            for _ in chunk.len()..rows::padded(chunk.len()) {
-                q = q.bind(None::<String>);
-            }
+            q = rows::bind_nulls(q, rows::padded(chunk.len()) - chunk.len(), &["text"]);
             for r in q.fetch_all(&self.pool).await? {
                 people.push(RegistryPerson {
                     pinfl: r.try_get("pinfl")?,

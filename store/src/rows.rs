@@ -54,6 +54,23 @@ pub(crate) fn padded(n: usize) -> usize {
     n.max(1).next_power_of_two()
 }
 
+pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds `rows` padding rows (see [`padded`]) of NULLs, each typed as
+/// `casts` types its column (text where it says nothing).
+pub(crate) fn bind_nulls<'q>(mut q: Query<'q>, rows: usize, casts: &[&str]) -> Query<'q> {
+    for _ in 0..rows {
+        for cast in casts {
+            q = match *cast {
+                "bytea" => q.bind(None::<Vec<u8>>),
+                "bigint" => q.bind(None::<i64>),
+                _ => q.bind(None::<String>),
+            };
+        }
+    }
+    q
+}
+
 /// `$first, $first+1, ...` for an IN list.
 pub(crate) fn list(n: usize, first: usize) -> String {
     (first..first + n)
