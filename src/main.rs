@@ -6,6 +6,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod app;
+mod approval_cli;
 mod bench;
 mod bench_http;
 mod bench_login;
@@ -96,17 +97,43 @@ enum Command {
         command: CertCommand,
     },
     /// Revoke a certificate (final). SERIAL in hex as OpenSSL prints it.
+    /// A CA certificate is only requested here, by an operator: a second
+    /// operator's `muhr approve` carries it out.
     Revoke {
         serial: String,
         /// RFC 5280 reason name: keyCompromise, affiliationChanged, superseded,
         /// cessationOfOperation, privilegeWithdrawn, unspecified, cACompromise (CA certificates).
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        operator: OperatorArgs,
     },
     /// Suspend a certificate (certificateHold): lost card, suspected compromise.
-    Suspend { serial: String },
-    /// Restore a suspended certificate.
-    Restore { serial: String },
+    /// A CA certificate needs dual control, as for revoke.
+    Suspend {
+        serial: String,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Restore a suspended certificate. A CA certificate needs dual control,
+    /// as for revoke.
+    Restore {
+        serial: String,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Approve, as a second operator, an act another operator requested
+    /// (a CA certificate's suspension, restoration or revocation); the act
+    /// is carried out at once.
+    Approve {
+        /// The request's id, as its requester was told.
+        id: String,
+        #[arg(long)]
+        operator_p12: PathBuf,
+        /// File holding the PKCS#12 password; without it, it is asked for.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
     /// Generate the CRLs now and write them to files.
     Crl {
         /// Directory for the DER files (default: DATA/crl).
@@ -157,6 +184,17 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+}
+
+/// Who requests an act under dual control (CA certificates only).
+#[derive(Args)]
+struct OperatorArgs {
+    /// The requesting operator's credential (`muhr client add --role operator`).
+    #[arg(long)]
+    operator_p12: Option<PathBuf>,
+    /// File holding that PKCS#12's password; without it, it is asked for.
+    #[arg(long, requires = "operator_p12")]
+    password_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -439,26 +477,50 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => commands::audit_verify(&app).await,
-        Command::Revoke { serial, reason } => {
+        Command::Revoke {
+            serial,
+            reason,
+            operator,
+        } => {
             let reason: muhr_ca::revocation::Reason = reason
                 .parse()
                 .map_err(|e| Fail::invalid(format!("refused: reason: {e}")))?;
-            commands::change_status(
-                &app,
-                &serial,
-                muhr_store::Transition::Revoke {
-                    reason: reason.code(),
-                },
-            )
-            .await
+            let t = muhr_store::Transition::Revoke {
+                reason: reason.code(),
+            };
+            status_change(&app, &serial, t, operator).await
         }
-        Command::Suspend { serial } => {
-            commands::change_status(&app, &serial, muhr_store::Transition::Suspend).await
+        Command::Suspend { serial, operator } => {
+            status_change(&app, &serial, muhr_store::Transition::Suspend, operator).await
         }
-        Command::Restore { serial } => {
-            commands::change_status(&app, &serial, muhr_store::Transition::Restore).await
+        Command::Restore { serial, operator } => {
+            status_change(&app, &serial, muhr_store::Transition::Restore, operator).await
         }
+        Command::Approve {
+            id,
+            operator_p12,
+            password_file,
+        } => approval_cli::approve(&app, &id, &operator_p12, password_file.as_deref()).await,
         Command::Crl { out, delta } => commands::crl(&app, out.as_deref(), delta).await,
         Command::Bench { command } => bench::run(&app, command).await,
+    }
+}
+
+/// An end-entity certificate's status changes at once; with an operator's
+/// credential, the change is a dual-control request instead (CA
+/// certificates, which refuse the direct path).
+async fn status_change(
+    app: &app::App,
+    serial: &str,
+    t: muhr_store::Transition,
+    operator: OperatorArgs,
+) -> Result<(), Fail> {
+    let serial = muhr_ca::serial::normalize_hex(serial)
+        .map_err(|e| Fail::invalid(format!("refused: serial: {e}")))?;
+    match operator.operator_p12 {
+        Some(p12) => {
+            approval_cli::request(app, &serial, t, &p12, operator.password_file.as_deref()).await
+        }
+        None => commands::change_status(app, &serial, t).await,
     }
 }

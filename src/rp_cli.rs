@@ -147,14 +147,18 @@ pub async fn verify(
                 println!("pinfl         {p}");
             }
             println!("status now    {}", s.status_now);
-            println!("at signing    {}", s.status_at);
         }
-        match verdict.signing_time {
+        println!(
+            "judged at     {} ({})",
+            crate::commands::date(verdict.judged_at),
+            verdict.judged_at_why
+        );
+        match verdict.claimed_signing_time {
             Some(t) => println!(
-                "signing time  {} (claimed by the signer)",
+                "signing time  {} (claimed by the signer, not proven)",
                 crate::commands::date(t)
             ),
-            None => println!("signing time  none given"),
+            None => println!("signing time  none claimed"),
         }
     }
     if verdict.valid {

@@ -217,6 +217,77 @@ fn development_default_needs_no_configuration() {
     ]);
 }
 
+/// The 1970 floor, end to end: people born in every decade the PINFL
+/// encodes, leap days included, with Uzbek Latin (ʻ ʼ) and Cyrillic names,
+/// get their certificate from `muhr issue`, carrying their own PINFL.
+fn births_across_a_century(db: Db) {
+    let env = Env::new(db, Keys::Software);
+    env.init();
+    let csr = env.csr("k", "ec");
+    let people = [
+        ("31505651260019", "OʻKTAMOV", "Gʻayrat", "Toʻlqin oʻgʻli"),
+        ("42902481260013", "ХОДЖАЕВА", "Мукаррам", "Асадовна"),
+        (
+            &*pinfl("3010125172626"),
+            "RASHIDOV",
+            "Sharof",
+            "Ra'shid o'g'li",
+        ),
+        (
+            &*pinfl("3311269401012"),
+            "NAZARBEKOV",
+            "Ulugʻbek",
+            "Zokirovich",
+        ),
+        (
+            &*pinfl("4311299703005"),
+            "SAIDOVA",
+            "Dilnozaxon",
+            "Shavkat qizi",
+        ),
+        (
+            &*pinfl("5010100172600"),
+            "ABDULLAYEV",
+            "Amir",
+            "Sanjarovich",
+        ),
+        (
+            &*pinfl("6290200264001"),
+            "QODIROVA",
+            "Mohinur",
+            "Baxtiyor qizi",
+        ),
+        (
+            &*pinfl("5290224730019"),
+            "TOʻRAYEV",
+            "Alisher",
+            "Bahodirovich",
+        ),
+    ]
+    .map(|(p, s, g, m)| (p.to_string(), s, g, m));
+    for (i, (pinfl, surname, given, patronymic)) in people.iter().enumerate() {
+        let subject = serde_json::json!({
+            "pinfl": pinfl, "surname": surname, "given_name": given, "patronymic": patronymic,
+        })
+        .to_string();
+        let pem = env.issue("individual-sign", &csr, &subject, &format!("p{i}"));
+        let text = openssl(&[
+            "x509",
+            "-in",
+            pem.to_str().unwrap(),
+            "-noout",
+            "-subject",
+            "-nameopt",
+            "utf8,sep_comma_plus",
+        ]);
+        assert!(
+            text.contains(&format!("PNOUZ-{pinfl}")) && text.contains(surname),
+            "{pinfl}: {text}"
+        );
+    }
+}
+
 both_databases! {
+    people_born_from_the_1920s_to_the_2020s_are_issued => births_across_a_century;
     issue_and_verify_with_openssl => issue_and_verify;
 }

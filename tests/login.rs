@@ -528,7 +528,8 @@ fn login_and_verify(db: Db) {
     assert_eq!(v["valid"], true, "{v}");
     assert_eq!(v["signer"]["identity"]["pinfl"], me.as_str());
     assert_eq!(v["signer"]["status_now"], "good");
-    assert!(v["signing_time"].is_i64(), "{v}");
+    assert!(v["claimed_signing_time"].is_i64(), "{v}");
+    assert_eq!(v["judged_at_source"], "verification_time", "{v}");
     let v = verify_call(
         port,
         &bank,
@@ -715,8 +716,9 @@ fn login_and_verify(db: Db) {
         "{listed}"
     );
 
-    // Suspended: no login, and a document signed now is invalid; one signed
-    // before the suspension stays valid, its status now reported beside.
+    // Suspended: no login, and no document signature of that key is valid
+    // any more, whatever time it claims: without a proof of existence a
+    // signature is judged at verification.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     env.ok(&["suspend", &serial]);
     let c = challenge(port, &tax);
@@ -734,7 +736,7 @@ fn login_and_verify(db: Db) {
     let v = verify_call(port, &bank, &by_openssl, Some(doc));
     assert_eq!(
         (v["valid"].clone(), v["signer"]["status_now"].clone()),
-        (json!(true), json!("suspended")),
+        (json!(false), json!("suspended")),
         "{v}"
     );
     let late = cms_sign(&env, &alice, doc, false, "late");
@@ -758,6 +760,26 @@ fn login_and_verify(db: Db) {
     let (code, text) = muhr_verify(&env, &env.write("later.p7s", &late), Some(&doc_file));
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("revoked"), "{text}");
+    // The attacker who holds a compromised key signs "in the past": the
+    // signature made (and claiming a time) before the keyCompromise
+    // revocation is refused too, by the CLI and the API, because nothing
+    // proves when it was made; the claim is shown as a claim.
+    let (code, text) = muhr_verify(
+        &env,
+        &env.write("backdated.p7s", &by_openssl),
+        Some(&doc_file),
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("keyCompromise"), "{text}");
+    assert!(text.contains("claimed by the signer, not proven"), "{text}");
+    let v = verify_call(port, &bank, &by_openssl, Some(doc));
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(reasons(&v), ["revoked"], "{v}");
+    assert!(
+        v["claimed_signing_time"].as_i64().unwrap() < v["signer"]["revoked_at"].as_i64().unwrap(),
+        "the claim predates the revocation and still does not count: {v}"
+    );
+    assert_eq!(v["judged_at_source"], "verification_time", "{v}");
 
     // Usage: logins (consumed challenges) and verifications per relying party.
     let month = String::from_utf8(
@@ -789,7 +811,7 @@ fn login_and_verify(db: Db) {
     assert_eq!(row(&tax.id)["logins"], 4, "{report}");
     assert_eq!(row(&tax.id)["billable"], false);
     assert_eq!(row(&bank.id)["logins"], 1, "the TLS login");
-    assert_eq!(row(&bank.id)["verifications"], 4, "{report}");
+    assert_eq!(row(&bank.id)["verifications"], 5, "{report}");
     assert_eq!(row(&bank.id)["billable"], true);
     let refused = env.refused(&["report", "usage", "--month", "2026-13"]);
     assert!(refused.contains("month"), "{refused}");

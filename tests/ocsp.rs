@@ -148,6 +148,29 @@ fn statuses(db: Db) {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    // The attacker asks the issuing CA about a serial it never issued but
+    // the database holds under another issuer: the issuing CA's own
+    // certificate (issued by the root), and the root's. Unknown, never good.
+    for ca in [env.issuing_pem(), env.root_pem()] {
+        let serial = format!("0x{}", serial_of(&ca));
+        let out = openssl_output(&[
+            "ocsp",
+            "-issuer",
+            env.issuing_pem().to_str().unwrap(),
+            "-serial",
+            &serial,
+            "-url",
+            &format!("http://127.0.0.1:{port}/ocsp"),
+            "-CAfile",
+            env.root_pem().to_str().unwrap(),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("{serial}: unknown")),
+            "a CA serial asked of the issuing CA: {text}"
+        );
+    }
+
     // Another issuer: unauthorized.
     let other = env.path("other.pem");
     openssl(&[

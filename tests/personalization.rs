@@ -360,6 +360,46 @@ fn supersession_and_operators(db: Db) {
         None,
     );
     assert_eq!(code, 404);
+    // An operator acting beyond their scope: the CA certificates are not
+    // theirs to suspend or revoke (dual control, from the CLI, only).
+    let changes = env.count("status_changes");
+    let audit = env.count("audit_log");
+    for ca in ["issuing-ca", "root-ca"] {
+        let serial = env.sql(&format!(
+            "SELECT serial FROM certificates WHERE profile = '{ca}'"
+        ))[0]
+            .clone();
+        for (act, body) in [
+            ("suspend", None),
+            ("revoke", Some(json!({"reason": "cACompromise"}))),
+            ("revoke", Some(json!({"reason": "keyCompromise"}))),
+        ] {
+            let (code, s) = call(
+                &env,
+                port,
+                Some(&op),
+                "POST",
+                &format!("/api/v1/operator/certificates/{serial}/{act}"),
+                body.as_ref(),
+            );
+            assert_eq!(
+                (code, s["error"]["field"].as_str()),
+                (403, Some("serial")),
+                "{ca} {act}: {s}"
+            );
+            assert!(
+                s["error"]["rule"]
+                    .as_str()
+                    .unwrap()
+                    .contains("dual control"),
+                "{s}"
+            );
+        }
+    }
+    assert_eq!(
+        (env.count("status_changes"), env.count("audit_log")),
+        (changes, audit)
+    );
     let (code, s) = call(
         &env,
         port,

@@ -366,4 +366,141 @@ both_databases! {
     suspend_restore_revoke_and_crls => lifecycle;
     delta_and_shard_crls => deltas_and_shards;
     a_crl_of_many_pages => many_entries;
+    a_ca_certificate_needs_two_operators_never_one => ca_status_under_dual_control;
+}
+
+/// The serial of a CA certificate as the database writes it.
+fn ca_serial(env: &Env, ca: &str) -> String {
+    env.sql(&format!(
+        "SELECT serial FROM certificates WHERE profile = '{ca}-ca'"
+    ))[0]
+        .clone()
+}
+
+/// Dual control over a CA certificate's status: one person, whatever they
+/// hold, cannot suspend, restore or revoke a CA; two different registered
+/// operators can, and the audit chain names both.
+fn ca_status_under_dual_control(db: Db) {
+    let env = Env::new(db, Keys::Software);
+    env.init();
+    let issuing = ca_serial(&env, "issuing");
+    let root = ca_serial(&env, "root");
+    common::ra::client(&env, "operator", "OP-1");
+    common::ra::client(&env, "operator", "OP-2");
+    common::ra::client(&env, "personalization-line", "LINE-1");
+    let cred = |name: &str| {
+        (
+            env.path(&format!("{name}.p12")),
+            env.path(&format!("{name}.pw")),
+        )
+    };
+    let with = |args: &[&str], who: &str| {
+        let (p12, pw) = cred(who);
+        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        a.extend([
+            "--operator-p12".into(),
+            p12.to_str().unwrap().into(),
+            "--password-file".into(),
+            pw.to_str().unwrap().into(),
+        ]);
+        a
+    };
+    let run_ok = |v: Vec<String>| env.ok(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let run_refused =
+        |v: Vec<String>| env.refused(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let state = |serial: &str| {
+        env.sql(&format!(
+            "SELECT revocation FROM certificates WHERE serial = '{serial}'"
+        ))[0]
+            .clone()
+    };
+
+    // One person alone, with the CLI and the database: refused outright.
+    let changes = env.count("status_changes");
+    for args in [
+        vec!["revoke", issuing.as_str(), "--reason", "cACompromise"],
+        vec!["suspend", issuing.as_str()],
+        vec!["suspend", root.as_str()],
+    ] {
+        let e = env.refused(&args);
+        assert!(e.contains("dual control"), "{args:?}: {e}");
+    }
+    // A personalization line's credential is not an operator's.
+    let e = run_refused(with(&["suspend", &issuing], "LINE-1"));
+    assert!(e.contains("not an operator"), "{e}");
+    // A PKCS#12 with the wrong password proves nothing.
+    let (p12, _) = cred("OP-1");
+    let wrong = env.write("wrong.pw", "not the password\n");
+    let e = env.refused(&[
+        "suspend",
+        &issuing,
+        "--operator-p12",
+        p12.to_str().unwrap(),
+        "--password-file",
+        wrong.to_str().unwrap(),
+    ]);
+    assert!(e.contains("PKCS#12"), "{e}");
+    assert_eq!(env.count("status_changes"), changes);
+
+    // OP-1 requests: nothing changes yet.
+    let out = run_ok(with(&["suspend", &issuing], "OP-1"));
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .expect("approval id")
+        .to_string();
+    assert!(out.contains("nothing has changed yet"), "{out}");
+    assert_eq!(state(&issuing), "good");
+    assert_eq!(env.count("status_changes"), changes);
+    // OP-1 cannot approve their own request, nor can the line.
+    let e = run_refused(with(&["approve", &id], "OP-1"));
+    assert!(e.contains("second, different operator"), "{e}");
+    let e = run_refused(with(&["approve", &id], "LINE-1"));
+    assert!(e.contains("not an operator"), "{e}");
+    let e = run_refused(with(&["approve", "0badc0de"], "OP-2"));
+    assert!(e.contains("no approval request"), "{e}");
+    assert_eq!(state(&issuing), "good");
+    // A database administrator who marks the request approved by its own
+    // requester is stopped by the database itself.
+    let forged = env.try_sql(&format!(
+        "UPDATE approvals SET state = 'approved', approved_by = requested_by WHERE id = '{id}'"
+    ));
+    assert!(forged.is_err(), "a self-approval was stored");
+
+    // OP-2 approves: done, once.
+    let out = run_ok(with(&["approve", &id], "OP-2"));
+    assert!(out.contains("suspended"), "{out}");
+    assert_eq!(state(&issuing), "suspended");
+    let e = run_refused(with(&["approve", &id], "OP-2"));
+    assert!(e.contains("already approved"), "{e}");
+    let audit = env.sql(
+        "SELECT actor || ' ' || action FROM audit_log \
+         WHERE action LIKE 'approval.%' OR object IN \
+         (SELECT serial FROM certificates WHERE profile = 'issuing-ca') ORDER BY seq",
+    );
+    assert_eq!(
+        audit[audit.len() - 3..],
+        [
+            "operator:OP-1 approval.request",
+            "operator:OP-2 approval.grant",
+            "operator:OP-1+operator:OP-2 certificate.suspend",
+        ],
+        "{audit:?}"
+    );
+
+    // Restoring is as grave: the other way round this time.
+    let out = run_ok(with(&["restore", &issuing], "OP-2"));
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(state(&issuing), "suspended");
+    run_ok(with(&["approve", &id], "OP-1"));
+    assert_eq!(state(&issuing), "good");
+    // A revoked operator credential approves nothing.
+    let out = run_ok(with(&["revoke", &root, "--reason", "cACompromise"], "OP-1"));
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+    let op2 = env.sql("SELECT serial FROM ra_clients WHERE name = 'OP-2'")[0].clone();
+    env.ok(&["revoke", &op2, "--reason", "keyCompromise"]);
+    let e = run_refused(with(&["approve", &id], "OP-2"));
+    assert!(e.contains("revoked"), "{e}");
+    assert_eq!(state(&root), "good");
+    env.ok(&["audit", "verify"]);
 }

@@ -131,10 +131,9 @@ impl IdentityRules {
                 format!("digits 2-7 ({}) are not a real date of birth", &s[1..7]),
             ));
         }
-        if der::DateTime::new(year, month, day, 0, 0, 0)
-            .map(|dt| dt.unix_duration() > unix_now())
-            .unwrap_or(true)
-        {
+        // Compared as calendar dates, never through a Unix-time type: those
+        // start in 1970, and a PINFL encodes births from the 1800s on.
+        if (year, month, day) > today_utc() {
             return Err(fail(field, "the date of birth it encodes is in the future"));
         }
         if &s[7..10] == "000" {
@@ -256,10 +255,30 @@ impl IdentityRules {
     }
 }
 
-fn unix_now() -> std::time::Duration {
-    std::time::SystemTime::now()
+/// Today's date in UTC. A birth "today" in Tashkent (UTC+5) may still be
+/// tomorrow in UTC for five hours; a PINFL is assigned at birth registration,
+/// days later, so the difference never refuses a real person.
+fn today_utc() -> (u16, u8, u8) {
+    let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    civil_from_days((secs / 86_400) as i64)
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`), for any day count this program will meet.
+pub fn civil_from_days(days: i64) -> (u16, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y.clamp(0, i64::from(u16::MAX)) as u16, m, d)
 }
 
 fn valid_date(y: u16, m: u8, d: u8) -> bool {
@@ -336,6 +355,158 @@ mod tests {
                 .unwrap_err()
                 .rule
                 .contains("first digit")
+        );
+    }
+
+    /// The 1970 floor: every one of these people was refused once, because
+    /// the date went through a Unix-time type.
+    #[test]
+    fn pinfl_births_before_1970_and_across_centuries_are_accepted() {
+        let r = IdentityRules::default();
+        for (pinfl, birth) in [
+            ("31505651260019", (1965, 5, 15)),
+            ("42902481260013", (1948, 2, 29)),
+        ] {
+            assert_eq!(r.pinfl("pinfl", pinfl).unwrap().birth, birth, "{pinfl}");
+        }
+        for (first13, birth) in [
+            ("3010125172626", (1925, 1, 1)),
+            ("4290248172600", (1948, 2, 29)),
+            ("3311269173012", (1969, 12, 31)),
+            ("4311299172619", (1999, 12, 31)),
+            ("5010100172600", (2000, 1, 1)),
+            ("6290200172600", (2000, 2, 29)),
+            ("5290224172600", (2024, 2, 29)),
+            ("1311299172600", (1899, 12, 31)),
+            ("2010100172600", (1800, 1, 1)),
+        ] {
+            let p = with_check_digit(first13);
+            assert_eq!(r.pinfl("pinfl", &p).unwrap().birth, birth, "{p}");
+        }
+        // 1900 and 2100 are not leap years; 2000 is.
+        for bad in ["3290200172600", "5290297172600"] {
+            let p = with_check_digit(bad);
+            if bad.starts_with('5') {
+                // 2097 is in the future as well as not a leap year: either
+                // rule refuses it, and a date that does not exist is named.
+                assert!(r.pinfl("pinfl", &p).is_err(), "{p}");
+            } else {
+                assert!(
+                    r.pinfl("pinfl", &p).unwrap_err().rule.contains("real date"),
+                    "{p}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn civil_from_days_agrees_with_the_time_crate_from_1800_to_2200() {
+        let epoch = time::Date::from_calendar_date(1970, time::Month::January, 1).unwrap();
+        for days in -62_000..84_000i64 {
+            let d = epoch + time::Duration::days(days);
+            assert_eq!(
+                civil_from_days(days),
+                (d.year() as u16, u8::from(d.month()), d.day()),
+                "day {days}"
+            );
+        }
+    }
+
+    /// An independent statement of the rule (ICAO 9303 weights written out,
+    /// dates judged by the `time` crate), against the one Muhr uses, over
+    /// random PINFLs of every century digit, real and impossible dates.
+    #[test]
+    fn pinfl_rule_agrees_with_an_independent_implementation_over_random_pinfls() {
+        fn independent(s: &str) -> Option<(i32, u8, u8)> {
+            let b = s.as_bytes();
+            if b.len() != 14 || !b.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let v = |i: usize| i32::from(b[i] - b'0');
+            let weights = [7, 3, 1, 7, 3, 1, 7, 3, 1, 7, 3, 1, 7];
+            let check: i32 = (0..13).map(|i| v(i) * weights[i]).sum::<i32>() % 10;
+            if check != v(13) {
+                return None;
+            }
+            let century = match v(0) {
+                1 | 2 => 1800,
+                3 | 4 => 1900,
+                5 | 6 => 2000,
+                _ => return None,
+            };
+            let month = time::Month::try_from((v(3) * 10 + v(4)) as u8).ok()?;
+            let date = time::Date::from_calendar_date(
+                century + v(5) * 10 + v(6),
+                month,
+                (v(1) * 10 + v(2)) as u8,
+            )
+            .ok()?;
+            if date > time::OffsetDateTime::now_utc().date() {
+                return None;
+            }
+            if &s[7..10] == "000" || &s[10..13] == "000" {
+                return None;
+            }
+            Some((date.year(), u8::from(date.month()), date.day()))
+        }
+        // splitmix64, seeded from the clock and printed so a failure can be
+        // replayed with MUHR_PINFL_SEED.
+        let seed = std::env::var("MUHR_PINFL_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        println!("MUHR_PINFL_SEED={seed}");
+        let mut state = seed;
+        let mut next = move |n: u64| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % n
+        };
+        let r = IdentityRules::default();
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..200_000 {
+            // Mostly plausible dates (day 1-31, month 1-12) so that many pass;
+            // some wholly random digits; a correct check digit most of the time.
+            let first13 = if next(4) == 0 {
+                (0..13).map(|_| char::from(b'0' + next(10) as u8)).collect()
+            } else {
+                format!(
+                    "{}{:02}{:02}{:02}{:03}{:03}",
+                    1 + next(7),
+                    1 + next(31),
+                    1 + next(12),
+                    next(100),
+                    next(1000),
+                    next(1000)
+                )
+            };
+            let pinfl = if next(5) == 0 {
+                format!("{first13}{}", next(10))
+            } else {
+                with_check_digit(&first13)
+            };
+            let ours = r.pinfl("pinfl", &pinfl).ok().map(|p| {
+                let (y, m, d) = p.birth;
+                (i32::from(y), m, d)
+            });
+            assert_eq!(ours, independent(&pinfl), "{pinfl} (seed {seed})");
+            if ours.is_some() {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        // Both outcomes must be common, or the test proves little.
+        assert!(
+            accepted > 50_000 && refused > 50_000,
+            "{accepted} {refused}"
         );
     }
 

@@ -19,6 +19,7 @@ pub mod ceremony;
 pub mod crl;
 pub mod csr;
 pub mod dn_text;
+pub mod dual_control;
 pub mod goodkey;
 pub mod identity;
 pub mod lint;
@@ -65,6 +66,35 @@ pub enum IssueError {
     AlreadyIssued { job: String, role: String },
     #[error("{0}")]
     Internal(String),
+}
+
+/// A status change, checked and ready to record.
+pub(crate) struct StatusPlan {
+    serial: String,
+    ca_certificate: bool,
+    action: &'static str,
+    reason: Option<&'static str>,
+    profile: String,
+    issuer: String,
+}
+
+impl StatusPlan {
+    fn event(&self, actor: &str, extra: serde_json::Value) -> AuditEvent {
+        let mut details = serde_json::json!({
+            "reason": self.reason,
+            "profile": self.profile,
+            "issuer": self.issuer,
+        });
+        if let (Some(d), serde_json::Value::Object(x)) = (details.as_object_mut(), extra) {
+            d.extend(x);
+        }
+        AuditEvent {
+            actor: actor.to_string(),
+            action: self.action.into(),
+            object: self.serial.clone(),
+            details,
+        }
+    }
 }
 
 fn refused(field: &str, rule: impl Into<String>) -> IssueError {
@@ -774,19 +804,48 @@ impl Ca {
         }
     }
 
-    /// Revokes, suspends or restores a certificate, with its audit entry.
+    /// Revokes, suspends or restores an end-entity certificate, with its
+    /// audit entry. A CA certificate is refused: one person must never be
+    /// able to take a CA out of service (or bring it back), so its status
+    /// changes only through [`dual_control`].
     pub async fn change_status(
         &self,
         serial: &str,
         transition: muhr_store::Transition,
         actor: &str,
     ) -> Result<muhr_store::Status, IssueError> {
+        let plan = self.status_plan(serial, transition).await?;
+        if plan.ca_certificate {
+            return Err(refused("serial", dual_control::CA_CERTIFICATE));
+        }
+        match self
+            .store
+            .change_status(
+                serial,
+                transition,
+                &plan.event(actor, serde_json::json!({})),
+            )
+            .await
+        {
+            Ok(s) => Ok(s),
+            Err(muhr_store::StoreError::Conflict(why)) => Err(refused("serial", why)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What a status change of `serial` would be: the checks every path
+    /// shares (the certificate exists, the reason fits it).
+    pub(crate) async fn status_plan(
+        &self,
+        serial: &str,
+        transition: muhr_store::Transition,
+    ) -> Result<StatusPlan, IssueError> {
         let record = self
             .store
             .certificate(serial)
             .await?
             .ok_or_else(|| refused("serial", format!("no certificate with serial {serial}")))?;
-        let is_ca = self
+        let ca_certificate = self
             .profiles
             .get(&record.intent.profile)
             .is_some_and(|p| p.kind == Kind::Ca);
@@ -795,24 +854,21 @@ impl Ca {
                 let r = revocation::Reason::from_code(reason).ok_or_else(|| {
                     refused("reason", format!("{reason} is not an RFC 5280 reason code"))
                 })?;
-                r.check_for_revoke(is_ca)
+                r.check_for_revoke(ca_certificate)
                     .map_err(|rule| refused("reason", rule))?;
                 ("certificate.revoke", Some(r.name()))
             }
             muhr_store::Transition::Suspend => ("certificate.suspend", Some("certificateHold")),
             muhr_store::Transition::Restore => ("certificate.restore", None),
         };
-        let event = AuditEvent {
-            actor: actor.to_string(),
-            action: action.into(),
-            object: serial.to_string(),
-            details: serde_json::json!({ "reason": reason, "profile": record.intent.profile, "issuer": record.intent.issuer }),
-        };
-        match self.store.change_status(serial, transition, &event).await {
-            Ok(s) => Ok(s),
-            Err(muhr_store::StoreError::Conflict(why)) => Err(refused("serial", why)),
-            Err(e) => Err(e.into()),
-        }
+        Ok(StatusPlan {
+            serial: serial.to_string(),
+            ca_certificate,
+            action,
+            reason,
+            profile: record.intent.profile,
+            issuer: record.intent.issuer,
+        })
     }
 
     /// The chain a client needs besides its own certificate, leaf-side first.

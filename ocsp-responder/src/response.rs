@@ -341,7 +341,10 @@ impl Responder {
         {
             return Ok(s);
         }
-        let s = self.store.status(&hex::encode_upper(serial)).await?;
+        let s = self
+            .store
+            .status_under(&self.issuer.name, &hex::encode_upper(serial))
+            .await?;
         if feed_fresh {
             let mut map = self.statuses.write().unwrap_or_else(|p| p.into_inner());
             if self.generation.load(Ordering::SeqCst) != generation {

@@ -469,6 +469,11 @@ async fn change(api: &Api, caller: &Caller, serial: &str, t: muhr_store::Transit
         Err(muhr_ca::IssueError::Refused(f)) if f.rule.starts_with("no certificate") => {
             json_error(StatusCode::NOT_FOUND, &f.field, &f.rule)
         }
+        // Operators act on end-entity certificates only; a CA's status
+        // changes under dual control, from the CLI.
+        Err(muhr_ca::IssueError::Refused(f)) if f.rule == muhr_ca::dual_control::CA_CERTIFICATE => {
+            json_error(StatusCode::FORBIDDEN, &f.field, &f.rule)
+        }
         Err(muhr_ca::IssueError::Refused(f)) if f.field == "reason" => {
             json_error(StatusCode::UNPROCESSABLE_ENTITY, &f.field, &f.rule)
         }

@@ -38,6 +38,11 @@ pub struct OidcConfig {
     /// Clock skew tolerated on `exp`, `nbf` and `iat`.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
+    /// The oldest authentication a token may stand for (`auth_time`, which
+    /// is then required): a token from a login days old is not a fresh
+    /// proof of who is at the keyboard. At most a day.
+    #[serde(default = "default_max_auth_age")]
+    pub max_auth_age_seconds: u64,
     #[serde(default)]
     pub assurance: Assurance,
     #[serde(default)]
@@ -52,6 +57,34 @@ fn default_min_refetch() -> u64 {
 }
 fn default_leeway() -> u64 {
     60
+}
+fn default_max_auth_age() -> u64 {
+    MAX_AUTH_AGE
+}
+
+/// The ceiling of `max_auth_age_seconds`.
+const MAX_AUTH_AGE: u64 = 24 * 3600;
+
+/// An `http` URL is accepted only to this machine: on the network the key
+/// set that decides who a citizen is must come over TLS.
+fn loopback_or_https(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host.split(':').next().unwrap_or_default()
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Which claim carries the level of assurance, its values from lowest to
@@ -107,6 +140,18 @@ impl OidcConfig {
         }
         if self.issuer.is_empty() || self.audience.is_empty() {
             return Err("citizens.oidc: issuer and audience are required".into());
+        }
+        if let Some(u) = &self.jwks_url
+            && !loopback_or_https(u)
+        {
+            return Err(
+                "citizens.oidc.jwks_url: must be https (plain http only to localhost)".into(),
+            );
+        }
+        if self.max_auth_age_seconds == 0 || self.max_auth_age_seconds > MAX_AUTH_AGE {
+            return Err(format!(
+                "citizens.oidc.max_auth_age_seconds: must be between 1 and {MAX_AUTH_AGE}"
+            ));
         }
         let a = &self.assurance;
         if !a.levels.contains(&a.minimum) {
@@ -303,6 +348,19 @@ impl Verifier {
         if !aud_ok {
             return Err(bad(format!("aud does not include {:?}", c.audience)));
         }
+        // OpenID Connect Core 3.1.3.7: with several audiences the token must
+        // say it was issued to us (azp), or a token meant for another
+        // client that happens to list us would do.
+        let several = matches!(claims.get("aud"), Some(Value::Array(a)) if a.len() > 1);
+        match text("azp") {
+            Some(azp) if azp != c.audience => {
+                return Err(bad(format!("azp is not {:?}", c.audience)));
+            }
+            None if several => {
+                return Err(bad("azp is required when aud names several clients".into()));
+            }
+            _ => {}
+        }
         let now = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -328,6 +386,17 @@ impl Verifier {
         let iat = time("iat")?.ok_or_else(|| bad("iat is required".into()))?;
         if iat > now + leeway {
             return Err(bad("the token was issued in the future (iat)".into()));
+        }
+        let auth_time = time("auth_time")?
+            .ok_or_else(|| bad("auth_time is required (how fresh the login is)".into()))?;
+        if auth_time > now + leeway {
+            return Err(bad("the authentication is in the future (auth_time)".into()));
+        }
+        if now - auth_time > c.max_auth_age_seconds as i64 + leeway {
+            return Err(bad(format!(
+                "the authentication is older than {} s (auth_time): log in again",
+                c.max_auth_age_seconds
+            )));
         }
         let a = &c.assurance;
         let level = text(&a.claim)
@@ -375,6 +444,7 @@ mod tests {
             jwks_refresh_seconds: 3600,
             jwks_min_refetch_seconds: 10,
             leeway_seconds: 60,
+            max_auth_age_seconds: 3600,
             assurance: Assurance::default(),
             claims: ClaimNames::default(),
         })
@@ -383,8 +453,9 @@ mod tests {
 
     fn claims(now: i64) -> serde_json::Map<String, Value> {
         serde_json::json!({
-            "iss": "https://id.example.uz", "aud": ["other", "muhr"], "sub": "u1",
-            "exp": now + 300, "iat": now - 10, "acr": "high",
+            "iss": "https://id.example.uz", "aud": ["other", "muhr"], "azp": "muhr",
+            "sub": "u1", "exp": now + 300, "iat": now - 10, "auth_time": now - 20,
+            "acr": "high",
             "pinfl": "31505851234567", "family_name": "Toshmatov", "given_name": "Sardor",
         })
         .as_object()
@@ -413,6 +484,13 @@ mod tests {
             ("acr", "low".into(), "below"),
             ("acr", "unheard-of".into(), "below"),
             ("pinfl", "".into(), "pinfl"),
+            // A token issued to another client that lists us among several.
+            ("azp", "other".into(), "azp"),
+            ("azp", Value::Null, "azp is required"),
+            // A login older than the configured hour, or none stated.
+            ("auth_time", (now - 3661 - 60).into(), "older than"),
+            ("auth_time", Value::Null, "auth_time"),
+            ("auth_time", (now + 61).into(), "future"),
         ];
         for (claim, value, want) in cases {
             let mut c = claims(now);
@@ -421,6 +499,16 @@ mod tests {
             let text = format!("{e:?}");
             assert!(text.contains(want), "{claim}={value}: {text}");
         }
+        // A token that does not say when its login was.
+        let mut c = claims(now);
+        c.remove("auth_time");
+        let e = format!("{:?}", v.check_claims(&c, t).unwrap_err());
+        assert!(e.contains("auth_time is required"), "{e}");
+        // One audience needs no azp.
+        let mut c = claims(now);
+        c.insert("aud".into(), "muhr".into());
+        c.remove("azp");
+        assert!(v.check_claims(&c, t).is_ok());
         // Within the leeway, a just-expired token still counts.
         let mut c = claims(now);
         c.insert("exp".into(), (now - 30).into());
@@ -435,5 +523,29 @@ mod tests {
         c.jwks_file = None;
         c.assurance.minimum = "top".into();
         assert!(c.validate().is_err());
+    }
+
+    /// The key set that decides who a citizen is never crosses the network
+    /// in the clear: a man in the middle would serve their own keys.
+    #[test]
+    fn a_plain_http_key_set_off_this_machine_is_refused() {
+        let mut c = verifier().config().clone();
+        c.jwks_file = None;
+        for (url, ok) in [
+            ("https://id.egov.uz/jwks", true),
+            ("http://127.0.0.1:9000/jwks", true),
+            ("http://localhost/jwks", true),
+            ("http://[::1]:80/jwks", true),
+            ("http://id.egov.uz/jwks", false),
+            ("http://127.0.0.1.evil.example/jwks", false),
+            ("http://localhost@evil.example/jwks", false),
+            ("ftp://127.0.0.1/jwks", false),
+        ] {
+            c.jwks_url = Some(url.into());
+            assert_eq!(c.validate().is_ok(), ok, "{url}");
+        }
+        c.jwks_url = Some("https://id.egov.uz/jwks".into());
+        c.max_auth_age_seconds = 2 * 86_400;
+        assert!(c.validate().is_err(), "more than a day");
     }
 }

@@ -1,11 +1,17 @@
 //! The signature verification service: is this CMS signature over this
-//! content valid, who made it, when (by their own claim), and what has
-//! become of the certificate since.
+//! content valid, who made it, and may it be relied on now.
 //!
-//! The verdict judges the certificate at the signing time: a certificate
-//! revoked after a document was signed leaves the signature valid (the
-//! status now is reported beside it). Without a time-stamp the signing time
-//! is the signer's claim; a signature with none is judged as of now.
+//! The law gives a signature force at its signing time only when that time
+//! can be proven (`../shared/domain.md`). The signer's own `signingTime`
+//! attribute proves nothing: a holder whose key was stolen, or who reported
+//! it compromised, could claim any time before the revocation. So a
+//! signature is judged at the moment of verification unless a proof of
+//! existence says otherwise; the claimed time is shown, labelled as a claim.
+//! Muhr accepts no proof of existence yet (time-stamp tokens come with the
+//! time-stamping authority), so today every signature is judged now: a
+//! certificate revoked or suspended for any reason invalidates every
+//! signature it made, which is what keyCompromise demands and the safe side
+//! for every other reason.
 
 use std::time::SystemTime;
 
@@ -13,15 +19,32 @@ use serde::Serialize;
 
 use crate::trust::{Assessment, Problem, Purpose, Trust};
 
+/// Where the time the certificate was judged at came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeSource {
+    /// No proof of existence: the signature is judged as of now.
+    VerificationTime,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Verdict {
     pub valid: bool,
     pub reasons: Vec<Problem>,
-    /// Unix seconds, as the signer claimed it.
-    pub signing_time: Option<i64>,
+    /// Unix seconds the signer's certificate was judged at.
+    pub judged_at: i64,
+    pub judged_at_source: TimeSource,
+    /// Why that time, in a sentence for the relying party.
+    pub judged_at_why: &'static str,
+    /// Unix seconds from the signer's signingTime attribute: a claim, never
+    /// used to judge anything.
+    pub claimed_signing_time: Option<i64>,
     pub attached: Option<bool>,
     pub signer: Option<Assessment>,
 }
+
+const NO_PROOF: &str = "no proof of existence (time-stamp token) accompanies the signature, \
+so it is judged at the time of verification; a claimed signing time proves nothing";
 
 fn secs(t: SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
@@ -36,6 +59,7 @@ pub async fn verify(
     signature: &[u8],
     content: Option<&[u8]>,
 ) -> Result<Verdict, String> {
+    let now = SystemTime::now();
     let v = match crate::cms::verify(signature, content) {
         Ok(v) => v,
         Err(e) => {
@@ -45,33 +69,26 @@ pub async fn verify(
                     code: e.code,
                     detail: e.detail,
                 }],
-                signing_time: None,
+                judged_at: secs(now),
+                judged_at_source: TimeSource::VerificationTime,
+                judged_at_why: NO_PROOF,
+                claimed_signing_time: None,
                 attached: None,
                 signer: None,
             });
         }
     };
-    let now = SystemTime::now();
-    let mut reasons = Vec::new();
-    let at = match v.signing_time {
-        Some(t) if t > now + std::time::Duration::from_secs(300) => {
-            reasons.push(Problem {
-                code: "signed_in_future",
-                detail: format!("the claimed signing time {} is in the future", secs(t)),
-            });
-            now
-        }
-        Some(t) => t,
-        None => now,
-    };
     let a = trust
-        .assess(&v.signer, &v.signer_der, Purpose::Document, at)
+        .assess(&v.signer, &v.signer_der, Purpose::Document, now)
         .await?;
-    reasons.extend(a.problems.iter().cloned());
+    let reasons = a.problems.clone();
     Ok(Verdict {
         valid: reasons.is_empty(),
         reasons,
-        signing_time: v.signing_time.map(secs),
+        judged_at: secs(now),
+        judged_at_source: TimeSource::VerificationTime,
+        judged_at_why: NO_PROOF,
+        claimed_signing_time: v.signing_time.map(secs),
         attached: Some(v.attached),
         signer: Some(a),
     })

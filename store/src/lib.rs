@@ -5,6 +5,7 @@
 //! Both engines run the same SQL: `$N` placeholders, times as integers, blobs.
 //! Only the DDL differs, so each backend has its own migrations folder.
 
+pub mod approvals;
 pub mod audit;
 pub mod ra;
 pub mod rp;

@@ -123,6 +123,21 @@ impl Store {
         row.as_ref().map(status_from_row).transpose()
     }
 
+    /// A certificate's status as `issuer` issued it: a serial of another
+    /// issuer (the issuing CA's own, asked of the issuing CA) is none of its
+    /// business, and gets `None`, which the responder answers `unknown`.
+    pub async fn status_under(&self, issuer: &str, serial: &str) -> Result<Option<Status>> {
+        let row = sqlx::query(
+            "SELECT serial, issuer, revocation, revoked_at, revocation_reason FROM certificates \
+             WHERE serial = $1 AND issuer = $2 AND status = 'issued'",
+        )
+        .bind(serial)
+        .bind(issuer)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(status_from_row).transpose()
+    }
+
     /// The newest change id (0 when nothing ever changed): a cheap "has anything changed?".
     pub async fn last_status_change(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM status_changes")

@@ -332,6 +332,12 @@ impl Env {
     }
 
     pub fn sql(&self, query: &str) -> Vec<String> {
+        self.try_sql(query).unwrap()
+    }
+
+    /// As [`Env::sql`], with the database's refusal as an error.
+    #[allow(dead_code)]
+    pub fn try_sql(&self, query: &str) -> Result<Vec<String>, String> {
         let url = if self.db == Db::Sqlite {
             format!("{}?mode=rw", self.db_url)
         } else {
@@ -348,14 +354,15 @@ impl Env {
             let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_string()))
                 .fetch_all(&mut c)
                 .await
-                .unwrap();
-            rows.iter()
+                .map_err(|e| e.to_string())?;
+            Ok(rows
+                .iter()
                 .map(|r| {
                     r.try_get::<String, _>(0)
                         .or_else(|_| r.try_get::<i64, _>(0).map(|v| v.to_string()))
                         .unwrap_or_default()
                 })
-                .collect()
+                .collect())
         })
     }
 

@@ -98,7 +98,7 @@ impl Provider {
             .as_secs();
         json!({
             "iss": self.issuer, "aud": "muhr-test", "sub": format!("user-{pinfl}"),
-            "iat": now, "exp": now + 300, "acr": "high",
+            "iat": now, "auth_time": now - 5, "exp": now + 300, "acr": "high",
             "pinfl": pinfl, "family_name": "Toshmatov", "given_name": "Sardor",
             "middle_name": "Alisher o'g'li", "birthdate": "1985-05-15",
         })
