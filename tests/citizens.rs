@@ -108,6 +108,29 @@ fn remote_issuance(db: Db) {
     assert_eq!(code, 201, "{auth}");
     let auth_serial = auth["serial"].as_str().unwrap().to_string();
 
+    // One key, one purpose: the signing key asking for an authentication
+    // certificate, and the reverse, are refused, and nothing is written.
+    let count = env.count("certificates");
+    for (key, profile) in [
+        (&sign_csr, "individual-auth"),
+        (&auth_csr, "individual-sign"),
+    ] {
+        let (code, _, v) = call(
+            port,
+            "POST",
+            ISSUE,
+            Some(&token),
+            Some(&request(key, profile)),
+        );
+        assert_eq!(
+            (code, v["error"]["field"].as_str()),
+            (422, Some("csr")),
+            "{profile}: {v}"
+        );
+        assert!(rule(&v).contains("its own key"), "{v}");
+    }
+    assert_eq!(env.count("certificates"), count);
+
     // Tokens that do not prove who the caller is: 401, a reason, nothing written.
     let count = env.count("certificates");
     let body = request(&csr(&env, "refused"), "individual-sign");

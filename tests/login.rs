@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::oidc::{Provider, call_as};
 use common::ra::person_pinfl;
-use common::{Db, Env, Keys, openssl, start_ra};
+use common::{Db, Env, Keys, openssl, serial_of, start_ra};
 use serde_json::{Value, json};
 
 const CHALLENGES: &str = "/api/v1/auth/challenges";
@@ -245,6 +245,8 @@ fn login_and_verify(db: Db) {
     let (_server, port, mtls) = start_ra(&env);
     let me = person_pinfl(11);
     let alice = citizen(&env, &idp, port, &me, "alice");
+    // Her authentication certificate, on its own key: the one that logs in.
+    let alice_auth = citizen_with(&env, &idp, port, &me, "alice-auth", "individual-auth");
 
     // Relying-party credentials are required and checked.
     for auth in [
@@ -266,7 +268,7 @@ fn login_and_verify(db: Db) {
 
     // Attached signature over a challenge: an assertion for that relying party.
     let c = challenge(port, &tax);
-    let sig = cms_sign(&env, &alice, c.as_bytes(), true, "login1");
+    let sig = cms_sign(&env, &alice_auth, c.as_bytes(), true, "login1");
     let (code, v) = login(port, &tax, &sig, None);
     assert_eq!(code, 200, "{v}");
     let claims = assertion_claims(port, v["assertion"].as_str().unwrap());
@@ -281,7 +283,31 @@ fn login_and_verify(db: Db) {
         "{claims}"
     );
     assert!(claims["exp"].as_u64().unwrap() > claims["iat"].as_u64().unwrap());
-    let serial = claims["cert_serial"].as_str().unwrap().to_string();
+    let auth_serial = claims["cert_serial"].as_str().unwrap().to_string();
+    assert_eq!(claims["cert_profile"], "individual-auth");
+    // Her signing certificate's: documents and renewal below.
+    let serial = serial_of(&alice.cert);
+
+    // A certificate used for the wrong purpose: her signing certificate
+    // (nonRepudiation, no clientAuth) signs the challenge. A relying party
+    // that asked her to "sign a document" must not get a login out of it.
+    let (code, v) = login(
+        port,
+        &tax,
+        &cms_sign(
+            &env,
+            &alice,
+            challenge(port, &tax).as_bytes(),
+            true,
+            "sign-as-login",
+        ),
+        None,
+    );
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["wrong_purpose".to_string()]),
+        "{v}"
+    );
 
     // The same signature again: the challenge is single use.
     let (code, v) = login(port, &tax, &sig, None);
@@ -293,7 +319,7 @@ fn login_and_verify(db: Db) {
     // Eight logins racing with one signature, most of them recorded in one
     // group commit: exactly one wins, the others are replays.
     let c = challenge(port, &tax);
-    let raced = cms_sign(&env, &alice, c.as_bytes(), true, "race");
+    let raced = cms_sign(&env, &alice_auth, c.as_bytes(), true, "race");
     let outcomes: Vec<(u16, Vec<String>)> = std::thread::scope(|s| {
         let runs: Vec<_> = (0..8)
             .map(|_| s.spawn(|| login(port, &tax, &raced, None)))
@@ -320,7 +346,7 @@ fn login_and_verify(db: Db) {
 
     // Detached signature, challenge alongside.
     let c = challenge(port, &tax);
-    let detached = cms_sign(&env, &alice, c.as_bytes(), false, "login2");
+    let detached = cms_sign(&env, &alice_auth, c.as_bytes(), false, "login2");
     let (code, v) = login(port, &tax, &detached, None);
     assert_eq!(
         (code, reasons(&v)),
@@ -340,7 +366,7 @@ fn login_and_verify(db: Db) {
         "{v}"
     );
     // A challenge given to another relying party is no challenge for this one.
-    let theirs = cms_sign(&env, &alice, other.as_bytes(), true, "login3");
+    let theirs = cms_sign(&env, &alice_auth, other.as_bytes(), true, "login3");
     let (code, v) = login(port, &bank, &theirs, None);
     assert_eq!(
         (code, reasons(&v)),
@@ -356,7 +382,7 @@ fn login_and_verify(db: Db) {
     let (code, v) = login(
         port,
         &tax,
-        &cms_sign(&env, &alice, stale.as_bytes(), true, "stale"),
+        &cms_sign(&env, &alice_auth, stale.as_bytes(), true, "stale"),
         None,
     );
     assert_eq!(
@@ -369,7 +395,7 @@ fn login_and_verify(db: Db) {
     let (code, v) = login(
         port,
         &bank,
-        &cms_sign(&env, &alice, forged.as_bytes(), true, "forged"),
+        &cms_sign(&env, &alice_auth, forged.as_bytes(), true, "forged"),
         None,
     );
     assert_eq!(
@@ -410,9 +436,13 @@ fn login_and_verify(db: Db) {
         &cms_sign(&env, &mallory, c.as_bytes(), true, "m"),
         None,
     );
+    // Untrusted, and not made for authentication either (no clientAuth).
     assert_eq!(
         (code, reasons(&v)),
-        (401, vec!["untrusted_issuer".to_string()]),
+        (
+            401,
+            vec!["untrusted_issuer".to_string(), "wrong_purpose".to_string()]
+        ),
         "{v}"
     );
     // Garbage and tampering with the signed bytes.
@@ -423,7 +453,7 @@ fn login_and_verify(db: Db) {
         "{v}"
     );
     let c = challenge(port, &tax);
-    let mut tampered = cms_sign(&env, &alice, c.as_bytes(), true, "login4");
+    let mut tampered = cms_sign(&env, &alice_auth, c.as_bytes(), true, "login4");
     let n = tampered.len();
     tampered[n - 5] ^= 0x01; // inside the signature value
     let (code, v) = login(port, &tax, &tampered, None);
@@ -435,7 +465,7 @@ fn login_and_verify(db: Db) {
     let (code, v) = login(
         port,
         &tax,
-        &cms_sign(&env, &alice, c.as_bytes(), true, "l5"),
+        &cms_sign(&env, &alice_auth, c.as_bytes(), true, "l5"),
         None,
     );
     assert_eq!(code, 200, "an unconsumed challenge still works: {v}");
@@ -511,6 +541,24 @@ fn login_and_verify(db: Db) {
         (401, vec!["suspended".to_string()]),
         "{v}"
     );
+    // A signing certificate over TLS: the handshake may pass, the login not.
+    let alice_tls = env.path("alice-tls.pem");
+    openssl(&[
+        "pkcs12",
+        "-in",
+        alice.p12.to_str().unwrap(),
+        "-passin",
+        &format!("file:{}", alice.password.display()),
+        "-nodes",
+        "-out",
+        alice_tls.to_str().unwrap(),
+    ]);
+    let (code, v) = tls_login(Some(&alice_tls), &challenge(port, &bank));
+    assert_eq!(
+        (code, reasons(&v)),
+        (401, vec!["wrong_purpose".to_string()]),
+        "{v}"
+    );
     // Nothing above was used, so no login is metered but the first.
     assert_eq!(
         env.sql(&format!(
@@ -524,6 +572,11 @@ fn login_and_verify(db: Db) {
     let doc = b"Contract No. 7: I agree.\n";
     let doc_file = env.write("contract.txt", doc);
     let by_openssl = cms_sign(&env, &alice, doc, false, "contract");
+    // The reverse: an authentication certificate does not sign documents.
+    let by_auth = cms_sign(&env, &alice_auth, doc, false, "auth-as-signature");
+    let v = verify_call(port, &bank, &by_auth, Some(doc));
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(reasons(&v), ["wrong_purpose"], "{v}");
     let v = verify_call(port, &bank, &by_openssl, Some(doc));
     assert_eq!(v["valid"], true, "{v}");
     assert_eq!(v["signer"]["identity"]["pinfl"], me.as_str());
@@ -721,11 +774,12 @@ fn login_and_verify(db: Db) {
     // signature is judged at verification.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     env.ok(&["suspend", &serial]);
+    env.ok(&["suspend", &auth_serial]);
     let c = challenge(port, &tax);
     let (code, v) = login(
         port,
         &tax,
-        &cms_sign(&env, &alice, c.as_bytes(), true, "l6"),
+        &cms_sign(&env, &alice_auth, c.as_bytes(), true, "l6"),
         None,
     );
     assert_eq!(
@@ -745,10 +799,18 @@ fn login_and_verify(db: Db) {
     // Revoked: the same.
     env.ok(&["restore", &serial]);
     env.ok(&["revoke", &serial, "--reason", "keyCompromise"]);
+    env.ok(&["restore", &auth_serial]);
+    env.ok(&["revoke", &auth_serial, "--reason", "keyCompromise"]);
     let (code, v) = login(
         port,
         &tax,
-        &cms_sign(&env, &alice, challenge(port, &tax).as_bytes(), true, "l7"),
+        &cms_sign(
+            &env,
+            &alice_auth,
+            challenge(port, &tax).as_bytes(),
+            true,
+            "l7",
+        ),
         None,
     );
     assert_eq!(
@@ -811,7 +873,7 @@ fn login_and_verify(db: Db) {
     assert_eq!(row(&tax.id)["logins"], 4, "{report}");
     assert_eq!(row(&tax.id)["billable"], false);
     assert_eq!(row(&bank.id)["logins"], 1, "the TLS login");
-    assert_eq!(row(&bank.id)["verifications"], 5, "{report}");
+    assert_eq!(row(&bank.id)["verifications"], 6, "{report}");
     assert_eq!(row(&bank.id)["billable"], true);
     let refused = env.refused(&["report", "usage", "--month", "2026-13"]);
     assert!(refused.contains("month"), "{refused}");
@@ -892,7 +954,7 @@ impl OtherCa {
         .unwrap();
         std::fs::write(
             dir.join("leaf.ext"),
-            "keyUsage=critical,digitalSignature,nonRepudiation\n",
+            "keyUsage=critical,digitalSignature,nonRepudiation\nextendedKeyUsage=clientAuth,emailProtection\n",
         )
         .unwrap();
         let ca = Self {

@@ -260,12 +260,10 @@ impl Login {
     ) -> Result<Assessment, LoginError> {
         let a = if status_deferred {
             self.trust
-                .assess_now_status_deferred(cert, der, Purpose::Authentication, now)
+                .assess_now_status_deferred(cert, der, Purpose::Login, now)
                 .await
         } else {
-            self.trust
-                .assess(cert, der, Purpose::Authentication, now)
-                .await
+            self.trust.assess(cert, der, Purpose::Login, now).await
         }
         .map_err(LoginError::Internal)?;
         if !a.valid() {

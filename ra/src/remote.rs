@@ -246,6 +246,8 @@ impl Citizens {
             ));
         }
         let (fields, parsed) = self.checked(who, csr.as_bytes(), profile).await?;
+        self.one_role_per_key(&who.pinfl, &parsed.public_key, profile)
+            .await?;
         let spki = der::Encode::to_der(&parsed.public_key)
             .map_err(|e| CitizenError::Internal(e.to_string()))?;
         let job = format!(
@@ -380,6 +382,8 @@ impl Citizens {
             assurance: "certificate".into(),
         };
         let (fields, parsed) = self.checked(&who, &v.content, &profile).await?;
+        self.one_role_per_key(&who.pinfl, &parsed.public_key, &profile)
+            .await?;
         let job = format!("renewal:{}", a.serial);
         let certificate = self.certify(&who, parsed, &profile, fields, job).await?;
         Ok(Renewed {
@@ -387,6 +391,45 @@ impl Citizens {
             renewed: a.serial,
             renewals: renewals + 1,
         })
+    }
+
+    /// A key serves one purpose: a key that already holds a certificate of
+    /// another profile (an authentication key asking to sign, or the
+    /// reverse) is refused, whatever that certificate's state, as the card
+    /// path refuses one key in two roles. Keys of the person's certificates
+    /// by every path (card, remote, renewal) are compared.
+    async fn one_role_per_key(
+        &self,
+        pinfl: &str,
+        key: &spki::SubjectPublicKeyInfoOwned,
+        profile: &str,
+    ) -> Result<(), CitizenError> {
+        use der::Decode;
+        for (serial, other, signed, bytes) in
+            self.ca.store().certificate_bytes_of_person(pinfl).await?
+        {
+            if other == profile {
+                continue;
+            }
+            let same = if signed {
+                x509_cert::Certificate::from_der(&bytes)
+                    .map(|c| c.tbs_certificate().subject_public_key_info() == key)
+            } else {
+                x509_cert::TbsCertificate::from_der(&bytes)
+                    .map(|t| t.subject_public_key_info() == key)
+            }
+            .map_err(|e| CitizenError::Internal(format!("certificate {serial}: {e}")))?;
+            if same {
+                return Err(refuse(
+                    "csr",
+                    format!(
+                        "this key already holds a {other} certificate (serial {serial}): \
+                         each purpose needs its own key"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// How many renewals led to the certificate whose job is `job`.

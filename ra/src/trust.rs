@@ -17,12 +17,17 @@ use muhr_ca::Ca;
 use muhr_policies::Profile;
 use serde::Serialize;
 use x509_cert::Certificate;
-use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, KeyUsages};
 
 /// What the signature is for; it decides the key usage required.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// Authentication (login, renewal): digitalSignature.
+    /// Logging in (CMS or TLS): a certificate made for authentication,
+    /// digitalSignature and the clientAuth extended key usage. A signing
+    /// certificate never logs in: a relying party asking its user to "sign
+    /// this" must not get a login out of it, nor a login a signature.
+    Login,
+    /// Proof of holding a current certificate (renewal): digitalSignature.
     Authentication,
     /// A document signature: nonRepudiation or digitalSignature.
     Document,
@@ -422,11 +427,14 @@ fn certificate_problems(cert: &Certificate, purpose: Purpose, at: SystemTime) ->
             format!("the certificate had expired then (on {})", secs(na)),
         );
     }
+    if let Some(why) = extended_key_usage_refuses(cert, purpose) {
+        problem("wrong_purpose", why);
+    }
     if !key_usage_allows(cert, purpose) {
         problem(
             "wrong_key_usage",
             match purpose {
-                Purpose::Authentication => {
+                Purpose::Login | Purpose::Authentication => {
                     "the key may not be used for authentication (no digitalSignature)"
                 }
                 Purpose::Document => {
@@ -451,10 +459,58 @@ fn key_usage_allows(cert: &Certificate, purpose: Purpose) -> bool {
         return false;
     };
     match purpose {
-        Purpose::Authentication => ku.0.contains(KeyUsages::DigitalSignature),
+        Purpose::Login | Purpose::Authentication => ku.0.contains(KeyUsages::DigitalSignature),
         Purpose::Document => {
             ku.0.contains(KeyUsages::NonRepudiation) || ku.0.contains(KeyUsages::DigitalSignature)
         }
+    }
+}
+
+const CLIENT_AUTH: der::oid::ObjectIdentifier =
+    der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+const ANY_EKU: der::oid::ObjectIdentifier = der::oid::ObjectIdentifier::new_unwrap("2.5.29.37.0");
+/// emailProtection (S/MIME) and id-kp-documentSigning (RFC 9336): the
+/// extended key usages that name signing documents.
+const DOCUMENT_EKUS: [der::oid::ObjectIdentifier; 2] = [
+    der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4"),
+    der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.36"),
+];
+
+/// Why the certificate's extended key usage rules out `purpose`, if it does.
+/// A login needs clientAuth stated; a document signature is refused from a
+/// certificate whose extended key usage names other purposes only (an
+/// authentication certificate: clientAuth).
+fn extended_key_usage_refuses(cert: &Certificate, purpose: Purpose) -> Option<String> {
+    let ext = cert.tbs_certificate().extensions().and_then(|e| {
+        e.iter()
+            .find(|e| e.extn_id == <ExtendedKeyUsage as der::oid::AssociatedOid>::OID)
+    });
+    let ekus = match ext.map(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes())) {
+        None => None,
+        Some(Ok(e)) => Some(e.0),
+        Some(Err(_)) => return Some("the extended key usage extension does not parse".into()),
+    };
+    match (purpose, ekus) {
+        (Purpose::Login, None) => Some(
+            "the certificate is not made for authentication (no clientAuth extended key usage): \
+             log in with the authentication certificate"
+                .into(),
+        ),
+        (Purpose::Login, Some(e)) if !e.contains(&CLIENT_AUTH) => Some(
+            "the certificate is not made for authentication (clientAuth is not among its \
+             extended key usages)"
+                .into(),
+        ),
+        (Purpose::Document, Some(e))
+            if !e.iter().any(|o| *o == ANY_EKU || DOCUMENT_EKUS.contains(o)) =>
+        {
+            Some(
+                "the certificate is made for other purposes than signing documents (its \
+                 extended key usage): sign with the signing certificate"
+                    .into(),
+            )
+        }
+        _ => None,
     }
 }
 

@@ -844,6 +844,35 @@ impl Store {
         rows.iter().map(summary_from_row).collect()
     }
 
+    /// Every certificate of a person with its profile and its bytes: the
+    /// signed certificate, or the to-be-signed one while pending. The RA
+    /// reads the keys out of them (a person has a handful).
+    pub async fn certificate_bytes_of_person(
+        &self,
+        pinfl: &str,
+    ) -> Result<Vec<(String, String, bool, Vec<u8>)>> {
+        let rows = sqlx::query(
+            "SELECT serial, profile, der IS NOT NULL AS signed, COALESCE(der, tbs) AS bytes \
+             FROM certificates WHERE pinfl = $1",
+        )
+        .bind(pinfl)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let signed: bool = r
+                    .try_get::<bool, _>("signed")
+                    .or_else(|_| r.try_get::<i64, _>("signed").map(|v| v != 0))?;
+                Ok((
+                    r.try_get("serial")?,
+                    r.try_get("profile")?,
+                    signed,
+                    r.try_get("bytes")?,
+                ))
+            })
+            .collect()
+    }
+
     pub async fn certificate_summary(&self, serial: &str) -> Result<Option<CertificateSummary>> {
         let row = sqlx::query(concat!(
             "SELECT ",
