@@ -79,6 +79,118 @@ pub fn password(file: Option<&Path>) -> Result<Zeroizing<String>, Fail> {
     Ok(p)
 }
 
+/// The server's address: `https`, or plain `http` only to this machine (a
+/// token and a certificate must not cross a network in the clear).
+pub fn server_url(server: &str) -> Result<String, Fail> {
+    let s = server.trim_end_matches('/');
+    let loopback = || {
+        let rest = s.strip_prefix("http://").unwrap_or_default();
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') {
+            return false;
+        }
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    if s.starts_with("https://") || (s.starts_with("http://") && loopback()) {
+        Ok(s.to_string())
+    } else {
+        Err(Fail::invalid(format!(
+            "refused: server: {s:?} must be https (plain http only to this machine)"
+        )))
+    }
+}
+
+/// POSTs `body` and returns the JSON answer, or the refusal as a message.
+async fn post_json(
+    url: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, Fail> {
+    let mut req = reqwest::Client::new().post(url).json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let response = req
+        .send()
+        .await
+        .map_err(|e| Fail::invalid(format!("{url}: {e}")))?;
+    let status = response.status();
+    let answer: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|e| Fail::invalid(format!("{url}: HTTP {status}, not JSON: {e}")))?;
+    if !status.is_success() {
+        return Err(Fail::invalid(format!(
+            "refused (HTTP {}): {}: {}",
+            status.as_u16(),
+            answer["error"]["field"].as_str().unwrap_or("-"),
+            answer["error"]["rule"]
+                .as_str()
+                .unwrap_or("no reason given")
+        )));
+    }
+    Ok(answer)
+}
+
+/// A new P-256 key, made here, and its PKCS#8 encoding.
+fn new_key() -> Result<(EcdsaKeyPair, Zeroizing<Vec<u8>>), Fail> {
+    let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING)
+        .map_err(|_| Fail::internal("key generation failed"))?;
+    let pkcs8 = Zeroizing::new(
+        kp.to_pkcs8v1()
+            .map_err(|_| Fail::internal("key encoding failed"))?
+            .as_ref()
+            .to_vec(),
+    );
+    Ok((kp, pkcs8))
+}
+
+/// Keeps the answer's certificate and chain with the key in a PKCS#12 file.
+fn write_credential(
+    answer: &serde_json::Value,
+    profile: &str,
+    pkcs8: &[u8],
+    password: &str,
+    out: &Path,
+) -> Result<(), Fail> {
+    let leaf = answer["der"]
+        .as_str()
+        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+        .ok_or_else(|| Fail::internal("the answer holds no certificate"))?;
+    let mut chain: Vec<Vec<u8>> = vec![leaf];
+    for pem in answer["chain"].as_array().into_iter().flatten() {
+        let (_, der) = pem
+            .as_str()
+            .and_then(|p| der::pem::decode_vec(p.as_bytes()).ok())
+            .ok_or_else(|| Fail::internal("the answer's chain is not PEM"))?;
+        chain.push(der);
+    }
+    let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+    let p12 = crate::mtls::pkcs12(profile, &refs, pkcs8, password)?;
+    crate::mtls::write_private(out, &p12)?;
+    println!("serial     {}", answer["serial"].as_str().unwrap_or("-"));
+    println!("profile    {profile}");
+    println!("credential {}", out.display());
+    Ok(())
+}
+
+fn refuse_existing(out: &Path) -> Result<(), Fail> {
+    if out.exists() {
+        return Err(Fail::invalid(format!(
+            "refused: out: {} exists; choose another file",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
 pub async fn request(
     server: &str,
     token_file: &Path,
@@ -86,12 +198,8 @@ pub async fn request(
     out: &Path,
     password_file: Option<&Path>,
 ) -> Result<(), Fail> {
-    if out.exists() {
-        return Err(Fail::invalid(format!(
-            "refused: out: {} exists; choose another file",
-            out.display()
-        )));
-    }
+    let server = server_url(server)?;
+    refuse_existing(out)?;
     let token = Zeroizing::new(
         std::fs::read_to_string(token_file)
             .map_err(|e| Fail::invalid(format!("token file {}: {e}", token_file.display())))?
@@ -105,53 +213,62 @@ pub async fn request(
         )));
     }
     let password = password(password_file)?;
-    let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING)
-        .map_err(|_| Fail::internal("key generation failed"))?;
-    let pkcs8 = Zeroizing::new(
-        kp.to_pkcs8v1()
-            .map_err(|_| Fail::internal("key encoding failed"))?
-            .as_ref()
-            .to_vec(),
-    );
-    let url = format!("{}/api/v1/certificates", server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(token.as_str())
-        .json(&serde_json::json!({ "csr": csr_pem(&kp)?, "profile": profile }))
-        .send()
-        .await
-        .map_err(|e| Fail::invalid(format!("{url}: {e}")))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .map_err(|e| Fail::invalid(format!("{url}: HTTP {status}, not JSON: {e}")))?;
-    if !status.is_success() {
-        return Err(Fail::invalid(format!(
-            "refused (HTTP {}): {}: {}",
-            status.as_u16(),
-            body["error"]["field"].as_str().unwrap_or("-"),
-            body["error"]["rule"].as_str().unwrap_or("no reason given")
-        )));
-    }
-    let leaf = body["der"]
+    let (kp, pkcs8) = new_key()?;
+    let answer = post_json(
+        &format!("{server}/api/v1/certificates"),
+        Some(token.as_str()),
+        &serde_json::json!({ "csr": csr_pem(&kp)?, "profile": profile }),
+    )
+    .await?;
+    write_credential(&answer, profile, &pkcs8, &password, out)
+}
+
+/// `muhr client renew SERIAL --p12 AUTH.p12`: a new key made here, and a
+/// certificate for it renewing SERIAL, asked for with a CMC request signed
+/// by the citizen's authentication certificate (no new login at the
+/// identity system). The new key and chain go to a new PKCS#12 file.
+pub async fn renew(
+    server: &str,
+    serial: &str,
+    p12: &Path,
+    p12_password_file: Option<&Path>,
+    out: &Path,
+    password_file: Option<&Path>,
+) -> Result<(), Fail> {
+    let server = server_url(server)?;
+    refuse_existing(out)?;
+    let bytes = std::fs::read(p12).map_err(|e| Fail::invalid(format!("{}: {e}", p12.display())))?;
+    let auth = Credential::open(&bytes, &open_password(p12_password_file)?)?;
+    let password = password(password_file)?;
+    let challenge = post_json(
+        &format!("{server}/api/v1/certificates/renew/challenge"),
+        None,
+        &serde_json::json!({ "serial": serial }),
+    )
+    .await?;
+    let challenge = challenge["challenge"]
         .as_str()
-        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
-        .ok_or_else(|| Fail::internal("the answer holds no certificate"))?;
-    let mut chain: Vec<Vec<u8>> = vec![leaf];
-    for pem in body["chain"].as_array().into_iter().flatten() {
-        let (_, der) = pem
-            .as_str()
-            .and_then(|p| der::pem::decode_vec(p.as_bytes()).ok())
-            .ok_or_else(|| Fail::internal("the answer's chain is not PEM"))?;
-        chain.push(der);
-    }
-    let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
-    let p12 = crate::mtls::pkcs12(profile, &refs, &pkcs8, &password)?;
-    crate::mtls::write_private(out, &p12)?;
-    println!("serial     {}", body["serial"].as_str().unwrap_or("-"));
-    println!("profile    {profile}");
-    println!("credential {}", out.display());
+        .ok_or_else(|| Fail::internal("the answer holds no challenge"))?;
+    let (kp, pkcs8) = new_key()?;
+    let (_, csr) = der::pem::decode_vec(csr_pem(&kp)?.as_bytes())
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    let pki_data = muhr_ra::cmc::request(&csr, challenge.as_bytes())
+        .map_err(|e| Fail::internal(format!("CMC: {e}")))?;
+    let signature = auth.sign_typed_cms(muhr_ra::cmc::ID_CCT_PKI_DATA, &pki_data)?;
+    let answer = post_json(
+        &format!("{server}/api/v1/certificates/renew"),
+        None,
+        &serde_json::json!({
+            "signature": base64::engine::general_purpose::STANDARD.encode(&signature)
+        }),
+    )
+    .await?;
+    let profile = answer["profile"].as_str().unwrap_or("renewed").to_string();
+    write_credential(&answer, &profile, &pkcs8, &password, out)?;
+    println!(
+        "renewals   {} (left: {})",
+        answer["renewals"], answer["renewals_left"]
+    );
     Ok(())
 }
 
@@ -251,6 +368,28 @@ impl Credential {
                 Ok(sig)
             }
         }
+    }
+
+    /// An attached CMS SignedData of content type `content_type`.
+    pub fn sign_typed_cms(
+        &self,
+        content_type: const_oid::ObjectIdentifier,
+        content: &[u8],
+    ) -> Result<Vec<u8>, Fail> {
+        let sign = |m: &[u8]| self.sign(m);
+        muhr_ra::cms::sign_typed(
+            &muhr_ra::cms::Signer {
+                certificate: &self.certificate,
+                chain: &self.chain,
+                algorithm: self.algorithm.clone(),
+                sign: &sign,
+            },
+            content_type,
+            content,
+            true,
+            std::time::SystemTime::now(),
+        )
+        .map_err(|e| Fail::internal(format!("CMS: {e}")))
     }
 
     /// A CMS SignedData over `content` made with this key.

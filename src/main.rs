@@ -243,8 +243,31 @@ enum ClientCommand {
         /// File holding the PKCS#12 password; without it, it is asked for.
         #[arg(long)]
         password_file: Option<PathBuf>,
-        /// Muhr's public address.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        /// Muhr's public address: https (plain http only to this machine).
+        #[arg(long, env = "MUHR_SERVER", default_value = "https://localhost")]
+        server: String,
+    },
+    /// For citizens: renew certificate SERIAL without a new login at the
+    /// identity system: a new key made here, the request signed with your
+    /// authentication certificate's key (its PKCS#12), the new key and
+    /// certificate kept in a new PKCS#12 file. Needs no configuration.
+    Renew {
+        /// The certificate to renew (hex, as OpenSSL prints it).
+        serial: String,
+        /// Your authentication certificate (individual-auth) and its key.
+        #[arg(long)]
+        p12: PathBuf,
+        /// File holding that PKCS#12's password; without it, it is asked for.
+        #[arg(long)]
+        p12_password_file: Option<PathBuf>,
+        /// The PKCS#12 file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// File holding the new PKCS#12's password; without it, it is asked for.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Muhr's public address: https (plain http only to this machine).
+        #[arg(long, env = "MUHR_SERVER", default_value = "https://localhost")]
         server: String,
     },
     /// For citizens: sign FILE with the key in a PKCS#12 file; writes a CMS
@@ -405,6 +428,28 @@ async fn run(cli: Cli) -> Result<(), Fail> {
     }
     if let Command::Client {
         command:
+            ClientCommand::Renew {
+                serial,
+                p12,
+                p12_password_file,
+                out,
+                password_file,
+                server,
+            },
+    } = &cli.command
+    {
+        return citizen_cli::renew(
+            server,
+            serial,
+            p12,
+            p12_password_file.as_deref(),
+            out,
+            password_file.as_deref(),
+        )
+        .await;
+    }
+    if let Command::Client {
+        command:
             ClientCommand::Sign {
                 file,
                 p12,
@@ -440,7 +485,8 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         } => mtls::client_add(&app, &role, &name, &out, &password_file).await,
         // Answered above, before any installation is opened.
         Command::Client {
-            command: ClientCommand::Request { .. } | ClientCommand::Sign { .. },
+            command:
+                ClientCommand::Request { .. } | ClientCommand::Sign { .. } | ClientCommand::Renew { .. },
         } => Ok(()),
         Command::Rp {
             command: RpCommand::Add { name, class },

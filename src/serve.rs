@@ -174,7 +174,14 @@ pub async fn citizens(
         return Ok(None);
     };
     let file = config.oidc.jwks_file.is_some();
-    let c = muhr_ra::remote::Citizens::new(ca.clone(), app.config.identity.clone(), config)
+    let mut fresh = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut fresh).map_err(|_| Fail::internal("random generator failed"))?;
+    let key = app
+        .store
+        .login_challenge_key(&fresh)
+        .await
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    let c = muhr_ra::remote::Citizens::new(ca.clone(), app.config.identity.clone(), config, &key)
         .map_err(Fail::invalid)?;
     if let Err(e) = c.verifier.load().await {
         if file {

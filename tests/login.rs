@@ -650,9 +650,22 @@ fn login_and_verify(db: Db) {
     assert_eq!(again.status.code(), Some(1));
     assert!(!env.path("other.p7s").exists());
 
-    // Renewal by the current certificate: a CSR for a new key, signed with
-    // the old key; twice in a row, then the person must authenticate again.
-    let renew = |signer: &Citizen, name: &str| -> (u16, Value, Citizen) {
+    // Renewal without a new login: a one-time challenge for the certificate
+    // to renew, a CSR for a new key, both in a CMC PKIData signed (content
+    // type id-cct-PKIData) with the holder's authentication certificate.
+    let renewal_challenge = |serial: &str| -> String {
+        let (code, _, v) = call_as(
+            port,
+            "POST",
+            "/api/v1/certificates/renew/challenge",
+            None,
+            Some(&json!({ "serial": serial })),
+        );
+        assert_eq!(code, 201, "{v}");
+        v["challenge"].as_str().unwrap().to_string()
+    };
+    // A new key and its CSR (DER).
+    let new_key = |name: &str| -> (PathBuf, Vec<u8>) {
         let key = env.path(&format!("{name}.key"));
         let csr = env.path(&format!("{name}.csr"));
         openssl(&[
@@ -665,13 +678,43 @@ fn login_and_verify(db: Db) {
             "-nodes",
             "-keyout",
             key.to_str().unwrap(),
+            "-outform",
+            "DER",
             "-out",
             csr.to_str().unwrap(),
             "-subj",
             "/CN=ignored",
         ]);
-        let sig = cms_sign(&env, signer, &std::fs::read(&csr).unwrap(), true, name);
-        let body = json!({ "signature": STANDARD.encode(&sig) });
+        (key, std::fs::read(&csr).unwrap())
+    };
+    // OpenSSL signs the request as the citizen's client would.
+    let sign_as = |who: &Citizen, content: &[u8], econtent_type: Option<&str>, name: &str| {
+        let input = env.write(&format!("{name}.req"), content);
+        let out = env.path(&format!("{name}.p7s"));
+        let mut args = vec![
+            "cms",
+            "-sign",
+            "-binary",
+            "-nodetach",
+            "-in",
+            input.to_str().unwrap(),
+            "-signer",
+            who.cert.to_str().unwrap(),
+            "-inkey",
+            who.key.to_str().unwrap(),
+            "-outform",
+            "DER",
+            "-out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(t) = econtent_type {
+            args.extend(["-econtent_type", t]);
+        }
+        openssl(&args);
+        std::fs::read(&out).unwrap()
+    };
+    let post_renewal = |sig: &[u8]| -> (u16, Value) {
+        let body = json!({ "signature": STANDARD.encode(sig) });
         let (code, _, v) = call_as(
             port,
             "POST",
@@ -679,13 +722,16 @@ fn login_and_verify(db: Db) {
             None,
             Some(&body),
         );
+        (code, v)
+    };
+    const PKI_DATA: &str = "1.3.6.1.5.5.7.12.2";
+    let renewal = |signer: &Citizen, serial: &str, name: &str| -> (Vec<u8>, Citizen) {
+        let (key, csr) = new_key(name);
+        let pki = muhr_ra::cmc::request(&csr, renewal_challenge(serial).as_bytes()).unwrap();
+        let sig = sign_as(signer, &pki, Some(PKI_DATA), name);
         let cert = env.path(&format!("{name}.pem"));
-        if let Some(p) = v["pem"].as_str() {
-            std::fs::write(&cert, p).unwrap();
-        }
         (
-            code,
-            v,
+            sig,
             Citizen {
                 p12: PathBuf::new(),
                 password: PathBuf::new(),
@@ -694,11 +740,81 @@ fn login_and_verify(db: Db) {
             },
         )
     };
-    let (code, v, first) = renew(&alice, "renew1");
-    assert_eq!(code, 201, "{v}");
+    let renew = |signer: &Citizen, serial: &str, name: &str| -> (u16, Value, Citizen) {
+        let (sig, citizen) = renewal(signer, serial, name);
+        let (code, v) = post_renewal(&sig);
+        if let Some(p) = v["pem"].as_str() {
+            std::fs::write(&citizen.cert, p).unwrap();
+        }
+        (code, v, citizen)
+    };
+    let rule = |v: &Value| v["error"]["rule"].as_str().unwrap_or_default().to_string();
+
+    // The attacks first; none of them issues anything.
+    let carol = citizen_with(
+        &env,
+        &idp,
+        port,
+        &person_pinfl(13),
+        "carol",
+        "individual-auth",
+    );
+    let before = env.count("certificates");
+    // A citizen asked to "sign a document" that is a CSR: a bare CSR signed
+    // as data, by either of her certificates, never renews.
+    let (_, csr) = new_key("bare");
+    for (who, name) in [(&alice, "bare-sign"), (&alice_auth, "bare-auth")] {
+        let (code, v) = post_renewal(&sign_as(who, &csr, None, name));
+        assert_eq!(code, 422, "{v}");
+        assert!(rule(&v).contains("never renews"), "{v}");
+    }
+    // A proper request signed with the signing certificate: not an
+    // authentication certificate, refused.
+    let (sig, _) = renewal(&alice, &serial, "by-sign-cert");
+    let (code, v) = post_renewal(&sig);
+    assert_eq!(code, 422, "{v}");
+    assert!(rule(&v).contains("wrong_purpose"), "{v}");
+    // Another person's authentication certificate renews nothing of hers.
+    let (sig, _) = renewal(&carol, &serial, "by-carol");
+    let (code, v) = post_renewal(&sig);
+    assert_eq!(code, 403, "{v}");
+    // A forged challenge, and a login challenge in its place: refused.
+    let (_, csr) = new_key("forged-challenge");
+    for (nonce, name) in [
+        (
+            format!("renew-{serial}.9999999999.AAAA.AAAA"),
+            "forged-renewal",
+        ),
+        (challenge(port, &tax), "login-challenge"),
+    ] {
+        let pki = muhr_ra::cmc::request(&csr, nonce.as_bytes()).unwrap();
+        let (code, v) = post_renewal(&sign_as(&alice_auth, &pki, Some(PKI_DATA), name));
+        assert_eq!(code, 422, "{name}: {v}");
+        assert!(rule(&v).contains("not a renewal challenge"), "{name}: {v}");
+    }
+    // A foreign certificate.
+    let (sig, _) = renewal(&mallory, &serial, "by-mallory");
+    let (code, v) = post_renewal(&sig);
+    assert_eq!(code, 422, "{v}");
+    assert!(rule(&v).contains("untrusted_issuer"), "{v}");
     assert_eq!(
-        (v["renewed"].as_str(), v["renewals"].as_u64()),
-        (Some(serial.as_str()), Some(1))
+        env.count("certificates"),
+        before,
+        "no attack issued anything"
+    );
+
+    // Her own renewal of her signing certificate.
+    let (sig, first) = renewal(&alice_auth, &serial, "renew1");
+    let (code, v) = post_renewal(&sig);
+    assert_eq!(code, 201, "{v}");
+    std::fs::write(&first.cert, v["pem"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (
+            v["renewed"].as_str(),
+            v["renewals"].as_u64(),
+            v["profile"].as_str()
+        ),
+        (Some(serial.as_str()), Some(1), Some("individual-sign"))
     );
     common::verify_chain(&env.data(), &first.cert);
     let subject = openssl(&[
@@ -712,43 +828,74 @@ fn login_and_verify(db: Db) {
         subject.contains(&me) && !subject.contains("ignored"),
         "{subject}"
     );
-    // The same request again: the same certificate; another key: refused.
-    let sig = std::fs::read(env.path("renew1.p7s")).unwrap();
-    let body = json!({ "signature": STANDARD.encode(&sig) });
-    let (code, _, again) = call_as(
-        port,
-        "POST",
-        "/api/v1/certificates/renew",
-        None,
-        Some(&body),
-    );
+    // The same request again (a retry): the same certificate.
+    let (code, again) = post_renewal(&sig);
     assert_eq!(
         (code, again["serial"].clone()),
         (200, v["serial"].clone()),
         "{again}"
     );
-    let (code, v, _) = renew(&alice, "renew1b");
+    // Its challenge with another key: a replay, refused.
+    let (_, csr2) = new_key("renew1-replay");
+    let used = muhr_ra::cmc::parse(&std::fs::read(env.path("renew1.req")).unwrap()).unwrap();
+    let replay = muhr_ra::cmc::request(&csr2, &used.recipient_nonce).unwrap();
+    let (code, v) = post_renewal(&sign_as(&alice_auth, &replay, Some(PKI_DATA), "replay"));
     assert_eq!(code, 409, "{v}");
-    let (code, v, second) = renew(&first, "renew2");
-    assert_eq!((code, v["renewals"].as_u64()), (201, Some(2)), "{v}");
-    let (code, v, _) = renew(&second, "renew3");
+    assert!(rule(&v).contains("used already"), "{v}");
+    // The same certificate renewed again, with a fresh challenge and
+    // another key: it was renewed already.
+    let (code, v, _) = renew(&alice_auth, &serial, "renew1b");
+    assert_eq!(code, 409, "{v}");
+    // The second renewal, by the citizen's own command.
+    let first_serial = serial_of(&first.cert);
+    let out = Command::new(env!("CARGO_BIN_EXE_muhr"))
+        .args(["client", "renew", &first_serial, "--server"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("--p12")
+        .arg(&alice_auth.p12)
+        .arg("--p12-password-file")
+        .arg(&alice_auth.password)
+        .arg("--out")
+        .arg(env.path("renew2.p12"))
+        .arg("--password-file")
+        .arg(&alice_auth.password)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("renewals   2"), "{text}");
+    let second_serial = text
+        .lines()
+        .find_map(|l| l.strip_prefix("serial     "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (code, v, _) = renew(&alice_auth, &second_serial, "renew3");
     assert_eq!(code, 403, "{v}");
+    assert!(rule(&v).contains("authenticate"), "{v}");
+    // The citizen's command refuses to send anything in the clear to
+    // another machine.
+    let out = Command::new(env!("CARGO_BIN_EXE_muhr"))
+        .args([
+            "client",
+            "renew",
+            &first_serial,
+            "--server",
+            "http://eds.example.uz",
+        ])
+        .arg("--p12")
+        .arg(&alice_auth.p12)
+        .arg("--p12-password-file")
+        .arg(&alice_auth.password)
+        .arg("--out")
+        .arg(env.path("never.p12"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
     assert!(
-        v["error"]["rule"]
-            .as_str()
-            .unwrap()
-            .contains("authenticate"),
-        "{v}"
-    );
-    // A signature by a foreign certificate, or not carrying the CSR.
-    let (code, v, _) = renew(&mallory, "renew4");
-    assert_eq!(code, 422, "{v}");
-    assert!(
-        v["error"]["rule"]
-            .as_str()
-            .unwrap()
-            .contains("untrusted_issuer"),
-        "{v}"
+        String::from_utf8_lossy(&out.stderr).contains("must be https"),
+        "{out:?}"
     );
     let (_, _, listed) = call_as(
         port,

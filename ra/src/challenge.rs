@@ -21,7 +21,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 pub const MAX_LEN: usize = 160;
 const TAG_LEN: usize = 16;
 const NONCE_LEN: usize = 16;
-const DOMAIN: &[u8] = b"muhr login challenge v1\0";
+/// Each use of the shared key MACs under its own domain, so a challenge
+/// made for one purpose is never accepted for another (a login challenge
+/// never renews a certificate).
+pub const LOGIN: &[u8] = b"muhr login challenge v1\0";
+pub const RENEWAL: &[u8] = b"muhr renewal challenge v1\0";
 
 /// A challenge whose tag checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,20 +44,27 @@ pub enum ChallengeError {
 pub struct Challenges {
     key: hmac::Key,
     lifetime_secs: i64,
+    domain: &'static [u8],
 }
 
 impl Challenges {
-    /// `secret`: the shared key (32 bytes or more).
+    /// Login challenges; `secret`: the shared key (32 bytes or more).
     pub fn new(secret: &[u8], lifetime_secs: u64) -> Self {
+        Self::for_domain(secret, lifetime_secs, LOGIN)
+    }
+
+    /// Challenges of one purpose (`LOGIN`, `RENEWAL`).
+    pub fn for_domain(secret: &[u8], lifetime_secs: u64, domain: &'static [u8]) -> Self {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
             lifetime_secs: lifetime_secs as i64,
+            domain,
         }
     }
 
     fn tag(&self, rp: &str, expires_at: i64, nonce: &str) -> [u8; TAG_LEN] {
         let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(DOMAIN);
+        ctx.update(self.domain);
         // Lengths first, so no two (rp, expiry, nonce) triples share bytes.
         for part in [
             rp.as_bytes(),
@@ -159,6 +170,9 @@ mod tests {
         }
         let other_key = Challenges::new(&[8u8; 32], 120);
         assert_eq!(other_key.open(&text, 1_000), Err(ChallengeError::Unknown));
+        // The same key, another purpose: a login challenge never renews.
+        let renewal = Challenges::for_domain(&[7u8; 32], 120, RENEWAL);
+        assert_eq!(renewal.open(&text, 1_000), Err(ChallengeError::Unknown));
         assert!(c.issue("rp.dotted", 1_000).is_err());
     }
 }

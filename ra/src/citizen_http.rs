@@ -41,8 +41,52 @@ pub fn router(citizens: Arc<Citizens>) -> Router {
         ))
         // Renewal is authenticated by the signature it carries, not a token.
         .route("/api/v1/certificates/renew", post(renew))
+        .route(
+            "/api/v1/certificates/renew/challenge",
+            post(renewal_challenge),
+        )
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(citizens)
+}
+
+fn limit(c: &Citizens, peer: SocketAddr, headers: &HeaderMap) -> Result<(), CitizenError> {
+    let address = if c.config().rate_limits.trust_forwarded_for {
+        forwarded_for(headers).unwrap_or_else(|| peer.ip().to_string())
+    } else {
+        peer.ip().to_string()
+    };
+    c.limit_address(&address)
+}
+
+/// A one-time challenge for renewing a certificate: the renewal request
+/// echoes it (CMC recipientNonce).
+async fn renewal_challenge(
+    State(c): State<Arc<Citizens>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    if let Err(e) = limit(&c, peer, &headers) {
+        return error_response(e);
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        /// The certificate to renew, hex.
+        serial: String,
+    }
+    let b: Body = match body(&bytes) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "body", &e),
+    };
+    match c.renewal_challenge(&b.serial).await {
+        Ok((challenge, expires_at)) => (
+            StatusCode::CREATED,
+            Json(json!({ "challenge": challenge, "expires_at": expires_at })),
+        )
+            .into_response(),
+        Err(e) => error_response(e),
+    }
 }
 
 async fn renew(
@@ -51,18 +95,13 @@ async fn renew(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let address = if c.config().rate_limits.trust_forwarded_for {
-        forwarded_for(&headers).unwrap_or_else(|| peer.ip().to_string())
-    } else {
-        peer.ip().to_string()
-    };
-    if let Err(e) = c.limit_address(&address) {
+    if let Err(e) = limit(&c, peer, &headers) {
         return error_response(e);
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
-        /// base64 of a DER CMS SignedData carrying the CSR, or its PEM.
+        /// base64 of a DER CMS SignedData carrying the CMC PKIData, or its PEM.
         signature: String,
     }
     let b: Body = match body(&bytes) {

@@ -56,6 +56,9 @@ pub struct Verified {
     pub signer_der: Vec<u8>,
     /// The other certificates the message carried (intermediates, maybe).
     pub others: Vec<Certificate>,
+    /// The encapsulated content's type (signed: it is in the signed
+    /// attributes): id-data for documents and logins.
+    pub content_type: ObjectIdentifier,
     /// The signer's own claim (signingTime), not a time-stamp.
     pub signing_time: Option<SystemTime>,
     pub content: Vec<u8>,
@@ -179,6 +182,7 @@ pub fn verify(input: &[u8], detached: Option<&[u8]>) -> Result<Verified, CmsErro
         signer_der,
         others,
         signing_time,
+        content_type,
         attached: sd.encap_content_info.econtent.is_some(),
         content,
     })
@@ -314,6 +318,17 @@ pub fn sign(
     attached: bool,
     now: SystemTime,
 ) -> Result<Vec<u8>, String> {
+    sign_typed(signer, rfc5911::ID_DATA, content, attached, now)
+}
+
+/// As [`sign`], for content of type `content_type` (a CMC PKIData, say).
+pub fn sign_typed(
+    signer: &Signer<'_>,
+    content_type: ObjectIdentifier,
+    content: &[u8],
+    attached: bool,
+    now: SystemTime,
+) -> Result<Vec<u8>, String> {
     let e = |e: der::Error| e.to_string();
     let sha256 = AlgorithmIdentifierOwned {
         oid: rfc5912::ID_SHA_256,
@@ -329,7 +344,7 @@ pub fn sign(
     let signed_attrs: SignedAttributes = SetOfVec::try_from(vec![
         attr(
             rfc5911::ID_CONTENT_TYPE,
-            Any::encode_from(&rfc5911::ID_DATA).map_err(e)?,
+            Any::encode_from(&content_type).map_err(e)?,
         )?,
         attr(
             rfc5911::ID_MESSAGE_DIGEST,
@@ -361,10 +376,15 @@ pub fn sign(
         .map(|c| CertificateChoices::Certificate(c.clone()))
         .collect::<Vec<_>>();
     let sd = SignedData {
-        version: CmsVersion::V1,
+        // RFC 5652 5.1: version 3 when the content is not id-data.
+        version: if content_type == rfc5911::ID_DATA {
+            CmsVersion::V1
+        } else {
+            CmsVersion::V3
+        },
         digest_algorithms: SetOfVec::try_from(vec![sha256]).map_err(e)?,
         encap_content_info: EncapsulatedContentInfo {
-            econtent_type: rfc5911::ID_DATA,
+            econtent_type: content_type,
             econtent: attached
                 .then(|| Any::encode_from(&OctetString::new(content)?))
                 .transpose()

@@ -11,6 +11,7 @@ pub mod card;
 pub mod challenge;
 pub mod citizen_http;
 pub mod clients;
+pub mod cmc;
 pub mod cms;
 pub mod config;
 pub mod external;

@@ -18,9 +18,13 @@ use muhr_store::{AuditEvent, JobLink, StoreError, Transition};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::challenge::{ChallengeError, Challenges};
 use crate::oidc::{Citizen, OidcConfig, Verifier};
 use crate::ratelimit::RateLimiter;
 use crate::trust::{Purpose, Trust};
+
+/// How long a renewal challenge may be used.
+const RENEWAL_CHALLENGE_SECONDS: u64 = 300;
 
 /// `[citizens]`: remote issuance. Absent, the citizen routes answer 503.
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +126,7 @@ pub fn origin(job: Option<&str>) -> &'static str {
 
 pub struct Citizens {
     ca: Arc<Ca>,
+    renewal_challenges: Challenges,
     identity: IdentityRules,
     config: CitizensConfig,
     pub verifier: Verifier,
@@ -131,10 +136,14 @@ pub struct Citizens {
 }
 
 impl Citizens {
+    /// `challenge_key`: the key every node shares for challenges
+    /// ([`muhr_store::Store::login_challenge_key`]); renewal challenges are
+    /// MACed with it under their own domain.
     pub fn new(
         ca: Arc<Ca>,
         identity: IdentityRules,
         config: CitizensConfig,
+        challenge_key: &[u8],
     ) -> Result<Self, String> {
         for p in &config.profiles {
             if ca.profiles().get(p).is_none() {
@@ -147,6 +156,11 @@ impl Citizens {
             per_person: RateLimiter::new(l.person_per_hour, Duration::from_secs(3600)),
             per_address: RateLimiter::new(l.address_per_minute, Duration::from_secs(60)),
             trust: Trust::new(ca.clone()),
+            renewal_challenges: Challenges::for_domain(
+                challenge_key,
+                RENEWAL_CHALLENGE_SECONDS,
+                crate::challenge::RENEWAL,
+            ),
             ca,
             identity,
             config,
@@ -324,38 +338,122 @@ impl Citizens {
         }
     }
 
-    /// Renewal by the current certificate: `signature` is a CMS SignedData
-    /// carrying the CSR of a new key, signed with the key of a valid,
-    /// unrevoked certificate of this CA. The new certificate has the same
-    /// profile and the same person; the old one stays valid (the citizen
-    /// may revoke it). The law allows two renewals in a row; a third needs
-    /// the person to authenticate with the identity system again.
+    /// A one-time challenge for renewing certificate `serial`: the renewal
+    /// request must echo it. It names the certificate and expires; it is
+    /// used up by the renewal it serves.
+    pub async fn renewal_challenge(&self, serial: &str) -> Result<(String, i64), CitizenError> {
+        let serial = muhr_ca::serial::normalize_hex(serial).map_err(|e| refuse("serial", e))?;
+        let s = self
+            .ca
+            .store()
+            .certificate_summary(&serial)
+            .await?
+            .ok_or_else(|| CitizenError::NotFound(format!("no certificate {serial}")))?;
+        if !self.config.profiles.contains(&s.profile) {
+            return Err(refuse(
+                "serial",
+                format!("a {} certificate is not renewed here", s.profile),
+            ));
+        }
+        self.renewal_challenges
+            .issue(&format!("renew-{serial}"), muhr_store::now_secs())
+            .map_err(CitizenError::Internal)
+    }
+
+    /// Renewal without a new login at the identity system. `signature` is a
+    /// CMS SignedData of content type id-cct-PKIData ([`crate::cmc`])
+    /// carrying the CSR of a new key and a renewal challenge for the
+    /// certificate to renew, signed with the key of the same person's
+    /// authentication certificate (clientAuth) of this CA, valid and good
+    /// now. A signature made for any other purpose (a document, a login,
+    /// a bare CSR as data) never renews. The new certificate has the
+    /// renewed one's profile and person; the old one stays valid (the
+    /// citizen may revoke it). The law allows two renewals in a row; a
+    /// third needs the person to authenticate with the identity system.
     pub async fn renew(&self, signature: &[u8]) -> Result<Renewed, CitizenError> {
         let v = crate::cms::verify(signature, None)
             .map_err(|e| refuse("signature", format!("{}: {}", e.code, e.detail)))?;
         if !v.attached {
             return Err(refuse(
                 "signature",
-                "the signature must carry the CSR (attached)",
+                "the signature must carry the renewal request (attached)",
             ));
         }
+        if v.content_type != crate::cmc::ID_CCT_PKI_DATA {
+            return Err(refuse(
+                "signature",
+                format!(
+                    "content type {} is not a renewal request: renewal takes a CMC PKIData \
+                     ({}) signed with the authentication certificate; a signature over \
+                     anything else, a bare CSR included, never renews",
+                    v.content_type,
+                    crate::cmc::ID_CCT_PKI_DATA
+                ),
+            ));
+        }
+        let now = SystemTime::now();
+        let signer = self
+            .trust
+            .assess(&v.signer, &v.signer_der, Purpose::Login, now)
+            .await
+            .map_err(CitizenError::Internal)?;
+        if let Some(p) = signer.problems.first() {
+            return Err(refuse("signature", format!("{}: {}", p.code, p.detail)));
+        }
+        let request = crate::cmc::parse(&v.content).map_err(|e| refuse("signature", e))?;
+        let challenge = std::str::from_utf8(&request.recipient_nonce)
+            .map_err(|_| refuse("challenge", "not a renewal challenge of this service"))?;
+        let opened = self
+            .renewal_challenges
+            .open(challenge, muhr_store::now_secs())
+            .map_err(|e| match e {
+                ChallengeError::Unknown => {
+                    refuse("challenge", "not a renewal challenge of this service")
+                }
+                ChallengeError::Expired => refuse(
+                    "challenge",
+                    "the renewal challenge has expired: ask for a new one",
+                ),
+            })?;
+        let serial = opened
+            .rp
+            .strip_prefix("renew-")
+            .ok_or_else(|| refuse("challenge", "not a renewal challenge"))?
+            .to_string();
+        // The certificate to renew, judged now as any relying party would.
+        let old_der = self
+            .ca
+            .store()
+            .certificate(&serial)
+            .await?
+            .and_then(|r| r.der)
+            .ok_or_else(|| CitizenError::NotFound(format!("no certificate {serial}")))?;
+        let old_cert = <x509_cert::Certificate as der::Decode>::from_der(&old_der)
+            .map_err(|e| CitizenError::Internal(format!("{serial}: {e}")))?;
         let a = self
             .trust
-            .assess(
-                &v.signer,
-                &v.signer_der,
-                Purpose::Authentication,
-                SystemTime::now(),
-            )
+            .assess(&old_cert, &old_der, Purpose::Authentication, now)
             .await
             .map_err(CitizenError::Internal)?;
         if let Some(p) = a.problems.first() {
-            return Err(refuse("signature", format!("{}: {}", p.code, p.detail)));
+            return Err(refuse(
+                "challenge",
+                format!(
+                    "certificate {serial} cannot be renewed: {}: {}",
+                    p.code, p.detail
+                ),
+            ));
+        }
+        let pinfl = a.identity.get("pinfl").cloned().unwrap_or_default();
+        if pinfl.is_empty() || signer.identity.get("pinfl") != Some(&pinfl) {
+            return Err(CitizenError::Forbidden(format!(
+                "the signer's authentication certificate is not {serial}'s holder's"
+            )));
         }
         let profile = a.profile.clone().unwrap_or_default();
         if !self.config.profiles.contains(&profile) {
             return Err(refuse(
-                "signature",
+                "challenge",
                 format!(
                     "a {profile} certificate is not renewed here (only {})",
                     self.config.profiles.join(", ")
@@ -372,8 +470,8 @@ impl Citizens {
         }
         let id = |k: &str| a.identity.get(k).cloned();
         let who = Citizen {
-            subject: format!("certificate:{}", a.serial),
-            pinfl: id("pinfl").unwrap_or_default(),
+            subject: format!("certificate:{}", signer.serial),
+            pinfl,
             surname: id("surname").unwrap_or_default(),
             given_name: id("given_name").unwrap_or_default(),
             patronymic: id("patronymic"),
@@ -381,10 +479,25 @@ impl Citizens {
             birth_date: None,
             assurance: "certificate".into(),
         };
-        let (fields, parsed) = self.checked(&who, &v.content, &profile).await?;
+        let (fields, parsed) = self.checked(&who, &request.csr, &profile).await?;
         self.one_role_per_key(&who.pinfl, &parsed.public_key, &profile)
             .await?;
         let job = format!("renewal:{}", a.serial);
+        // The challenge is used once: by this renewal (and its retries,
+        // same key), never by another.
+        let key = der::Encode::to_der(&parsed.public_key)
+            .map_err(|e| CitizenError::Internal(e.to_string()))?;
+        let binding = format!("{job}:{}", hex::encode(Sha256::digest(&key)));
+        if !self
+            .ca
+            .store()
+            .use_proof(&format!("renewal:{challenge}"), &binding, opened.expires_at)
+            .await?
+        {
+            return Err(CitizenError::Conflict(
+                "this renewal challenge was used already: ask for a new one".into(),
+            ));
+        }
         let certificate = self.certify(&who, parsed, &profile, fields, job).await?;
         Ok(Renewed {
             certificate,

@@ -119,6 +119,40 @@ impl Store {
         Ok(row.try_get("secret")?)
     }
 
+    /// Consumes a one-time `proof` for `binding` (what it is used for):
+    /// true when this is its first use, or a retry with the same binding;
+    /// false when it was used for something else. Expired proofs' rows
+    /// are dropped on the way (their proofs are refused before this).
+    pub async fn use_proof(&self, proof: &str, binding: &str, expires_at: i64) -> Result<bool> {
+        let now = now_secs();
+        sqlx::query("DELETE FROM used_proofs WHERE expires_at < $1")
+            .bind(now - 300)
+            .execute(&self.pool)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO used_proofs (proof, binding, used_at, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (proof) DO NOTHING",
+        )
+        .bind(proof)
+        .bind(binding)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(true);
+        }
+        let row = sqlx::query("SELECT binding FROM used_proofs WHERE proof = $1")
+            .bind(proof)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<String, _>("binding")? == binding,
+            None => false,
+        })
+    }
+
     /// Records logins that used challenges, in one statement and one
     /// commit (the login path's group commit). Returns the challenges that
     /// were recorded now: one already recorded, or repeated within `uses`,
