@@ -20,6 +20,16 @@ fn request(csr: &str, profile: &str) -> Value {
     json!({"csr": csr, "profile": profile})
 }
 
+/// What the servers of this test wrote, for a failure's message.
+fn server_logs(env: &Env) -> String {
+    std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
 fn rule(v: &Value) -> String {
     v["error"]["rule"].as_str().unwrap_or_default().to_string()
 }
@@ -93,6 +103,24 @@ fn remote_issuance(db: Db) {
         "{again}"
     );
     assert_eq!(again["replayed"], true);
+    assert_eq!(env.count("certificates"), count);
+
+    // A stolen or leaked ID token mints nothing more: the token that issued
+    // that certificate issues no other, for another key or profile.
+    for (key, profile) in [
+        (csr(&env, "thief-sign"), "individual-sign"),
+        (csr(&env, "thief-auth"), "individual-auth"),
+    ] {
+        let (code, _, v) = call(
+            port,
+            "POST",
+            ISSUE,
+            Some(&token),
+            Some(&request(&key, profile)),
+        );
+        assert_eq!(code, 409, "{profile}: {v}");
+        assert!(rule(&v).contains("already been used"), "{v}");
+    }
     assert_eq!(env.count("certificates"), count);
 
     // RS256 tokens are accepted as well.
@@ -521,6 +549,55 @@ fn remote_issuance(db: Db) {
     assert_eq!(limited, Some(31));
 }
 
+/// The same request sent many times at once (a client retrying on a slow
+/// network, a double click): every answer is the one certificate, never a
+/// 500, and exactly one was issued.
+fn concurrent_duplicates(db: Db) {
+    let idp = Provider::start();
+    let env = Env::with_extra(
+        db,
+        Keys::Software,
+        &idp.config("[citizens.rate_limits]\nperson_per_hour = 0\naddress_per_minute = 0"),
+    );
+    env.init();
+    let (_server, port) = start(&env, &[]);
+    let before = env.count("certificates");
+    for round in 0..3 {
+        let token = idp.es256(&idp.claims(&person_pinfl(20 + round)));
+        let body = request(&csr(&env, &format!("dup{round}")), "individual-sign");
+        let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        let (code, _, v) = call(port, "POST", ISSUE, Some(&token), Some(&body));
+                        (code, v)
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let serials: std::collections::BTreeSet<&str> = answers
+            .iter()
+            .map(|(code, v)| {
+                assert!(
+                    *code == 200 || *code == 201,
+                    "{code}: {v}\n{}",
+                    server_logs(&env)
+                );
+                v["serial"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(serials.len(), 1, "{answers:?}");
+        assert_eq!(
+            answers.iter().filter(|(code, _)| *code == 201).count(),
+            1,
+            "{answers:?}"
+        );
+    }
+    assert_eq!(env.count("certificates"), before + 3);
+}
+
 both_databases! {
     remote_issuance_self_service_and_refusals => remote_issuance;
+    concurrent_duplicate_requests_get_the_one_certificate => concurrent_duplicates;
 }

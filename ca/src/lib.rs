@@ -700,7 +700,16 @@ impl Ca {
                     Err(e) => results[*i] = Some(Err(e)),
                 }
             }
-            if let Err(e) = recording.complete(&self.store, &commit, &signed_from).await {
+            let outcome = recording.complete(&self.store, &commit, &signed_from).await;
+            if let Err(muhr_store::StoreError::Conflict(why)) = &outcome {
+                // Another request finished one of these very intents first
+                // (a retry that found it pending and signed it, as
+                // `finish_intent` does): what it stored is what was handed
+                // out. Nothing of this commit was stored.
+                for (i, issued) in done {
+                    results[i] = Some(self.stored_instead(issued, why).await);
+                }
+            } else if let Err(e) = outcome {
                 for (i, _) in &done {
                     results[*i] = Some(Err(IssueError::Internal(format!(
                         "storing certificate: {e}"
@@ -719,6 +728,20 @@ impl Ca {
             .into_iter()
             .map(|r| r.expect("every request has a result"))
             .collect()
+    }
+
+    /// The certificate another request stored for `issued`'s serial (the
+    /// one handed out, signed from the same recorded bytes).
+    async fn stored_instead(&self, issued: Issued, why: &str) -> Result<Issued, IssueError> {
+        match self
+            .store
+            .certificate(&issued.serial)
+            .await?
+            .and_then(|r| r.der)
+        {
+            Some(der) => Ok(Issued { der, ..issued }),
+            None => Err(IssueError::Internal(format!("storing certificate: {why}"))),
+        }
     }
 
     /// Finishes intents left pending by a crash: the recorded bytes are signed

@@ -204,6 +204,12 @@ impl Unverified {
     }
 
     /// The payload, once `key` verified the signature.
+    /// `header.payload` as it arrived: what the signature covers, so a
+    /// digest of it names one token however its signature is re-encoded.
+    pub fn signing_input(&self) -> &str {
+        &self.signing_input
+    }
+
     pub fn verify(self, key: &Jwk) -> Result<Vec<u8>, String> {
         if !key.alg_fits(self.alg) {
             return Err(format!(

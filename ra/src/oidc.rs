@@ -185,6 +185,18 @@ pub struct Citizen {
     pub tin: Option<String>,
     pub birth_date: Option<String>,
     pub assurance: String,
+    /// The token this identity came from, for single use: the SHA-256 of
+    /// its signing input (header and payload, what its signature covers, so
+    /// no re-encoding of the signature makes another token), and when it
+    /// expires. None for an identity
+    /// read from a certificate.
+    pub token: Option<TokenId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenId {
+    pub digest: String,
+    pub expires_at: i64,
 }
 
 struct Keys {
@@ -320,11 +332,20 @@ impl Verifier {
     /// Checks an ID token and returns the person it names.
     pub async fn verify(&self, token: &str, now: SystemTime) -> Result<Citizen, TokenError> {
         let unverified = jws::Unverified::parse(token).map_err(TokenError::Invalid)?;
+        let digest = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            unverified.signing_input().as_bytes(),
+        ));
         let key = self.key_for(&unverified).await?;
         let payload = unverified.verify(&key).map_err(TokenError::Invalid)?;
         let claims: serde_json::Map<String, Value> = serde_json::from_slice(&payload)
             .map_err(|_| TokenError::Invalid("the payload is not a JSON object".into()))?;
-        self.check_claims(&claims, now)
+        let mut citizen = self.check_claims(&claims, now)?;
+        citizen.token = Some(TokenId {
+            digest,
+            expires_at: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
+        });
+        Ok(citizen)
     }
 
     fn check_claims(
@@ -426,6 +447,7 @@ impl Verifier {
             tin: text(&n.tin).filter(|s| !s.is_empty()),
             birth_date: text(&n.birth_date).filter(|s| !s.is_empty()),
             assurance: level,
+            token: None,
         })
     }
 }

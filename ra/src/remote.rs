@@ -269,6 +269,28 @@ impl Citizens {
             who.pinfl,
             hex::encode(&Sha256::digest(&spki)[..16])
         );
+        // One ID token issues at most one certificate: a stolen or leaked
+        // token cannot mint more. Its retries (same key, same profile) are
+        // the same issuance and get the same certificate.
+        let token = who.token.as_ref().ok_or_else(|| {
+            CitizenError::Internal("an issuance without the token it came from".into())
+        })?;
+        if !self
+            .ca
+            .store()
+            .use_proof(
+                &format!("id-token:{}", token.digest),
+                &format!("{job}/{profile}"),
+                token.expires_at,
+            )
+            .await?
+        {
+            return Err(CitizenError::Conflict(
+                "this ID token has already been used to issue a certificate: \
+                 log in to the identity system again for another"
+                    .into(),
+            ));
+        }
         self.certify(who, parsed, profile, fields, job).await
     }
 
@@ -478,6 +500,7 @@ impl Citizens {
             tin: id("tin"),
             birth_date: None,
             assurance: "certificate".into(),
+            token: None,
         };
         let (fields, parsed) = self.checked(&who, &request.csr, &profile).await?;
         self.one_role_per_key(&who.pinfl, &parsed.public_key, &profile)

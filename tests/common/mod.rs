@@ -578,7 +578,8 @@ fn start_ports(env: &Env, subcommand: &str, extra_args: &[&str]) -> (Server, u16
         .args(&mtls_args)
         .args(extra_args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Kept in the test's directory for whoever debugs a failure.
+        .stderr(std::fs::File::create(env.path(&format!("{subcommand}-{port}.log"))).unwrap())
         .spawn()
         .unwrap();
     let server = Server(child);

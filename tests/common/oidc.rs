@@ -99,6 +99,7 @@ impl Provider {
         json!({
             "iss": self.issuer, "aud": "muhr-test", "sub": format!("user-{pinfl}"),
             "iat": now, "auth_time": now - 5, "exp": now + 300, "acr": "high",
+            "jti": format!("{:032x}", rand_u128()),
             "pinfl": pinfl, "family_name": "Toshmatov", "given_name": "Sardor",
             "middle_name": "Alisher o'g'li", "birthdate": "1985-05-15",
         })
@@ -124,6 +125,13 @@ impl Provider {
             .unwrap();
         format!("{input}.{}", b64(&sig))
     }
+}
+
+/// Every token a provider issues is its own: a fresh jti.
+fn rand_u128() -> u128 {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).unwrap();
+    u128::from_le_bytes(b)
 }
 
 pub fn signing_input(header: &Value, claims: &Value) -> String {
