@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use const_oid::ObjectIdentifier;
+use muhr_ca::audit_anchor::AuditSigner;
 use muhr_ca::ceremony::{CaSpec, Ceremony};
 use muhr_ca::{Ca, IssuancePolicy, UrlTemplates};
 use muhr_hsm::KeyStore;
@@ -116,6 +117,7 @@ impl App {
                 == 0
         {
             self.init_ca("dev-default").await?;
+            self.audit_signer(true, "dev-default").await?;
             eprintln!(
                 "muhr: no configuration given: created a development CA in {} (software keys, SQLite). Not for production.",
                 self.data_dir.display()
@@ -137,6 +139,92 @@ impl App {
             );
         }
         Ok(ca)
+    }
+}
+
+impl App {
+    /// This node's record of the checkpoints it signed.
+    pub fn local_checkpoints(&self) -> PathBuf {
+        self.data_dir.join("audit").join("checkpoints.jsonl")
+    }
+
+    /// Where the ceremony leaves the audit key's public half, for offline
+    /// verifiers of an export.
+    pub fn audit_public_key_file(&self) -> PathBuf {
+        self.data_dir.join("ca").join("audit-key.pem")
+    }
+
+    /// The audit key's signer: opened, or, with `create`, made now (a key
+    /// generation is itself an audited act). None when the key is absent
+    /// and not to be made.
+    pub async fn audit_signer(
+        &self,
+        create: bool,
+        actor: &str,
+    ) -> Result<Option<Arc<AuditSigner>>, Fail> {
+        let label = &self.config.audit.key;
+        let spec = muhr_ca::audit_anchor::KEY_SPEC;
+        let key = match self.keys.open(label, spec) {
+            Ok(k) => k,
+            Err(muhr_hsm::HsmError::NotFound(_)) if create => {
+                let k = self
+                    .keys
+                    .generate(label, spec)
+                    .map_err(|e| Fail::internal(format!("audit key {label:?}: {e}")))?;
+                let key_id = muhr_ca::audit_anchor::key_id(k.public_key())?;
+                self.store
+                    .audit(&[&muhr_store::AuditEvent {
+                        actor: actor.to_string(),
+                        action: "key.generate".into(),
+                        object: label.clone(),
+                        details: serde_json::json!({
+                            "purpose": "audit checkpoints",
+                            "spec": spec.to_string(),
+                            "key_id": key_id,
+                        }),
+                    }])
+                    .await
+                    .map_err(|e| Fail::internal(e.to_string()))?;
+                tracing::info!(%label, %key_id, "made the audit key");
+                k
+            }
+            Err(muhr_hsm::HsmError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(Fail::internal(format!("audit key {label:?}: {e}"))),
+        };
+        let pem_path = self.audit_public_key_file();
+        if !pem_path.exists() {
+            let der =
+                der::Encode::to_der(key.public_key()).map_err(|e| Fail::internal(e.to_string()))?;
+            let pem = der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &der)
+                .map_err(|e| Fail::internal(e.to_string()))?;
+            if let Some(dir) = pem_path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Fail::internal(format!("{}: {e}", dir.display())))?;
+            }
+            std::fs::write(&pem_path, pem)
+                .map_err(|e| Fail::internal(format!("{}: {e}", pem_path.display())))?;
+        }
+        Ok(Some(Arc::new(AuditSigner::new(
+            key,
+            Some(self.local_checkpoints()),
+        )?)))
+    }
+
+    /// Signs a checkpoint of the chain now, when this node has the audit
+    /// key; what a command that appended entries does before it exits.
+    pub async fn anchor_audit(&self) {
+        match self.audit_signer(false, "").await {
+            Ok(Some(s)) => {
+                if let Err(e) = s.checkpoint(&self.store).await {
+                    tracing::warn!(error = %e, "audit checkpoint failed");
+                }
+            }
+            Ok(None) => tracing::warn!(
+                key = %self.config.audit.key,
+                "no audit key here: the entries just appended are anchored by the next node that has it"
+            ),
+            Err(e) => tracing::warn!(error = %e.message, "audit key unavailable"),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub fn cli_actor() -> String {
 
 pub async fn ca_init(app: &App) -> Result<(), Fail> {
     app.init_ca(&cli_actor()).await?;
+    app.audit_signer(true, &cli_actor()).await?;
     let dir = app.data_dir.join("ca");
     println!("created root CA     {}", dir.join("root.pem").display());
     println!("created issuing CA  {}", dir.join("issuing.pem").display());
@@ -121,22 +122,91 @@ pub async fn cert_show(app: &App, serial: &str) -> Result<(), Fail> {
     Ok(())
 }
 
-pub async fn audit_verify(app: &App) -> Result<(), Fail> {
-    let report = app
-        .store
-        .verify_audit()
-        .await
-        .map_err(|e| Fail::internal(e.to_string()))?;
-    match report.finding {
-        None => {
-            println!("audit chain intact: {} entries", report.entries);
-            Ok(())
+/// `muhr audit verify`: the chain, its signed checkpoints (their key from
+/// the key store, or `public_key` when given: never from the database), that
+/// old entries are anchored, and this node's own checkpoint file.
+pub async fn audit_verify(app: &App, public_key: Option<&Path>) -> Result<(), Fail> {
+    let key = match public_key {
+        Some(p) => muhr_ca::audit_anchor::read_public_key(&read(p, "public key")?)
+            .map_err(|e| Fail::invalid(format!("{}: {e}", p.display())))?,
+        None => app
+            .audit_signer(false, "")
+            .await?
+            .ok_or_else(|| {
+                Fail::invalid(format!(
+                    "the audit key {:?} is not in this key store: give --public-key FILE",
+                    app.config.audit.key
+                ))
+            })?
+            .public_key()
+            .clone(),
+    };
+    let grace = Duration::from_secs(app.config.audit.anchor_grace_seconds);
+    let v = muhr_ca::audit_anchor::verify(&app.store, &key, grace, Some(&app.local_checkpoints()))
+        .await?;
+    if v.problems.is_empty() {
+        println!(
+            "audit chain intact: {} entries, {} signed checkpoints, anchored up to entry {}",
+            v.entries, v.checkpoints, v.anchored_to
+        );
+        Ok(())
+    } else {
+        for p in &v.problems {
+            eprintln!("muhr: {p}");
         }
-        Some(f) => Err(Fail::invalid(format!(
-            "audit chain broken: {f} ({} entries verified before it)",
-            report.entries
-        ))),
+        Err(Fail::invalid(format!(
+            "audit chain broken: {} ({} entries verified)",
+            v.problems[0], v.entries
+        )))
     }
+}
+
+/// `muhr audit export FILE`: the chain and its checkpoints as JSON lines.
+pub async fn audit_export(app: &App, out: &Path) -> Result<(), Fail> {
+    let signer = app.audit_signer(false, "").await?.ok_or_else(|| {
+        Fail::invalid(format!(
+            "the audit key {:?} is not in this key store",
+            app.config.audit.key
+        ))
+    })?;
+    if out.exists() {
+        return Err(Fail::invalid(format!(
+            "refused: {} exists; choose another file",
+            out.display()
+        )));
+    }
+    let file =
+        std::fs::File::create(out).map_err(|e| Fail::invalid(format!("{}: {e}", out.display())))?;
+    let mut w = std::io::BufWriter::new(file);
+    let (entries, checkpoints) =
+        muhr_ca::audit_anchor::export(&app.store, signer.public_key(), &mut w).await?;
+    println!(
+        "exported {entries} entries and {checkpoints} checkpoints to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+/// `muhr audit verify --export FILE --public-key KEY`: no database, no
+/// configuration.
+pub fn audit_verify_export(export: &Path, public_key: &Path) -> Result<(), Fail> {
+    let key = muhr_ca::audit_anchor::read_public_key(&read(public_key, "public key")?)
+        .map_err(|e| Fail::invalid(format!("{}: {e}", public_key.display())))?;
+    let file = std::fs::File::open(export)
+        .map_err(|e| Fail::invalid(format!("{}: {e}", export.display())))?;
+    let (entries, checkpoints, anchored) =
+        muhr_ca::audit_anchor::verify_export(std::io::BufReader::new(file), &key)
+            .map_err(|e| Fail::invalid(format!("audit export broken: {e}")))?;
+    println!(
+        "audit export intact: {entries} entries, {checkpoints} signed checkpoints, anchored up to entry {anchored}"
+    );
+    if anchored < entries {
+        println!(
+            "entries {}..={entries} are after the last checkpoint: no signature vouches for them",
+            anchored + 1
+        );
+    }
+    Ok(())
 }
 
 pub async fn change_status(app: &App, serial: &str, t: muhr_store::Transition) -> Result<(), Fail> {

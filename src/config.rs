@@ -41,6 +41,34 @@ pub struct Config {
     /// Login by certificate and the relying parties' services.
     #[serde(default)]
     pub login: muhr_ra::login::LoginConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit chain's anchoring (`ca/src/audit_anchor.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Label of the audit key (ECDSA P-256) in the key store.
+    pub key: String,
+    /// A checkpoint is signed after this many entries...
+    pub checkpoint_entries: i64,
+    /// ...and at least this often while entries are appended.
+    pub checkpoint_seconds: u64,
+    /// `muhr audit verify` fails when entries older than this are not
+    /// vouched for by a signed checkpoint.
+    pub anchor_grace_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            key: "muhr-audit".into(),
+            checkpoint_entries: 1000,
+            checkpoint_seconds: 60,
+            anchor_grace_seconds: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

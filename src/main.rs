@@ -338,8 +338,21 @@ enum ReportCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk the chain; exit 1 naming the first entry changed, removed or reordered.
-    Verify,
+    /// Walk the chain and check its signed checkpoints; exit 1 naming the
+    /// first entry changed, removed or reordered, a forged checkpoint, or
+    /// old entries no checkpoint vouches for.
+    Verify {
+        /// The audit key's public half (PEM), instead of the key store's.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Check an export file instead of the database (needs --public-key;
+        /// no configuration or database is opened).
+        #[arg(long, requires = "public_key")]
+        export: Option<PathBuf>,
+    },
+    /// Write the chain and its signed checkpoints to FILE (JSON lines; see
+    /// docs/audit.md) for an offline verifier.
+    Export { out: PathBuf },
 }
 
 /// A command's failure: the message for stderr and the exit code.
@@ -467,13 +480,52 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             *attached,
         );
     }
+    if let Command::Audit {
+        command:
+            AuditCommand::Verify {
+                export: Some(export),
+                public_key: Some(key),
+            },
+    } = &cli.command
+    {
+        return commands::audit_verify_export(export, key);
+    }
     let g = cli.global;
     let app = app::App::load(g.config.as_deref(), g.data.as_deref()).await?;
-    match cli.command {
+    // Commands that append to the audit chain sign a checkpoint before they
+    // exit (a server does it on its own schedule).
+    let command = match cli.command {
         Command::Serve {
             listen,
             listen_mtls,
-        } => serve::run(app, listen, listen_mtls).await,
+        } => return serve::run(app, listen, listen_mtls).await,
+        Command::Ocsp { listen } => return serve::run_ocsp(app, listen).await,
+        other => other,
+    };
+    let appends = matches!(
+        command,
+        Command::Ca { .. }
+            | Command::Issue { .. }
+            | Command::Revoke { .. }
+            | Command::Suspend { .. }
+            | Command::Restore { .. }
+            | Command::Approve { .. }
+            | Command::Crl { .. }
+            | Command::Client { .. }
+            | Command::Rp { .. }
+            | Command::Registry { .. }
+    );
+    let result = run_installed(&app, command).await;
+    if appends && result.is_ok() {
+        app.anchor_audit().await;
+    }
+    result
+}
+
+async fn run_installed(app: &app::App, command: Command) -> Result<(), Fail> {
+    match command {
+        // Answered by `run`, which hands them the installation.
+        Command::Serve { .. } | Command::Ocsp { .. } => Ok(()),
         Command::Client {
             command:
                 ClientCommand::Add {
@@ -482,7 +534,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     out,
                     password_file,
                 },
-        } => mtls::client_add(&app, &role, &name, &out, &password_file).await,
+        } => mtls::client_add(app, &role, &name, &out, &password_file).await,
         // Answered above, before any installation is opened.
         Command::Client {
             command:
@@ -490,39 +542,41 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         } => Ok(()),
         Command::Rp {
             command: RpCommand::Add { name, class },
-        } => rp_cli::rp_add(&app, &name, &class).await,
+        } => rp_cli::rp_add(app, &name, &class).await,
         Command::Rp {
             command: RpCommand::Disable { id },
-        } => rp_cli::rp_disable(&app, &id).await,
+        } => rp_cli::rp_disable(app, &id).await,
         Command::Report {
             command: ReportCommand::Usage { month, format },
-        } => rp_cli::report_usage(&app, &month, format).await,
+        } => rp_cli::report_usage(app, &month, format).await,
         Command::Verify {
             signature,
             content,
             json,
-        } => rp_cli::verify(&app, &signature, content.as_deref(), json).await,
+        } => rp_cli::verify(app, &signature, content.as_deref(), json).await,
         Command::Registry {
             command: RegistryCommand::Import { file },
-        } => ra_cli::registry_import(&app, &file).await,
+        } => ra_cli::registry_import(app, &file).await,
         Command::Report {
             command: ReportCommand::Pilot { from, to, format },
-        } => ra_cli::report_pilot(&app, &from, &to, format).await,
-        Command::Ocsp { listen } => serve::run_ocsp(app, listen).await,
+        } => ra_cli::report_pilot(app, &from, &to, format).await,
         Command::Ca {
             command: CaCommand::Init,
-        } => commands::ca_init(&app).await,
+        } => commands::ca_init(app).await,
         Command::Issue {
             profile,
             csr,
             subject,
-        } => commands::issue(&app, &profile, &csr, &subject).await,
+        } => commands::issue(app, &profile, &csr, &subject).await,
         Command::Cert {
             command: CertCommand::Show { serial },
-        } => commands::cert_show(&app, &serial).await,
+        } => commands::cert_show(app, &serial).await,
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => commands::audit_verify(&app).await,
+            command: AuditCommand::Verify { public_key, .. },
+        } => commands::audit_verify(app, public_key.as_deref()).await,
+        Command::Audit {
+            command: AuditCommand::Export { out },
+        } => commands::audit_export(app, &out).await,
         Command::Revoke {
             serial,
             reason,
@@ -534,21 +588,21 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             let t = muhr_store::Transition::Revoke {
                 reason: reason.code(),
             };
-            status_change(&app, &serial, t, operator).await
+            status_change(app, &serial, t, operator).await
         }
         Command::Suspend { serial, operator } => {
-            status_change(&app, &serial, muhr_store::Transition::Suspend, operator).await
+            status_change(app, &serial, muhr_store::Transition::Suspend, operator).await
         }
         Command::Restore { serial, operator } => {
-            status_change(&app, &serial, muhr_store::Transition::Restore, operator).await
+            status_change(app, &serial, muhr_store::Transition::Restore, operator).await
         }
         Command::Approve {
             id,
             operator_p12,
             password_file,
-        } => approval_cli::approve(&app, &id, &operator_p12, password_file.as_deref()).await,
-        Command::Crl { out, delta } => commands::crl(&app, out.as_deref(), delta).await,
-        Command::Bench { command } => bench::run(&app, command).await,
+        } => approval_cli::approve(app, &id, &operator_p12, password_file.as_deref()).await,
+        Command::Crl { out, delta } => commands::crl(app, out.as_deref(), delta).await,
+        Command::Bench { command } => bench::run(app, command).await,
     }
 }
 

@@ -107,6 +107,15 @@ pub async fn run(
             delta_validity: Duration::from_secs(c.delta_validity_minutes * 60),
         },
     ));
+    // The audit chain's checkpoints, signed here (the key is made on the
+    // first start of an installation that predates it).
+    if let Some(signer) = app.audit_signer(true, "serve").await? {
+        tokio::spawn(signer.run(
+            app.store.clone(),
+            app.config.audit.checkpoint_entries.max(1),
+            Duration::from_secs(app.config.audit.checkpoint_seconds.max(1)),
+        ));
+    }
     let shared = Shared {
         ca: ca.clone(),
         ocsp: responder.clone(),
@@ -194,16 +203,32 @@ pub async fn citizens(
 
 /// The assertion key: opened, or made on the first start (a P-256 key in
 /// the key store, like every other key).
-pub fn assertion_key(app: &App) -> Result<Arc<dyn muhr_hsm::KeySigner>, Fail> {
+pub async fn assertion_key(app: &App) -> Result<Arc<dyn muhr_hsm::KeySigner>, Fail> {
     let label = &app.config.login.assertion_key;
     let spec = muhr_hsm::KeySpec::EcdsaP256;
     match app.keys.open(label, spec) {
         Ok(k) => Ok(k),
         Err(muhr_hsm::HsmError::NotFound(_)) => {
             tracing::info!(%label, "making the identity-assertion key");
-            app.keys
+            let k = app
+                .keys
                 .generate(label, spec)
-                .map_err(|e| Fail::internal(format!("assertion key {label:?}: {e}")))
+                .map_err(|e| Fail::internal(format!("assertion key {label:?}: {e}")))?;
+            // Every key that speaks for Muhr is recorded when it is made.
+            app.store
+                .audit(&[&muhr_store::AuditEvent {
+                    actor: "serve".into(),
+                    action: "key.generate".into(),
+                    object: label.clone(),
+                    details: serde_json::json!({
+                        "purpose": "identity assertions",
+                        "spec": spec.to_string(),
+                        "key_id": muhr_ca::audit_anchor::key_id(k.public_key())?,
+                    }),
+                }])
+                .await
+                .map_err(|e| Fail::internal(e.to_string()))?;
+            Ok(k)
         }
         Err(e) => Err(Fail::internal(format!("assertion key {label:?}: {e}"))),
     }
@@ -213,7 +238,7 @@ pub fn assertion_key(app: &App) -> Result<Arc<dyn muhr_hsm::KeySigner>, Fail> {
 pub async fn relying_parties(app: &App, ca: &Arc<Ca>) -> Result<muhr_ra::rp_http::RpApi, Fail> {
     let c = app.config.login.clone();
     c.validate().map_err(Fail::invalid)?;
-    let key = assertion_key(app)?;
+    let key = assertion_key(app).await?;
     let assertions =
         muhr_ra::assertion::Assertions::new(key, c.issuer.clone(), c.assertion_seconds)
             .map_err(Fail::invalid)?;

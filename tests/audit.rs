@@ -1,18 +1,30 @@
 //! The audit chain catches an entry changed, removed or reordered by hand, and
-//! names it.
+//! names it; its signed checkpoints catch what the hashes alone cannot: a
+//! database administrator who rewrites entries and recomputes every hash
+//! after them, forges or deletes checkpoints, or rolls the chain back. An
+//! export verifies with no database.
 
 mod common;
 use common::*;
 
+/// Ceremony (root, issuing, ca.init), the audit key's generation, then
+/// three certificates: seven entries, each command checkpointed.
 fn env_with_entries(db: Db) -> Env {
-    let env = Env::new(db, Keys::Software);
+    env_with_entries_and(db, "")
+}
+
+fn env_with_entries_and(db: Db, extra: &str) -> Env {
+    let env = Env::with_extra(db, Keys::Software, extra);
     env.init();
     let csr = env.csr("a", "ec");
     for i in 0..3 {
         env.issue("individual-auth", &csr, &person(), &format!("c{i}"));
     }
-    // ceremony: root, issuing, ca.init; then three certificates
-    assert!(env.ok(&["audit", "verify"]).contains("intact: 6 entries"));
+    let out = env.ok(&["audit", "verify"]);
+    assert!(
+        out.contains("intact: 7 entries") && out.contains("anchored up to entry 7"),
+        "{out}"
+    );
     env
 }
 
@@ -22,9 +34,9 @@ fn broken(env: &Env) -> String {
 
 fn edited_entry_is_named(db: Db) {
     let env = env_with_entries(db);
-    env.sql("UPDATE audit_log SET details = REPLACE(details, 'IVANOV', 'PETROV') WHERE seq = 4");
+    env.sql("UPDATE audit_log SET details = REPLACE(details, 'IVANOV', 'PETROV') WHERE seq = 5");
     let e = broken(&env);
-    assert!(e.contains("audit entry 4 was changed"), "{e}");
+    assert!(e.contains("audit entry 5 was changed"), "{e}");
 }
 
 fn actor_change_is_caught(db: Db) {
@@ -45,19 +57,163 @@ fn removed_entry_is_named(db: Db) {
 
 fn removed_tail_is_noticed(db: Db) {
     let env = env_with_entries(db);
-    env.sql("DELETE FROM audit_log WHERE seq = 6");
+    env.sql("DELETE FROM audit_log WHERE seq = 7");
     let e = broken(&env);
-    assert!(e.contains("audit entries 6..=6 were removed"), "{e}");
+    assert!(e.contains("audit entries 7..=7 were removed"), "{e}");
 }
 
 fn reordered_entries_are_named(db: Db) {
     let env = env_with_entries(db);
-    // Swap entries 4 and 5 wholesale (their numbers travel with them).
-    env.sql("UPDATE audit_log SET seq = 100 WHERE seq = 4");
-    env.sql("UPDATE audit_log SET seq = 4 WHERE seq = 5");
-    env.sql("UPDATE audit_log SET seq = 5 WHERE seq = 100");
+    // Swap entries 5 and 6 wholesale (their numbers travel with them).
+    env.sql("UPDATE audit_log SET seq = 100 WHERE seq = 5");
+    env.sql("UPDATE audit_log SET seq = 5 WHERE seq = 6");
+    env.sql("UPDATE audit_log SET seq = 6 WHERE seq = 100");
     let e = broken(&env);
-    assert!(e.contains("audit entry 4 does not follow entry 3"), "{e}");
+    assert!(e.contains("audit entry 5 does not follow entry 4"), "{e}");
+}
+
+/// What a database administrator covering their tracks does: changes entry
+/// `seq`'s details and recomputes every later hash and the head, so the
+/// hash chain alone holds again.
+fn rewrite_from(env: &Env, seq: i64, from: &str, to: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = muhr_store::Store::connect(&env.db_url).await.unwrap();
+        let (head, _) = store.audit_head().await.unwrap();
+        let mut entries = store.audit_entries(1, head).await.unwrap();
+        let mut prev = vec![0u8; 32];
+        for e in entries.iter_mut() {
+            if e.seq == seq {
+                e.details = e.details.replace(from, to);
+            }
+            e.prev_hash = prev.clone();
+            e.hash = muhr_store::audit::entry_hash(
+                &prev, e.seq, e.at, &e.actor, &e.action, &e.object, &e.details,
+            );
+            prev = e.hash.clone();
+            sqlx::query(
+                "UPDATE audit_log SET details = $1, prev_hash = $2, hash = $3 WHERE seq = $4",
+            )
+            .bind(&e.details)
+            .bind(&e.prev_hash)
+            .bind(&e.hash)
+            .bind(e.seq)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+            .bind(&prev)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    });
+}
+
+fn recomputed_hashes_are_caught(db: Db) {
+    let env = env_with_entries(db);
+    rewrite_from(&env, 5, "IVANOV", "PETROV");
+    let e = broken(&env);
+    assert!(
+        e.contains("signed checkpoint at entry") && e.contains("rewritten"),
+        "{e}"
+    );
+}
+
+fn forged_checkpoint_is_caught(db: Db) {
+    let env = env_with_entries(db);
+    rewrite_from(&env, 5, "IVANOV", "PETROV");
+    // The administrator replaces the checkpoints with ones of their own
+    // over the rewritten chain, signed by a key they hold.
+    let head = env.sql("SELECT seq FROM audit_head")[0].clone();
+    env.sql("DELETE FROM audit_checkpoints");
+    env.sql(&format!(
+        "INSERT INTO audit_checkpoints (seq, at, hash, key_id, signature) \
+         SELECT seq, 0, hash, 'attacker', hash FROM audit_head WHERE seq = {head}"
+    ));
+    let e = broken(&env);
+    assert!(e.contains("not signed by the audit key"), "{e}");
+}
+
+fn deleted_checkpoints_are_caught(db: Db) {
+    // No grace: every entry must be anchored at once.
+    let env = env_with_entries_and(db, "[audit]\nanchor_grace_seconds = 0\n");
+    rewrite_from(&env, 5, "IVANOV", "PETROV");
+    env.sql("DELETE FROM audit_checkpoints");
+    let e = broken(&env);
+    assert!(e.contains("no signed checkpoint vouches"), "{e}");
+    // And the node's own record of what it signed disagrees with the
+    // database, whatever the grace.
+    assert!(e.contains("missing from the database"), "{e}");
+}
+
+fn rolled_back_chain_is_caught(db: Db) {
+    let env = env_with_entries(db);
+    // Back to the ceremony: the three issuances and their checkpoints gone,
+    // the head set to match.
+    env.sql("DELETE FROM audit_log WHERE seq > 4");
+    env.sql("DELETE FROM audit_checkpoints WHERE seq > 4");
+    env.sql(
+        "UPDATE audit_head SET seq = 4, hash = (SELECT hash FROM audit_log WHERE seq = 4) \
+         WHERE id = 1",
+    );
+    let e = broken(&env);
+    assert!(e.contains("missing from the database"), "{e}");
+}
+
+fn export_verifies_offline(db: Db) {
+    let env = env_with_entries(db);
+    let out = env.path("audit.jsonl");
+    let said = env.ok(&["audit", "export", out.to_str().unwrap()]);
+    assert!(said.contains("exported 7 entries"), "{said}");
+    let key = env.data().join("ca/audit-key.pem");
+    // No configuration, no database: only the file and the public key.
+    let offline = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_muhr"))
+            .args(["audit", "verify", "--export"])
+            .arg(file)
+            .arg("--public-key")
+            .arg(&key)
+            .env_remove("MUHR_CONFIG")
+            .current_dir(env.dir.path())
+            .output()
+            .unwrap()
+    };
+    let ok = offline(&out);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(
+        text.contains("intact: 7 entries") && text.contains("anchored up to entry 7"),
+        "{text}"
+    );
+    // An edited export, even with every hash recomputed, does not verify.
+    let edited = std::fs::read_to_string(&out)
+        .unwrap()
+        .replace("IVANOV", "PETROV");
+    let bad = env.write("edited.jsonl", edited);
+    let no = offline(&bad);
+    assert_eq!(no.status.code(), Some(1), "{no:?}");
+    assert!(
+        String::from_utf8_lossy(&no.stderr).contains("audit export broken"),
+        "{no:?}"
+    );
+}
+
+/// Every use of a CA key and every key made is in the chain.
+fn key_uses_are_audited(db: Db) {
+    let env = env_with_entries(db);
+    env.ok(&["crl"]);
+    let actions = env.sql("SELECT action || ' ' || object FROM audit_log ORDER BY seq");
+    assert!(
+        actions.iter().any(|a| a == "key.generate muhr-audit"),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(|a| a == "crl.sign issuing")
+            && actions.iter().any(|a| a == "crl.sign root"),
+        "{actions:?}"
+    );
+    env.ok(&["audit", "verify"]);
 }
 
 both_databases! {
@@ -66,4 +222,10 @@ both_databases! {
     a_removed_entry_is_named => removed_entry_is_named;
     a_removed_tail_is_noticed => removed_tail_is_noticed;
     reordered_entries_are_named => reordered_entries_are_named;
+    an_administrator_recomputing_every_hash_is_caught => recomputed_hashes_are_caught;
+    an_administrator_forging_checkpoints_is_caught => forged_checkpoint_is_caught;
+    an_administrator_deleting_checkpoints_is_caught => deleted_checkpoints_are_caught;
+    an_administrator_rolling_the_chain_back_is_caught => rolled_back_chain_is_caught;
+    an_export_verifies_with_no_database => export_verifies_offline;
+    every_key_made_and_crl_signed_is_audited => key_uses_are_audited;
 }

@@ -268,7 +268,7 @@ fn odd_groups(db: Db) {
             4
         );
         // Six issued and two revoked entries, then two issued and two revoked.
-        let report = store.verify_audit().await.unwrap();
+        let report = store.verify_audit(&Default::default()).await.unwrap();
         assert_eq!(report.finding, None);
         assert_eq!(report.entries, 12);
     });

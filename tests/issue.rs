@@ -165,8 +165,12 @@ fn issue_and_verify(db: Db) {
     assert!(err.contains("organization.name"), "{err}");
 
     let audit = env.ok(&["audit", "verify"]);
-    // ceremony: 2 certificates + ca.init; then 3 certificates.
-    assert!(audit.contains("intact: 6 entries"), "{audit}");
+    // ceremony: 2 certificates + ca.init + the audit key; then 3
+    // certificates, each command's entries anchored by a signed checkpoint.
+    assert!(
+        audit.contains("intact: 7 entries") && audit.contains("anchored up to entry 7"),
+        "{audit}"
+    );
 }
 
 /// Without any configuration: SQLite and software keys in ./muhr-data.

@@ -363,7 +363,11 @@ fn supersession_and_operators(db: Db) {
     // An operator acting beyond their scope: the CA certificates are not
     // theirs to suspend or revoke (dual control, from the CLI, only).
     let changes = env.count("status_changes");
-    let audit = env.count("audit_log");
+    // The server signs CRLs meanwhile (audited too): count only what could
+    // be about the CA certificates.
+    let about_cas = "SELECT COUNT(*) FROM audit_log WHERE object IN \
+                     (SELECT serial FROM certificates WHERE profile IN ('issuing-ca', 'root-ca'))";
+    let audit = env.sql(about_cas);
     for ca in ["issuing-ca", "root-ca"] {
         let serial = env.sql(&format!(
             "SELECT serial FROM certificates WHERE profile = '{ca}'"
@@ -397,7 +401,7 @@ fn supersession_and_operators(db: Db) {
         }
     }
     assert_eq!(
-        (env.count("status_changes"), env.count("audit_log")),
+        (env.count("status_changes"), env.sql(about_cas)),
         (changes, audit)
     );
     let (code, s) = call(

@@ -31,8 +31,8 @@ fn softhsm_ceremony_and_issuance(db: Db) {
     let private: Vec<&str> = text.split("Private Key Object").skip(1).collect();
     assert_eq!(
         private.len(),
-        2,
-        "root and issuing private keys in the token:\n{text}"
+        3,
+        "root, issuing and audit private keys in the token:\n{text}"
     );
     for p in private {
         let block: String = p
@@ -56,7 +56,9 @@ fn softhsm_ceremony_and_issuance(db: Db) {
         );
     }
     assert!(
-        text.contains("label:      muhr-root") && text.contains("label:      muhr-issuing"),
+        text.contains("label:      muhr-root")
+            && text.contains("label:      muhr-issuing")
+            && text.contains("label:      muhr-audit"),
         "{text}"
     );
     // Nothing key-like in the data directory: the keys are in the token.

@@ -134,5 +134,12 @@ async fn issuance_survives_closed_sessions_and_logout() {
     }
     keys.health().unwrap();
     assert_eq!(store.count_certificates("issued").await.unwrap(), 2 + 12);
-    assert_eq!(store.verify_audit().await.unwrap().finding, None);
+    assert_eq!(
+        store
+            .verify_audit(&Default::default())
+            .await
+            .unwrap()
+            .finding,
+        None
+    );
 }

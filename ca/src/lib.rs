@@ -14,6 +14,7 @@
 //! recorded bytes again at the next start, so nothing is lost or issued twice.
 
 pub mod alt_name;
+pub mod audit_anchor;
 pub mod build;
 pub mod ceremony;
 pub mod crl;

@@ -34,6 +34,20 @@ impl Ca {
             .map_err(|_| IssueError::Internal("random generator failed".into()))?;
         let label = format!("muhr-ocsp-{now}-{}", hex::encode(id));
         let key = tokio::task::block_in_place(|| keys.generate(&label, spec))?;
+        // The key is recorded before it is certified: a key made and never
+        // used still shows in the chain.
+        self.store()
+            .audit(&[&muhr_store::AuditEvent {
+                actor: actor.to_string(),
+                action: "key.generate".into(),
+                object: label.clone(),
+                details: serde_json::json!({
+                    "purpose": "delegated OCSP signer",
+                    "spec": spec.to_string(),
+                    "key_id": crate::audit_anchor::key_id(key.public_key())?,
+                }),
+            }])
+            .await?;
         let issued = self
             .issue(Request {
                 alt_names: Vec::new(),

@@ -180,6 +180,8 @@ pub enum AuditFinding {
     Broken { seq: i64, expected_seq: i64 },
     /// The chain ends before the head says it should.
     Truncated { last_seq: i64, head_seq: i64 },
+    /// A signed checkpoint names a hash the chain does not have at its seq.
+    CheckpointMismatch { seq: i64 },
 }
 
 impl std::fmt::Display for AuditFinding {
@@ -203,6 +205,11 @@ impl std::fmt::Display for AuditFinding {
                 "audit entries {}..={head_seq} were removed: the chain ends at {last_seq}",
                 last_seq + 1
             ),
+            AuditFinding::CheckpointMismatch { seq } => write!(
+                f,
+                "the signed checkpoint at entry {seq} does not match the chain: \
+                 entries up to {seq} were rewritten"
+            ),
         }
     }
 }
@@ -213,9 +220,54 @@ pub struct AuditReport {
     pub finding: Option<AuditFinding>,
 }
 
+/// One stored entry, as `muhr audit export` writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: i64,
+    /// Unix microseconds.
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub object: String,
+    pub details: String,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+impl Entry {
+    /// Whether the entry's fields give its hash, after `prev`.
+    pub fn holds_after(&self, prev: &[u8]) -> bool {
+        self.prev_hash == prev
+            && entry_hash(
+                prev,
+                self.seq,
+                self.at,
+                &self.actor,
+                &self.action,
+                &self.object,
+                &self.details,
+            ) == self.hash
+    }
+}
+
+/// A signed checkpoint of the chain's head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    /// Unix seconds, by the signer's clock.
+    pub at: i64,
+    pub hash: Vec<u8>,
+    pub key_id: String,
+    pub signature: Vec<u8>,
+}
+
 /// Walks the whole chain in pages, so a chain of tens of millions of entries
-/// is checked in constant memory.
-pub(crate) async fn verify(pool: &AnyPool) -> Result<AuditReport> {
+/// is checked in constant memory; every checkpoint's hash must be the
+/// chain's at its seq (their signatures are the caller's to check).
+pub(crate) async fn verify(
+    pool: &AnyPool,
+    checkpoints: &std::collections::BTreeMap<i64, Vec<u8>>,
+) -> Result<AuditReport> {
     const PAGE: i64 = 5000;
     let mut prev = vec![0u8; 32];
     let mut expected_seq = 1i64;
@@ -254,6 +306,12 @@ pub(crate) async fn verify(pool: &AnyPool) -> Result<AuditReport> {
                     finding: Some(AuditFinding::Changed { seq }),
                 });
             }
+            if checkpoints.get(&seq).is_some_and(|c| *c != hash) {
+                return Ok(AuditReport {
+                    entries: expected_seq - 1,
+                    finding: Some(AuditFinding::CheckpointMismatch { seq }),
+                });
+            }
             prev = hash;
             expected_seq += 1;
         }
@@ -262,6 +320,16 @@ pub(crate) async fn verify(pool: &AnyPool) -> Result<AuditReport> {
         }
     }
     let last_seq = expected_seq - 1;
+    // A checkpoint beyond the chain's end: entries it vouched for are gone.
+    if let Some((&seq, _)) = checkpoints.range(last_seq + 1..).next() {
+        return Ok(AuditReport {
+            entries: last_seq,
+            finding: Some(AuditFinding::Truncated {
+                last_seq,
+                head_seq: seq,
+            }),
+        });
+    }
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
         .fetch_one(pool)
         .await?;

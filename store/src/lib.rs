@@ -19,7 +19,7 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 mod rows;
 mod scan;
 
-pub use audit::{AuditEvent, AuditFinding};
+pub use audit::{AuditEvent, AuditFinding, Checkpoint};
 pub use status::{Changed, Leadership, OcspSigner, Revoked, Status, StoredCrl, Transition};
 
 #[derive(Debug, thiserror::Error)]
@@ -462,8 +462,116 @@ impl Store {
         Ok(())
     }
 
-    pub async fn verify_audit(&self) -> Result<audit::AuditReport> {
-        audit::verify(&self.pool).await
+    /// Walks the chain; `checkpoints` (seq → hash) must agree with it.
+    pub async fn verify_audit(
+        &self,
+        checkpoints: &std::collections::BTreeMap<i64, Vec<u8>>,
+    ) -> Result<audit::AuditReport> {
+        audit::verify(&self.pool, checkpoints).await
+    }
+
+    /// The chain's head: the last entry's seq and hash (0 and zeros when
+    /// empty).
+    pub async fn audit_head(&self) -> Result<(i64, Vec<u8>)> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("seq")?, row.try_get("hash")?))
+    }
+
+    /// Stores a signed checkpoint; false when one exists at that seq
+    /// (another node signed the same head).
+    pub async fn save_checkpoint(&self, c: &audit::Checkpoint) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, at, hash, key_id, signature) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(c.seq)
+        .bind(c.at)
+        .bind(&c.hash)
+        .bind(&c.key_id)
+        .bind(&c.signature)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Every checkpoint, oldest first (one per thousand entries or minute).
+    pub async fn checkpoints(&self) -> Result<Vec<audit::Checkpoint>> {
+        self.checkpoints_after(-1, i64::MAX).await
+    }
+
+    /// Checkpoints with seq > `after`, at most `limit`, oldest first.
+    pub async fn checkpoints_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<audit::Checkpoint>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, hash, key_id, signature FROM audit_checkpoints \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(audit::Checkpoint {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    hash: r.try_get("hash")?,
+                    key_id: r.try_get("key_id")?,
+                    signature: r.try_get("signature")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest checkpoint.
+    pub async fn last_checkpoint(&self) -> Result<Option<audit::Checkpoint>> {
+        let row = sqlx::query("SELECT MAX(seq) AS seq FROM audit_checkpoints")
+            .fetch_one(&self.pool)
+            .await?;
+        match row.try_get::<Option<i64>, _>("seq")? {
+            Some(seq) => Ok(self.checkpoints_after(seq - 1, 1).await?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    /// The last entry recorded before `micros` (Unix microseconds), if any.
+    pub async fn last_audit_entry_before(&self, micros: i64) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(seq) AS seq FROM audit_log WHERE at < $1")
+            .bind(micros)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("seq")?)
+    }
+
+    /// Entries with seq in `from..=to`, oldest first (for export).
+    pub async fn audit_entries(&self, from: i64, to: i64) -> Result<Vec<audit::Entry>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, object, details, prev_hash, hash FROM audit_log \
+             WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(audit::Entry {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    object: r.try_get("object")?,
+                    details: r.try_get("details")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect()
     }
 
     /// Direct pool access for tests and tools that inspect the database.

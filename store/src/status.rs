@@ -167,9 +167,30 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Stores signed CRLs in one transaction; a number already taken
-    /// (another node was faster) is a Conflict and stores none.
+    /// Stores signed CRLs in one transaction, with one audit entry naming
+    /// them (every use of a CA key is in the chain); a number already taken
+    /// (another node was faster) is a Conflict and stores none, and those
+    /// signatures are never published.
     pub async fn save_crls(&self, crls: &[StoredCrl]) -> Result<()> {
+        let Some(first) = crls.first() else {
+            return Ok(());
+        };
+        let event = AuditEvent {
+            actor: format!("ca:{}", first.issuer),
+            action: "crl.sign".into(),
+            object: first.issuer.clone(),
+            details: serde_json::json!({
+                "crls": crls.iter().map(|c| serde_json::json!({
+                    "number": c.number,
+                    "kind": c.kind,
+                    "shard": c.shard,
+                    "base_number": c.base_number,
+                    "entries": c.entries,
+                    "this_update": c.this_update,
+                    "next_update": c.next_update,
+                })).collect::<Vec<_>>(),
+            }),
+        };
         let mut tx = self.pool.begin().await?;
         for crl in crls {
             let r = sqlx::query(
@@ -198,6 +219,7 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         }
+        crate::audit::append(self.backend(), &mut tx, &[&event]).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -12,13 +12,13 @@ CREATE TABLE approvals (
     requested_by    TEXT NOT NULL,
     requester_name  TEXT NOT NULL,
     request_sig     BYTEA NOT NULL,
-    requested_at    INTEGER NOT NULL,
-    expires_at      INTEGER NOT NULL,
+    requested_at    BIGINT  NOT NULL,
+    expires_at      BIGINT  NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('pending', 'approved')),
     approved_by     TEXT,
     approver_name   TEXT,
     approval_sig    BYTEA,
-    approved_at     INTEGER,
+    approved_at     BIGINT,
     CHECK (approved_by IS NULL OR approved_by <> requested_by),
     CHECK (approver_name IS NULL OR approver_name <> requester_name)
 );

@@ -7,7 +7,7 @@
 CREATE TABLE used_proofs (
     proof       TEXT PRIMARY KEY,
     binding     TEXT NOT NULL,
-    used_at     INTEGER NOT NULL,
-    expires_at  INTEGER NOT NULL
+    used_at     BIGINT  NOT NULL,
+    expires_at  BIGINT  NOT NULL
 );
 CREATE INDEX used_proofs_expiry ON used_proofs (expires_at);

@@ -1,0 +1,468 @@
+//! Anchoring the audit chain to a key. The hash chain alone shows that an
+//! entry was changed only to someone who did not recompute the hashes after
+//! it; whoever can write the database can. So the chain's head is signed at
+//! intervals by the audit key, which lives in the key store (the HSM) like
+//! the CA keys: a checkpoint vouches for every entry up to it, and nobody
+//! without the key can make a rewritten chain agree with the signatures.
+//!
+//! What a checkpoint cannot see is the tail after it (at most
+//! `checkpoint_entries` entries or `checkpoint_seconds`), and the whole
+//! chain rolled back to an older checkpoint with the newer ones deleted.
+//! Against the first, `verify` refuses a chain whose entries older than a
+//! grace period are not anchored; against the second, every checkpoint a
+//! node signs is also appended to a file of its own data directory
+//! (`audit/checkpoints.jsonl`, which a database administrator cannot
+//! reach), and `verify` requires every checkpoint in that file to be in
+//! the database and the chain.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use der::{Decode, Encode};
+use muhr_hsm::KeySigner;
+use muhr_store::{Checkpoint, Store};
+use serde::{Deserialize, Serialize};
+use spki::SubjectPublicKeyInfoOwned;
+
+use crate::IssueError;
+
+const DOMAIN: &[u8] = b"muhr audit checkpoint v1\0";
+
+/// The audit key is an ECDSA P-256 key: its signatures are small and any
+/// token Muhr supports makes them.
+pub const KEY_SPEC: muhr_hsm::KeySpec = muhr_hsm::KeySpec::EcdsaP256;
+
+/// What the audit key signs for a checkpoint: every field, fixed width or
+/// length-prefixed, under a domain no other signature of Muhr's uses.
+pub fn statement(seq: i64, at: i64, hash: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + 20 + hash.len());
+    m.extend_from_slice(DOMAIN);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(&at.to_be_bytes());
+    m.extend_from_slice(&(hash.len() as u32).to_be_bytes());
+    m.extend_from_slice(hash);
+    m
+}
+
+/// SHA-256 of the key's SubjectPublicKeyInfo, hex: which key signed.
+pub fn key_id(spki: &SubjectPublicKeyInfoOwned) -> Result<String, IssueError> {
+    let der = spki
+        .to_der()
+        .map_err(|e| IssueError::Internal(format!("audit key: {e}")))?;
+    Ok(hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &der,
+    )))
+}
+
+/// One line of the local checkpoint file and of an export.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckpointLine {
+    pub seq: i64,
+    pub at: i64,
+    pub hash: String,
+    pub key_id: String,
+    pub signature: String,
+}
+
+impl From<&Checkpoint> for CheckpointLine {
+    fn from(c: &Checkpoint) -> Self {
+        Self {
+            seq: c.seq,
+            at: c.at,
+            hash: hex::encode(&c.hash),
+            key_id: c.key_id.clone(),
+            signature: hex::encode(&c.signature),
+        }
+    }
+}
+
+impl CheckpointLine {
+    fn decode(&self) -> Result<Checkpoint, String> {
+        Ok(Checkpoint {
+            seq: self.seq,
+            at: self.at,
+            hash: hex::decode(&self.hash).map_err(|e| format!("checkpoint {}: {e}", self.seq))?,
+            key_id: self.key_id.clone(),
+            signature: hex::decode(&self.signature)
+                .map_err(|e| format!("checkpoint {}: {e}", self.seq))?,
+        })
+    }
+}
+
+/// Whether `c` is signed by `public_key`.
+pub fn check_signature(c: &Checkpoint, public_key: &SubjectPublicKeyInfoOwned) -> bool {
+    let Ok(id) = key_id(public_key) else {
+        return false;
+    };
+    let alg = KEY_SPEC.signature_algorithm();
+    id == c.key_id
+        && muhr_hsm::verify::verify_signature(
+            public_key,
+            &alg,
+            &statement(c.seq, c.at, &c.hash),
+            &c.signature,
+        )
+        .is_ok()
+}
+
+/// Signs checkpoints with the audit key.
+pub struct AuditSigner {
+    key: Arc<dyn KeySigner>,
+    key_id: String,
+    /// This node's own record of what it signed (see the module's doc).
+    local: Option<PathBuf>,
+}
+
+impl AuditSigner {
+    pub fn new(key: Arc<dyn KeySigner>, local: Option<PathBuf>) -> Result<Self, IssueError> {
+        if key.spec() != KEY_SPEC {
+            return Err(IssueError::Internal(format!(
+                "the audit key {} is not {KEY_SPEC}",
+                key.label()
+            )));
+        }
+        let key_id = key_id(key.public_key())?;
+        Ok(Self { key, key_id, local })
+    }
+
+    pub fn public_key(&self) -> &SubjectPublicKeyInfoOwned {
+        self.key.public_key()
+    }
+
+    /// Signs the head when it has moved past the last checkpoint; the new
+    /// checkpoint, or None when there was nothing to sign (or another node
+    /// signed the same head first).
+    pub async fn checkpoint(&self, store: &Store) -> Result<Option<Checkpoint>, IssueError> {
+        let (seq, hash) = store.audit_head().await?;
+        let last = store.last_checkpoint().await?;
+        if seq == 0 || last.as_ref().is_some_and(|l| l.seq >= seq) {
+            return Ok(None);
+        }
+        let at = muhr_store::now_secs();
+        let key = self.key.clone();
+        let message = statement(seq, at, &hash);
+        let signature = tokio::task::spawn_blocking(move || key.sign(&message))
+            .await
+            .map_err(|e| IssueError::Internal(format!("audit signing task: {e}")))??;
+        let c = Checkpoint {
+            seq,
+            at,
+            hash,
+            key_id: self.key_id.clone(),
+            signature,
+        };
+        if !store.save_checkpoint(&c).await? {
+            return Ok(None);
+        }
+        if let Some(path) = &self.local {
+            append_local(path, &c)?;
+        }
+        Ok(Some(c))
+    }
+
+    /// Signs a checkpoint whenever `entries` entries or `every` have passed
+    /// since the last one (and something was appended). Runs until the
+    /// process ends; failures are logged and tried again.
+    pub async fn run(self: Arc<Self>, store: Store, entries: i64, every: Duration) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let due = async {
+                let (seq, _) = store.audit_head().await?;
+                let last = store.last_checkpoint().await?;
+                let (last_seq, last_at) = last.map(|l| (l.seq, l.at)).unwrap_or((0, 0));
+                Ok::<_, IssueError>(
+                    seq > last_seq
+                        && (seq - last_seq >= entries
+                            || muhr_store::now_secs() - last_at >= every.as_secs() as i64),
+                )
+            };
+            match due.await {
+                Ok(true) => {
+                    if let Err(e) = self.checkpoint(&store).await {
+                        tracing::error!(error = %e, "audit checkpoint failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "audit head unreadable"),
+            }
+        }
+    }
+}
+
+/// Appends `c` to the node's file, created readable by its owner only.
+fn append_local(path: &Path, c: &Checkpoint) -> Result<(), IssueError> {
+    let io = |e: std::io::Error| IssueError::Internal(format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path).map_err(io)?;
+    let line = serde_json::to_string(&CheckpointLine::from(c))
+        .map_err(|e| IssueError::Internal(e.to_string()))?;
+    writeln!(f, "{line}").map_err(io)?;
+    f.sync_data().map_err(io)
+}
+
+/// The outcome of `muhr audit verify`.
+#[derive(Debug, Default)]
+pub struct Verification {
+    pub entries: i64,
+    pub checkpoints: usize,
+    /// The newest entry a valid checkpoint vouches for.
+    pub anchored_to: i64,
+    /// Everything wrong, first found first; empty when the chain holds.
+    pub problems: Vec<String>,
+}
+
+/// Checks the chain, every checkpoint's signature against `public_key`
+/// (from the key store, never from the database), that entries older than
+/// `grace` are anchored, and that the node's own checkpoint file (when
+/// given and present) agrees with the database.
+pub async fn verify(
+    store: &Store,
+    public_key: &SubjectPublicKeyInfoOwned,
+    grace: Duration,
+    local: Option<&Path>,
+) -> Result<Verification, IssueError> {
+    let mut v = Verification::default();
+    let checkpoints = store.checkpoints().await?;
+    v.checkpoints = checkpoints.len();
+    let mut hashes = BTreeMap::new();
+    for c in &checkpoints {
+        if check_signature(c, public_key) {
+            hashes.insert(c.seq, c.hash.clone());
+            v.anchored_to = v.anchored_to.max(c.seq);
+        } else {
+            v.problems.push(format!(
+                "the checkpoint at entry {} is not signed by the audit key: it was forged or altered",
+                c.seq
+            ));
+        }
+    }
+    let report = store.verify_audit(&hashes).await?;
+    v.entries = report.entries;
+    if let Some(f) = report.finding {
+        v.problems.push(f.to_string());
+    }
+    let cutoff = muhr_store::now_secs().saturating_sub(grace.as_secs() as i64) * 1_000_000;
+    if let Some(old) = store.last_audit_entry_before(cutoff).await?
+        && old > v.anchored_to
+    {
+        v.problems.push(format!(
+            "audit entries {}..={old} are older than {} s and no signed checkpoint vouches for \
+             them: checkpoints were deleted, or nothing signs them (is `muhr serve` running \
+             with the audit key?)",
+            v.anchored_to + 1,
+            grace.as_secs()
+        ));
+    }
+    if let Some(path) = local.filter(|p| p.exists()) {
+        let by_seq: BTreeMap<i64, &Checkpoint> = checkpoints.iter().map(|c| (c.seq, c)).collect();
+        let file = std::fs::File::open(path)
+            .map_err(|e| IssueError::Internal(format!("{}: {e}", path.display())))?;
+        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line =
+                line.map_err(|e| IssueError::Internal(format!("{}: {e}", path.display())))?;
+            let mine = serde_json::from_str::<CheckpointLine>(&line)
+                .map_err(|e| e.to_string())
+                .and_then(|l| l.decode());
+            match mine {
+                Ok(c) if by_seq.get(&c.seq).is_some_and(|d| d.hash == c.hash) => {}
+                Ok(c) => v.problems.push(format!(
+                    "the checkpoint this node signed at entry {} is missing from the database or \
+                     differs: the chain was rolled back or rewritten",
+                    c.seq
+                )),
+                Err(e) => v
+                    .problems
+                    .push(format!("{} line {}: {e}", path.display(), n + 1)),
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// The first line of an export.
+#[derive(Debug, Serialize, Deserialize)]
+struct ExportHeader {
+    format: String,
+    /// The audit key's SubjectPublicKeyInfo, base64 DER (for reference: an
+    /// offline verifier should take the key from the ceremony's record).
+    audit_key: String,
+    entries: i64,
+    checkpoints: usize,
+}
+
+/// One exported entry.
+#[derive(Debug, Serialize, Deserialize)]
+struct EntryLine {
+    seq: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    object: String,
+    details: String,
+    prev_hash: String,
+    hash: String,
+}
+
+/// A line of an export: the header, an entry or a checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ExportLine {
+    Header(ExportHeader),
+    Entry(EntryLine),
+    Checkpoint(CheckpointLine),
+}
+
+pub const EXPORT_FORMAT: &str = "muhr-audit-export-v1";
+
+/// Writes the whole chain and its checkpoints as JSON lines: a header, the
+/// entries in order, then the checkpoints (docs/audit.md describes it).
+pub async fn export(
+    store: &Store,
+    public_key: &SubjectPublicKeyInfoOwned,
+    out: &mut impl Write,
+) -> Result<(i64, usize), IssueError> {
+    let io = |e: std::io::Error| IssueError::Internal(format!("export: {e}"));
+    let (head, _) = store.audit_head().await?;
+    let checkpoints = store.checkpoints().await?;
+    let key = public_key
+        .to_der()
+        .map_err(|e| IssueError::Internal(e.to_string()))?;
+    let line =
+        |l: &ExportLine| serde_json::to_string(l).map_err(|e| IssueError::Internal(e.to_string()));
+    writeln!(
+        out,
+        "{}",
+        line(&ExportLine::Header(ExportHeader {
+            format: EXPORT_FORMAT.into(),
+            audit_key: base64::engine::general_purpose::STANDARD.encode(key),
+            entries: head,
+            checkpoints: checkpoints.len(),
+        }))?
+    )
+    .map_err(io)?;
+    const PAGE: i64 = 5000;
+    let mut from = 1;
+    while from <= head {
+        for e in store
+            .audit_entries(from, (from + PAGE - 1).min(head))
+            .await?
+        {
+            writeln!(
+                out,
+                "{}",
+                line(&ExportLine::Entry(EntryLine {
+                    seq: e.seq,
+                    at: e.at,
+                    actor: e.actor,
+                    action: e.action,
+                    object: e.object,
+                    details: e.details,
+                    prev_hash: hex::encode(e.prev_hash),
+                    hash: hex::encode(e.hash),
+                }))?
+            )
+            .map_err(io)?;
+        }
+        from += PAGE;
+    }
+    for c in checkpoints.iter().filter(|c| c.seq <= head) {
+        writeln!(out, "{}", line(&ExportLine::Checkpoint(c.into()))?).map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    Ok((head, checkpoints.len()))
+}
+
+/// Verifies an export with no database: the chain from its first entry,
+/// each checkpoint's signature by `public_key` and its hash against the
+/// chain. Returns (entries, checkpoints, the newest anchored entry); an
+/// entry after that is not vouched for by any signature.
+pub fn verify_export(
+    input: impl BufRead,
+    public_key: &SubjectPublicKeyInfoOwned,
+) -> Result<(i64, usize, i64), String> {
+    let mut prev = vec![0u8; 32];
+    let mut hashes: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+    let mut expected = 1i64;
+    let mut header = false;
+    let mut checkpoints = 0;
+    let mut anchored = 0;
+    for (n, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| e.to_string())?;
+        let at = |what: String| format!("line {}: {what}", n + 1);
+        match serde_json::from_str::<ExportLine>(&line).map_err(|e| at(e.to_string()))? {
+            ExportLine::Header(h) => {
+                if header || n != 0 || h.format != EXPORT_FORMAT {
+                    return Err(at(format!("not a {EXPORT_FORMAT} header")));
+                }
+                header = true;
+            }
+            ExportLine::Entry(e) => {
+                let entry = muhr_store::audit::Entry {
+                    seq: e.seq,
+                    at: e.at,
+                    actor: e.actor,
+                    action: e.action,
+                    object: e.object,
+                    details: e.details,
+                    prev_hash: hex::decode(&e.prev_hash).map_err(|e| at(e.to_string()))?,
+                    hash: hex::decode(&e.hash).map_err(|e| at(e.to_string()))?,
+                };
+                if entry.seq != expected || !entry.holds_after(&prev) {
+                    return Err(at(format!(
+                        "entry {} does not follow the chain: changed, removed or reordered",
+                        entry.seq
+                    )));
+                }
+                hashes.insert(entry.seq, entry.hash.clone());
+                prev = entry.hash;
+                expected += 1;
+            }
+            ExportLine::Checkpoint(l) => {
+                let c = l.decode().map_err(at)?;
+                if !check_signature(&c, public_key) {
+                    return Err(at(format!(
+                        "the checkpoint at entry {} is not signed by the audit key",
+                        c.seq
+                    )));
+                }
+                if hashes.get(&c.seq) != Some(&c.hash) {
+                    return Err(at(format!(
+                        "the checkpoint at entry {} does not match the chain",
+                        c.seq
+                    )));
+                }
+                checkpoints += 1;
+                anchored = anchored.max(c.seq);
+            }
+        }
+    }
+    if !header {
+        return Err(format!("not a {EXPORT_FORMAT} file"));
+    }
+    Ok((expected - 1, checkpoints, anchored))
+}
+
+/// Reads a public key from PEM (`PUBLIC KEY`) or DER.
+pub fn read_public_key(bytes: &[u8]) -> Result<SubjectPublicKeyInfoOwned, String> {
+    let der = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        der::pem::decode_vec(bytes)
+            .map_err(|e| format!("PEM: {e}"))?
+            .1
+    } else {
+        bytes.to_vec()
+    };
+    SubjectPublicKeyInfoOwned::from_der(&der).map_err(|e| format!("not a public key: {e}"))
+}

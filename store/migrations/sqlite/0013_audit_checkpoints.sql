@@ -1,0 +1,12 @@
+-- Signed checkpoints of the audit chain: the head (seq, hash) signed by the
+-- audit key in the key store. The hash chain makes a checkpoint vouch for
+-- every entry up to it, so whoever rewrites entries and recomputes the
+-- hashes (a database administrator, say) cannot make the signatures agree
+-- without the key, which never leaves the HSM.
+CREATE TABLE audit_checkpoints (
+    seq         INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,   -- Unix seconds, the signer's clock
+    hash        BLOB NOT NULL,
+    key_id      TEXT NOT NULL,      -- SHA-256 of the audit key's SubjectPublicKeyInfo, hex
+    signature   BLOB NOT NULL
+);
