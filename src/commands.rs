@@ -299,3 +299,89 @@ pub async fn crl(app: &App, out: Option<&Path>, delta_only: bool) -> Result<(), 
     }
     Ok(())
 }
+
+/// `muhr cleanup-benchmark-data [--apply]`: finds what the benchmark
+/// commands of earlier versions (`muhr bench …`, removed from this binary)
+/// left in this installation, and with `--apply` removes it: synthetic
+/// status-only rows are deleted (never signed, nothing was handed out),
+/// certificates the benchmarks issued for made-up people are revoked
+/// (cessationOfOperation: they were signed, so relying parties must see
+/// them revoked, not unknown), benchmark relying parties are disabled.
+/// Every act is audited.
+pub async fn cleanup_benchmark_data(app: &App, apply: bool) -> Result<(), Fail> {
+    let internal = |e: muhr_store::StoreError| Fail::internal(e.to_string());
+    if app.profiles.get("bench").is_some() {
+        return Err(Fail::invalid(
+            "refused: a certificate profile named \"bench\" is loaded: its certificates are \
+             not told apart from synthetic rows; rename it first",
+        ));
+    }
+    let found = app.store.benchmark_leftovers().await.map_err(internal)?;
+    println!(
+        "synthetic status-only rows (profile bench): {}",
+        found.synthetic
+    );
+    println!(
+        "certificates issued by benchmarks:         {}",
+        found.issued.len()
+    );
+    println!(
+        "benchmark relying parties enabled:         {}",
+        found.relying_parties.len()
+    );
+    if !apply {
+        println!("nothing changed: run again with --apply to remove them");
+        return Ok(());
+    }
+    let actor = cli_actor();
+    if found.synthetic > 0 {
+        let n = app
+            .store
+            .delete_synthetic_rows(&muhr_store::AuditEvent {
+                actor: actor.clone(),
+                action: "benchmark.cleanup".into(),
+                object: "certificates".into(),
+                details: serde_json::json!({ "synthetic_rows_deleted": found.synthetic }),
+            })
+            .await
+            .map_err(internal)?;
+        println!("deleted {n} synthetic rows");
+    }
+    if !found.issued.is_empty() {
+        let ca = app.ca().await?;
+        let reason = muhr_ca::revocation::Reason::CessationOfOperation.code();
+        for serial in &found.issued {
+            ca.change_status(
+                serial,
+                muhr_store::Transition::Revoke { reason },
+                &format!("{actor} (benchmark cleanup)"),
+            )
+            .await?;
+        }
+        println!(
+            "revoked {} certificates issued by benchmarks (cessationOfOperation)",
+            found.issued.len()
+        );
+    }
+    for id in &found.relying_parties {
+        app.store
+            .disable_relying_party(
+                id,
+                &muhr_store::AuditEvent {
+                    actor: actor.clone(),
+                    action: "rp.disable".into(),
+                    object: id.clone(),
+                    details: serde_json::json!({ "why": "benchmark cleanup" }),
+                },
+            )
+            .await
+            .map_err(internal)?;
+    }
+    if !found.relying_parties.is_empty() {
+        println!(
+            "disabled {} benchmark relying parties",
+            found.relying_parties.len()
+        );
+    }
+    Ok(())
+}

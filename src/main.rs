@@ -5,20 +5,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod app;
-mod approval_cli;
-mod bench;
-mod bench_http;
-mod bench_login;
-mod bench_ra;
-mod citizen_cli;
-mod commands;
-mod config;
-mod crl_http;
-mod mtls;
-mod ra_cli;
-mod rp_cli;
-mod serve;
+use muhr::{Fail, app, approval_cli, citizen_cli, commands, mtls, ra_cli, rp_cli, serve};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -122,6 +109,13 @@ enum Command {
         #[command(flatten)]
         operator: OperatorArgs,
     },
+    /// Find what the benchmark commands of earlier versions left in this
+    /// installation (synthetic rows, certificates for made-up people,
+    /// benchmark relying parties); with --apply, remove them (audited).
+    CleanupBenchmarkData {
+        #[arg(long)]
+        apply: bool,
+    },
     /// Approve, as a second operator, an act another operator requested
     /// (a CA certificate's suspension, restoration or revocation); the act
     /// is carried out at once.
@@ -178,11 +172,6 @@ enum Command {
         content: Option<PathBuf>,
         #[arg(long)]
         json: bool,
-    },
-    /// Benchmarks (numbers for the README and issues, never for tests).
-    Bench {
-        #[command(subcommand)]
-        command: bench::BenchCommand,
     },
 }
 
@@ -355,39 +344,6 @@ enum AuditCommand {
     Export { out: PathBuf },
 }
 
-/// A command's failure: the message for stderr and the exit code.
-#[derive(Debug)]
-pub struct Fail {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Fail {
-    /// Refused or invalid input: exit 1.
-    pub fn invalid(m: impl Into<String>) -> Self {
-        Self {
-            code: 1,
-            message: m.into(),
-        }
-    }
-    /// Something broke on our side: also exit 1, but worded as such.
-    pub fn internal(m: impl Into<String>) -> Self {
-        Self {
-            code: 1,
-            message: format!("internal error: {}", m.into()),
-        }
-    }
-}
-
-impl From<muhr_ca::IssueError> for Fail {
-    fn from(e: muhr_ca::IssueError) -> Self {
-        match e {
-            muhr_ca::IssueError::Refused(f) => Fail::invalid(format!("refused: {f}")),
-            other => Fail::internal(other.to_string()),
-        }
-    }
-}
-
 fn init_logging(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("MUHR_LOG").unwrap_or_else(|_| "info".into());
@@ -510,6 +466,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             | Command::Suspend { .. }
             | Command::Restore { .. }
             | Command::Approve { .. }
+            | Command::CleanupBenchmarkData { apply: true }
             | Command::Crl { .. }
             | Command::Client { .. }
             | Command::Rp { .. }
@@ -601,8 +558,10 @@ async fn run_installed(app: &app::App, command: Command) -> Result<(), Fail> {
             operator_p12,
             password_file,
         } => approval_cli::approve(app, &id, &operator_p12, password_file.as_deref()).await,
+        Command::CleanupBenchmarkData { apply } => {
+            commands::cleanup_benchmark_data(app, apply).await
+        }
         Command::Crl { out, delta } => commands::crl(app, out.as_deref(), delta).await,
-        Command::Bench { command } => bench::run(app, command).await,
     }
 }
 

@@ -1462,13 +1462,11 @@ fn external_login(db: Db) {
     );
 }
 
-/// `muhr bench login` drives the real API: every login it counts is a
+/// `muhr-bench login` drives the real API: every login it counts is a
 /// recorded login of its relying party, by its citizens' certificates.
 fn bench_login(db: Db) {
     let env = Env::new(db, Keys::Software);
-    env.init();
-    let out = env.ok(&[
-        "bench",
+    let out = env.bench_ok(&[
         "login",
         "--logins",
         "300",

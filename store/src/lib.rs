@@ -51,6 +51,14 @@ impl Backend {
     }
 }
 
+/// See [`Store::benchmark_leftovers`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BenchmarkLeftovers {
+    pub synthetic: i64,
+    pub issued: Vec<String>,
+    pub relying_parties: Vec<String>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -537,6 +545,141 @@ impl Store {
             Some(seq) => Ok(self.checkpoints_after(seq - 1, 1).await?.pop()),
             None => Ok(None),
         }
+    }
+
+    /// Claims the database for benchmarks: true when it already carries the
+    /// benchmark marker, or had no certificate and no CA at all and carries
+    /// it now; false for a database holding real certificates, which is
+    /// never marked.
+    pub async fn claim_for_benchmark(&self) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let marked = sqlx::query("SELECT COUNT(*) AS n FROM benchmark_marker")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<i64, _>("n")?
+            > 0;
+        if marked {
+            return Ok(true);
+        }
+        let used = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM certificates) + (SELECT COUNT(*) FROM authorities) AS n",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get::<i64, _>("n")?;
+        if used > 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO benchmark_marker (id, created_at) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(now_secs())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// What benchmark commands of earlier versions (run inside the product
+    /// binary) may have left in a real installation: the number of
+    /// synthetic status-only rows (profile `bench`, never signed), the
+    /// certificates issued by the benchmarks' actors (`bench`, and the
+    /// `benchNNN-line` personalization clients with their own credentials)
+    /// that are not revoked, and the benchmark relying parties still
+    /// enabled (`bench-NNN`).
+    pub async fn benchmark_leftovers(&self) -> Result<BenchmarkLeftovers> {
+        let synthetic = sqlx::query(
+            "SELECT COUNT(*) AS n FROM certificates WHERE profile = 'bench' AND der IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?
+        .try_get::<i64, _>("n")?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let line_client = |name: &str| {
+            name.strip_prefix("bench")
+                .and_then(|r| r.strip_suffix("-line"))
+                .is_some_and(digits)
+        };
+        let mut issued = Vec::new();
+        for r in sqlx::query(
+            "SELECT a.actor, c.serial FROM audit_log a JOIN certificates c ON c.serial = a.object \
+             WHERE a.action = 'certificate.issue' AND (a.actor = 'bench' OR a.actor LIKE 'ra-client:bench%') \
+             AND c.revocation <> 'revoked' ORDER BY c.serial",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let actor: String = r.try_get("actor")?;
+            if actor == "bench"
+                || actor
+                    .strip_prefix("ra-client:")
+                    .is_some_and(line_client)
+            {
+                issued.push(r.try_get("serial")?);
+            }
+        }
+        for r in sqlx::query(
+            "SELECT k.name, k.serial FROM ra_clients k JOIN certificates c ON c.serial = k.serial \
+             WHERE k.name LIKE 'bench%' AND c.revocation <> 'revoked'",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            if line_client(&r.try_get::<String, _>("name")?) {
+                issued.push(r.try_get("serial")?);
+            }
+        }
+        issued.sort();
+        issued.dedup();
+        let mut relying_parties = Vec::new();
+        for r in sqlx::query(
+            "SELECT id, name FROM relying_parties WHERE name LIKE 'bench-%' AND disabled_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let name: String = r.try_get("name")?;
+            if name.strip_prefix("bench-").is_some_and(digits) {
+                relying_parties.push(r.try_get("id")?);
+            }
+        }
+        Ok(BenchmarkLeftovers {
+            synthetic,
+            issued,
+            relying_parties,
+        })
+    }
+
+    /// Deletes the synthetic rows (never signed, so nothing was handed out),
+    /// with `event` in the same transaction.
+    pub async fn delete_synthetic_rows(&self, event: &AuditEvent) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // Through the change feed, so responders drop what they remember
+        // of these serials (they then answer unknown).
+        sqlx::query(
+            "INSERT INTO status_changes (serial, issuer, revocation, revoked_at, reason, at) \
+             SELECT serial, issuer, 'good', NULL, NULL, $1 FROM certificates \
+             WHERE profile = 'bench' AND der IS NULL",
+        )
+        .bind(audit::now_micros())
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query("DELETE FROM certificates WHERE profile = 'bench' AND der IS NULL")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        audit::append(self.backend(), &mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Whether muhr-bench made this database.
+    pub async fn is_benchmark_database(&self) -> Result<bool> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM benchmark_marker")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<i64, _>("n")?
+            > 0)
     }
 
     /// The last entry recorded before `micros` (Unix microseconds), if any.

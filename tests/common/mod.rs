@@ -209,6 +209,28 @@ impl Env {
         }
     }
 
+    /// `muhr-bench` on this installation's configuration and data.
+    #[allow(dead_code)]
+    pub fn bench(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_muhr-bench"));
+        c.arg("--config").arg(&self.config);
+        self.apply(&mut c);
+        c
+    }
+
+    /// Runs `muhr-bench` and asserts success; returns stdout.
+    #[allow(dead_code)]
+    pub fn bench_ok(&self, args: &[&str]) -> String {
+        let out = self.bench().args(args).output().expect("run muhr-bench");
+        assert!(
+            out.status.success(),
+            "muhr-bench {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.muhr().args(args).output().expect("run muhr")
     }

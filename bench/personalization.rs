@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
-use crate::Fail;
-use crate::app::App;
-use crate::bench_http::Conn;
+use crate::http::Conn;
+use muhr::Fail;
+use muhr::app::App;
 
 /// Distinct chip keys in the pool.
 const KEYS: usize = 64;
@@ -32,7 +32,7 @@ pub struct Options {
 fn chip_csr() -> Result<String, Fail> {
     let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING)
         .map_err(|_| Fail::internal("key generation"))?;
-    crate::citizen_cli::csr_pem(&kp)
+    muhr::citizen_cli::csr_pem(&kp)
 }
 
 /// Card `i` of run `run`: a distinct person (PINFL) in a Tashkent district.
@@ -117,9 +117,9 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
         std::time::UNIX_EPOCH + Duration::from_secs(86_400 * (started as u64 % 10_950)),
     );
     // The server, in this process, on the real mutual-TLS stack.
-    let server_cred = crate::mtls::server_credential(app, &ca).await?;
-    let tls = crate::mtls::server_config(&server_cred, &ca.issuing.der)?;
-    let api = crate::serve::ra_api(app, ca.clone(), rules.clone());
+    let server_cred = muhr::mtls::server_credential(app, &ca).await?;
+    let tls = muhr::mtls::server_config(&server_cred, &ca.issuing.der)?;
+    let api = muhr::serve::ra_api(app, ca.clone(), rules.clone());
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Fail::internal(format!("bind: {e}")))?;
     let port = listener
@@ -127,14 +127,14 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
         .map_err(|e| Fail::internal(e.to_string()))?
         .port();
     let handle = axum_server::Handle::new();
-    let server = tokio::spawn(crate::mtls::serve_on(
+    let server = tokio::spawn(muhr::mtls::serve_on(
         listener,
         muhr_ra::http::router(api),
         tls,
         handle.clone(),
     )?);
     // The client: a registered personalization line.
-    let (client, _) = crate::mtls::issue_client(
+    let (client, _) = muhr::mtls::issue_client(
         app,
         &ca,
         muhr_ra::clients::Role::PersonalizationLine,

@@ -5,7 +5,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::Fail;
+use muhr::Fail;
 
 pub struct Conn<S> {
     io: S,

@@ -17,9 +17,9 @@ use muhr_ca::Request;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::Certificate;
 
-use crate::Fail;
-use crate::app::App;
-use crate::bench_http::Conn;
+use crate::http::Conn;
+use muhr::Fail;
+use muhr::app::App;
 
 pub struct Options {
     pub logins: usize,
@@ -40,7 +40,7 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
         ));
     }
     let ca = Arc::new(app.ca().await?);
-    let api = crate::serve::relying_parties(app, &ca).await?;
+    let api = muhr::serve::relying_parties(app, &ca).await?;
     let started = muhr_store::now_secs();
     let cred = api
         .parties

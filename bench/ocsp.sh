@@ -4,13 +4,18 @@
 #   cached POST and GET (no nonce: pre-signed responses), live (with a nonce:
 #   signed per request). Development defaults: software keys, SQLite.
 #
-#   bash benches/ocsp.sh [SECONDS]
+#   bash bench/ocsp.sh [SECONDS]
+#
+# The installation is a throw-away one made by muhr-bench (its database
+# carries the benchmark marker), so the synthetic rows of the mixed run can
+# be written into it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -q
 M=$PWD/target/release/muhr
+B=$PWD/target/release/muhr-bench
 DIR=$(mktemp -d /tmp/muhr-ocsp-bench.XXXXXX)
 PORT=${MUHR_BENCH_PORT:-18100}
 cd "$DIR"
@@ -21,6 +26,7 @@ s = "3150585123456"
 w = [7, 3, 1]
 print(json.dumps({"pinfl": s + str(sum(int(c) * w[i % 3] for i, c in enumerate(s)) % 10), "surname": "BENCH", "given_name": "OCSP"}))
 P
+"$B" --data "$DIR/data" sign --signatures 1 >/dev/null
 "$M" --data "$DIR/data" issue --profile individual-auth --csr r.csr --subject s.json > c.pem 2>/dev/null
 MUHR_LOG=warn "$M" --data "$DIR/data" serve --listen "127.0.0.1:$PORT" 2>serve.log & pid=$!
 trap 'kill $pid 2>/dev/null; [ -n "${MUHR_BENCH_KEEP:-}" ] || rm -rf "$DIR"' EXIT
@@ -43,7 +49,7 @@ echo "muhr_ocsp_live_nonce_per_s $(rate "http://127.0.0.1:$PORT/ocsp" live.lua)"
 # at random, without a nonce: mostly first-time questions (status read, signed,
 # cached within the ocsp.cache_mb budget). MUHR_BENCH_SERIALS overrides the count.
 n=${MUHR_BENCH_SERIALS:-1000000}
-"$M" --data "$DIR/data" bench populate --certificates "$n" --revoked-every 10 --serials-out "$DIR/serials.txt"
+"$B" --data "$DIR/data" populate --certificates "$n" --revoked-every 10 --serials-out "$DIR/serials.txt"
 head -c $(( $(stat -c %s cached.der) - 20 )) cached.der > prefix.der
 # The template's last 20 octets are the CertID serial (a 20-octet Muhr serial);
 # one revoked serial checks the answer.

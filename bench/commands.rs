@@ -1,4 +1,4 @@
-//! `muhr bench issue`: certificates per second through the real issuance path
+//! `muhr-bench issue`: certificates per second through the real issuance path
 //! (intent commit, lint, key store signature, verification, final commit).
 
 use std::collections::BTreeMap;
@@ -13,8 +13,8 @@ use clap::Subcommand;
 use der::Decode;
 use spki::SubjectPublicKeyInfoOwned;
 
-use crate::Fail;
-use crate::app::App;
+use muhr::Fail;
+use muhr::app::App;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -332,9 +332,9 @@ pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
             people,
             json,
         } => {
-            return crate::bench_login::run(
+            return crate::login::run(
                 app,
-                crate::bench_login::Options {
+                crate::login::Options {
                     logins,
                     concurrency,
                     people,
@@ -349,9 +349,9 @@ pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
             batch,
             json,
         } => {
-            return crate::bench_ra::run(
+            return crate::personalization::run(
                 app,
-                crate::bench_ra::Options {
+                crate::personalization::Options {
                     cards,
                     concurrency,
                     batch,
