@@ -643,8 +643,12 @@ mod tests {
             2,
             "{e}"
         );
-        // Both questions, each stopped at its deadline.
-        assert!(took < 3 * deadline, "{took:?}");
+        // Both questions, each stopped at its deadline, not at the end of
+        // the server's minute of dripping (slack for a loaded machine).
+        assert!(
+            took >= 2 * deadline && took < 2 * deadline + Duration::from_secs(2),
+            "{took:?}"
+        );
         assert!(
             server.sent.load(Ordering::SeqCst) > 0,
             "the server never dripped"
