@@ -14,10 +14,28 @@
 //!   `status_cache_seconds` (default 60), so a login storm costs the other
 //!   CA one question per certificate per minute;
 //! - the chain is one level: the configured certificate issued the signer's.
-//!   A CA with intermediates is configured once per issuing CA.
+//!   A CA with intermediates is configured once per issuing CA;
+//! - an answer or CRL without nextUpdate is believed for
+//!   `max_age_without_next_update_seconds` after its thisUpdate, and none
+//!   dated more than [`SKEW`] ahead of our clock;
+//! - only the CA's complete CRL is read ([`crl`] refuses scoped, delta and
+//!   not-understood critical ones), and its CRL number may not go back: the
+//!   highest accepted is remembered per CA, in this process only. A restart
+//!   forgets it and the first CRL read afterwards sets it again, so an old
+//!   CRL replayed at exactly that moment is bounded only by its own
+//!   nextUpdate (or the age bound), as every CRL was before. Keeping it in
+//!   the database would close that gap at the cost of a write per CRL read
+//!   and a table shared by every RA process; in memory was judged enough;
+//! - the other CA's servers are asked over HTTP without following
+//!   redirects (a 3xx is a failure: the configured URL is the one trusted,
+//!   and a redirect could point Muhr anywhere), with a cap on the body
+//!   ([`OCSP_BODY_LIMIT`], [`CRL_BODY_LIMIT`]) enforced while reading, and
+//!   one deadline ([`FETCH_TIMEOUT`]) for the whole exchange, body included.
 
 pub mod crl;
 pub mod ocsp;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -58,11 +76,42 @@ pub struct ExternalCaConfig {
     pub identity: BTreeMap<String, String>,
     #[serde(default = "default_cache_seconds")]
     pub status_cache_seconds: u64,
+    /// How long an OCSP answer or a CRL without nextUpdate is believed
+    /// after its thisUpdate (1 to 86400 s). The default, 3600, because such
+    /// a statement should be young: RFC 6960 §4.2.2.1 reads a missing
+    /// nextUpdate as "newer information is always available" (an answer
+    /// made on demand), and RFC 5280 requires nextUpdate in every CRL. An
+    /// hour leaves room for responders that pre-produce answers and for
+    /// clocks that drift, equals the longest `status_cache_seconds`, and
+    /// bounds how long a captured statement can be replayed.
+    #[serde(default = "default_max_age_without_next_update")]
+    pub max_age_without_next_update_seconds: u64,
 }
 
 fn default_cache_seconds() -> u64 {
     60
 }
+
+fn default_max_age_without_next_update() -> u64 {
+    3600
+}
+
+/// How far the other CA's clock may run ahead of ours.
+pub(crate) const SKEW: Duration = Duration::from_secs(300);
+
+/// The whole of one exchange with another CA's server (connection,
+/// request, headers and body): a server that drips its answer cannot hold
+/// a login longer than this.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An OCSP response about one certificate is a few kilobytes, even with
+/// the responder's certificate chain: 64 KiB is generous.
+pub const OCSP_BODY_LIMIT: usize = 64 * 1024;
+
+/// A CRL is held whole in memory while it is read, and its index is kept.
+/// 32 MiB holds some 700,000 entries, more than a national signature CA's
+/// revocations; a CA that outgrows it should be asked by OCSP.
+pub const CRL_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// A certificate's status as the other CA states it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +134,7 @@ pub struct Anchor {
     ocsp_url: Option<String>,
     crl_url: Option<String>,
     cache_for: Duration,
+    max_age_without_next_update: Duration,
 }
 
 impl Anchor {
@@ -143,6 +193,14 @@ impl Anchor {
         if !(1..=3600).contains(&c.status_cache_seconds) {
             return Err(format!("{}: 1 to 3600", at("status_cache_seconds")));
         }
+        // More than a day without nextUpdate is the unbounded replay window
+        // this setting exists to close.
+        if !(1..=86_400).contains(&c.max_age_without_next_update_seconds) {
+            return Err(format!(
+                "{}: 1 to 86400",
+                at("max_age_without_next_update_seconds")
+            ));
+        }
         Ok(Self {
             name: c.name.clone(),
             certificate,
@@ -150,6 +208,7 @@ impl Anchor {
             ocsp_url: c.ocsp_url.clone(),
             crl_url: c.crl_url.clone(),
             cache_for: Duration::from_secs(c.status_cache_seconds),
+            max_age_without_next_update: Duration::from_secs(c.max_age_without_next_update_seconds),
         })
     }
 
@@ -194,9 +253,15 @@ type Answers = HashMap<(usize, Vec<u8>), (SystemTime, Status)>;
 /// The configured external CAs and what they last said.
 pub struct External {
     anchors: Vec<Anchor>,
-    http: reqwest::Client,
+    /// An error when the client could not be built: every fetch then fails
+    /// (a default client would follow redirects).
+    http: Result<reqwest::Client, String>,
+    deadline: Duration,
     answers: Mutex<Answers>,
     crls: Mutex<HashMap<usize, (SystemTime, Arc<crl::Index>)>>,
+    /// The highest CRL number accepted per CA (see the module's decisions
+    /// on why it lives in memory only).
+    crl_numbers: Mutex<HashMap<usize, crl::CrlNumber>>,
 }
 
 /// Where a status came from, for the verdict.
@@ -213,19 +278,28 @@ impl External {
     }
 
     fn from_anchors(anchors: Vec<Anchor>) -> Self {
+        Self::with_deadline(anchors, FETCH_TIMEOUT)
+    }
+
+    fn with_deadline(anchors: Vec<Anchor>, deadline: Duration) -> Self {
         // No idle connections kept: answers are remembered, so questions
         // are rare, and simple responders (OpenSSL's among them) serve one
-        // request per connection.
+        // request per connection. The overall deadline is `fetch`'s, not
+        // the client's, so that one rule covers the body too and gives one
+        // message.
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(deadline)
             .pool_max_idle_per_host(0)
             .build()
-            .unwrap_or_default();
+            .map_err(|e| format!("the HTTP client could not be built: {e}"));
         Self {
             anchors,
             http,
+            deadline,
             answers: Mutex::default(),
             crls: Mutex::default(),
+            crl_numbers: Mutex::default(),
         }
     }
 
@@ -263,9 +337,7 @@ impl External {
         if let Some(url) = &a.ocsp_url {
             match self.ask_ocsp(a, url, &serial, now).await {
                 Ok(answer) => {
-                    let until = answer
-                        .fresh_until
-                        .map_or(now + a.cache_for, |n| n.min(now + a.cache_for));
+                    let until = answer.fresh_until.min(now + a.cache_for);
                     let mut m = lock(&self.answers);
                     if m.len() > 100_000 {
                         m.clear();
@@ -299,18 +371,13 @@ impl External {
         now: SystemTime,
     ) -> Result<ocsp::Answer, String> {
         let body = ocsp::request(a, serial)?;
-        let resp = self
-            .http
-            .post(url)
-            .header("content-type", "application/ocsp-request")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("{url}: HTTP {}", resp.status()));
-        }
-        let bytes = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        let bytes = self
+            .fetch(url, OCSP_BODY_LIMIT, |http| {
+                http.post(url)
+                    .header("content-type", "application/ocsp-request")
+                    .body(body)
+            })
+            .await?;
         ocsp::answer(a, serial, &bytes, now)
     }
 
@@ -326,25 +393,304 @@ impl External {
         {
             return Ok(index.clone());
         }
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("{url}: HTTP {}", resp.status()));
-        }
-        let bytes = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        let bytes = self
+            .fetch(url, CRL_BODY_LIMIT, |http| http.get(url))
+            .await?;
         let index = Arc::new(crl::read(a, &bytes, now)?);
-        let until = index
-            .next_update
-            .map_or(now + a.cache_for, |n| n.min(now + a.cache_for));
+        {
+            // Checked and raised under one lock, so two fetches racing
+            // cannot both pass against the same old highest.
+            let mut highest = lock(&self.crl_numbers);
+            if let Some(h) = highest.get(&i)
+                && index.number < *h
+            {
+                return Err(format!(
+                    "CRL number {} is lower than {h}, already accepted: an older CRL \
+                     replayed",
+                    index.number
+                ));
+            }
+            highest.insert(i, index.number.clone());
+        }
+        let until = index.fresh_until.min(now + a.cache_for);
         lock(&self.crls).insert(i, (until, index.clone()));
         Ok(index)
+    }
+
+    /// One exchange with another CA's server: no redirect followed, the
+    /// body read in chunks and abandoned past `limit` (a Content-Length
+    /// only allows refusing early; it is not relied on), all of it within
+    /// the deadline.
+    async fn fetch(
+        &self,
+        url: &str,
+        limit: usize,
+        request: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>, String> {
+        let http = self.http.as_ref().map_err(Clone::clone)?;
+        let exchange = async {
+            let mut resp = request(http)
+                .send()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            let status = resp.status();
+            if status.is_redirection() {
+                return Err(format!(
+                    "{url}: HTTP {status}: redirects are not followed (configure the final URL)"
+                ));
+            }
+            if !status.is_success() {
+                return Err(format!("{url}: HTTP {status}"));
+            }
+            let too_big = || format!("{url}: the body exceeds the limit of {limit} bytes");
+            if resp.content_length().is_some_and(|n| n > limit as u64) {
+                return Err(too_big());
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+                if chunk.len() > limit - body.len() {
+                    return Err(too_big());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(self.deadline, exchange)
+            .await
+            .map_err(|_| {
+                format!(
+                    "{url}: no complete answer within {} ms",
+                    self.deadline.as_millis()
+                )
+            })?
+    }
+}
+
+/// Whether a statement made at `this_update`, valid until `next_update` if
+/// given, may be believed `now`; until when it may be used.
+///
+/// An issuer that omits nextUpdate promises nothing about when it will next
+/// speak, so without a bound a statement captured once could be replayed
+/// for ever: it is then believed for `max_age` after thisUpdate.
+fn current(
+    what: &str,
+    this_update: SystemTime,
+    next_update: Option<SystemTime>,
+    max_age: Duration,
+    now: SystemTime,
+) -> Result<SystemTime, String> {
+    if now.checked_add(SKEW).is_some_and(|n| this_update > n) {
+        return Err(format!(
+            "the {what}'s thisUpdate is in the future (beyond {} s of clock skew)",
+            SKEW.as_secs()
+        ));
+    }
+    match next_update {
+        Some(n) if n < now => Err(format!("the {what} is stale (nextUpdate has passed)")),
+        Some(n) => Ok(n),
+        None => {
+            let until = this_update.checked_add(max_age).unwrap_or(this_update);
+            if until < now {
+                Err(format!(
+                    "the {what} has no nextUpdate and its thisUpdate is more than {} s old",
+                    max_age.as_secs()
+                ))
+            } else {
+                Ok(until)
+            }
+        }
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+
+    use super::testing::{CrlSpec, Reply, Server, TestCa};
+    use super::*;
+
+    const SERIAL: &[u8] = &[0x10, 0x07];
+
+    fn revoked(s: &Result<(Status, Source), String>) -> bool {
+        matches!(s, Ok((Status::Revoked { .. }, Source::Crl)))
+    }
+
+    #[tokio::test]
+    async fn older_crl_replayed_after_a_newer_one_is_refused_by_its_number() {
+        let ca = TestCa::new("Replay CA");
+        let server = Server::start(Reply::Body(ca.crl(CrlSpec::fresh(5).revoking(SERIAL)))).await;
+        let external =
+            External::from_anchors(vec![ca.anchor_at(None, Some(server.url("/ca.crl")))]);
+        let leaf = ca.leaf(SERIAL);
+        let s = external.status(0, &leaf).await;
+        assert!(revoked(&s), "{s:?}");
+        // CRL 4, from before the revocation, still signed and current: an
+        // attacker on the path serves it to make the certificate good again.
+        server.set(Reply::Body(ca.crl(CrlSpec::fresh(4))));
+        let e = external.status(0, &leaf).await.unwrap_err();
+        assert!(
+            e.contains("replayed") && e.contains("0x04") && e.contains("0x05"),
+            "{e}"
+        );
+        // The same CRL again, and a later one, are fine.
+        server.set(Reply::Body(ca.crl(CrlSpec::fresh(5).revoking(SERIAL))));
+        let s = external.status(0, &leaf).await;
+        assert!(revoked(&s), "{s:?}");
+        server.set(Reply::Body(ca.crl(CrlSpec::fresh(6).revoking(SERIAL))));
+        let s = external.status(0, &leaf).await;
+        assert!(revoked(&s), "{s:?}");
+        server.set(Reply::Body(ca.crl(CrlSpec::fresh(5).revoking(SERIAL))));
+        assert!(external.status(0, &leaf).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn redirect_to_a_server_of_the_attackers_choice_is_not_followed() {
+        let ca = TestCa::new("Redirect CA");
+        // The target serves a perfectly valid CRL: following would "work".
+        let target = Server::start(Reply::Body(ca.crl(CrlSpec::fresh(1)))).await;
+        let redirector = Server::start(Reply::Redirect(target.url("/ca.crl"))).await;
+        let external = External::from_anchors(vec![ca.anchor_at(
+            Some(redirector.url("/ocsp")),
+            Some(redirector.url("/ca.crl")),
+        )]);
+        let e = external.status(0, &ca.leaf(SERIAL)).await.unwrap_err();
+        assert!(
+            e.contains("OCSP:") && e.contains("CRL:") && e.contains("302"),
+            "{e}"
+        );
+        assert_eq!(e.matches("redirects are not followed").count(), 2, "{e}");
+        assert_eq!(redirector.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            target.accepted.load(Ordering::SeqCst),
+            0,
+            "the redirect was followed"
+        );
+        // The same CRL at the configured URL is read: the refusal above was
+        // the redirect's.
+        let direct = External::from_anchors(vec![ca.anchor_at(None, Some(target.url("/ca.crl")))]);
+        let s = direct.status(0, &ca.leaf(SERIAL)).await;
+        assert!(matches!(s, Ok((Status::Good, Source::Crl))), "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn endless_crl_body_is_cut_off_at_the_cap_without_being_buffered() {
+        let ca = TestCa::new("Flood CA");
+        let total = 2 * CRL_BODY_LIMIT;
+        let server = Server::start(Reply::Stream { total }).await;
+        let external =
+            External::from_anchors(vec![ca.anchor_at(None, Some(server.url("/ca.crl")))]);
+        let e = external.status(0, &ca.leaf(SERIAL)).await.unwrap_err();
+        assert!(
+            e.contains(&format!("exceeds the limit of {CRL_BODY_LIMIT} bytes")),
+            "{e}"
+        );
+        server.settle().await;
+        let sent = server.sent.load(Ordering::SeqCst);
+        // What the client read, plus what the sockets' buffers held.
+        assert!(
+            sent < CRL_BODY_LIMIT + 16 * 1024 * 1024,
+            "{sent} bytes were sent: the client read on past its cap"
+        );
+    }
+
+    #[tokio::test]
+    async fn endless_ocsp_body_is_cut_off_at_the_cap_without_being_buffered() {
+        let ca = TestCa::new("Flood CA");
+        let total = 256 * 1024 * 1024;
+        let server = Server::start(Reply::Stream { total }).await;
+        let external = External::from_anchors(vec![ca.anchor_at(Some(server.url("/")), None)]);
+        let e = external.status(0, &ca.leaf(SERIAL)).await.unwrap_err();
+        assert!(
+            e.contains(&format!("exceeds the limit of {OCSP_BODY_LIMIT} bytes")),
+            "{e}"
+        );
+        server.settle().await;
+        let sent = server.sent.load(Ordering::SeqCst);
+        assert!(sent < 32 * 1024 * 1024, "{sent} bytes were sent");
+    }
+
+    #[tokio::test]
+    async fn huge_announced_body_is_refused_at_once() {
+        let ca = TestCa::new("Announce CA");
+        let server = Server::start(Reply::Announce(1 << 40)).await;
+        let external =
+            External::from_anchors(vec![ca.anchor_at(None, Some(server.url("/ca.crl")))]);
+        let started = Instant::now();
+        let e = external.status(0, &ca.leaf(SERIAL)).await.unwrap_err();
+        assert!(e.contains("exceeds the limit"), "{e}");
+        assert!(started.elapsed() < FETCH_TIMEOUT, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn dripping_server_cannot_hold_the_fetch_past_the_deadline() {
+        let ca = TestCa::new("Drip CA");
+        let server = Server::start(Reply::Drip).await;
+        let deadline = Duration::from_millis(800);
+        let external = External::with_deadline(
+            vec![ca.anchor_at(Some(server.url("/")), Some(server.url("/ca.crl")))],
+            deadline,
+        );
+        let started = Instant::now();
+        let e = external.status(0, &ca.leaf(SERIAL)).await.unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(
+            e.matches("no complete answer within 800 ms").count(),
+            2,
+            "{e}"
+        );
+        // Both questions, each stopped at its deadline, not at the end of
+        // the server's minute of dripping (slack for a loaded machine).
+        assert!(
+            took >= 2 * deadline && took < 2 * deadline + Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert!(
+            server.sent.load(Ordering::SeqCst) > 0,
+            "the server never dripped"
+        );
+    }
+
+    #[test]
+    fn config_refuses_an_unbounded_age_without_next_update() {
+        let dir = std::env::temp_dir().join(format!("muhr-ext-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = dir.join("ca.pem");
+        let ca = TestCa::new("Config CA");
+        std::fs::write(
+            &pem,
+            der::pem::encode_string(
+                "CERTIFICATE",
+                der::pem::LineEnding::LF,
+                &ca.certificate.to_der().unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let config = |max_age: Option<u64>| -> ExternalCaConfig {
+            let mut v = serde_json::json!({
+                "name": "X",
+                "certificate": pem,
+                "crl_url": "http://127.0.0.1:1/x.crl",
+                "identity": {"1.2.860.3.16.1.2": "pinfl"},
+            });
+            if let Some(m) = max_age {
+                v["max_age_without_next_update_seconds"] = m.into();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let a = Anchor::load(&config(None)).unwrap();
+        assert_eq!(a.max_age_without_next_update, Duration::from_secs(3600));
+        let a = Anchor::load(&config(Some(600))).unwrap();
+        assert_eq!(a.max_age_without_next_update, Duration::from_secs(600));
+        for bad in [0, 86_401] {
+            let e = Anchor::load(&config(Some(bad))).err().unwrap();
+            assert!(e.contains("max_age_without_next_update_seconds"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -4,11 +4,15 @@
 //! The answer is believed only when it is signed by that CA, or by a
 //! responder certificate the CA issued for OCSPSigning and valid now, names
 //! the certificate asked about, and is current (thisUpdate not in the future
-//! beyond a small skew, nextUpdate not past). x509-ocsp is on the previous
+//! beyond a small skew, nextUpdate not past; without nextUpdate, thisUpdate
+//! no older than the CA's `max_age_without_next_update_seconds`: RFC 6960
+//! §4.2.2.1 reads a missing nextUpdate as "newer information is always
+//! available", which makes an old answer without one the easiest to
+//! replay). x509-ocsp is on the previous
 //! generation of the RustCrypto formats, so its values are bridged to the
 //! rest through DER.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use der::{Decode as _, Encode as _};
 use der07::asn1::OctetString;
@@ -19,10 +23,8 @@ use x509_ocsp::{
     ResponderId, TbsRequest, Version,
 };
 
-use super::{Anchor, Status};
+use super::{Anchor, Status, current};
 
-/// How far a responder's clock may run ahead of ours.
-const SKEW: Duration = Duration::from_secs(300);
 const ID_PKIX_OCSP_BASIC: &str = "1.3.6.1.5.5.7.48.1.1";
 const ID_KP_OCSP_SIGNING: der::oid::ObjectIdentifier =
     der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9");
@@ -30,7 +32,9 @@ const ID_KP_OCSP_SIGNING: der::oid::ObjectIdentifier =
 /// An OCSP answer about one certificate, and until when it may be reused.
 pub struct Answer {
     pub status: Status,
-    pub fresh_until: Option<SystemTime>,
+    /// nextUpdate, or, for an answer without one, the end of the age it
+    /// may reach.
+    pub fresh_until: SystemTime,
 }
 
 fn cert_id(anchor: &Anchor, serial: &[u8]) -> Result<CertId, String> {
@@ -106,14 +110,13 @@ pub fn answer(
         .iter()
         .find(|r| r.cert_id == want)
         .ok_or("the response is about another certificate")?;
-    let this_update = time(&single.this_update);
-    if this_update > now + SKEW {
-        return Err("the response's thisUpdate is in the future".into());
-    }
-    let next_update = single.next_update.as_ref().map(time);
-    if next_update.is_some_and(|n| n < now) {
-        return Err("the response is stale (nextUpdate has passed)".into());
-    }
+    let fresh_until = current(
+        "response",
+        time(&single.this_update),
+        single.next_update.as_ref().map(time),
+        anchor.max_age_without_next_update,
+        now,
+    )?;
     let status = match &single.cert_status {
         CertStatus::Good(_) => Status::Good,
         CertStatus::Unknown(_) => Status::Unknown,
@@ -124,7 +127,7 @@ pub fn answer(
     };
     Ok(Answer {
         status,
-        fresh_until: next_update,
+        fresh_until,
     })
 }
 
@@ -208,4 +211,110 @@ fn has_ocsp_signing(c: &Certificate) -> bool {
         })
         .and_then(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok())
         .is_some_and(|eku| eku.0.contains(&ID_KP_OCSP_SIGNING))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use x509_ocsp::{OcspGeneralizedTime, ResponseBytes, ResponseData, SingleResponse};
+
+    use super::*;
+    use crate::external::SKEW;
+    use crate::external::testing::{TestCa, ecdsa_sha256};
+
+    const SERIAL: &[u8] = &[0x20, 0x01];
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A "good" answer about `SERIAL`, signed by the CA itself.
+    fn response(ca: &TestCa, this_update: SystemTime, next_update: Option<SystemTime>) -> Vec<u8> {
+        let gt = |t: SystemTime| {
+            OcspGeneralizedTime(der07::asn1::GeneralizedTime::from_system_time(t).unwrap())
+        };
+        let subject = ca.certificate.tbs_certificate().subject().to_der().unwrap();
+        let data = ResponseData {
+            version: Version::V1,
+            responder_id: ResponderId::ByName(x509_cert02::name::Name::from_der(&subject).unwrap()),
+            produced_at: gt(SystemTime::now()),
+            responses: vec![SingleResponse {
+                cert_id: cert_id(&ca.anchor(), SERIAL).unwrap(),
+                cert_status: CertStatus::Good(der07::asn1::Null),
+                this_update: gt(this_update),
+                next_update: next_update.map(gt),
+                single_extensions: None,
+            }],
+            response_extensions: None,
+        };
+        let tbs = data.to_der().unwrap();
+        let algorithm =
+            spki07::AlgorithmIdentifierOwned::from_der(&ecdsa_sha256().to_der().unwrap()).unwrap();
+        let basic = BasicOcspResponse {
+            tbs_response_data: data,
+            signature_algorithm: algorithm,
+            signature: der07::asn1::BitString::from_bytes(&ca.sign(&tbs)).unwrap(),
+            certs: None,
+        };
+        OcspResponse {
+            response_status: OcspResponseStatus::Successful,
+            response_bytes: Some(ResponseBytes {
+                response_type: ID_PKIX_OCSP_BASIC.parse().unwrap(),
+                response: OctetString::new(basic.to_der().unwrap()).unwrap(),
+            }),
+        }
+        .to_der()
+        .unwrap()
+    }
+
+    #[test]
+    fn current_answer_with_next_update_is_used_until_then() {
+        let ca = TestCa::new("OCSP CA");
+        let now = SystemTime::now();
+        let der = response(&ca, now - HOUR, Some(now + HOUR));
+        let a = answer(&ca.anchor(), SERIAL, &der, now).unwrap();
+        assert_eq!(a.status, Status::Good);
+        let late = (now + HOUR).duration_since(a.fresh_until).unwrap();
+        assert!(late < Duration::from_secs(1), "{late:?}");
+        // Asked about another certificate, the same answer says nothing.
+        assert!(answer(&ca.anchor(), &[0x20, 0x02], &der, now).is_err());
+    }
+
+    #[test]
+    fn old_answer_without_next_update_replayed_is_refused() {
+        let ca = TestCa::new("OCSP CA");
+        let now = SystemTime::now();
+        let der = response(&ca, now - 2 * HOUR, None);
+        let e = answer(&ca.anchor(), SERIAL, &der, now).err().unwrap();
+        assert!(e.contains("no nextUpdate") && e.contains("3600"), "{e}");
+    }
+
+    #[test]
+    fn fresh_answer_without_next_update_is_used_for_the_max_age_only() {
+        let ca = TestCa::new("OCSP CA");
+        let now = SystemTime::now();
+        let this_update = now - Duration::from_secs(60);
+        let der = response(&ca, this_update, None);
+        let a = answer(&ca.anchor(), SERIAL, &der, now).unwrap();
+        assert_eq!(a.status, Status::Good);
+        let early = (this_update + HOUR).duration_since(a.fresh_until).unwrap();
+        assert!(early < Duration::from_secs(1), "{early:?}");
+    }
+
+    #[test]
+    fn answer_dated_in_the_future_is_refused() {
+        let ca = TestCa::new("OCSP CA");
+        let now = SystemTime::now();
+        let der = response(&ca, now + 2 * SKEW, None);
+        let e = answer(&ca.anchor(), SERIAL, &der, now).err().unwrap();
+        assert!(e.contains("in the future"), "{e}");
+    }
+
+    #[test]
+    fn answer_signed_by_another_key_of_the_same_name_is_refused() {
+        let ca = TestCa::new("OCSP CA");
+        let impostor = TestCa::new("OCSP CA");
+        let now = SystemTime::now();
+        let der = response(&impostor, now, Some(now + HOUR));
+        let e = answer(&ca.anchor(), SERIAL, &der, now).err().unwrap();
+        assert!(e.contains("not signed by the CA"), "{e}");
+    }
 }
