@@ -113,7 +113,13 @@ async fn post_json(
     token: Option<&str>,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value, Fail> {
-    let mut req = reqwest::Client::new().post(url).json(body);
+    // No redirects: a server could send the token to another host, or
+    // over plain http.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Fail::internal(format!("HTTP client: {e}")))?;
+    let mut req = client.post(url).json(body);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -223,13 +229,12 @@ pub async fn request(
     write_credential(&answer, profile, &pkcs8, &password, out)
 }
 
-/// `muhr client renew SERIAL --p12 AUTH.p12`: a new key made here, and a
-/// certificate for it renewing SERIAL, asked for with a CMC request signed
-/// by the citizen's authentication certificate (no new login at the
-/// identity system). The new key and chain go to a new PKCS#12 file.
+/// `muhr client renew --p12 AUTH.p12`: a new key made here, and a
+/// certificate for it renewing the one in AUTH.p12, asked for with a CMC
+/// request signed by that certificate's key (no new login at the identity
+/// system). The new key and chain go to a new PKCS#12 file.
 pub async fn renew(
     server: &str,
-    serial: &str,
     p12: &Path,
     p12_password_file: Option<&Path>,
     out: &Path,
@@ -239,11 +244,12 @@ pub async fn renew(
     refuse_existing(out)?;
     let bytes = std::fs::read(p12).map_err(|e| Fail::invalid(format!("{}: {e}", p12.display())))?;
     let auth = Credential::open(&bytes, &open_password(p12_password_file)?)?;
+    let serial = muhr_ca::serial::to_hex(auth.certificate.tbs_certificate().serial_number());
     let password = password(password_file)?;
     let challenge = post_json(
         &format!("{server}/api/v1/certificates/renew/challenge"),
         None,
-        &serde_json::json!({ "serial": serial }),
+        &serde_json::json!({ "serial": &serial }),
     )
     .await?;
     let challenge = challenge["challenge"]

@@ -236,13 +236,11 @@ enum ClientCommand {
         #[arg(long, env = "MUHR_SERVER", default_value = "https://localhost")]
         server: String,
     },
-    /// For citizens: renew certificate SERIAL without a new login at the
-    /// identity system: a new key made here, the request signed with your
-    /// authentication certificate's key (its PKCS#12), the new key and
-    /// certificate kept in a new PKCS#12 file. Needs no configuration.
+    /// For citizens: renew the authentication certificate in a PKCS#12 file
+    /// without a new login at the identity system: a new key made here, the
+    /// request signed with the current key, the new key and certificate kept
+    /// in a new PKCS#12 file. Needs no configuration.
     Renew {
-        /// The certificate to renew (hex, as OpenSSL prints it).
-        serial: String,
         /// Your authentication certificate (individual-auth) and its key.
         #[arg(long)]
         p12: PathBuf,
@@ -398,7 +396,6 @@ async fn run(cli: Cli) -> Result<(), Fail> {
     if let Command::Client {
         command:
             ClientCommand::Renew {
-                serial,
                 p12,
                 p12_password_file,
                 out,
@@ -409,7 +406,6 @@ async fn run(cli: Cli) -> Result<(), Fail> {
     {
         return citizen_cli::renew(
             server,
-            serial,
             p12,
             p12_password_file.as_deref(),
             out,

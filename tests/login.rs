@@ -774,10 +774,20 @@ fn login_and_verify(db: Db) {
     let (code, v) = post_renewal(&sig);
     assert_eq!(code, 422, "{v}");
     assert!(rule(&v).contains("wrong_purpose"), "{v}");
-    // Another person's authentication certificate renews nothing of hers.
-    let (sig, _) = renewal(&carol, &serial, "by-carol");
-    let (code, v) = post_renewal(&sig);
-    assert_eq!(code, 403, "{v}");
+    // Another person's authentication certificate renews nothing of hers;
+    // nor does her own authentication certificate renew her signing one:
+    // a certificate is renewed only by its own key, or one stolen ID token
+    // would renew every certificate of its victim.
+    for (who, target, name) in [
+        (&carol, &auth_serial, "by-carol"),
+        (&carol, &serial, "by-carol-sign"),
+        (&alice_auth, &serial, "auth-renews-sign"),
+    ] {
+        let (sig, _) = renewal(who, target, name);
+        let (code, v) = post_renewal(&sig);
+        assert_eq!(code, 403, "{name}: {v}");
+        assert!(rule(&v).contains("its own key"), "{name}: {v}");
+    }
     // A forged challenge, and a login challenge in its place: refused.
     let (_, csr) = new_key("forged-challenge");
     for (nonce, name) in [
@@ -803,8 +813,8 @@ fn login_and_verify(db: Db) {
         "no attack issued anything"
     );
 
-    // Her own renewal of her signing certificate.
-    let (sig, first) = renewal(&alice_auth, &serial, "renew1");
+    // Her own renewal of her authentication certificate.
+    let (sig, first) = renewal(&alice_auth, &auth_serial, "renew1");
     let (code, v) = post_renewal(&sig);
     assert_eq!(code, 201, "{v}");
     std::fs::write(&first.cert, v["pem"].as_str().unwrap()).unwrap();
@@ -814,7 +824,7 @@ fn login_and_verify(db: Db) {
             v["renewals"].as_u64(),
             v["profile"].as_str()
         ),
-        (Some(serial.as_str()), Some(1), Some("individual-sign"))
+        (Some(auth_serial.as_str()), Some(1), Some("individual-auth"))
     );
     common::verify_chain(&env.data(), &first.cert);
     let subject = openssl(&[
@@ -844,19 +854,33 @@ fn login_and_verify(db: Db) {
     assert!(rule(&v).contains("used already"), "{v}");
     // The same certificate renewed again, with a fresh challenge and
     // another key: it was renewed already.
-    let (code, v, _) = renew(&alice_auth, &serial, "renew1b");
+    let (code, v, _) = renew(&alice_auth, &auth_serial, "renew1b");
     assert_eq!(code, 409, "{v}");
-    // The second renewal, by the citizen's own command.
-    let first_serial = serial_of(&first.cert);
+    // The second renewal, by the citizen's own command, with the first
+    // renewal's key and certificate in a PKCS#12 file.
+    let first_p12 = env.path("renew1.p12");
+    openssl(&[
+        "pkcs12",
+        "-export",
+        "-inkey",
+        first.key.to_str().unwrap(),
+        "-in",
+        first.cert.to_str().unwrap(),
+        "-passout",
+        &format!("file:{}", alice_auth.password.display()),
+        "-out",
+        first_p12.to_str().unwrap(),
+    ]);
+    let second_p12 = env.path("renew2.p12");
     let out = Command::new(env!("CARGO_BIN_EXE_muhr"))
-        .args(["client", "renew", &first_serial, "--server"])
+        .args(["client", "renew", "--server"])
         .arg(format!("http://127.0.0.1:{port}"))
         .arg("--p12")
-        .arg(&alice_auth.p12)
+        .arg(&first_p12)
         .arg("--p12-password-file")
         .arg(&alice_auth.password)
         .arg("--out")
-        .arg(env.path("renew2.p12"))
+        .arg(&second_p12)
         .arg("--password-file")
         .arg(&alice_auth.password)
         .output()
@@ -865,25 +889,39 @@ fn login_and_verify(db: Db) {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("renewals   2"), "{text}");
-    let second_serial = text
-        .lines()
-        .find_map(|l| l.strip_prefix("serial     "))
-        .unwrap()
-        .trim()
-        .to_string();
-    let (code, v, _) = renew(&alice_auth, &second_serial, "renew3");
+    // A third renewal in a row: the person must log in again.
+    let pass = format!("file:{}", alice_auth.password.display());
+    let second = Citizen {
+        p12: second_p12.clone(),
+        password: alice_auth.password.clone(),
+        key: env.path("renew2.key"),
+        cert: env.path("renew2.pem"),
+    };
+    for (what, out) in [("-nocerts", &second.key), ("-clcerts", &second.cert)] {
+        openssl(&[
+            "pkcs12",
+            "-in",
+            second_p12.to_str().unwrap(),
+            "-passin",
+            &pass,
+            "-out",
+            out.to_str().unwrap(),
+            what,
+            if what == "-nocerts" {
+                "-nodes"
+            } else {
+                "-nokeys"
+            },
+        ]);
+    }
+    let second_serial = serial_of(&second.cert);
+    let (code, v, _) = renew(&second, &second_serial, "renew3");
     assert_eq!(code, 403, "{v}");
     assert!(rule(&v).contains("authenticate"), "{v}");
     // The citizen's command refuses to send anything in the clear to
     // another machine.
     let out = Command::new(env!("CARGO_BIN_EXE_muhr"))
-        .args([
-            "client",
-            "renew",
-            &first_serial,
-            "--server",
-            "http://eds.example.uz",
-        ])
+        .args(["client", "renew", "--server", "http://eds.example.uz"])
         .arg("--p12")
         .arg(&alice_auth.p12)
         .arg("--p12-password-file")

@@ -333,7 +333,7 @@ impl Date {
             part.parse().map_err(|_| bad())
         };
         let (year, month, day) = (num(0..4)?, num(5..7)? as u8, num(8..10)? as u8);
-        if !(1900..=9999).contains(&year)
+        if !(1800..=9999).contains(&year)
             || !(1..=12).contains(&month)
             || day == 0
             || day > muhr_ca::identity::days_in_month(year, month)

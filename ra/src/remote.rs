@@ -385,10 +385,10 @@ impl Citizens {
     /// Renewal without a new login at the identity system. `signature` is a
     /// CMS SignedData of content type id-cct-PKIData ([`crate::cmc`])
     /// carrying the CSR of a new key and a renewal challenge for the
-    /// certificate to renew, signed with the key of the same person's
-    /// authentication certificate (clientAuth) of this CA, valid and good
-    /// now. A signature made for any other purpose (a document, a login,
-    /// a bare CSR as data) never renews. The new certificate has the
+    /// certificate to renew, signed with that certificate's own key; it
+    /// must be an authentication certificate (clientAuth) of this CA, valid
+    /// and good now. A signature made for any other purpose (a document, a
+    /// login, a bare CSR as data) never renews. The new certificate has the
     /// renewed one's profile and person; the old one stays valid (the
     /// citizen may revoke it). The law allows two renewals in a row; a
     /// third needs the person to authenticate with the identity system.
@@ -442,35 +442,26 @@ impl Citizens {
             .strip_prefix("renew-")
             .ok_or_else(|| refuse("challenge", "not a renewal challenge"))?
             .to_string();
-        // The certificate to renew, judged now as any relying party would.
-        let old_der = self
-            .ca
-            .store()
-            .certificate(&serial)
-            .await?
-            .and_then(|r| r.der)
-            .ok_or_else(|| CitizenError::NotFound(format!("no certificate {serial}")))?;
-        let old_cert = <x509_cert::Certificate as der::Decode>::from_der(&old_der)
-            .map_err(|e| CitizenError::Internal(format!("{serial}: {e}")))?;
-        let a = self
-            .trust
-            .assess(&old_cert, &old_der, Purpose::Authentication, now)
-            .await
-            .map_err(CitizenError::Internal)?;
-        if let Some(p) = a.problems.first() {
-            return Err(refuse(
-                "challenge",
-                format!(
-                    "certificate {serial} cannot be renewed: {}: {}",
-                    p.code, p.detail
-                ),
-            ));
-        }
-        let pinfl = a.identity.get("pinfl").cloned().unwrap_or_default();
-        if pinfl.is_empty() || signer.identity.get("pinfl") != Some(&pinfl) {
+        // A certificate is renewed only by its own key: a challenge for
+        // another certificate, even the same person's, is refused. Otherwise
+        // one authentication certificate (got with one stolen ID token)
+        // would renew every certificate of its holder, signing ones
+        // included, for keys of the thief's choosing.
+        if serial != signer.serial {
             return Err(CitizenError::Forbidden(format!(
-                "the signer's authentication certificate is not {serial}'s holder's"
+                "certificate {serial} is renewed only by a request signed with its own key \
+                 (the signer is {}); a signing certificate is renewed by logging in to the \
+                 identity system",
+                signer.serial
             )));
+        }
+        let a = signer;
+        let pinfl = a.identity.get("pinfl").cloned().unwrap_or_default();
+        if pinfl.is_empty() {
+            return Err(refuse(
+                "signature",
+                "the certificate names no person (PINFL)",
+            ));
         }
         let profile = a.profile.clone().unwrap_or_default();
         if !self.config.profiles.contains(&profile) {
@@ -492,7 +483,7 @@ impl Citizens {
         }
         let id = |k: &str| a.identity.get(k).cloned();
         let who = Citizen {
-            subject: format!("certificate:{}", signer.serial),
+            subject: format!("certificate:{}", a.serial),
             pinfl,
             surname: id("surname").unwrap_or_default(),
             given_name: id("given_name").unwrap_or_default(),
