@@ -122,6 +122,28 @@ fn remote_issuance(db: Db) {
         assert!(rule(&v).contains("already been used"), "{v}");
     }
     assert_eq!(env.count("certificates"), count);
+    // A token whose exp has a fraction (RFC 7519 allows it) is remembered as
+    // long as any other.
+    let mut fractional = idp.claims(&other);
+    fractional["exp"] = json!(fractional["exp"].as_f64().unwrap() + 0.5);
+    let fractional = idp.es256(&fractional);
+    let (code, _, v) = call(
+        port,
+        "POST",
+        ISSUE,
+        Some(&fractional),
+        Some(&request(&csr(&env, "frac-1"), "individual-sign")),
+    );
+    assert_eq!(code, 201, "{v}");
+    let (code, _, v) = call(
+        port,
+        "POST",
+        ISSUE,
+        Some(&fractional),
+        Some(&request(&csr(&env, "frac-2"), "individual-sign")),
+    );
+    assert_eq!(code, 409, "the same token again: {v}");
+    let count = env.count("certificates");
 
     // RS256 tokens are accepted as well.
     let rs = idp.rs256(&idp.claims(&me));
@@ -597,7 +619,60 @@ fn concurrent_duplicates(db: Db) {
     assert_eq!(env.count("certificates"), before + 3);
 }
 
+/// One key sent at once for a signing and an authentication certificate
+/// (two tabs, two tokens): it gets one purpose, never both.
+fn concurrent_one_key_two_purposes(db: Db) {
+    let idp = Provider::start();
+    let env = Env::with_extra(
+        db,
+        Keys::Software,
+        &idp.config("[citizens.rate_limits]\nperson_per_hour = 0\naddress_per_minute = 0"),
+    );
+    env.init();
+    let (_server, port) = start(&env, &[]);
+    let me = person_pinfl(30);
+    for round in 0..3 {
+        let key = csr(&env, &format!("both{round}"));
+        let requests: Vec<(String, Value)> = (0..8)
+            .map(|i| {
+                let profile = if i % 2 == 0 {
+                    "individual-sign"
+                } else {
+                    "individual-auth"
+                };
+                (idp.es256(&idp.claims(&me)), request(&key, profile))
+            })
+            .collect();
+        let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+            let runs: Vec<_> = requests
+                .iter()
+                .map(|(token, body)| {
+                    s.spawn(move || {
+                        let (code, _, v) = call(port, "POST", ISSUE, Some(token), Some(body));
+                        (code, v)
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let profiles: std::collections::BTreeSet<&str> = answers
+            .iter()
+            .filter(|(code, _)| *code == 200 || *code == 201)
+            .map(|(_, v)| v["profile"].as_str().unwrap())
+            .collect();
+        assert_eq!(profiles.len(), 1, "{answers:?}\n{}", server_logs(&env));
+        for (code, v) in &answers {
+            assert!(
+                [200, 201, 422].contains(code),
+                "{code}: {v}\n{}",
+                server_logs(&env)
+            );
+        }
+    }
+}
+
 both_databases! {
     remote_issuance_self_service_and_refusals => remote_issuance;
+    one_key_sent_for_two_purposes_at_once_gets_one => concurrent_one_key_two_purposes;
     concurrent_duplicate_requests_get_the_one_certificate => concurrent_duplicates;
 }

@@ -133,6 +133,29 @@ impl Default for ClaimNames {
     }
 }
 
+/// A NumericDate claim (RFC 7519: seconds, possibly with a fraction).
+fn numeric_date(
+    claims: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<i64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.ceil() as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| TokenError::Invalid(format!("{name} is not a NumericDate"))),
+    }
+}
+
+/// The most clock skew tolerated: a token's use is remembered this long
+/// past its expiry (see `used_proofs`).
+const MAX_LEEWAY: u64 = 300;
+
 impl OidcConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.jwks_url.is_some() == self.jwks_file.is_some() {
@@ -147,6 +170,11 @@ impl OidcConfig {
             return Err(
                 "citizens.oidc.jwks_url: must be https (plain http only to localhost)".into(),
             );
+        }
+        if self.leeway_seconds > MAX_LEEWAY {
+            return Err(format!(
+                "citizens.oidc.leeway_seconds: at most {MAX_LEEWAY}"
+            ));
         }
         if self.max_auth_age_seconds == 0 || self.max_auth_age_seconds > MAX_AUTH_AGE {
             return Err(format!(
@@ -341,9 +369,12 @@ impl Verifier {
         let claims: serde_json::Map<String, Value> = serde_json::from_slice(&payload)
             .map_err(|_| TokenError::Invalid("the payload is not a JSON object".into()))?;
         let mut citizen = self.check_claims(&claims, now)?;
+        // As long as the token is accepted (exp, a fraction included, plus
+        // the leeway), its use must be remembered.
+        let exp = numeric_date(&claims, "exp")?.unwrap_or(i64::MAX);
         citizen.token = Some(TokenId {
             digest,
-            expires_at: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
+            expires_at: exp.saturating_add(self.config.leeway_seconds as i64),
         });
         Ok(citizen)
     }
@@ -387,18 +418,9 @@ impl Verifier {
             .unwrap_or_default()
             .as_secs() as i64;
         let leeway = c.leeway_seconds as i64;
-        let time = |name: &str| -> Result<Option<i64>, TokenError> {
-            match claims.get(name) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_i64()
-                    .or_else(|| v.as_f64().map(|f| f as i64))
-                    .map(Some)
-                    .ok_or_else(|| bad(format!("{name} is not a NumericDate"))),
-            }
-        };
+        let time = |name: &str| numeric_date(claims, name);
         let exp = time("exp")?.ok_or_else(|| bad("exp is required".into()))?;
-        if now > exp + leeway {
+        if now > exp.saturating_add(leeway) {
             return Err(bad("the token has expired (exp)".into()));
         }
         if time("nbf")?.is_some_and(|nbf| nbf > now + leeway) {
@@ -413,7 +435,7 @@ impl Verifier {
         if auth_time > now + leeway {
             return Err(bad("the authentication is in the future (auth_time)".into()));
         }
-        if now - auth_time > c.max_auth_age_seconds as i64 + leeway {
+        if now.saturating_sub(auth_time) > c.max_auth_age_seconds as i64 + leeway {
             return Err(bad(format!(
                 "the authentication is older than {} s (auth_time): log in again",
                 c.max_auth_age_seconds

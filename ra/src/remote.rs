@@ -556,6 +556,17 @@ impl Citizens {
                 ));
             }
         }
+        // The scan above sees committed certificates; two requests racing
+        // with one key for two profiles are told apart here, by the
+        // database: the key's first profile is recorded once.
+        let spki = der::Encode::to_der(key).map_err(|e| CitizenError::Internal(e.to_string()))?;
+        let proof = format!("key:{pinfl}:{}", hex::encode(Sha256::digest(&spki)));
+        if !self.ca.store().use_proof(&proof, profile, i64::MAX).await? {
+            return Err(refuse(
+                "csr",
+                "this key is being certified for another purpose: each purpose needs its own key",
+            ));
+        }
         Ok(())
     }
 

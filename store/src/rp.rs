@@ -121,8 +121,9 @@ impl Store {
 
     /// Consumes a one-time `proof` for `binding` (what it is used for):
     /// true when this is its first use, or a retry with the same binding;
-    /// false when it was used for something else. Expired proofs' rows
-    /// are dropped on the way (their proofs are refused before this).
+    /// false when it was used for something else. `expires_at` must be the
+    /// last moment the proof is accepted anywhere (its expiry plus any
+    /// tolerated skew): rows are dropped five minutes after it.
     pub async fn use_proof(&self, proof: &str, binding: &str, expires_at: i64) -> Result<bool> {
         let now = now_secs();
         sqlx::query("DELETE FROM used_proofs WHERE expires_at < $1")
