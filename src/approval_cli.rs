@@ -1,9 +1,10 @@
 //! The CLI's half of dual control: each operator proves who they are by
 //! signing the act's statement with their own operator credential (the
 //! PKCS#12 file `muhr client add --role operator` made), and that credential
-//! must be the registered, unrevoked one this CA issued. Two people, two
-//! credentials, two passwords: one person with the database and a shell
-//! still cannot act alone without a second operator's file and password.
+//! must verify under this CA's key and be registered, valid and good. Two
+//! people, two credentials, two passwords: one person with the database and
+//! a shell cannot act alone without a second operator's file and password,
+//! and the request is checked again when it is approved.
 
 use std::path::Path;
 
@@ -12,32 +13,41 @@ use muhr_ca::dual_control::{Act, Operator};
 use crate::Fail;
 use crate::app::App;
 
-/// Opens the operator's PKCS#12, signs `act`'s statement, and checks the
-/// signature and the credential as any verifier would.
-async fn operator(
-    app: &App,
-    act: &Act,
-    p12: &Path,
-    password_file: Option<&Path>,
-) -> Result<Operator, Fail> {
+/// Opens the operator's PKCS#12 and signs `act`'s statement with it.
+fn sign_statement(act: &Act, p12: &Path, password_file: Option<&Path>) -> Result<Vec<u8>, Fail> {
     let bytes = std::fs::read(p12).map_err(|e| Fail::invalid(format!("{}: {e}", p12.display())))?;
     let password = crate::citizen_cli::open_password(password_file)?;
     let credential = crate::citizen_cli::Credential::open(&bytes, &password)?;
+    credential.sign_cms(muhr_ca::dual_control::statement(act).as_bytes(), false)
+}
+
+/// Who made `signature` over `act`'s statement, checked as a relying party
+/// would check a login, and more: the certificate verifies under this CA's
+/// key (a row a database administrator planted does not), is valid and
+/// good now, is made for authentication, and is registered with the
+/// operator role.
+async fn operator_of(
+    app: &App,
+    trust: &muhr_ra::trust::Trust,
+    act: &Act,
+    signature: &[u8],
+) -> Result<Operator, Fail> {
     let statement = muhr_ca::dual_control::statement(act);
-    let signature = credential.sign_cms(statement.as_bytes(), false)?;
-    let verified = muhr_ra::cms::verify(&signature, Some(statement.as_bytes()))
+    let verified = muhr_ra::cms::verify(signature, Some(statement.as_bytes()))
         .map_err(|e| Fail::invalid(format!("refused: operator signature: {}", e.detail)))?;
-    let serial = muhr_ca::serial::to_hex(verified.signer.tbs_certificate().serial_number());
-    // The very certificate this CA issued under that serial, not one that
-    // merely claims its serial and issuer.
-    let record = app
-        .store
-        .certificate(&serial)
+    let a = trust
+        .assess(
+            &verified.signer,
+            &verified.signer_der,
+            muhr_ra::trust::Purpose::Login,
+            std::time::SystemTime::now(),
+        )
         .await
-        .map_err(|e| Fail::internal(e.to_string()))?;
-    if record.and_then(|r| r.der).as_deref() != Some(verified.signer_der.as_slice()) {
+        .map_err(Fail::internal)?;
+    if let Some(p) = a.problems.first() {
         return Err(Fail::invalid(format!(
-            "refused: operator: certificate {serial} was not issued by this CA"
+            "refused: operator: certificate {}: {}: {}",
+            a.serial, p.code, p.detail
         )));
     }
     let registry = muhr_ra::clients::Registry::new(app.store.clone());
@@ -55,9 +65,9 @@ async fn operator(
         )));
     }
     Ok(Operator {
-        serial,
+        serial: a.serial,
         name: caller.name,
-        signature,
+        signature: signature.to_vec(),
     })
 }
 
@@ -70,9 +80,11 @@ pub async fn request(
     p12: &Path,
     password_file: Option<&Path>,
 ) -> Result<(), Fail> {
-    let ca = app.ca().await?;
+    let ca = std::sync::Arc::new(app.ca().await?);
+    let trust = muhr_ra::trust::Trust::new(ca.clone());
     let act = ca.ca_status_act(serial, t).await?;
-    let by = operator(app, &act, p12, password_file).await?;
+    let signature = sign_statement(&act, p12, password_file)?;
+    let by = operator_of(app, &trust, &act, &signature).await?;
     let a = ca.request_ca_status_change(&act, &by).await?;
     println!(
         "approval {} requested by {}: {} {}",
@@ -95,8 +107,22 @@ pub async fn approve(
     p12: &Path,
     password_file: Option<&Path>,
 ) -> Result<(), Fail> {
-    let ca = app.ca().await?;
+    let ca = std::sync::Arc::new(app.ca().await?);
+    let trust = muhr_ra::trust::Trust::new(ca.clone());
     let (a, act) = ca.approval(id).await?;
+    // The request as recorded must still stand: signed by the operator it
+    // names, whose credential is still good. A row a database
+    // administrator wrote, or a request made with a credential revoked
+    // since, approves nothing.
+    let requester = operator_of(app, &trust, &act, &a.request_sig)
+        .await
+        .map_err(|f| Fail::invalid(format!("refused: the request: {}", f.message)))?;
+    if requester.serial != a.requested_by || requester.name != a.requester_name {
+        return Err(Fail::invalid(format!(
+            "refused: the request names {} but was signed by {}",
+            a.requester_name, requester.name
+        )));
+    }
     println!(
         "approving {}: {} {} (reason {}) requested by {} at {}",
         a.id,
@@ -106,7 +132,8 @@ pub async fn approve(
         a.requester_name,
         crate::commands::date(a.requested_at)
     );
-    let by = operator(app, &act, p12, password_file).await?;
+    let signature = sign_statement(&act, p12, password_file)?;
+    let by = operator_of(app, &trust, &act, &signature).await?;
     let status = ca.approve_ca_status_change(&a, &by).await?;
     let reason = status
         .reason

@@ -500,8 +500,32 @@ fn ca_status_under_dual_control(db: Db) {
     assert_eq!(state(&issuing), "suspended");
     run_ok(with(&["approve", &id], "OP-1"));
     assert_eq!(state(&issuing), "good");
+    // A request a database administrator wrote, naming a real operator:
+    // its signature is not that operator's, so nobody can approve it.
+    let op1 = env.sql("SELECT serial FROM ra_clients WHERE name = 'OP-1'")[0].clone();
+    let blob = if env.db == Db::Sqlite {
+        "X'3000'"
+    } else {
+        "'\\x3000'::bytea"
+    };
+    env.sql(&format!(
+        "INSERT INTO approvals (id, action, object, params, requested_by, requester_name, \
+         request_sig, requested_at, expires_at, state) VALUES ('planted', 'certificate.suspend', \
+         '{issuing}', '{{\"reason\":\"certificateHold\"}}', '{op1}', 'OP-1', {blob}, 0, 99999999999, 'pending')"
+    ));
+    let e = run_refused(with(&["approve", "planted"], "OP-2"));
+    assert!(e.contains("the request"), "{e}");
+    assert_eq!(state(&issuing), "good");
+    // A request whose requester's credential was revoked since: void.
+    let out = run_ok(with(&["suspend", &root], "OP-1"));
+    let stale = out.split_whitespace().nth(1).unwrap().to_string();
+    env.ok(&["revoke", &op1, "--reason", "keyCompromise"]);
+    let e = run_refused(with(&["approve", &stale], "OP-2"));
+    assert!(e.contains("the request") && e.contains("revoked"), "{e}");
+    assert_eq!(state(&root), "good");
     // A revoked operator credential approves nothing.
-    let out = run_ok(with(&["revoke", &root, "--reason", "cACompromise"], "OP-1"));
+    common::ra::client(&env, "operator", "OP-3");
+    let out = run_ok(with(&["revoke", &root, "--reason", "cACompromise"], "OP-3"));
     let id = out.split_whitespace().nth(1).unwrap().to_string();
     let op2 = env.sql("SELECT serial FROM ra_clients WHERE name = 'OP-2'")[0].clone();
     env.ok(&["revoke", &op2, "--reason", "keyCompromise"]);

@@ -122,6 +122,7 @@ impl Ca {
             params: serde_json::json!({ "reason": act.reason }).to_string(),
             requested_by: by.serial.clone(),
             requester_name: by.name.clone(),
+            request_sig: by.signature.clone(),
             requested_at: now,
             expires_at: now + REQUEST_SECONDS,
             state: "pending".into(),

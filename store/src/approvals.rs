@@ -21,6 +21,8 @@ pub struct Approval {
     /// The requesting operator credential's serial, and its name.
     pub requested_by: String,
     pub requester_name: String,
+    /// The requester's CMS signature over the act's statement.
+    pub request_sig: Vec<u8>,
     pub requested_at: i64,
     pub expires_at: i64,
     pub state: String,
@@ -69,7 +71,7 @@ impl Store {
 
     pub async fn approval(&self, id: &str) -> Result<Option<Approval>> {
         let row = sqlx::query(
-            "SELECT id, action, object, params, requested_by, requester_name, requested_at, \
+            "SELECT id, action, object, params, requested_by, requester_name, request_sig, requested_at, \
              expires_at, state, approved_by, approver_name, approved_at \
              FROM approvals WHERE id = $1",
         )
@@ -84,6 +86,7 @@ impl Store {
                 params: r.try_get("params")?,
                 requested_by: r.try_get("requested_by")?,
                 requester_name: r.try_get("requester_name")?,
+                request_sig: r.try_get("request_sig")?,
                 requested_at: r.try_get("requested_at")?,
                 expires_at: r.try_get("expires_at")?,
                 state: r.try_get("state")?,
