@@ -451,6 +451,38 @@ async fn card_job(
 
 async fn change(api: &Api, caller: &Caller, serial: &str, t: muhr_store::Transition) -> Response {
     let serial = serial.to_ascii_uppercase();
+    // Operators act on people's certificates (they name a PINFL), never on
+    // the infrastructure's: the OCSP signer, the TLS server, the lines' and
+    // other operators' credentials (one operator revoking the others would
+    // end dual control), let alone a CA.
+    match api
+        .personalizer
+        .ca()
+        .store()
+        .certificate_summary(&serial)
+        .await
+    {
+        Ok(Some(s)) if s.pinfl.is_none() => {
+            let rule = if api
+                .personalizer
+                .ca()
+                .profiles()
+                .get(&s.profile)
+                .is_some_and(|p| p.kind == muhr_policies::Kind::Ca)
+            {
+                muhr_ca::dual_control::CA_CERTIFICATE.to_string()
+            } else {
+                format!(
+                    "is a {} certificate, not a person's: operators act on people's \
+                     certificates only (the CA administrator withdraws this one from the CLI)",
+                    s.profile
+                )
+            };
+            return json_error(StatusCode::FORBIDDEN, "serial", &rule);
+        }
+        Ok(_) => {}
+        Err(e) => return internal(e),
+    }
     match api
         .personalizer
         .ca()
