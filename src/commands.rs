@@ -14,6 +14,25 @@ pub fn cli_actor() -> String {
     format!("cli:{user}")
 }
 
+/// `muhr ca audit-key`: makes the audit key of an installation whose
+/// ceremony predates it (a key ceremony act, audited); shows it otherwise.
+pub async fn ca_audit_key(app: &App) -> Result<(), Fail> {
+    let signer = app
+        .audit_signer(true, &cli_actor())
+        .await?
+        .ok_or_else(|| Fail::internal("the audit key was not made"))?;
+    println!(
+        "audit key {:?}: {}",
+        app.config.audit.key,
+        muhr_ca::audit_anchor::key_id(signer.public_key())?
+    );
+    println!(
+        "public key          {}",
+        app.audit_public_key_file().display()
+    );
+    Ok(())
+}
+
 pub async fn ca_init(app: &App) -> Result<(), Fail> {
     app.init_ca(&cli_actor()).await?;
     app.audit_signer(true, &cli_actor()).await?;
@@ -144,6 +163,9 @@ pub async fn audit_verify(app: &App, public_key: Option<&Path>) -> Result<(), Fa
     let grace = Duration::from_secs(app.config.audit.anchor_grace_seconds);
     let v = muhr_ca::audit_anchor::verify(&app.store, &key, grace, Some(&app.local_checkpoints()))
         .await?;
+    for w in &v.warnings {
+        eprintln!("muhr: warning: {w}");
+    }
     if v.problems.is_empty() {
         println!(
             "audit chain intact: {} entries, {} signed checkpoints, anchored up to entry {}",

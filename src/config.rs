@@ -60,6 +60,21 @@ pub struct AuditConfig {
     pub anchor_grace_seconds: u64,
 }
 
+impl AuditConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1_000_000).contains(&self.checkpoint_entries) {
+            return Err("audit.checkpoint_entries: between 1 and 1000000".into());
+        }
+        if !(1..=3600).contains(&self.checkpoint_seconds) {
+            return Err("audit.checkpoint_seconds: between 1 and 3600".into());
+        }
+        if self.anchor_grace_seconds > 86_400 {
+            return Err("audit.anchor_grace_seconds: at most 86400".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
@@ -340,7 +355,12 @@ impl Config {
 
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))
+        let c: Self =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        c.audit
+            .validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(c)
     }
 }
 

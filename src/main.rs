@@ -190,6 +190,9 @@ struct OperatorArgs {
 enum CaCommand {
     /// Key ceremony: create the root and issuing CAs from the configuration.
     Init,
+    /// Make the audit key (for an installation whose ceremony predates it);
+    /// `muhr serve` will not start without one.
+    AuditKey,
 }
 
 #[derive(Subcommand)]
@@ -516,6 +519,9 @@ async fn run_installed(app: &app::App, command: Command) -> Result<(), Fail> {
         Command::Ca {
             command: CaCommand::Init,
         } => commands::ca_init(app).await,
+        Command::Ca {
+            command: CaCommand::AuditKey,
+        } => commands::ca_audit_key(app).await,
         Command::Issue {
             profile,
             csr,

@@ -82,6 +82,7 @@ pub async fn run(
     listen: Option<String>,
     listen_mtls: Option<String>,
 ) -> Result<(), Fail> {
+    refuse_benchmark_database(&app).await?;
     let rules = Arc::new(app.ra_rules()?);
     let ca = Arc::new(app.ca().await?);
     // The delegated OCSP signer: made or renewed here, where the CA key is.
@@ -107,15 +108,20 @@ pub async fn run(
             delta_validity: Duration::from_secs(c.delta_validity_minutes * 60),
         },
     ));
-    // The audit chain's checkpoints, signed here (the key is made on the
-    // first start of an installation that predates it).
-    if let Some(signer) = app.audit_signer(true, "serve").await? {
-        tokio::spawn(signer.run(
-            app.store.clone(),
-            app.config.audit.checkpoint_entries.max(1),
-            Duration::from_secs(app.config.audit.checkpoint_seconds.max(1)),
-        ));
-    }
+    // The audit chain's checkpoints, signed here. The key is made at a
+    // ceremony, never on the fly: a server that made its own would anchor
+    // the chain to a key nobody recorded.
+    let signer = app.audit_signer(app.dev, "serve").await?.ok_or_else(|| {
+        Fail::invalid(format!(
+            "no audit key {:?} in the key store: make it once with `muhr ca audit-key`",
+            app.config.audit.key
+        ))
+    })?;
+    tokio::spawn(signer.run(
+        app.store.clone(),
+        app.config.audit.checkpoint_entries,
+        Duration::from_secs(app.config.audit.checkpoint_seconds),
+    ));
     let shared = Shared {
         ca: ca.clone(),
         ocsp: responder.clone(),
@@ -259,7 +265,25 @@ pub async fn relying_parties(app: &App, ca: &Arc<Ca>) -> Result<muhr_ra::rp_http
 
 /// `muhr ocsp`: only the responder, for scaling out next to a database or a
 /// replica. It reads status and the delegated signer; it never opens a CA key.
+/// A database muhr-bench made holds made-up people and synthetic rows:
+/// never served to relying parties as if it were real.
+async fn refuse_benchmark_database(app: &App) -> Result<(), Fail> {
+    if app
+        .store
+        .is_benchmark_database()
+        .await
+        .map_err(|e| Fail::internal(e.to_string()))?
+    {
+        return Err(Fail::invalid(
+            "refused: this database was made by muhr-bench (made-up people, synthetic rows): \
+             it is never served",
+        ));
+    }
+    Ok(())
+}
+
 pub async fn run_ocsp(app: App, listen: Option<String>) -> Result<(), Fail> {
+    refuse_benchmark_database(&app).await?;
     let responder = ocsp_responder(&app).await?;
     let listen = listen.unwrap_or_else(|| app.config.server.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen)

@@ -123,16 +123,57 @@ fn recomputed_hashes_are_caught(db: Db) {
 fn forged_checkpoint_is_caught(db: Db) {
     let env = env_with_entries(db);
     rewrite_from(&env, 5, "IVANOV", "PETROV");
-    // The administrator replaces the checkpoints with ones of their own
-    // over the rewritten chain, signed by a key they hold.
-    let head = env.sql("SELECT seq FROM audit_head")[0].clone();
-    env.sql("DELETE FROM audit_checkpoints");
-    env.sql(&format!(
-        "INSERT INTO audit_checkpoints (seq, at, hash, key_id, signature) \
-         SELECT seq, 0, hash, 'attacker', hash FROM audit_head WHERE seq = {head}"
-    ));
+    // The administrator re-signs the newest checkpoint over the rewritten
+    // chain with a key of their own, keeping the audit key's id.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+        let store = muhr_store::Store::connect(&env.db_url).await.unwrap();
+        let mut c = store.last_checkpoint().await.unwrap().unwrap();
+        c.hash = store.audit_head().await.unwrap().1;
+        let theirs = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+        c.signature = theirs
+            .sign(
+                &aws_lc_rs::rand::SystemRandom::new(),
+                &muhr_ca::audit_anchor::statement(&c),
+            )
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        sqlx::query("UPDATE audit_checkpoints SET hash = $1, signature = $2 WHERE seq = $3")
+            .bind(&c.hash)
+            .bind(&c.signature)
+            .bind(c.seq)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    });
     let e = broken(&env);
     assert!(e.contains("not signed by the audit key"), "{e}");
+}
+
+fn deleted_middle_checkpoint_is_caught(db: Db) {
+    let env = env_with_entries(db);
+    // Checkpoints at 4 (ceremony), 5, 6, 7: remove one in the middle.
+    env.sql("DELETE FROM audit_checkpoints WHERE seq = 5");
+    let e = broken(&env);
+    assert!(e.contains("checkpoints were deleted"), "{e}");
+}
+
+/// After a rewrite with the newer checkpoints deleted, no node signs the
+/// forged head: the next command that appends finds the chain does not
+/// follow from what it signed before, and refuses.
+fn forged_head_is_not_signed(db: Db) {
+    let env = env_with_entries(db);
+    env.sql("DELETE FROM audit_checkpoints WHERE seq > 4");
+    rewrite_from(&env, 5, "IVANOV", "PETROV");
+    env.issue("individual-auth", &env.csr("b", "ec"), &person(), "after");
+    assert_eq!(
+        env.sql("SELECT COUNT(*) FROM audit_checkpoints WHERE seq > 4"),
+        ["0"],
+        "a checkpoint was signed over the rewritten chain"
+    );
+    assert!(broken(&env).contains("missing from the database"));
 }
 
 fn deleted_checkpoints_are_caught(db: Db) {
@@ -186,7 +227,7 @@ fn export_verifies_offline(db: Db) {
         text.contains("intact: 7 entries") && text.contains("anchored up to entry 7"),
         "{text}"
     );
-    // An edited export, even with every hash recomputed, does not verify.
+    // An edited export does not verify.
     let edited = std::fs::read_to_string(&out)
         .unwrap()
         .replace("IVANOV", "PETROV");
@@ -224,6 +265,8 @@ both_databases! {
     reordered_entries_are_named => reordered_entries_are_named;
     an_administrator_recomputing_every_hash_is_caught => recomputed_hashes_are_caught;
     an_administrator_forging_checkpoints_is_caught => forged_checkpoint_is_caught;
+    an_administrator_deleting_a_middle_checkpoint_is_caught => deleted_middle_checkpoint_is_caught;
+    no_node_signs_a_rewritten_head => forged_head_is_not_signed;
     an_administrator_deleting_checkpoints_is_caught => deleted_checkpoints_are_caught;
     an_administrator_rolling_the_chain_back_is_caught => rolled_back_chain_is_caught;
     an_export_verifies_with_no_database => export_verifies_offline;

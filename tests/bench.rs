@@ -180,7 +180,26 @@ fn leftovers_are_removed(db: Db) {
     );
 }
 
+/// The reverse mistake: a benchmark's database put into service.
+fn benchmark_database_is_never_served(db: Db) {
+    let env = Env::new(db, Keys::Software);
+    env.bench_ok(&["sign", "--signatures", "10"]);
+    for cmd in ["serve", "ocsp"] {
+        let out = env
+            .muhr()
+            .args([cmd, "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("made by muhr-bench"),
+            "{out:?}"
+        );
+    }
+}
+
 both_databases! {
+    a_benchmark_database_is_never_served => benchmark_database_is_never_served;
     a_benchmark_refuses_a_database_holding_real_certificates => refuses_real_database;
     old_benchmark_leftovers_are_found_and_removed => leftovers_are_removed;
 }

@@ -37,15 +37,24 @@ const DOMAIN: &[u8] = b"muhr audit checkpoint v1\0";
 pub const KEY_SPEC: muhr_hsm::KeySpec = muhr_hsm::KeySpec::EcdsaP256;
 
 /// What the audit key signs for a checkpoint: every field, fixed width or
-/// length-prefixed, under a domain no other signature of Muhr's uses.
-pub fn statement(seq: i64, at: i64, hash: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(DOMAIN.len() + 20 + hash.len());
+/// length-prefixed, under a domain no other signature of Muhr's uses; the
+/// previous checkpoint is part of it, so checkpoints chain too.
+pub fn statement(c: &Checkpoint) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + 32 + c.hash.len() + c.prev_hash.len());
     m.extend_from_slice(DOMAIN);
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(&at.to_be_bytes());
-    m.extend_from_slice(&(hash.len() as u32).to_be_bytes());
-    m.extend_from_slice(hash);
+    m.extend_from_slice(&c.seq.to_be_bytes());
+    m.extend_from_slice(&c.at.to_be_bytes());
+    m.extend_from_slice(&(c.hash.len() as u32).to_be_bytes());
+    m.extend_from_slice(&c.hash);
+    m.extend_from_slice(&c.prev_seq.to_be_bytes());
+    m.extend_from_slice(&(c.prev_hash.len() as u32).to_be_bytes());
+    m.extend_from_slice(&c.prev_hash);
     m
+}
+
+/// The (seq, hash) a first checkpoint names as its predecessor.
+fn genesis() -> (i64, Vec<u8>) {
+    (0, vec![0u8; 32])
 }
 
 /// SHA-256 of the key's SubjectPublicKeyInfo, hex: which key signed.
@@ -66,6 +75,8 @@ pub struct CheckpointLine {
     pub at: i64,
     pub hash: String,
     pub key_id: String,
+    pub prev_seq: i64,
+    pub prev_hash: String,
     pub signature: String,
 }
 
@@ -76,6 +87,8 @@ impl From<&Checkpoint> for CheckpointLine {
             at: c.at,
             hash: hex::encode(&c.hash),
             key_id: c.key_id.clone(),
+            prev_seq: c.prev_seq,
+            prev_hash: hex::encode(&c.prev_hash),
             signature: hex::encode(&c.signature),
         }
     }
@@ -88,6 +101,9 @@ impl CheckpointLine {
             at: self.at,
             hash: hex::decode(&self.hash).map_err(|e| format!("checkpoint {}: {e}", self.seq))?,
             key_id: self.key_id.clone(),
+            prev_seq: self.prev_seq,
+            prev_hash: hex::decode(&self.prev_hash)
+                .map_err(|e| format!("checkpoint {}: {e}", self.seq))?,
             signature: hex::decode(&self.signature)
                 .map_err(|e| format!("checkpoint {}: {e}", self.seq))?,
         })
@@ -101,13 +117,7 @@ pub fn check_signature(c: &Checkpoint, public_key: &SubjectPublicKeyInfoOwned) -
     };
     let alg = KEY_SPEC.signature_algorithm();
     id == c.key_id
-        && muhr_hsm::verify::verify_signature(
-            public_key,
-            &alg,
-            &statement(c.seq, c.at, &c.hash),
-            &c.signature,
-        )
-        .is_ok()
+        && muhr_hsm::verify::verify_signature(public_key, &alg, &statement(c), &c.signature).is_ok()
 }
 
 /// Signs checkpoints with the audit key.
@@ -136,26 +146,86 @@ impl AuditSigner {
 
     /// Signs the head when it has moved past the last checkpoint; the new
     /// checkpoint, or None when there was nothing to sign (or another node
-    /// signed the same head first).
+    /// signed first). Before signing it makes sure it is not asked to
+    /// vouch for a rewritten chain: the last checkpoint must be signed by
+    /// this key, the last checkpoint this node signed (its own file) must
+    /// still be in the database, and every entry since the last checkpoint
+    /// must follow from it. Otherwise it refuses, and says why.
     pub async fn checkpoint(&self, store: &Store) -> Result<Option<Checkpoint>, IssueError> {
         let (seq, hash) = store.audit_head().await?;
         let last = store.last_checkpoint().await?;
         if seq == 0 || last.as_ref().is_some_and(|l| l.seq >= seq) {
             return Ok(None);
         }
-        let at = muhr_store::now_secs();
-        let key = self.key.clone();
-        let message = statement(seq, at, &hash);
-        let signature = tokio::task::spawn_blocking(move || key.sign(&message))
-            .await
-            .map_err(|e| IssueError::Internal(format!("audit signing task: {e}")))??;
-        let c = Checkpoint {
+        let refuse = |why: String| {
+            tracing::error!(%why, "audit checkpoint refused: the chain may have been tampered with");
+            IssueError::Internal(format!("audit checkpoint refused: {why}"))
+        };
+        if let Some(l) = &last
+            && !check_signature(l, self.public_key())
+        {
+            return Err(refuse(format!(
+                "the newest checkpoint (entry {}) is not signed by this audit key",
+                l.seq
+            )));
+        }
+        if let Some(mine) = self.local.as_deref().map(read_local).transpose()?.flatten() {
+            let theirs = store.checkpoints_after(mine.seq - 1, 1).await?.pop();
+            if theirs
+                .as_ref()
+                .is_none_or(|t| t.seq != mine.seq || t.hash != mine.hash)
+            {
+                return Err(refuse(format!(
+                    "the checkpoint this node signed at entry {} is missing from the database \
+                     or differs",
+                    mine.seq
+                )));
+            }
+        }
+        let (prev_seq, prev_hash) = last
+            .as_ref()
+            .map(|l| (l.seq, l.hash.clone()))
+            .unwrap_or_else(genesis);
+        // Every entry since the last checkpoint, from its hash.
+        let mut chained = prev_hash.clone();
+        const PAGE: i64 = 5000;
+        let mut from = prev_seq + 1;
+        while from <= seq {
+            let to = (from + PAGE - 1).min(seq);
+            let entries = store.audit_entries(from, to).await?;
+            if entries.len() as i64 != to - from + 1 {
+                return Err(refuse(format!(
+                    "audit entries {from}..={to} are not all there"
+                )));
+            }
+            for e in entries {
+                if !e.holds_after(&chained) {
+                    return Err(refuse(format!(
+                        "audit entry {} does not follow the last checkpoint's chain",
+                        e.seq
+                    )));
+                }
+                chained = e.hash;
+            }
+            from = to + 1;
+        }
+        if chained != hash {
+            return Err(refuse("the head is not the chain's last entry".into()));
+        }
+        let mut c = Checkpoint {
             seq,
-            at,
+            at: muhr_store::now_secs(),
             hash,
             key_id: self.key_id.clone(),
-            signature,
+            prev_seq,
+            prev_hash,
+            signature: Vec::new(),
         };
+        let key = self.key.clone();
+        let message = statement(&c);
+        c.signature = tokio::task::spawn_blocking(move || key.sign(&message))
+            .await
+            .map_err(|e| IssueError::Internal(format!("audit signing task: {e}")))??;
         if !store.save_checkpoint(&c).await? {
             return Ok(None);
         }
@@ -196,6 +266,24 @@ impl AuditSigner {
     }
 }
 
+/// The last checkpoint in the node's file, if any.
+fn read_local(path: &Path) -> Result<Option<Checkpoint>, IssueError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| IssueError::Internal(format!("{}: {e}", path.display())))?;
+    text.lines()
+        .rfind(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<CheckpointLine>(l)
+                .map_err(|e| e.to_string())
+                .and_then(|l| l.decode())
+                .map_err(|e| IssueError::Internal(format!("{}: {e}", path.display())))
+        })
+        .transpose()
+}
+
 /// Appends `c` to the node's file, created readable by its owner only.
 fn append_local(path: &Path, c: &Checkpoint) -> Result<(), IssueError> {
     let io = |e: std::io::Error| IssueError::Internal(format!("{}: {e}", path.display()));
@@ -222,6 +310,8 @@ pub struct Verification {
     pub anchored_to: i64,
     /// Everything wrong, first found first; empty when the chain holds.
     pub problems: Vec<String>,
+    /// What could not be checked from here.
+    pub warnings: Vec<String>,
 }
 
 /// Checks the chain, every checkpoint's signature against `public_key`
@@ -238,23 +328,36 @@ pub async fn verify(
     let checkpoints = store.checkpoints().await?;
     v.checkpoints = checkpoints.len();
     let mut hashes = BTreeMap::new();
+    let mut expected = genesis();
     for c in &checkpoints {
-        if check_signature(c, public_key) {
-            hashes.insert(c.seq, c.hash.clone());
-            v.anchored_to = v.anchored_to.max(c.seq);
-        } else {
+        if !check_signature(c, public_key) {
             v.problems.push(format!(
                 "the checkpoint at entry {} is not signed by the audit key: it was forged or altered",
                 c.seq
             ));
+            continue;
         }
+        if (c.prev_seq, &c.prev_hash) != (expected.0, &expected.1) {
+            v.problems.push(format!(
+                "the checkpoint at entry {} follows entry {}, not the checkpoint before it \
+                 (entry {}): checkpoints were deleted",
+                c.seq, c.prev_seq, expected.0
+            ));
+        }
+        hashes.insert(c.seq, c.hash.clone());
+        v.anchored_to = v.anchored_to.max(c.seq);
+        expected = (c.seq, c.hash.clone());
     }
     let report = store.verify_audit(&hashes).await?;
     v.entries = report.entries;
     if let Some(f) = report.finding {
         v.problems.push(f.to_string());
     }
-    let cutoff = muhr_store::now_secs().saturating_sub(grace.as_secs() as i64) * 1_000_000;
+    let now_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    let cutoff = now_micros.saturating_sub(grace.as_micros() as i64);
     if let Some(old) = store.last_audit_entry_before(cutoff).await?
         && old > v.anchored_to
     {
@@ -264,6 +367,14 @@ pub async fn verify(
              with the audit key?)",
             v.anchored_to + 1,
             grace.as_secs()
+        ));
+    }
+    if let Some(path) = local.filter(|p| !p.exists()) {
+        v.warnings.push(format!(
+            "this node has no record of checkpoints it signed ({}): a rollback of the whole \
+             database to an older checkpoint is not detectable from here; verify on a node \
+             that runs `muhr serve`, or against an export kept elsewhere",
+            path.display()
         ));
     }
     if let Some(path) = local.filter(|p| p.exists()) {
@@ -399,6 +510,7 @@ pub fn verify_export(
     let mut header = false;
     let mut checkpoints = 0;
     let mut anchored = 0;
+    let mut previous = genesis();
     for (n, line) in input.lines().enumerate() {
         let line = line.map_err(|e| e.to_string())?;
         let at = |what: String| format!("line {}: {what}", n + 1);
@@ -444,6 +556,14 @@ pub fn verify_export(
                         c.seq
                     )));
                 }
+                if (c.prev_seq, &c.prev_hash) != (previous.0, &previous.1) {
+                    return Err(at(format!(
+                        "the checkpoint at entry {} does not follow the checkpoint before it: \
+                         checkpoints were removed",
+                        c.seq
+                    )));
+                }
+                previous = (c.seq, c.hash.clone());
                 checkpoints += 1;
                 anchored = anchored.max(c.seq);
             }

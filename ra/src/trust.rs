@@ -70,6 +70,17 @@ impl Assessment {
     }
 }
 
+/// The latest revocation time that counts for a judgement at `at`. A
+/// judgement of now counts every revocation, even one stamped a little
+/// ahead by a node (or an external CA) whose clock runs fast.
+fn judged_until(at: SystemTime) -> i64 {
+    if at + std::time::Duration::from_secs(300) >= SystemTime::now() {
+        i64::MAX
+    } else {
+        secs(at)
+    }
+}
+
 fn secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -255,7 +266,7 @@ impl Trust {
         // before it standing; one before `at` does not. Suspensions lifted
         // since are not replayed: the current state decides.
         let status_at = match revoked_at {
-            Some(t) if t <= secs(at) => status_now.clone(),
+            Some(t) if t <= judged_until(at) => status_now.clone(),
             _ if known.is_some() => "good".to_string(),
             _ => "unknown".to_string(),
         };
@@ -348,7 +359,7 @@ impl Trust {
             }
         };
         let status_at = match revoked_at {
-            Some(t) if t <= secs(at) => status_now,
+            Some(t) if t <= judged_until(at) => status_now,
             Some(_) => "good",
             None => status_now,
         };

@@ -258,6 +258,9 @@ pub struct Checkpoint {
     pub at: i64,
     pub hash: Vec<u8>,
     pub key_id: String,
+    /// The checkpoint before this one (0 and 32 zero bytes for the first).
+    pub prev_seq: i64,
+    pub prev_hash: Vec<u8>,
     pub signature: Vec<u8>,
 }
 

@@ -487,21 +487,37 @@ impl Store {
         Ok((row.try_get("seq")?, row.try_get("hash")?))
     }
 
-    /// Stores a signed checkpoint; false when one exists at that seq
-    /// (another node signed the same head).
+    /// Stores a signed checkpoint if it directly follows the newest one
+    /// (its `prev_seq`); false when another node checkpointed meanwhile.
+    /// Checkpointers are serialised by the audit head's lock, so the
+    /// checkpoints form one chain however many nodes sign.
     pub async fn save_checkpoint(&self, c: &audit::Checkpoint) -> Result<bool> {
-        let r = sqlx::query(
-            "INSERT INTO audit_checkpoints (seq, at, hash, key_id, signature) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let last: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_checkpoints")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("seq")?;
+        if last != c.prev_seq || c.seq <= last {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, at, hash, key_id, prev_seq, prev_hash, signature) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(c.seq)
         .bind(c.at)
         .bind(&c.hash)
         .bind(&c.key_id)
+        .bind(c.prev_seq)
+        .bind(&c.prev_hash)
         .bind(&c.signature)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(r.rows_affected() == 1)
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Every checkpoint, oldest first (one per thousand entries or minute).
@@ -516,7 +532,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<audit::Checkpoint>> {
         let rows = sqlx::query(
-            "SELECT seq, at, hash, key_id, signature FROM audit_checkpoints \
+            "SELECT seq, at, hash, key_id, prev_seq, prev_hash, signature FROM audit_checkpoints \
              WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after)
@@ -530,6 +546,8 @@ impl Store {
                     at: r.try_get("at")?,
                     hash: r.try_get("hash")?,
                     key_id: r.try_get("key_id")?,
+                    prev_seq: r.try_get("prev_seq")?,
+                    prev_hash: r.try_get("prev_hash")?,
                     signature: r.try_get("signature")?,
                 })
             })
