@@ -80,6 +80,14 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Serve this benchmark installation (health, CRLs, OCSP, the RA) for
+    /// load tools such as wrk; `muhr serve` refuses a benchmark database.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:18100")]
+        listen: String,
+        #[arg(long, default_value = "127.0.0.1:18443")]
+        listen_mtls: String,
+    },
     /// Signatures per second from the issuing CA's key through the configured
     /// key store (the HSM's own speed, nothing else), from T threads.
     Sign {
@@ -321,6 +329,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
     let (count, concurrency, batch, profile, print_serials, json) = match cmd {
         BenchCommand::Crl { entries, json } => return bench_crl(app, entries, json).await,
+        // Served by `main`, which hands it the installation.
+        BenchCommand::Serve { .. } => return Ok(()),
         BenchCommand::Sign {
             signatures,
             threads,

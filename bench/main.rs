@@ -117,6 +117,13 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         app.init_ca("bench").await?;
         app.audit_signer(true, "bench").await?;
     }
+    if let commands::BenchCommand::Serve {
+        listen,
+        listen_mtls,
+    } = cli.command
+    {
+        return muhr::serve::run(app, Some(listen), Some(listen_mtls)).await;
+    }
     let result = commands::run(&app, cli.command).await;
     app.anchor_audit().await;
     result

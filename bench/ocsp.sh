@@ -28,7 +28,7 @@ print(json.dumps({"pinfl": s + str(sum(int(c) * w[i % 3] for i, c in enumerate(s
 P
 "$B" --data "$DIR/data" sign --signatures 1 >/dev/null
 "$M" --data "$DIR/data" issue --profile individual-auth --csr r.csr --subject s.json > c.pem 2>/dev/null
-MUHR_LOG=warn "$M" --data "$DIR/data" serve --listen "127.0.0.1:$PORT" 2>serve.log & pid=$!
+MUHR_LOG=warn "$B" --data "$DIR/data" serve --listen "127.0.0.1:$PORT" --listen-mtls "127.0.0.1:$((PORT + 1))" 2>serve.log & pid=$!
 trap 'kill $pid 2>/dev/null; [ -n "${MUHR_BENCH_KEEP:-}" ] || rm -rf "$DIR"' EXIT
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.1; done
 I=data/ca/issuing.pem

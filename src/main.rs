@@ -453,8 +453,14 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Serve {
             listen,
             listen_mtls,
-        } => return serve::run(app, listen, listen_mtls).await,
-        Command::Ocsp { listen } => return serve::run_ocsp(app, listen).await,
+        } => {
+            serve::refuse_benchmark_database(&app).await?;
+            return serve::run(app, listen, listen_mtls).await;
+        }
+        Command::Ocsp { listen } => {
+            serve::refuse_benchmark_database(&app).await?;
+            return serve::run_ocsp(app, listen).await;
+        }
         other => other,
     };
     let appends = matches!(

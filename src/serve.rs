@@ -82,7 +82,6 @@ pub async fn run(
     listen: Option<String>,
     listen_mtls: Option<String>,
 ) -> Result<(), Fail> {
-    refuse_benchmark_database(&app).await?;
     let rules = Arc::new(app.ra_rules()?);
     let ca = Arc::new(app.ca().await?);
     // The delegated OCSP signer: made or renewed here, where the CA key is.
@@ -266,8 +265,9 @@ pub async fn relying_parties(app: &App, ca: &Arc<Ca>) -> Result<muhr_ra::rp_http
 /// `muhr ocsp`: only the responder, for scaling out next to a database or a
 /// replica. It reads status and the delegated signer; it never opens a CA key.
 /// A database muhr-bench made holds made-up people and synthetic rows:
-/// never served to relying parties as if it were real.
-async fn refuse_benchmark_database(app: &App) -> Result<(), Fail> {
+/// the `muhr` binary never serves it to relying parties as if it were real
+/// (`muhr-bench serve` does, for load tools, on loopback).
+pub async fn refuse_benchmark_database(app: &App) -> Result<(), Fail> {
     if app
         .store
         .is_benchmark_database()
@@ -283,7 +283,6 @@ async fn refuse_benchmark_database(app: &App) -> Result<(), Fail> {
 }
 
 pub async fn run_ocsp(app: App, listen: Option<String>) -> Result<(), Fail> {
-    refuse_benchmark_database(&app).await?;
     let responder = ocsp_responder(&app).await?;
     let listen = listen.unwrap_or_else(|| app.config.server.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
