@@ -105,6 +105,18 @@ fn citizen_with(
 
 /// `openssl cms -sign` over `content` (attached or detached), DER bytes.
 fn cms_sign(env: &Env, who: &Citizen, content: &[u8], attached: bool, name: &str) -> Vec<u8> {
+    cms_sign_typed(env, who, content, attached, None, name)
+}
+
+/// As [`cms_sign`], with the encapsulated content type `econtent_type`.
+fn cms_sign_typed(
+    env: &Env,
+    who: &Citizen,
+    content: &[u8],
+    attached: bool,
+    econtent_type: Option<&str>,
+    name: &str,
+) -> Vec<u8> {
     let input = env.write(&format!("{name}.in"), content);
     let out = env.path(&format!("{name}.p7s"));
     let mut args = vec![
@@ -124,6 +136,9 @@ fn cms_sign(env: &Env, who: &Citizen, content: &[u8], attached: bool, name: &str
     ];
     if attached {
         args.push("-nodetach");
+    }
+    if let Some(t) = econtent_type {
+        args.extend(["-econtent_type", t]);
     }
     openssl(&args);
     std::fs::read(out).unwrap()
@@ -689,29 +704,7 @@ fn login_and_verify(db: Db) {
     };
     // OpenSSL signs the request as the citizen's client would.
     let sign_as = |who: &Citizen, content: &[u8], econtent_type: Option<&str>, name: &str| {
-        let input = env.write(&format!("{name}.req"), content);
-        let out = env.path(&format!("{name}.p7s"));
-        let mut args = vec![
-            "cms",
-            "-sign",
-            "-binary",
-            "-nodetach",
-            "-in",
-            input.to_str().unwrap(),
-            "-signer",
-            who.cert.to_str().unwrap(),
-            "-inkey",
-            who.key.to_str().unwrap(),
-            "-outform",
-            "DER",
-            "-out",
-            out.to_str().unwrap(),
-        ];
-        if let Some(t) = econtent_type {
-            args.extend(["-econtent_type", t]);
-        }
-        openssl(&args);
-        std::fs::read(&out).unwrap()
+        cms_sign_typed(&env, who, content, true, econtent_type, name)
     };
     let post_renewal = |sig: &[u8]| -> (u16, Value) {
         let body = json!({ "signature": STANDARD.encode(sig) });
@@ -847,7 +840,7 @@ fn login_and_verify(db: Db) {
     );
     // Its challenge with another key: a replay, refused.
     let (_, csr2) = new_key("renew1-replay");
-    let used = muhr_ra::cmc::parse(&std::fs::read(env.path("renew1.req")).unwrap()).unwrap();
+    let used = muhr_ra::cmc::parse(&std::fs::read(env.path("renew1.in")).unwrap()).unwrap();
     let replay = muhr_ra::cmc::request(&csr2, &used.recipient_nonce).unwrap();
     let (code, v) = post_renewal(&sign_as(&alice_auth, &replay, Some(PKI_DATA), "replay"));
     assert_eq!(code, 409, "{v}");

@@ -427,6 +427,36 @@ struct EntryLine {
     hash: String,
 }
 
+impl From<muhr_store::audit::Entry> for EntryLine {
+    fn from(e: muhr_store::audit::Entry) -> Self {
+        Self {
+            seq: e.seq,
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            object: e.object,
+            details: e.details,
+            prev_hash: hex::encode(e.prev_hash),
+            hash: hex::encode(e.hash),
+        }
+    }
+}
+
+impl EntryLine {
+    fn decode(self) -> Result<muhr_store::audit::Entry, String> {
+        Ok(muhr_store::audit::Entry {
+            seq: self.seq,
+            at: self.at,
+            actor: self.actor,
+            action: self.action,
+            object: self.object,
+            details: self.details,
+            prev_hash: hex::decode(&self.prev_hash).map_err(|e| e.to_string())?,
+            hash: hex::decode(&self.hash).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
 /// A line of an export: the header, an entry or a checkpoint.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -471,21 +501,7 @@ pub async fn export(
             .audit_entries(from, (from + PAGE - 1).min(head))
             .await?
         {
-            writeln!(
-                out,
-                "{}",
-                line(&ExportLine::Entry(EntryLine {
-                    seq: e.seq,
-                    at: e.at,
-                    actor: e.actor,
-                    action: e.action,
-                    object: e.object,
-                    details: e.details,
-                    prev_hash: hex::encode(e.prev_hash),
-                    hash: hex::encode(e.hash),
-                }))?
-            )
-            .map_err(io)?;
+            writeln!(out, "{}", line(&ExportLine::Entry(e.into()))?).map_err(io)?;
         }
         from += PAGE;
     }
@@ -522,16 +538,7 @@ pub fn verify_export(
                 header = true;
             }
             ExportLine::Entry(e) => {
-                let entry = muhr_store::audit::Entry {
-                    seq: e.seq,
-                    at: e.at,
-                    actor: e.actor,
-                    action: e.action,
-                    object: e.object,
-                    details: e.details,
-                    prev_hash: hex::decode(&e.prev_hash).map_err(|e| at(e.to_string()))?,
-                    hash: hex::decode(&e.hash).map_err(|e| at(e.to_string()))?,
-                };
+                let entry = e.decode().map_err(at)?;
                 if entry.seq != expected || !entry.holds_after(&prev) {
                     return Err(at(format!(
                         "entry {} does not follow the chain: changed, removed or reordered",
