@@ -167,6 +167,22 @@ impl App {
         let key = match self.keys.open(label, spec) {
             Ok(k) => k,
             Err(muhr_hsm::HsmError::NotFound(_)) if create => {
+                // A chain already anchored to a key this store lacks needs
+                // that key brought here, not a second one: two keys would
+                // make two anchors that refuse each other.
+                if let Some(c) = self
+                    .store
+                    .last_checkpoint()
+                    .await
+                    .map_err(|e| Fail::internal(e.to_string()))?
+                {
+                    return Err(Fail::invalid(format!(
+                        "refused: the audit chain is anchored to audit key {} (checkpoint at \
+                         entry {}), which is not in this key store: give this node that key \
+                         rather than making another",
+                        c.key_id, c.seq
+                    )));
+                }
                 let k = self
                     .keys
                     .generate(label, spec)

@@ -50,6 +50,14 @@ async fn operator_of(
             a.serial, p.code, p.detail
         )));
     }
+    // An RA client credential (a citizen's authentication certificate is
+    // clientAuth too, and a registry row is only a database row).
+    if a.profile.as_deref() != Some("ra-client") {
+        return Err(Fail::invalid(format!(
+            "refused: operator: certificate {} is not an RA client credential",
+            a.serial
+        )));
+    }
     let registry = muhr_ra::clients::Registry::new(app.store.clone());
     let caller = registry
         .caller(Some(&muhr_ra::clients::PeerCertificate(
@@ -57,6 +65,16 @@ async fn operator_of(
         )))
         .await
         .map_err(|e| Fail::invalid(format!("refused: operator: {e}")))?;
+    // The registry's name is the certificate's own (its CN), so two rows
+    // cannot make one credential two people.
+    let cn = muhr_ra::trust::attribute(&verified.signer, &const_oid::db::rfc4519::CN);
+    if cn.as_deref() != Some(caller.name.as_str()) {
+        return Err(Fail::invalid(format!(
+            "refused: operator: the registry names {} but the certificate {}",
+            caller.name,
+            cn.unwrap_or_default()
+        )));
+    }
     if caller.role != muhr_ra::clients::Role::Operator {
         return Err(Fail::invalid(format!(
             "refused: operator: {} is a {} credential, not an operator's",

@@ -71,6 +71,13 @@ impl AuditConfig {
         if self.anchor_grace_seconds > 86_400 {
             return Err("audit.anchor_grace_seconds: at most 86400".into());
         }
+        if self.anchor_grace_seconds > 0 && self.anchor_grace_seconds < self.checkpoint_seconds {
+            return Err(
+                "audit.anchor_grace_seconds: at least audit.checkpoint_seconds (or 0 to require \
+                 every entry anchored)"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }

@@ -262,8 +262,6 @@ pub async fn relying_parties(app: &App, ca: &Arc<Ca>) -> Result<muhr_ra::rp_http
     })
 }
 
-/// `muhr ocsp`: only the responder, for scaling out next to a database or a
-/// replica. It reads status and the delegated signer; it never opens a CA key.
 /// A database muhr-bench made holds made-up people and synthetic rows:
 /// the `muhr` binary never serves it to relying parties as if it were real
 /// (`muhr-bench serve` does, for load tools, on loopback).
@@ -282,6 +280,8 @@ pub async fn refuse_benchmark_database(app: &App) -> Result<(), Fail> {
     Ok(())
 }
 
+/// `muhr ocsp`: only the responder, for scaling out next to a database or a
+/// replica. It reads status and the delegated signer; it never opens a CA key.
 pub async fn run_ocsp(app: App, listen: Option<String>) -> Result<(), Fail> {
     let responder = ocsp_responder(&app).await?;
     let listen = listen.unwrap_or_else(|| app.config.server.listen.clone());

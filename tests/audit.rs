@@ -257,7 +257,28 @@ fn key_uses_are_audited(db: Db) {
     env.ok(&["audit", "verify"]);
 }
 
+/// A failover or a restore that lost the newest checkpoint but kept the
+/// entries: the node that signed it puts it back from its own record, and
+/// anchoring goes on (no false alarm, no permanent refusal).
+fn lost_checkpoint_is_restored(db: Db) {
+    let env = env_with_entries(db);
+    env.sql("DELETE FROM audit_checkpoints WHERE seq = 7");
+    env.issue(
+        "individual-auth",
+        &env.csr("c", "ec"),
+        &person(),
+        "after-failover",
+    );
+    assert_eq!(
+        env.sql("SELECT COUNT(*) FROM audit_checkpoints WHERE seq >= 7"),
+        ["2"]
+    );
+    let out = env.ok(&["audit", "verify"]);
+    assert!(out.contains("anchored up to entry 8"), "{out}");
+}
+
 both_databases! {
+    a_checkpoint_lost_in_a_failover_is_restored => lost_checkpoint_is_restored;
     an_edited_entry_is_named => edited_entry_is_named;
     a_changed_actor_is_caught => actor_change_is_caught;
     a_removed_entry_is_named => removed_entry_is_named;

@@ -752,6 +752,8 @@ fn login_and_verify(db: Db) {
         "carol",
         "individual-auth",
     );
+    let alice_auth2 = citizen_with(&env, &idp, port, &me, "alice-auth2", "individual-auth");
+    let other_of_hers = serial_of(&alice_auth2.cert);
     let before = env.count("certificates");
     // A citizen asked to "sign a document" that is a CSR: a bare CSR signed
     // as data, by either of her certificates, never renews.
@@ -763,7 +765,7 @@ fn login_and_verify(db: Db) {
     }
     // A proper request signed with the signing certificate: not an
     // authentication certificate, refused.
-    let (sig, _) = renewal(&alice, &serial, "by-sign-cert");
+    let (sig, _) = renewal(&alice, &auth_serial, "by-sign-cert");
     let (code, v) = post_renewal(&sig);
     assert_eq!(code, 422, "{v}");
     assert!(rule(&v).contains("wrong_purpose"), "{v}");
@@ -771,10 +773,21 @@ fn login_and_verify(db: Db) {
     // nor does her own authentication certificate renew her signing one:
     // a certificate is renewed only by its own key, or one stolen ID token
     // would renew every certificate of its victim.
+    let (code, _, v) = call_as(
+        port,
+        "POST",
+        "/api/v1/certificates/renew/challenge",
+        None,
+        Some(&json!({ "serial": serial })),
+    );
+    assert_eq!(
+        code, 422,
+        "no renewal challenge for a signing certificate: {v}"
+    );
+    assert!(rule(&v).contains("only authentication certificates"), "{v}");
     for (who, target, name) in [
         (&carol, &auth_serial, "by-carol"),
-        (&carol, &serial, "by-carol-sign"),
-        (&alice_auth, &serial, "auth-renews-sign"),
+        (&alice_auth, &other_of_hers, "auth-renews-her-other"),
     ] {
         let (sig, _) = renewal(who, target, name);
         let (code, v) = post_renewal(&sig);
@@ -796,7 +809,7 @@ fn login_and_verify(db: Db) {
         assert!(rule(&v).contains("not a renewal challenge"), "{name}: {v}");
     }
     // A foreign certificate.
-    let (sig, _) = renewal(&mallory, &serial, "by-mallory");
+    let (sig, _) = renewal(&mallory, &auth_serial, "by-mallory");
     let (code, v) = post_renewal(&sig);
     assert_eq!(code, 422, "{v}");
     assert!(rule(&v).contains("untrusted_issuer"), "{v}");

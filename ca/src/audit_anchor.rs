@@ -158,8 +158,9 @@ impl AuditSigner {
             return Ok(None);
         }
         let refuse = |why: String| {
-            tracing::error!(%why, "audit checkpoint refused: the chain may have been tampered with");
-            IssueError::Internal(format!("audit checkpoint refused: {why}"))
+            IssueError::Internal(format!(
+                "audit checkpoint refused (the chain may have been tampered with): {why}"
+            ))
         };
         if let Some(l) = &last
             && !check_signature(l, self.public_key())
@@ -171,6 +172,12 @@ impl AuditSigner {
         }
         if let Some(mine) = self.local.as_deref().map(read_local).transpose()?.flatten() {
             let theirs = store.checkpoints_after(mine.seq - 1, 1).await?.pop();
+            if theirs.is_none() && self.restore_lost(store, last.as_ref()).await? {
+                // The database lost this node's newest checkpoints (a
+                // restore, a failover) but still holds the entries they
+                // vouch for: they are back, and signing goes on.
+                return Box::pin(self.checkpoint(store)).await;
+            }
             if theirs
                 .as_ref()
                 .is_none_or(|t| t.seq != mine.seq || t.hash != mine.hash)
@@ -235,11 +242,60 @@ impl AuditSigner {
         Ok(Some(c))
     }
 
+    /// Puts back the checkpoints this node signed after the database's
+    /// newest (`last`), when the database lost them but not the entries:
+    /// each must be signed by this key, follow the one before, and name the
+    /// hash the chain has at its entry. False when any does not (then the
+    /// chain itself was changed, and signing stays refused).
+    async fn restore_lost(
+        &self,
+        store: &Store,
+        last: Option<&Checkpoint>,
+    ) -> Result<bool, IssueError> {
+        let Some(path) = self.local.as_deref() else {
+            return Ok(false);
+        };
+        let (mut prev_seq, mut prev_hash) = last
+            .map(|l| (l.seq, l.hash.clone()))
+            .unwrap_or_else(genesis);
+        let lost: Vec<Checkpoint> = read_local_all(path)?
+            .into_iter()
+            .filter(|c| c.seq > prev_seq)
+            .collect();
+        if lost.is_empty() {
+            return Ok(false);
+        }
+        for c in &lost {
+            let entry = store.audit_entries(c.seq, c.seq).await?.pop();
+            if !check_signature(c, self.public_key())
+                || c.prev_seq != prev_seq
+                || c.prev_hash != prev_hash
+                || entry.is_none_or(|e| e.hash != c.hash)
+            {
+                return Ok(false);
+            }
+            prev_seq = c.seq;
+            prev_hash = c.hash.clone();
+        }
+        for c in &lost {
+            if !store.save_checkpoint(c).await? {
+                return Ok(false);
+            }
+        }
+        tracing::warn!(
+            from = lost[0].seq,
+            to = prev_seq,
+            "restored audit checkpoints the database had lost, from this node's record"
+        );
+        Ok(true)
+    }
+
     /// Signs a checkpoint whenever `entries` entries or `every` have passed
     /// since the last one (and something was appended). Runs until the
     /// process ends; failures are logged and tried again.
     pub async fn run(self: Arc<Self>, store: Store, entries: i64, every: Duration) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_error: Option<(String, std::time::Instant)> = None;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -256,7 +312,17 @@ impl AuditSigner {
             match due.await {
                 Ok(true) => {
                     if let Err(e) = self.checkpoint(&store).await {
-                        tracing::error!(error = %e, "audit checkpoint failed");
+                        // Said again only when it changes or once a minute.
+                        let now = std::time::Instant::now();
+                        let text = e.to_string();
+                        if last_error.as_ref().is_none_or(|(t, at)| {
+                            *t != text || now.duration_since(*at) >= Duration::from_secs(60)
+                        }) {
+                            tracing::error!(error = %text, "audit checkpoint failed");
+                            last_error = Some((text, now));
+                        }
+                    } else {
+                        last_error = None;
                     }
                 }
                 Ok(false) => {}
@@ -266,22 +332,27 @@ impl AuditSigner {
     }
 }
 
-/// The last checkpoint in the node's file, if any.
-fn read_local(path: &Path) -> Result<Option<Checkpoint>, IssueError> {
+/// Every checkpoint in the node's file, oldest first.
+fn read_local_all(path: &Path) -> Result<Vec<Checkpoint>, IssueError> {
     if !path.exists() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| IssueError::Internal(format!("{}: {e}", path.display())))?;
     text.lines()
-        .rfind(|l| !l.trim().is_empty())
+        .filter(|l| !l.trim().is_empty())
         .map(|l| {
             serde_json::from_str::<CheckpointLine>(l)
                 .map_err(|e| e.to_string())
                 .and_then(|l| l.decode())
                 .map_err(|e| IssueError::Internal(format!("{}: {e}", path.display())))
         })
-        .transpose()
+        .collect()
+}
+
+/// The last checkpoint in the node's file, if any.
+fn read_local(path: &Path) -> Result<Option<Checkpoint>, IssueError> {
+    Ok(read_local_all(path)?.pop())
 }
 
 /// Appends `c` to the node's file, created readable by its owner only.
@@ -295,9 +366,12 @@ fn append_local(path: &Path, c: &Checkpoint) -> Result<(), IssueError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut f = options.open(path).map_err(io)?;
-    let line = serde_json::to_string(&CheckpointLine::from(c))
+    let mut line = serde_json::to_string(&CheckpointLine::from(c))
         .map_err(|e| IssueError::Internal(e.to_string()))?;
-    writeln!(f, "{line}").map_err(io)?;
+    // One write: a server and a command of the same node appending at once
+    // never interleave within a line.
+    line.push('\n');
+    f.write_all(line.as_bytes()).map_err(io)?;
     f.sync_data().map_err(io)
 }
 
@@ -329,15 +403,20 @@ pub async fn verify(
     v.checkpoints = checkpoints.len();
     let mut hashes = BTreeMap::new();
     let mut expected = genesis();
+    let mut after_forgery = false;
     for c in &checkpoints {
         if !check_signature(c, public_key) {
             v.problems.push(format!(
                 "the checkpoint at entry {} is not signed by the audit key: it was forged or altered",
                 c.seq
             ));
+            after_forgery = true;
             continue;
         }
-        if (c.prev_seq, &c.prev_hash) != (expected.0, &expected.1) {
+        // The link after a forged checkpoint is reported once, as the forgery.
+        if !std::mem::take(&mut after_forgery)
+            && (c.prev_seq, &c.prev_hash) != (expected.0, &expected.1)
+        {
             v.problems.push(format!(
                 "the checkpoint at entry {} follows entry {}, not the checkpoint before it \
                  (entry {}): checkpoints were deleted",

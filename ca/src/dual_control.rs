@@ -45,17 +45,24 @@ pub struct Act {
     pub action: String,
     pub serial: String,
     pub reason: Option<String>,
+    /// When it was asked for and until when it may be approved (Unix
+    /// seconds): signed too, so a lapsed request cannot be revived.
+    pub requested_at: i64,
+    pub expires_at: i64,
 }
 
 /// What each operator signs: every field of the act, one per line, so no
 /// signature made for one act can be presented for another.
 pub fn statement(act: &Act) -> String {
     format!(
-        "muhr dual control v1\nrequest: {}\naction: {}\ncertificate: {}\nreason: {}\n",
+        "muhr dual control v1\nrequest: {}\naction: {}\ncertificate: {}\nreason: {}\n\
+         requested at: {}\nexpires at: {}\n",
         act.id,
         act.action,
         act.serial,
-        act.reason.as_deref().unwrap_or("-")
+        act.reason.as_deref().unwrap_or("-"),
+        act.requested_at,
+        act.expires_at
     )
 }
 
@@ -100,11 +107,14 @@ impl Ca {
                 format!("{serial} is not a CA certificate: change its status without approval"),
             ));
         }
+        let now = muhr_store::now_secs();
         Ok(Act {
             id: new_id()?,
             action: plan.action.to_string(),
             serial: serial.to_string(),
             reason: plan.reason.map(str::to_string),
+            requested_at: now,
+            expires_at: now + REQUEST_SECONDS,
         })
     }
 
@@ -114,7 +124,6 @@ impl Ca {
         act: &Act,
         by: &Operator,
     ) -> Result<Approval, IssueError> {
-        let now = muhr_store::now_secs();
         let a = Approval {
             id: act.id.clone(),
             action: act.action.clone(),
@@ -123,8 +132,8 @@ impl Ca {
             requested_by: by.serial.clone(),
             requester_name: by.name.clone(),
             request_sig: by.signature.clone(),
-            requested_at: now,
-            expires_at: now + REQUEST_SECONDS,
+            requested_at: act.requested_at,
+            expires_at: act.expires_at,
             state: "pending".into(),
             approved_by: None,
             approver_name: None,
@@ -162,6 +171,8 @@ impl Ca {
             action: a.action.clone(),
             serial: a.object.clone(),
             reason,
+            requested_at: a.requested_at,
+            expires_at: a.expires_at,
         };
         Ok((a, act))
     }

@@ -291,6 +291,8 @@ impl Citizens {
                     .into(),
             ));
         }
+        self.bind_key_purpose(&who.pinfl, &parsed.public_key, profile)
+            .await?;
         self.certify(who, parsed, profile, fields, job).await
     }
 
@@ -371,10 +373,21 @@ impl Citizens {
             .certificate_summary(&serial)
             .await?
             .ok_or_else(|| CitizenError::NotFound(format!("no certificate {serial}")))?;
-        if !self.config.profiles.contains(&s.profile) {
+        const CLIENT_AUTH: der::oid::ObjectIdentifier =
+            der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+        let for_authentication = self
+            .ca
+            .profiles()
+            .get(&s.profile)
+            .is_some_and(|p| p.extended_key_usage.contains(&CLIENT_AUTH));
+        if !self.config.profiles.contains(&s.profile) || !for_authentication {
             return Err(refuse(
                 "serial",
-                format!("a {} certificate is not renewed here", s.profile),
+                format!(
+                    "a {} certificate is not renewed here: only authentication certificates \
+                     renew without a new login",
+                    s.profile
+                ),
             ));
         }
         self.renewal_challenges
@@ -512,6 +525,8 @@ impl Citizens {
                 "this renewal challenge was used already: ask for a new one".into(),
             ));
         }
+        self.bind_key_purpose(&who.pinfl, &parsed.public_key, &profile)
+            .await?;
         let certificate = self.certify(&who, parsed, &profile, fields, job).await?;
         Ok(Renewed {
             certificate,
@@ -556,9 +571,20 @@ impl Citizens {
                 ));
             }
         }
-        // The scan above sees committed certificates; two requests racing
-        // with one key for two profiles are told apart here, by the
-        // database: the key's first profile is recorded once.
+        Ok(())
+    }
+
+    /// The scan in [`Self::one_role_per_key`] sees committed certificates;
+    /// two requests racing with one key for two profiles are told apart
+    /// here, by the database: the key's first profile is recorded once.
+    /// Called just before issuance, after every other check (and after the
+    /// token or challenge is consumed), so a refused request binds nothing.
+    async fn bind_key_purpose(
+        &self,
+        pinfl: &str,
+        key: &spki::SubjectPublicKeyInfoOwned,
+        profile: &str,
+    ) -> Result<(), CitizenError> {
         let spki = der::Encode::to_der(key).map_err(|e| CitizenError::Internal(e.to_string()))?;
         let proof = format!("key:{pinfl}:{}", hex::encode(Sha256::digest(&spki)));
         if !self.ca.store().use_proof(&proof, profile, i64::MAX).await? {

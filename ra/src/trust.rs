@@ -551,7 +551,7 @@ pub fn identity(cert: &Certificate, profile: &Profile) -> BTreeMap<String, Strin
     known
 }
 
-pub(crate) fn attribute(cert: &Certificate, oid: &der::oid::ObjectIdentifier) -> Option<String> {
+pub fn attribute(cert: &Certificate, oid: &der::oid::ObjectIdentifier) -> Option<String> {
     cert.tbs_certificate()
         .subject()
         .iter()
