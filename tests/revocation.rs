@@ -500,6 +500,39 @@ fn ca_status_under_dual_control(db: Db) {
     assert_eq!(state(&issuing), "suspended");
     run_ok(with(&["approve", &id], "OP-1"));
     assert_eq!(state(&issuing), "good");
+    // A database administrator registers a citizen's authentication
+    // certificate (clientAuth, issued by this CA, their own key) as an
+    // operator: not an RA client credential, refused.
+    let csr = env.csr("dba-op", "ec");
+    let pem = env.issue("individual-auth", &csr, &person(), "dba-op");
+    let dba_serial = serial_of(&pem);
+    let dba_p12 = env.path("DBA-OP.p12");
+    let dba_pw = env.write("DBA-OP.pw", "correct horse battery\n");
+    openssl(&[
+        "pkcs12",
+        "-export",
+        "-inkey",
+        env.path("dba-op.key").to_str().unwrap(),
+        "-in",
+        pem.to_str().unwrap(),
+        "-passout",
+        "pass:correct horse battery",
+        "-out",
+        dba_p12.to_str().unwrap(),
+    ]);
+    env.sql(&format!(
+        "INSERT INTO ra_clients (serial, name, role, created_at) \
+         VALUES ('{dba_serial}', 'IVANOV IVAN IVANOVICH', 'operator', 0)"
+    ));
+    let e = env.refused(&[
+        "suspend",
+        &issuing,
+        "--operator-p12",
+        dba_p12.to_str().unwrap(),
+        "--password-file",
+        dba_pw.to_str().unwrap(),
+    ]);
+    assert!(e.contains("not an RA client credential"), "{e}");
     // A request a database administrator wrote, naming a real operator:
     // its signature is not that operator's, so nobody can approve it.
     let op1 = env.sql("SELECT serial FROM ra_clients WHERE name = 'OP-1'")[0].clone();
