@@ -570,10 +570,8 @@ fn remote_issuance(db: Db) {
     assert_eq!(limited, Some(31));
 }
 
-/// The same request sent many times at once (a client retrying on a slow
-/// network, a double click): every answer is the one certificate, never a
-/// 500, and exactly one was issued.
-fn concurrent_duplicates(db: Db) {
+/// An installation with remote issuance and no rate limits, served.
+fn unlimited(db: Db) -> (Provider, Env, common::Server, u16) {
     let idp = Provider::start();
     let env = Env::with_extra(
         db,
@@ -581,7 +579,15 @@ fn concurrent_duplicates(db: Db) {
         &idp.config("[citizens.rate_limits]\nperson_per_hour = 0\naddress_per_minute = 0"),
     );
     env.init();
-    let (_server, port) = start(&env, &[]);
+    let (server, port) = start(&env, &[]);
+    (idp, env, server, port)
+}
+
+/// The same request sent many times at once (a client retrying on a slow
+/// network, a double click): every answer is the one certificate, never a
+/// 500, and exactly one was issued.
+fn concurrent_duplicates(db: Db) {
+    let (idp, env, _server, port) = unlimited(db);
     let before = env.count("certificates");
     for round in 0..3 {
         let token = idp.es256(&idp.claims(&person_pinfl(20 + round)));
@@ -621,14 +627,7 @@ fn concurrent_duplicates(db: Db) {
 /// One key sent at once for a signing and an authentication certificate
 /// (two tabs, two tokens): it gets one purpose, never both.
 fn concurrent_one_key_two_purposes(db: Db) {
-    let idp = Provider::start();
-    let env = Env::with_extra(
-        db,
-        Keys::Software,
-        &idp.config("[citizens.rate_limits]\nperson_per_hour = 0\naddress_per_minute = 0"),
-    );
-    env.init();
-    let (_server, port) = start(&env, &[]);
+    let (idp, env, _server, port) = unlimited(db);
     let me = person_pinfl(30);
     for round in 0..3 {
         let key = csr(&env, &format!("both{round}"));
