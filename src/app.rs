@@ -47,6 +47,7 @@ impl App {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| Fail::invalid(format!("data directory {}: {e}", data_dir.display())))?;
+        owner_only(&data_dir, 0o700)?;
         let profiles = match &config.policies.dir {
             Some(dir) => Profiles::load_dir(dir),
             None => Profiles::builtin(),
@@ -311,6 +312,7 @@ fn database_url(config: &Config, data_dir: &Path) -> Result<String, Fail> {
         } else {
             data_dir.join(path)
         };
+        sqlite_owner_only(&full)?;
         let query = if query.is_empty() {
             "mode=rwc".to_string()
         } else {
@@ -319,6 +321,48 @@ fn database_url(config: &Config, data_dir: &Path) -> Result<String, Fail> {
         return Ok(format!("sqlite://{}?{query}", full.display()));
     }
     Ok(url)
+}
+
+/// Sets `path`'s permission bits (Unix): the data directory holds people's
+/// personal data and the login challenge key.
+fn owner_only(path: &Path, mode: u32) -> Result<(), Fail> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Fail::invalid(format!("{}: {e}", path.display())))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
+/// An SQLite database, and the journal files SQLite makes beside it with
+/// the database's own permissions, readable by their owner only: the file
+/// is made 0600 before SQLite first opens it, and an older one is made so.
+fn sqlite_owner_only(db: &Path) -> Result<(), Fail> {
+    if !db.exists() {
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Fail::invalid(format!("{}: {e}", dir.display())))?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(db) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Fail::invalid(format!("{}: {e}", db.display()))),
+        }
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let f = PathBuf::from(format!("{}{suffix}", db.display()));
+        if f.exists() {
+            owner_only(&f, 0o600)?;
+        }
+    }
+    Ok(())
 }
 
 fn key_store(config: &Config, data_dir: &Path) -> Result<Arc<dyn KeyStore>, Fail> {

@@ -158,3 +158,44 @@ both_databases! {
     bad_requests_are_refused_and_write_nothing => refused_and_nothing_written;
     a_thirty_month_profile_stops_start_up => thirty_month_profile_stops_start_up;
 }
+
+/// Personal data and the login challenge key sit in the data directory and
+/// the SQLite database: no other local user reads them, also for a database
+/// made by an earlier version with the default 0644.
+#[test]
+fn the_data_directory_and_database_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(Db::Sqlite, Keys::Software);
+    env.init();
+    env.issue("individual-auth", &env.csr("p", "ec"), &person(), "p");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let db = env.data().join("muhr.db");
+    assert_eq!(mode(&env.data()), 0o700);
+    for suffix in ["", "-wal", "-shm"] {
+        let f = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        if f.exists() {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+    }
+    // An older installation's world-readable files are closed at the next start.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(env.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.ok(&["cert", "show", &serial_of(&env.path("p.pem"))]);
+    assert_eq!((mode(&db), mode(&env.data())), (0o600, 0o700));
+}
+
+/// A mistyped database URL is refused naming its scheme, never its password.
+#[test]
+fn a_mistyped_database_url_never_prints_its_password() {
+    let env = Env::new(Db::Sqlite, Keys::Software);
+    let out = env
+        .muhr()
+        .env("MUHR_DATABASE_URL", "postgress://muhr:Secret-Pass@db/muhr")
+        .args(["ca", "init"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"postgress\""), "{err}");
+    assert!(!err.contains("Secret-Pass"), "{err}");
+}

@@ -28,7 +28,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    /// Names only the URL's scheme: the rest may hold a password.
+    #[error("unsupported database URL scheme {0:?}: use sqlite://PATH or postgres://...")]
     Url(String),
     #[error("{0}")]
     Conflict(String),
@@ -146,7 +147,16 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
         } else {
-            return Err(StoreError::Url(url.to_string()));
+            let scheme = url
+                .split_once(':')
+                .map(|(s, _)| s)
+                .filter(|s| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+                })
+                .unwrap_or("(none)");
+            return Err(StoreError::Url(scheme.to_string()));
         };
         let options: AnyConnectOptions = match backend {
             Backend::Postgres => with_statement_cache(url).parse()?,
