@@ -126,13 +126,21 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
         .local_addr()
         .map_err(|e| Fail::internal(e.to_string()))?
         .port();
-    let handle = axum_server::Handle::new();
-    let server = tokio::spawn(muhr::mtls::serve_on(
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = muhr::listener::Listener::on(
         listener,
+        "mtls",
         muhr_ra::http::router(api),
-        tls,
-        handle.clone(),
-    )?);
+        muhr::mtls::transport(tls),
+        &app.config.server.limits,
+        app.config.server.limits.max_connections_mtls,
+    )?;
+    let server = tokio::spawn(server.serve(
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+        Duration::from_secs(5),
+    ));
     // The client: a registered personalization line.
     let (client, _) = muhr::mtls::issue_client(
         app,
@@ -222,7 +230,7 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
         failed += f;
     }
     let seconds = started.elapsed().as_secs_f64();
-    handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    let _ = stop_tx.send(true);
     let _ = server.await;
     if failed > 0 {
         return Err(Fail::internal(format!("{failed} cards failed")));

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -169,6 +170,111 @@ pub struct Server {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_names: Vec<String>,
+    /// Time and count limits of both listeners (`[server.limits]`).
+    pub limits: Limits,
+}
+
+/// What one client may hold of a listener. Every limit is finite: the
+/// defaults are what a national service on one machine can afford.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The TLS handshake, and a request's headers, must arrive within this.
+    pub header_read_timeout_seconds: u64,
+    /// A connection with no request in progress and no bytes moving is closed.
+    pub idle_timeout_seconds: u64,
+    /// A request not answered within this gets a 503 with Retry-After.
+    pub request_timeout_seconds: u64,
+    /// Connections open at once on the public listener...
+    pub max_connections: usize,
+    /// ...and on the mutual-TLS listener (machines and operators: fewer).
+    pub max_connections_mtls: usize,
+    /// Connections open at once from one client address, on each listener.
+    pub max_connections_per_address: usize,
+    /// HTTP/2 streams in progress at once on one connection.
+    pub http2_max_streams: u32,
+    /// Request headers (HTTP/1 buffer, HTTP/2 header list), in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            request_timeout_seconds: 60,
+            max_connections: 8192,
+            max_connections_mtls: 1024,
+            max_connections_per_address: 256,
+            http2_max_streams: 128,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    pub fn validate(&self) -> Result<(), String> {
+        let range = |name: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("server.limits.{name}: between {lo} and {hi}"))
+            }
+        };
+        range(
+            "header_read_timeout_seconds",
+            self.header_read_timeout_seconds,
+            1,
+            300,
+        )?;
+        range("idle_timeout_seconds", self.idle_timeout_seconds, 1, 3600)?;
+        range(
+            "request_timeout_seconds",
+            self.request_timeout_seconds,
+            1,
+            3600,
+        )?;
+        range(
+            "max_connections",
+            self.max_connections as u64,
+            16,
+            1_000_000,
+        )?;
+        range(
+            "max_connections_mtls",
+            self.max_connections_mtls as u64,
+            16,
+            1_000_000,
+        )?;
+        range(
+            "max_connections_per_address",
+            self.max_connections_per_address as u64,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "http2_max_streams",
+            self.http2_max_streams as u64,
+            1,
+            10_000,
+        )?;
+        range(
+            "max_header_bytes",
+            self.max_header_bytes as u64,
+            4096,
+            1 << 20,
+        )?;
+        Ok(())
+    }
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_seconds)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_seconds)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_seconds)
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -181,6 +287,7 @@ impl Default for Server {
             tls_cert: None,
             tls_key: None,
             tls_names: vec!["localhost".into(), "127.0.0.1".into()],
+            limits: Limits::default(),
         }
     }
 }
@@ -366,6 +473,7 @@ impl Config {
             toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
         c.audit
             .validate()
+            .and_then(|_| c.server.limits.validate())
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(c)
     }

@@ -9,6 +9,7 @@ pub mod citizen_cli;
 pub mod commands;
 pub mod config;
 pub mod crl_http;
+pub mod listener;
 pub mod mtls;
 pub mod ra_cli;
 pub mod rp_cli;

@@ -10,8 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::Router;
-use axum::extract::Request;
 use der::Decode;
 use muhr_ca::Ca;
 use muhr_ca::alt_name::AltName;
@@ -201,44 +199,11 @@ pub fn server_config(cred: &Credential, client_ca: &[u8]) -> Result<rustls::Serv
     Ok(config)
 }
 
-/// Hands the client's leaf certificate to the RA's authorization.
-async fn peer_certificate(mut req: Request) -> Request {
-    let leaf = req
-        .extensions()
-        .get::<Arc<axum_server::tls::TlsInfo>>()
-        .and_then(|i| i.peer_certificates.first().cloned());
-    if let Some(leaf) = leaf {
-        req.extensions_mut()
-            .insert(muhr_ra::clients::PeerCertificate(leaf));
-    }
-    req
-}
-
-/// Binds now (so a taken port fails start-up); the returned future serves
-/// `router` until `handle` is told to shut down.
-pub fn bind(
-    listen: &str,
-    router: Router,
-    config: rustls::ServerConfig,
-    handle: axum_server::Handle<std::net::SocketAddr>,
-) -> Result<impl std::future::Future<Output = std::io::Result<()>> + use<>, Fail> {
-    let listener = std::net::TcpListener::bind(listen)
-        .map_err(|e| Fail::invalid(format!("cannot listen on {listen} (mTLS): {e}")))?;
-    serve_on(listener, router, config, handle)
-}
-
-/// Serves on a listener already bound (the benchmark binds port 0).
-pub fn serve_on(
-    listener: std::net::TcpListener,
-    router: Router,
-    config: rustls::ServerConfig,
-    handle: axum_server::Handle<std::net::SocketAddr>,
-) -> Result<impl std::future::Future<Output = std::io::Result<()>> + use<>, Fail> {
-    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
-    let server = axum_server::tls_rustls::from_tcp_rustls(listener, tls)
-        .map_err(|e| Fail::invalid(format!("mTLS listener: {e}")))?;
-    let app = router.layer(axum::middleware::map_request(peer_certificate));
-    Ok(server.handle(handle).serve(app.into_make_service()))
+/// The transport of the RA's listener: TLS with the client certificate
+/// required; the client's leaf reaches the RA's authorization as
+/// `PeerCertificate` (see `crate::listener`).
+pub fn transport(config: rustls::ServerConfig) -> crate::listener::Transport {
+    crate::listener::Transport::Tls(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// `muhr client add`: a key, an `ra-client` certificate naming the client, and

@@ -24,6 +24,8 @@ pub struct Shared {
     pub store: Store,
     pub crls: Arc<crate::crl_http::CrlCache>,
     pub keys: Arc<dyn KeyStore>,
+    /// The listeners' connection counters, for `/metrics`.
+    pub listeners: Arc<std::sync::OnceLock<Vec<Arc<crate::listener::Stats>>>>,
 }
 
 /// Builds the OCSP responder and starts following the change feed.
@@ -127,44 +129,54 @@ pub async fn run(
         store: app.store.clone(),
         crls: Default::default(),
         keys: app.keys.clone(),
+        listeners: Default::default(),
     };
+    let limits = &app.config.server.limits;
     // The RA on its own mutual-TLS listener.
     let listen_mtls = listen_mtls.unwrap_or_else(|| app.config.server.listen_mtls.clone());
     let credential = crate::mtls::server_credential(&app, &ca).await?;
     let tls = crate::mtls::server_config(&credential, &ca.issuing.der)?;
     let api = ra_api(&app, ca.clone(), rules);
     let rp = relying_parties(&app, &ca).await?;
-    let mtls_handle = axum_server::Handle::new();
-    let mtls = tokio::spawn(crate::mtls::bind(
+    let (max_public, max_mtls) = crate::listener::fit_connection_caps(limits);
+    let mtls = crate::listener::Listener::bind(
         &listen_mtls,
+        "mtls",
         muhr_ra::http::router(api).merge(muhr_ra::rp_http::tls_router(rp.clone())),
-        tls,
-        mtls_handle.clone(),
-    )?);
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| Fail::invalid(format!("cannot listen on {listen}: {e}")))?;
-    tracing::info!(%listen, %listen_mtls, database = app.store.backend().name(), key_store = %app.keys.describe(), "serving");
-    let mut public = router(shared).merge(muhr_ocsp_responder::router(responder));
+        crate::mtls::transport(tls),
+        limits,
+        max_mtls,
+    )?;
+    let mut public = router(shared.clone()).merge(muhr_ocsp_responder::router(responder));
     if let Some(citizens) = citizens(&app, &ca).await? {
         public = public.merge(muhr_ra::citizen_http::router(citizens));
     }
     public = public.merge(muhr_ra::rp_http::router(rp));
-    let served = axum::serve(
-        listener,
-        public.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await
-    .map_err(|e| Fail::internal(format!("server: {e}")));
-    mtls_handle.graceful_shutdown(Some(Duration::from_secs(10)));
-    let mtls_result = mtls
-        .await
-        .map_err(|e| Fail::internal(format!("mTLS listener: {e}")))?
-        .map_err(|e| Fail::internal(format!("mTLS listener: {e}")));
+    let public = crate::listener::Listener::bind(
+        &listen,
+        "public",
+        public,
+        crate::listener::Transport::Plain,
+        limits,
+        max_public,
+    )?;
+    shared
+        .listeners
+        .set(vec![public.stats.clone(), mtls.stats.clone()])
+        .ok();
+    tracing::info!(%listen, %listen_mtls, database = app.store.backend().name(), key_store = %app.keys.describe(), max_public, max_mtls, "serving");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let drain = Duration::from_secs(10);
+    let mtls = tokio::spawn(mtls.serve(stopped(stop_rx.clone()), drain));
+    let public = tokio::spawn(public.serve(stopped(stop_rx), drain));
+    shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(public, mtls);
     app.store.close().await;
-    served?;
-    mtls_result
+    Ok(())
 }
 
 /// The RA's API state: the personalizer (its group worker starts here) and
@@ -285,14 +297,18 @@ pub async fn refuse_benchmark_database(app: &App) -> Result<(), Fail> {
 pub async fn run_ocsp(app: App, listen: Option<String>) -> Result<(), Fail> {
     let responder = ocsp_responder(&app).await?;
     let listen = listen.unwrap_or_else(|| app.config.server.listen.clone());
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| Fail::invalid(format!("cannot listen on {listen}: {e}")))?;
+    let limits = &app.config.server.limits;
+    let (max_public, _) = crate::listener::fit_connection_caps(limits);
+    let listener = crate::listener::Listener::bind(
+        &listen,
+        "public",
+        muhr_ocsp_responder::router(responder),
+        crate::listener::Transport::Plain,
+        limits,
+        max_public,
+    )?;
     tracing::info!(%listen, database = app.store.backend().name(), "OCSP responder serving");
-    axum::serve(listener, muhr_ocsp_responder::router(responder))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|e| Fail::internal(format!("server: {e}")))?;
+    listener.serve(shutdown(), Duration::from_secs(10)).await;
     app.store.close().await;
     Ok(())
 }
@@ -367,6 +383,12 @@ async fn metrics(State(s): State<Shared>) -> Response {
     use std::fmt::Write;
     let mut body = s.ca.metrics.render();
     body.push_str(&s.ocsp.render_metrics());
+    if let Some(listeners) = s.listeners.get() {
+        crate::listener::metrics_header(&mut body);
+        for l in listeners {
+            l.render(&mut body);
+        }
+    }
     let _ = writeln!(
         body,
         "# HELP muhr_certificates Certificates in the database, by profile and status.\n# TYPE muhr_certificates gauge"
