@@ -56,7 +56,8 @@ impl App {
         let policy = policy(&config, &profiles)?;
         let keys = key_store(&config, &data_dir)?;
         let url = database_url(&config, &data_dir)?;
-        let store = Store::connect(&url)
+        let wait = std::time::Duration::from_millis(config.database.acquire_timeout_ms);
+        let store = Store::connect_with(&url, wait)
             .await
             .map_err(|e| Fail::invalid(format!("database: {e}")))?;
         Ok(Self {
@@ -414,6 +415,7 @@ fn key_store(config: &Config, data_dir: &Path) -> Result<Arc<dyn KeyStore>, Fail
                 sessions: ks.sessions.unwrap_or(4),
                 copy_keys_to_session: ks.copy_keys_to_session.unwrap_or(true),
                 key_recheck: KEY_RECHECK,
+                retry: std::time::Duration::from_secs(ks.retry_seconds.unwrap_or(2).clamp(1, 300)),
             })
             .map_err(|e| Fail::invalid(e.to_string()))?;
             Ok(Arc::new(store))

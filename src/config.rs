@@ -101,6 +101,9 @@ pub struct Database {
     pub url: Option<String>,
     /// Name of an environment variable holding the URL (it may hold a password).
     pub url_env: Option<String>,
+    /// How long a request waits for a database connection before it is
+    /// answered 503: during an outage, answers come this fast (default 2000).
+    pub acquire_timeout_ms: u64,
 }
 
 impl Default for Database {
@@ -108,6 +111,7 @@ impl Default for Database {
         Self {
             url: Some("sqlite://muhr.db".into()),
             url_env: None,
+            acquire_timeout_ms: 2000,
         }
     }
 }
@@ -138,6 +142,9 @@ pub struct KeyStoreConfig {
     /// PKCS#11: sign with a session copy of the key kept in the module (default
     /// true; a module that refuses the copy is used through the token object).
     pub copy_keys_to_session: Option<bool>,
+    /// PKCS#11: while the token is down (removed, device error), how often
+    /// Muhr re-initialises the module and tries to log in again (default 2 s).
+    pub retry_seconds: Option<u64>,
 }
 
 impl Default for KeyStoreConfig {
@@ -154,6 +161,7 @@ impl Default for KeyStoreConfig {
             pin_file: None,
             sessions: None,
             copy_keys_to_session: None,
+            retry_seconds: None,
         }
     }
 }
@@ -474,6 +482,13 @@ impl Config {
         c.audit
             .validate()
             .and_then(|_| c.server.limits.validate())
+            .and_then(|_| {
+                if (100..=60_000).contains(&c.database.acquire_timeout_ms) {
+                    Ok(())
+                } else {
+                    Err("database.acquire_timeout_ms: between 100 and 60000".into())
+                }
+            })
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(c)
     }

@@ -3,6 +3,9 @@
 //! Each request asks the database only for the newest CRL's number (a few
 //! bytes); the DER, up to 53 MB for a million entries, is read once per CRL
 //! number and kept in memory. `If-None-Match` with the current ETag gets 304.
+//! When the database is down (or slow to answer), the CRL in memory is served
+//! until its nextUpdate: it is signed, and no newer one can exist while
+//! nobody can write one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,23 +17,39 @@ use axum::response::{IntoResponse, Response};
 
 use crate::serve::{Shared, json_error};
 
-/// The newest DER of each CRL name, by number.
+/// The newest CRL of each name: number, DER, thisUpdate, nextUpdate.
+#[derive(Clone)]
+struct Held {
+    number: i64,
+    der: Bytes,
+    this_update: i64,
+    next_update: i64,
+}
+
 #[derive(Default)]
-pub struct CrlCache(Mutex<HashMap<String, (i64, Bytes)>>);
+pub struct CrlCache(Mutex<HashMap<String, Held>>);
 
 impl CrlCache {
     fn get(&self, name: &str, number: i64) -> Option<Bytes> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(name)
-            .filter(|(n, _)| *n == number)
-            .map(|(_, der)| der.clone())
+        self.held(name)
+            .filter(|h| h.number == number)
+            .map(|h| h.der)
     }
 
-    fn put(&self, name: &str, number: i64, der: Bytes) {
+    fn held(&self, name: &str) -> Option<Held> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(name).cloned()
+    }
+
+    fn put(&self, name: &str, held: Held) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(name.to_string(), (number, der));
+        map.insert(name.to_string(), held);
     }
 }
+
+/// The longest a CRL request waits for the database before it serves the
+/// CRL in memory.
+const DATABASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `GET /crl/{name}.crl`: the newest CRL of that name (see
 /// `muhr_ca::crl::name`: `issuing.crl`, `issuing-7.crl`, `issuing-delta.crl`,
@@ -54,23 +73,52 @@ pub async fn crl_file(
     };
     let name = muhr_ca::crl::name(ca, scope, delta);
     let kind = if delta { "delta" } else { "full" };
-    let unavailable = |e: muhr_store::StoreError| {
-        tracing::warn!(error = %e, "reading CRL");
-        json_error(StatusCode::SERVICE_UNAVAILABLE, "database", "unavailable")
+    // Deltas change within a second of any revocation: caches keep them briefly.
+    let cap = if delta { 60 } else { 300 };
+    let unavailable = |why: String| {
+        tracing::warn!(error = %why, "reading CRL");
+        match s.crls.held(&name) {
+            Some(h) if h.next_update > muhr_store::now_secs() => {
+                let max_age = (h.next_update - muhr_store::now_secs()).clamp(0, cap.min(60));
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/pkix-crl".to_string()),
+                        (header::CACHE_CONTROL, format!("public, max-age={max_age}")),
+                        (header::ETAG, format!("\"{ca}-{}\"", h.number)),
+                        (
+                            header::LAST_MODIFIED,
+                            muhr_ocsp_responder::httpdate(h.this_update),
+                        ),
+                    ],
+                    h.der,
+                )
+                    .into_response()
+            }
+            _ => {
+                let mut r = json_error(StatusCode::SERVICE_UNAVAILABLE, "database", "unavailable");
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                r
+            }
+        }
     };
-    let info = match s.store.latest_crl_info(ca, kind, scope.shard()).await {
-        Ok(Some(i)) => i,
-        Ok(None) => {
+    let info = match tokio::time::timeout(
+        DATABASE_WAIT,
+        s.store.latest_crl_info(ca, kind, scope.shard()),
+    )
+    .await
+    {
+        Ok(Ok(Some(i))) => i,
+        Ok(Ok(None)) => {
             return json_error(
                 StatusCode::NOT_FOUND,
                 "file",
                 "no such CRL has been generated yet",
             );
         }
-        Err(e) => return unavailable(e),
+        Ok(Err(e)) => return unavailable(e.to_string()),
+        Err(_) => return unavailable("the database did not answer within a second".into()),
     };
-    // Deltas change within a second of any revocation: caches keep them briefly.
-    let cap = if delta { 60 } else { 300 };
     let headers = |number: i64, this_update: i64, next_update: i64| {
         let max_age = (next_update - muhr_store::now_secs()).clamp(0, cap);
         [
@@ -99,10 +147,18 @@ pub async fn crl_file(
     match s.store.latest_crl(ca, kind, scope.shard()).await {
         Ok(Some(crl)) => {
             let der = Bytes::from(crl.der);
-            s.crls.put(&name, crl.number, der.clone());
+            s.crls.put(
+                &name,
+                Held {
+                    number: crl.number,
+                    der: der.clone(),
+                    this_update: crl.this_update,
+                    next_update: crl.next_update,
+                },
+            );
             (headers(crl.number, crl.this_update, crl.next_update), der).into_response()
         }
         Ok(None) => json_error(StatusCode::NOT_FOUND, "file", "CRL vanished"),
-        Err(e) => unavailable(e),
+        Err(e) => unavailable(e.to_string()),
     }
 }

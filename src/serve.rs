@@ -132,6 +132,7 @@ pub async fn run(
         listeners: Default::default(),
     };
     let limits = &app.config.server.limits;
+    tokio::spawn(key_store_monitor(app.keys.clone()));
     // The RA on its own mutual-TLS listener.
     let listen_mtls = listen_mtls.unwrap_or_else(|| app.config.server.listen_mtls.clone());
     let credential = crate::mtls::server_credential(&app, &ca).await?;
@@ -350,31 +351,78 @@ async fn not_found() -> Response {
     json_error(StatusCode::NOT_FOUND, "path", "no such resource")
 }
 
-/// 200 only when both the database and the key store answer now.
+/// 200 only when both the database and the key store answer now, within a
+/// second whatever either does. On the public listener, so it names what is
+/// down but never how (the log has the error).
 async fn healthz(State(s): State<Shared>) -> Response {
-    let db = s.store.ping().await.map_err(|e| e.to_string());
-    let keys = s.keys.clone();
-    let key_health = tokio::task::spawn_blocking(move || keys.health().map_err(|e| e.to_string()))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-    let status = if db.is_ok() && key_health.is_ok() {
+    const WITHIN: Duration = Duration::from_millis(900);
+    let db = async {
+        match tokio::time::timeout(WITHIN, s.store.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "healthz: database");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("healthz: the database did not answer within a second");
+                false
+            }
+        }
+    };
+    let keys = async {
+        if !s.keys.is_up() {
+            return false;
+        }
+        let keys = s.keys.clone();
+        let probe = tokio::task::spawn_blocking(move || keys.health());
+        match tokio::time::timeout(WITHIN, probe).await {
+            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "healthz: key store");
+                false
+            }
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!("healthz: the key store did not answer within a second");
+                false
+            }
+        }
+    };
+    let (db, keys) = tokio::join!(db, keys);
+    let status = if db && keys {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let show = |r: &Result<(), String>| match r {
-        Ok(()) => "ok".to_string(),
-        Err(e) => e.clone(),
-    };
-    (
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let mut r = (
         status,
         Json(serde_json::json!({
-            "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
-            "database": { "backend": s.store.backend().name(), "status": show(&db) },
-            "key_store": { "backend": s.keys.describe(), "status": show(&key_health) },
+            "status": word(db && keys),
+            "database": { "backend": s.store.backend().name(), "status": word(db) },
+            "key_store": { "backend": s.keys.describe(), "status": word(keys) },
         })),
     )
-        .into_response()
+        .into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+/// Asks the key store every few seconds, so that a lost token is noticed
+/// (and reconnection starts) before the next signature needs it.
+async fn key_store_monitor(keys: Arc<dyn KeyStore>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if keys.is_up() {
+            let k = keys.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || k.health()).await {
+                tracing::warn!(error = %e, "key store check failed");
+            }
+        }
+    }
 }
 
 /// Process counters (issued and refused here, signing latency) and the
@@ -383,6 +431,11 @@ async fn metrics(State(s): State<Shared>) -> Response {
     use std::fmt::Write;
     let mut body = s.ca.metrics.render();
     body.push_str(&s.ocsp.render_metrics());
+    let _ = writeln!(
+        body,
+        "# HELP muhr_key_store_up 1 while the key store signs, 0 while it is down and reconnecting.\n# TYPE muhr_key_store_up gauge\nmuhr_key_store_up {}",
+        u8::from(s.keys.is_up())
+    );
     if let Some(listeners) = s.listeners.get() {
         crate::listener::metrics_header(&mut body);
         for l in listeners {

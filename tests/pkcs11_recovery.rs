@@ -62,6 +62,7 @@ async fn issuance_survives_closed_sessions_and_logout() {
             sessions: 3,
             copy_keys_to_session: true,
             key_recheck: std::time::Duration::from_secs(30),
+            retry: std::time::Duration::from_secs(1),
         })
         .unwrap(),
     );

@@ -28,6 +28,10 @@ pub enum HsmError {
     Mismatch { label: String, expected: String },
     #[error("PKCS#11 {op} failed: {rv}")]
     Pkcs11 { op: &'static str, rv: String },
+    /// The key store cannot be used now (token removed, device error); it
+    /// is being reopened in the background. Callers answer 503, not 500.
+    #[error("key store unavailable: {0}")]
+    Unavailable(String),
     #[error("cryptographic operation failed: {0}")]
     Crypto(String),
     #[error("{path}: {source}")]
@@ -39,6 +43,13 @@ pub enum HsmError {
 }
 
 pub type Result<T> = std::result::Result<T, HsmError>;
+
+impl HsmError {
+    /// Whether trying again later may succeed without anyone changing anything.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, HsmError::Unavailable(_))
+    }
+}
 
 /// A private key that can sign, and knows how its signatures are described in X.509.
 pub trait KeySigner: Send + Sync {
@@ -70,4 +81,9 @@ pub trait KeyStore: Send + Sync {
     fn health(&self) -> Result<()>;
     /// A short human description for logs and `/healthz` ("pkcs11 token muhr").
     fn describe(&self) -> String;
+    /// False while the store is known to be down and reconnecting; cheap, for
+    /// gauges. `health` is the check that asks the device.
+    fn is_up(&self) -> bool {
+        true
+    }
 }

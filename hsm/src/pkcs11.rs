@@ -8,6 +8,13 @@
 //! - a call that fails because the session or the login is gone (closed underneath
 //!   us, token logged out, device reset) reopens that session, logs in again and
 //!   retries once; a second failure is returned as an error, never as a signature;
+//! - when that is not enough (the token is gone, the device errs, no session
+//!   opens) the store marks itself down at once: every call fails fast with
+//!   [`HsmError::Unavailable`] (503 to clients, never a hang or a 500) while a
+//!   background thread re-initialises the module (`C_Finalize`, `C_Initialize`:
+//!   SoftHSM and network HSM clients keep per-process state that a lost token
+//!   leaves broken) and reopens the slot and a session every `retry` until it
+//!   succeeds; signing then resumes without a restart;
 //! - ECDSA is signed raw (`CKM_ECDSA`, which every module has) over a digest made
 //!   here, and the `r‖s` result converted to DER;
 //! - each session signs with its own session-object copy of the private key
@@ -55,6 +62,8 @@ pub struct Pkcs11Config {
     /// How long a session signs with its copy before it checks that the token
     /// object is still there.
     pub key_recheck: Duration,
+    /// While the token is down, how often it is tried again.
+    pub retry: Duration,
 }
 
 fn ck(op: &'static str) -> impl Fn(CkError) -> HsmError {
@@ -86,6 +95,25 @@ pub fn context(module: &Path) -> Result<Pkcs11> {
     }
     map.insert(module.to_path_buf(), ctx.clone());
     Ok(ctx)
+}
+
+/// Errors that say the device or token, not the request, is at fault: after
+/// a fresh session fails with one of these, the store is down.
+fn device_fault(e: &CkError) -> bool {
+    recoverable(e)
+        || matches!(
+            e,
+            CkError::Pkcs11(
+                RvError::GeneralError
+                    | RvError::FunctionFailed
+                    | RvError::DeviceMemory
+                    | RvError::HostMemory
+                    | RvError::TokenNotRecognized
+                    | RvError::SlotIdInvalid
+                    | RvError::SessionCount,
+                _
+            )
+        )
 }
 
 /// Errors after which a fresh, logged-in session may succeed.
@@ -128,8 +156,17 @@ impl KeyHandle {
     }
 }
 
+/// Why and since when the store is down.
+struct Down {
+    since: std::time::SystemTime,
+    why: String,
+}
+
 struct Pool {
     ctx: Pkcs11,
+    retry: Duration,
+    down: Mutex<Option<Down>>,
+    recovering: std::sync::atomic::AtomicBool,
     token_label: String,
     pin: AuthPin,
     copy_keys: bool,
@@ -181,13 +218,110 @@ impl Pool {
         })
     }
 
+    /// Fails fast while the store is down.
+    fn check_up(&self) -> Result<()> {
+        match &*self.down.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(()),
+            Some(d) => {
+                let since = d
+                    .since
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                Err(HsmError::Unavailable(format!(
+                    "token {:?} down since {} (unix time): {}; reconnecting",
+                    self.token_label,
+                    since.as_secs(),
+                    d.why
+                )))
+            }
+        }
+    }
+
+    fn is_down(&self) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Marks the store down and starts the thread that brings it back.
+    fn mark_down(self: &Arc<Self>, why: String) -> HsmError {
+        {
+            let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+            if down.is_none() {
+                tracing::error!(token = %self.token_label, error = %why, "key store down; reconnecting in the background");
+                *down = Some(Down {
+                    since: std::time::SystemTime::now(),
+                    why: why.clone(),
+                });
+            }
+        }
+        if !self.recovering.swap(true, Ordering::SeqCst) {
+            let pool = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("pkcs11-recovery".into())
+                .spawn(move || pool.recover());
+            if spawned.is_err() {
+                self.recovering.store(false, Ordering::SeqCst);
+            }
+        }
+        HsmError::Unavailable(format!("token {:?}: {why}", self.token_label))
+    }
+
+    /// Until a fresh session logs in: drop every session of this pool,
+    /// re-initialise the module, reopen. Holding every slot's lock keeps
+    /// signers off the module while it is finalised.
+    fn recover(self: Arc<Self>) {
+        let mut attempts = 0u64;
+        loop {
+            std::thread::sleep(self.retry);
+            attempts += 1;
+            let mut guards: Vec<_> = self
+                .slots
+                .iter()
+                .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+                .collect();
+            for g in guards.iter_mut() {
+                **g = None;
+            }
+            let _ = self.ctx.clone().finalize();
+            let reopened = match self
+                .ctx
+                .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            {
+                Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+                    self.open()
+                }
+                Err(e) => Err(ck("C_Initialize")(e)),
+            };
+            match reopened {
+                Ok(p) => {
+                    *guards[0] = Some(p);
+                    drop(guards);
+                    *self.down.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    self.recovering.store(false, Ordering::SeqCst);
+                    tracing::warn!(token = %self.token_label, attempts, "key store back; signing resumed");
+                    return;
+                }
+                Err(e) => {
+                    drop(guards);
+                    if attempts == 1 || attempts.is_multiple_of(30) {
+                        tracing::warn!(token = %self.token_label, attempts, error = %e, "key store still down");
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs `f` on a logged-in session; on a recoverable failure the session is
-    /// replaced and `f` runs once more.
+    /// replaced and `f` runs once more. When that fails too for a reason of the
+    /// device's, or no session opens, the store is down.
     fn with_session<T>(
-        &self,
+        self: &Arc<Self>,
         op: &'static str,
         f: impl Fn(&mut Pooled) -> std::result::Result<T, CkError>,
     ) -> Result<T> {
+        self.check_up()?;
         let n = self.slots.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut guard = (0..n)
@@ -197,9 +331,17 @@ impl Pool {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
             });
+        // Down while this call waited for its session.
+        self.check_up()?;
         for attempt in 0..2 {
             if guard.is_none() {
-                *guard = Some(self.open()?);
+                match self.open() {
+                    Ok(p) => *guard = Some(p),
+                    Err(e) => {
+                        drop(guard);
+                        return Err(self.mark_down(e.to_string()));
+                    }
+                }
             }
             let pooled = guard.as_mut().expect("just opened");
             match f(pooled) {
@@ -208,6 +350,11 @@ impl Pool {
                     tracing::warn!(op, error = %e, "PKCS#11 session lost; reopening and logging in again");
                     // Dropping closes the old handle; an error there is expected.
                     *guard = None;
+                }
+                Err(e) if device_fault(&e) => {
+                    *guard = None;
+                    drop(guard);
+                    return Err(self.mark_down(ck(op)(e).to_string()));
                 }
                 Err(e) => return Err(ck(op)(e)),
             }
@@ -265,6 +412,9 @@ impl Pkcs11Store {
         let sessions = config.sessions.clamp(1, 64);
         let pool = Pool {
             ctx,
+            retry: config.retry.max(Duration::from_millis(100)),
+            down: Mutex::new(None),
+            recovering: std::sync::atomic::AtomicBool::new(false),
             token_label: config.token_label,
             pin: AuthPin::from(config.pin.as_str()),
             copy_keys: config.copy_keys_to_session,
@@ -449,11 +599,23 @@ impl KeyStore for Pkcs11Store {
         self.key(label, spec)
     }
 
+    fn is_up(&self) -> bool {
+        !self.pool.is_down()
+    }
+
     fn health(&self) -> Result<()> {
-        let state = self
-            .pool
-            .with_session("C_GetSessionInfo", |p| p.session.get_session_info())?
-            .session_state();
+        self.pool.check_up()?;
+        // Asks the token itself, not only the session in memory: the token's
+        // information and a search of its objects (SoftHSM reads its token
+        // directory for these; a network HSM goes to the device).
+        let ctx = self.pool.ctx.clone();
+        let info = self.pool.with_session("C_GetTokenInfo", |p| {
+            let info = p.session.get_session_info()?;
+            ctx.get_token_info(info.slot_id())?;
+            Pkcs11Store::find(&p.session, ObjectClass::PRIVATE_KEY, "muhr health probe")?;
+            Ok(info)
+        })?;
+        let state = info.session_state();
         match state {
             SessionState::RoUser | SessionState::RwUser => Ok(()),
             _ => {

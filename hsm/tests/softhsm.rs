@@ -32,6 +32,7 @@ fn config(
         sessions,
         copy_keys_to_session,
         key_recheck,
+        retry: Duration::from_secs(1),
     }
 }
 

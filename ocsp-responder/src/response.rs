@@ -199,6 +199,17 @@ impl Responder {
                 }
             }
         };
+        // The change feed has not been read for a while: the database is
+        // down or stalled. A signed response still before its nextUpdate is
+        // served now rather than after a wait that is bound to fail.
+        let feed_fresh = now - self.feed_ok_at.load(Ordering::Relaxed) <= FEED_FRESH_SECS;
+        if !feed_fresh
+            && let Some(c) = &cached
+            && now < c.next_update
+        {
+            self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
+            return Answer::cached(c);
+        }
         let generation = self.generation.load(Ordering::SeqCst);
         let mut statuses = Vec::with_capacity(parsed.queries.len());
         for q in &parsed.queries {

@@ -227,6 +227,17 @@ fn error_response(e: CitizenError) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs() + 1));
             r
         }
+        CitizenError::Unavailable(why) => {
+            tracing::warn!(error = %why, "citizen request: unavailable");
+            let mut r = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "-",
+                "temporarily unavailable; retry the same request later",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
         CitizenError::Internal(why) => {
             tracing::error!(error = %why, "citizen request failed");
             json_error(

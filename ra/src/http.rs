@@ -160,6 +160,15 @@ fn error_parts(e: &CardError) -> (StatusCode, Value) {
             "request_id".into(),
             "another request is still working on this card job; retry".into(),
         ),
+        CardError::Unavailable(why) => {
+            tracing::warn!(error = %why, "card issuance unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "-".into(),
+                "the key store or the database is unavailable; retry with the same request_id"
+                    .into(),
+            )
+        }
         CardError::Internal(why) => {
             tracing::error!(error = %why, "card issuance failed");
             (

@@ -66,12 +66,19 @@ pub enum CardError {
     Conflict(String),
     /// Another request is still working on this job; retry later.
     InProgress,
+    /// The key store or the database is down: nothing was issued; the same
+    /// request succeeds once it is back.
+    Unavailable(String),
     Internal(String),
 }
 
 impl From<muhr_store::StoreError> for CardError {
     fn from(e: muhr_store::StoreError) -> Self {
-        CardError::Internal(format!("database: {e}"))
+        if e.is_unavailable() {
+            CardError::Unavailable(format!("database: {e}"))
+        } else {
+            CardError::Internal(format!("database: {e}"))
+        }
     }
 }
 
@@ -507,6 +514,8 @@ fn issue_error(e: IssueError) -> CardError {
     match e {
         IssueError::Refused(f) => CardError::Refused(Refusal::from(f)),
         IssueError::AlreadyIssued { .. } => CardError::InProgress,
+        IssueError::Key(k) if k.is_unavailable() => CardError::Unavailable(k.to_string()),
+        IssueError::Store(s) => CardError::from(s),
         other => CardError::Internal(other.to_string()),
     }
 }
@@ -516,6 +525,7 @@ fn failure_cause(e: &CardError) -> &'static str {
         CardError::Refused(_) => "refused by the CA",
         CardError::Conflict(_) => "conflict",
         CardError::InProgress => "in progress elsewhere",
+        CardError::Unavailable(_) => "unavailable",
         CardError::Internal(_) => "internal",
     }
 }
@@ -530,6 +540,10 @@ trait CloneError {
 
 impl CloneError for muhr_store::StoreError {
     fn clone_error(&self) -> CardError {
-        CardError::Internal(format!("database: {self}"))
+        if self.is_unavailable() {
+            CardError::Unavailable(format!("database: {self}"))
+        } else {
+            CardError::Internal(format!("database: {self}"))
+        }
     }
 }

@@ -74,12 +74,29 @@ pub enum CitizenError {
     /// Allowed to nobody in this way (403).
     Forbidden(String),
     TooMany(Duration),
+    /// The key store or the database is down; the same request succeeds later.
+    Unavailable(String),
     Internal(String),
 }
 
 impl From<StoreError> for CitizenError {
     fn from(e: StoreError) -> Self {
-        CitizenError::Internal(format!("database: {e}"))
+        if e.is_unavailable() {
+            CitizenError::Unavailable(format!("database: {e}"))
+        } else {
+            CitizenError::Internal(format!("database: {e}"))
+        }
+    }
+}
+
+impl From<IssueError> for CitizenError {
+    fn from(e: IssueError) -> Self {
+        match e {
+            IssueError::Refused(f) => CitizenError::Refused(f),
+            IssueError::Key(k) if k.is_unavailable() => CitizenError::Unavailable(k.to_string()),
+            IssueError::Store(s) => CitizenError::from(s),
+            e => CitizenError::Internal(e.to_string()),
+        }
     }
 }
 
@@ -357,8 +374,7 @@ impl Citizens {
             Err(IssueError::AlreadyIssued { .. }) => {
                 self.again(&job, profile, &actor, &public_key).await
             }
-            Err(IssueError::Refused(f)) => Err(CitizenError::Refused(f)),
-            Err(e) => Err(CitizenError::Internal(e.to_string())),
+            Err(e) => Err(CitizenError::from(e)),
         }
     }
 

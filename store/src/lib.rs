@@ -37,6 +37,29 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+impl StoreError {
+    /// The database could not be reached or did not answer in time: the same
+    /// request may succeed later, unchanged (clients get 503, not 500).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed => true,
+                // PostgreSQL: connection exceptions (08), shutting down
+                // (57P01-57P03), too many connections (53300).
+                sqlx::Error::Database(d) => d
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -128,6 +151,10 @@ fn with_statement_cache(url: &str) -> String {
     format!("{url}{sep}statement-cache-capacity={STATEMENT_CACHE}")
 }
 
+/// How long a query waits for a pooled connection (including opening one)
+/// before it fails: a database outage answers within this, not in 30 s.
+pub const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Idle time after which a pooled connection is pinged before use.
 const IDLE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -141,6 +168,13 @@ pub fn now_secs() -> i64 {
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// As [`Store::connect`], with the longest a query waits for a connection:
+    /// while the database is down, requests fail after this (503 to clients)
+    /// instead of sqlx's default 30 s.
+    pub async fn connect_with(url: &str, acquire_timeout: std::time::Duration) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -169,7 +203,7 @@ impl Store {
         // that the server restarted before handing a dead connection to a
         // request.
         let mut pool = AnyPoolOptions::new()
-            .acquire_timeout(std::time::Duration::from_secs(30))
+            .acquire_timeout(acquire_timeout)
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
