@@ -446,7 +446,14 @@ async fn metrics(State(s): State<Shared>) -> Response {
         body,
         "# HELP muhr_certificates Certificates in the database, by profile and status.\n# TYPE muhr_certificates gauge"
     );
-    match s.store.certificate_counts().await {
+    let counts = tokio::time::timeout(Duration::from_secs(1), s.store.certificate_counts())
+        .await
+        .unwrap_or_else(|_| {
+            Err(muhr_store::StoreError::Conflict(
+                "the database did not answer within a second".into(),
+            ))
+        });
+    match counts {
         Ok(rows) => {
             for (profile, status, n) in rows {
                 let _ = writeln!(

@@ -43,6 +43,10 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// Why a caller is not known when the registry could not be read: the
+/// client is not refused, only asked to come back.
+pub const REGISTRY_UNAVAILABLE: &str = "client registry unavailable; retry later";
+
 /// The client's leaf certificate (DER), put into each request by the listener.
 #[derive(Clone, Debug)]
 pub struct PeerCertificate(pub Vec<u8>);
@@ -80,7 +84,8 @@ impl Registry {
         }
     }
 
-    /// The caller a client certificate stands for, or why it stands for none.
+    /// The caller a client certificate stands for, or why it stands for none
+    /// ([`REGISTRY_UNAVAILABLE`] when the database cannot say: a 503, not a 403).
     pub async fn caller(&self, peer: Option<&PeerCertificate>) -> Result<Caller, String> {
         let Some(peer) = peer else {
             return Err("no client certificate".into());
@@ -98,7 +103,10 @@ impl Registry {
             .map_err(|e| format!("client certificate does not parse: {e}"))?;
         let serial = muhr_ca::serial::to_hex(cert.tbs_certificate().serial_number());
         let answer = match self.store.ra_client(&serial).await {
-            Err(e) => return Err(format!("client registry unavailable: {e}")),
+            Err(e) => {
+                tracing::warn!(error = %e, "client registry unavailable");
+                return Err(REGISTRY_UNAVAILABLE.into());
+            }
             Ok(None) => Err(format!(
                 "client certificate {serial} is not registered (muhr client add)"
             )),

@@ -114,6 +114,12 @@ async fn authorize(api: Api, role: Role, mut req: Request, next: Next) -> Respon
     // Read what the client is sending before answering: over HTTP/2 an answer
     // to an unread body resets the stream, and the client sees no 403 at all.
     let _ = axum::body::to_bytes(req.into_body(), 16 << 20).await;
+    if refusal == crate::clients::REGISTRY_UNAVAILABLE {
+        let mut r = json_error(StatusCode::SERVICE_UNAVAILABLE, "client", &refusal);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return r;
+    }
     json_error(StatusCode::FORBIDDEN, "client", &refusal)
 }
 

@@ -612,3 +612,124 @@ fn start_ports(env: &Env, subcommand: &str, extra_args: &[&str]) -> (Server, u16
     }
     (server, port, mtls)
 }
+
+// --- a PostgreSQL server of one test's own, to stop and start ---
+
+/// A PostgreSQL cluster only this test uses (the shared test server cannot be
+/// stopped under everyone else): made with `initdb` in a temporary folder,
+/// on a free loopback port, run as `postgres` when the test runs as root.
+pub struct OwnPostgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl OwnPostgres {
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect(
+                "PostgreSQL is required by this test: run `bash tests/run.sh`, which installs it",
+            )
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("no /usr/lib/postgresql/*/bin/initdb: install postgresql");
+        let dir = tempfile::tempdir().unwrap();
+        let me = Self {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        if Self::root() {
+            Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(me.dir.path())
+                .status()
+                .unwrap();
+        }
+        let out = me
+            .as_owner(&me.bin.join("initdb"))
+            .arg("-D")
+            .arg(me.dir.path().join("data"))
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        me.up();
+        me
+    }
+
+    fn root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn as_owner(&self, program: &Path) -> Command {
+        if Self::root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn up(&self) {
+        let out = self
+            .as_owner(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .args(["-w", "-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                self.port,
+                self.dir.path().display()
+            ))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops it the way a crash or a power cut would (`-m immediate`).
+    pub fn down(&self) {
+        let out = self
+            .as_owner(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .as_owner(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}

@@ -1,0 +1,164 @@
+//! PostgreSQL stopped under `muhr serve` (as a crash would: `-m immediate`),
+//! then started again. While it is down, what needs the database fails fast
+//! (503 with Retry-After, OCSP `tryLater`), what Muhr already holds is served
+//! at once (CRLs in memory, signed OCSP responses until their nextUpdate and
+//! never after), `/healthz` answers within a second. When it is back, every
+//! service recovers without a restart.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::ra::{call, card, client};
+use common::*;
+
+/// `openssl ocsp` for `cert`: (its output, how long the answer took).
+fn ocsp(env: &Env, port: u16, cert: &Path, nonce: bool) -> (String, Duration) {
+    let t = Instant::now();
+    let out = Command::new("openssl")
+        .args(["ocsp", "-issuer"])
+        .arg(env.issuing_pem())
+        .arg("-cert")
+        .arg(cert)
+        .args(["-url", &format!("http://127.0.0.1:{port}/ocsp")])
+        .arg(if nonce { "-nonce" } else { "-no_nonce" })
+        .arg("-CAfile")
+        .arg(env.root_pem())
+        .args(["-timeout", "60"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, t.elapsed())
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let v = f();
+    (v, t.elapsed())
+}
+
+#[test]
+fn a_database_outage_fails_fast_serves_what_is_held_and_recovers_without_a_restart() {
+    let pg = OwnPostgres::start();
+    let mut env = Env::with_extra(
+        Db::Postgres,
+        Keys::Software,
+        "\n[ocsp]\nvalidity_seconds = 12\nrefresh_seconds = 2\n",
+    );
+    env.db_url = pg.url();
+    env.init();
+    let line = client(&env, "personalization-line", "LINE-DB");
+    let csr = env.csr("db-outage", "ec");
+    let subject = r#"{"pinfl":"PINFL","surname":"Oʻrinboyeva","given_name":"Gulnoza","patronymic":"Abdugʻaniyevna"}"#
+        .replace("PINFL", &pinfl("4290228201007"));
+    let cert = env.issue("individual-auth", &csr, &subject, "db-outage");
+    let (_server, http, mtls) = start_ra(&env);
+
+    // Before: OCSP answers (and caches), the CRL is fetched (and held).
+    let (good, _) = ocsp(&env, http, &cert, false);
+    assert!(good.contains(": good"), "{good}");
+    let signed_at = Instant::now();
+    let (crl_status, _, crl_before) = get(http, "/crl/issuing.crl");
+    assert_eq!(crl_status, 200);
+    assert_eq!(get(http, "/healthz").0, 200);
+
+    pg.down();
+    let stopped = Instant::now();
+
+    // Health: 503 naming the database, within a second.
+    let ((status, _, body), took) = timed(|| get(http, "/healthz"));
+    assert_eq!(status, 503);
+    let h: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(h["database"]["status"], "unavailable", "{h}");
+    assert_eq!(h["key_store"]["status"], "ok", "{h}");
+    assert!(took < Duration::from_millis(1500), "/healthz took {took:?}");
+
+    // The CRL in memory, at once.
+    let ((status, head, der), took) = timed(|| get(http, "/crl/issuing.crl"));
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(der, crl_before);
+    assert!(took < Duration::from_millis(1500), "the CRL took {took:?}");
+
+    // A card: 503 with Retry-After, within the database wait (2 s), not 30 s.
+    let body = card(&env, "db-outage-1", 7, "AB0000007", "1726273");
+    let ((code, v), took) = timed(|| {
+        call(
+            &env,
+            mtls,
+            Some(&line),
+            "POST",
+            "/api/v1/personalization/cards",
+            Some(&body),
+        )
+    });
+    assert_eq!(code, 503, "{v}");
+    assert!(
+        !v.to_string().contains("postgres"),
+        "raw database error: {v}"
+    );
+    assert!(took < Duration::from_secs(5), "the refusal took {took:?}");
+
+    // /metrics answers, and says the database is down.
+    let ((status, _, m), took) = timed(|| get(http, "/metrics"));
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&m).contains("muhr_database_up 0"));
+    assert!(took < Duration::from_secs(3), "/metrics took {took:?}");
+
+    // OCSP: past the refresh time the cached response is still served, at
+    // once (the change feed is known to be down), while before its nextUpdate.
+    while stopped.elapsed() < Duration::from_secs(3) || signed_at.elapsed() < Duration::from_secs(3)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (stale, took) = ocsp(&env, http, &cert, false);
+    assert!(stale.contains(": good"), "{stale}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "the cached response took {took:?}"
+    );
+    // A nonce needs a live status: tryLater, within the database wait.
+    let (live, took) = ocsp(&env, http, &cert, true);
+    assert!(live.to_ascii_lowercase().contains("trylater"), "{live}");
+    assert!(took < Duration::from_secs(5), "tryLater took {took:?}");
+    // Past its nextUpdate (12 s) a cached response is never served.
+    while signed_at.elapsed() < Duration::from_secs(13) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (expired, _) = ocsp(&env, http, &cert, false);
+    assert!(
+        expired.to_ascii_lowercase().contains("trylater"),
+        "{expired}"
+    );
+
+    // Back: everything recovers without a restart.
+    pg.up();
+    let back = Instant::now();
+    while get(http, "/healthz").0 != 200 {
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "still unhealthy 30 s after the database came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (fresh, _) = ocsp(&env, http, &cert, true);
+    assert!(fresh.contains(": good"), "{fresh}");
+    let (code, v) = call(
+        &env,
+        mtls,
+        Some(&line),
+        "POST",
+        "/api/v1/personalization/cards",
+        Some(&body),
+    );
+    assert_eq!(code, 200, "{v}");
+    let (status, _, m) = get(http, "/metrics");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&m).contains("muhr_database_up 1"));
+}
