@@ -27,7 +27,8 @@ use crate::job_recording::{Job, JobRecording};
 use crate::card::{CardRequest, Date, Refusal, Rules, ValidCard};
 use crate::config::SupersedeMode;
 
-/// A claimed job is left alone by other requests for this long.
+/// A claimed job is left alone by other requests for this long; its holder
+/// renews it every third of that while it works (`hold_leases`).
 const LEASE_SECS: i64 = 5;
 /// Most cards handled as one group.
 const MAX_GROUP: usize = 256;
@@ -39,6 +40,8 @@ const MAX_GROUP: usize = 256;
 const GROUPS_IN_FLIGHT: usize = 2;
 /// How long a retry waits for a job another request is working on.
 const WAIT: Duration = Duration::from_secs(30);
+/// The longest a process renews the leases of one group's jobs.
+const MAX_HOLD: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardCertificate {
@@ -306,11 +309,13 @@ impl Personalizer {
             "ra:personalization",
         );
         let requests: Vec<Request> = group.iter().flat_map(|w| self.requests(w, None)).collect();
+        let held = self.hold_leases(group.iter().map(|w| w.job.clone()).collect());
         let mut results = self
             .ca
             .issue_many_recording(requests, &recording)
             .await
             .into_iter();
+        held.abort();
         let mut claimed = recording.claimed().map(Vec::into_iter);
         let mut finished = recording.finished();
         for w in group {
@@ -426,9 +431,44 @@ impl Personalizer {
         })
     }
 
+    /// Keeps this process's leases on `jobs` alive while it works on them:
+    /// a slow group (a busy HSM, a long commit) is never taken over by a
+    /// retry of one of its cards, which would roll the whole group back. A
+    /// process that stops renews nothing, and its jobs are taken over one
+    /// lease later. Renewal ends after `MAX_HOLD` whatever happens: a group
+    /// stuck for ten minutes has a holder as good as gone.
+    fn hold_leases(&self, jobs: Vec<String>) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let owner = self.owner.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let every = Duration::from_millis(LEASE_SECS as u64 * 1000 / 3);
+            loop {
+                tokio::time::sleep(every).await;
+                if started.elapsed() > MAX_HOLD {
+                    tracing::warn!(
+                        jobs = jobs.len(),
+                        "card jobs held too long; their leases now run out"
+                    );
+                    return;
+                }
+                if let Err(e) = store.renew_job_leases(&jobs, &owner, LEASE_SECS).await {
+                    tracing::warn!(error = %e, "renewing card job leases failed; will retry");
+                }
+            }
+        })
+    }
+
     /// Finishes a job another request left pending (it died, or failed part
     /// way): nothing already recorded is issued again.
     async fn complete(&self, w: &Work) -> Result<CardOutcome, CardError> {
+        let held = self.hold_leases(vec![w.job.clone()]);
+        let r = self.complete_held(w).await;
+        held.abort();
+        r
+    }
+
+    async fn complete_held(&self, w: &Work) -> Result<CardOutcome, CardError> {
         for _round in 0..3 {
             let records = self.store.job_certificates(&w.job).await?;
             let mut certs: BTreeMap<String, CardCertificate> = BTreeMap::new();

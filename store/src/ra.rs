@@ -418,6 +418,37 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Extends the leases this owner holds on `jobs` while it still works on
+    /// them, so that nobody takes over a job whose holder is alive. A job
+    /// released, finished or already taken over is left alone. Returns how
+    /// many leases were extended.
+    pub async fn renew_job_leases(
+        &self,
+        jobs: &[String],
+        owner: &str,
+        lease_secs: i64,
+    ) -> Result<u64> {
+        let mut renewed = 0;
+        for chunk in jobs.chunks(500) {
+            let list = (0..chunk.len())
+                .map(|i| format!("${}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE card_jobs SET lease_until = $1 WHERE owner = $2 AND state = 'pending' \
+                 AND lease_until > 0 AND job IN ({list})"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now_secs() + lease_secs)
+                .bind(owner);
+            for j in chunk {
+                q = q.bind(j);
+            }
+            renewed += q.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(renewed)
+    }
+
     /// Ends a claim early (its request failed part way) so a retry need not
     /// wait for the lease.
     pub async fn release_job(&self, job: &str) -> Result<()> {
