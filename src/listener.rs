@@ -573,7 +573,8 @@ impl Service {
             let _guard = guard;
             let fut = tower::Service::call(&mut router, req.map(Body::new));
             match tokio::time::timeout(limit, fut).await {
-                Ok(r) => r,
+                Ok(Ok(r)) => Ok(one_error_shape(r).await),
+                Ok(Err(e)) => match e {},
                 Err(_) => {
                     stats.request_timeouts.fetch_add(1, Ordering::Relaxed);
                     let mut r = muhr_ra::http::json_error(
@@ -588,6 +589,59 @@ impl Service {
             }
         })
     }
+}
+
+/// Refusals made by the HTTP stack rather than by a handler (no route, wrong
+/// method, body too large, wrong content type, a body or path that does not
+/// parse) come as plain text or with no body at all. They leave here in the
+/// JSON every other refusal uses: `{"error": {"field", "rule"}}`.
+async fn one_error_shape(r: Response) -> Response {
+    let status = r.status();
+    let plain = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("text/plain"));
+    if status.as_u16() < 400 || !plain {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let allow = parts
+        .headers
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (field, rule) = match status {
+        StatusCode::NOT_FOUND => ("path", "no such resource".to_string()),
+        StatusCode::METHOD_NOT_ALLOWED => ("method", format!("not allowed here; allowed: {allow}")),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body", "the request body is too large".to_string()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "content-type",
+            if text.is_empty() {
+                "unsupported content type".to_string()
+            } else {
+                text
+            },
+        ),
+        _ if text.starts_with("Invalid URL") || text.contains("path param") => ("path", text),
+        _ if text.is_empty() => (
+            "request",
+            status.canonical_reason().unwrap_or("refused").to_string(),
+        ),
+        _ => ("body", text),
+    };
+    let mut out = muhr_ra::http::json_error(status, field, &rule);
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 struct InFlight(Arc<Activity>);

@@ -199,3 +199,139 @@ fn a_mistyped_database_url_never_prints_its_password() {
     assert!(err.contains("\"postgress\""), "{err}");
     assert!(!err.contains("Secret-Pass"), "{err}");
 }
+
+/// Refusals made by the HTTP stack (no route, wrong method, body too large,
+/// wrong content type) and by the OCSP responder: the same JSON as every
+/// other refusal on both listeners and over HTTP/2, and OCSP responses for
+/// OCSP clients.
+#[test]
+fn every_refusal_has_one_shape_on_both_listeners_and_ocsp_clients_get_ocsp() {
+    let env = Env::new(Db::Sqlite, Keys::Software);
+    env.init();
+    let operator = common::ra::client(&env, "operator", "OP-SHAPE");
+    let line = common::ra::client(&env, "personalization-line", "LINE-SHAPE");
+    let (_server, http, mtls) = start_ra(&env);
+    let json = |body: &[u8]| -> serde_json::Value {
+        serde_json::from_slice(body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+    };
+
+    // Public listener, HTTP/1.1.
+    let (status, head, body) = get(http, "/no/such/thing");
+    assert_eq!(status, 404);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    assert_eq!(json(&body)["error"]["field"], "path");
+    let (status, head, body) = post(http, "/healthz", "application/json", b"{}");
+    assert_eq!(status, 405, "{head}");
+    let v = json(&body);
+    assert_eq!(v["error"]["field"], "method");
+    assert!(v["error"]["rule"].as_str().unwrap().contains("GET"), "{v}");
+    // A body over the login limit (64 KiB).
+    let big = vec![b'x'; 70 * 1024];
+    let (status, _, body) = post(http, "/api/v1/auth/login", "application/json", &big);
+    assert!(status == 413 || status == 401, "{status}");
+    assert!(json(&body)["error"]["field"].is_string());
+    // A verification request that is not JSON.
+    let (status, _, body) = post(
+        http,
+        "/api/v1/signatures/verify",
+        "text/plain",
+        b"signature=x",
+    );
+    assert!(status == 415 || status == 401, "{status}");
+    assert!(json(&body)["error"]["field"].is_string());
+
+    // OCSP: an oversized request and garbage are OCSP malformedRequest.
+    let malformed = [0x30, 0x03, 0x0a, 0x01, 0x01];
+    for body in [vec![0x30; 20 * 1024], b"not an OCSP request".to_vec()] {
+        let (status, head, answer) = post(http, "/ocsp", "application/ocsp-request", &body);
+        assert_eq!(status, 200, "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/ocsp-response")
+        );
+        assert_eq!(answer, malformed);
+    }
+
+    // Mutual-TLS listener, over HTTP/2 (curl negotiates h2 by ALPN).
+    let curl = |cert: &std::path::Path,
+                method: &str,
+                path: &str,
+                ctype: &str,
+                body: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new("curl");
+        c.args([
+            "-s",
+            "--http2",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code} %{http_version}",
+            "-X",
+            method,
+        ])
+        .arg("--cacert")
+        .arg(env.root_pem())
+        .arg("--cert")
+        .arg(cert)
+        .args(["-H", &format!("content-type: {ctype}")])
+        .arg(format!("https://localhost:{mtls}{path}"));
+        if let Some(b) = body {
+            c.arg("--data-binary").arg(format!("@{}", b.display()));
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, tail) = text.rsplit_once('\n').unwrap();
+        let (code, version) = tail.split_once(' ').unwrap();
+        assert_eq!(version, "2", "{method} {path}: not HTTP/2 ({text})");
+        (code.parse::<u16>().unwrap(), json(body.as_bytes()))
+    };
+    let (code, v) = curl(&operator, "GET", "/no/such/thing", "application/json", None);
+    assert_eq!(
+        (code, v["error"]["field"].as_str()),
+        (404, Some("path")),
+        "{v}"
+    );
+    let (code, v) = curl(
+        &operator,
+        "DELETE",
+        "/api/v1/operator/crl",
+        "application/json",
+        None,
+    );
+    assert_eq!(
+        (code, v["error"]["field"].as_str()),
+        (405, Some("method")),
+        "{v}"
+    );
+    let huge = env.write("huge.json", vec![b' '; 17 << 20]);
+    let (code, v) = curl(
+        &line,
+        "POST",
+        "/api/v1/personalization/cards",
+        "application/json",
+        Some(&huge),
+    );
+    assert_eq!(
+        (code, v["error"]["field"].as_str()),
+        (413, Some("body")),
+        "{v}"
+    );
+    let form = env.write("form.txt", "request_id=1");
+    let (code, v) = curl(
+        &line,
+        "POST",
+        "/api/v1/personalization/cards",
+        "application/x-www-form-urlencoded",
+        Some(&form),
+    );
+    assert_eq!(
+        (code, v["error"]["field"].as_str()),
+        (415, Some("content-type")),
+        "{v}"
+    );
+}

@@ -25,8 +25,17 @@ pub fn router(responder: Arc<Responder>) -> Router {
         .with_state(responder)
 }
 
-async fn by_post(State(r): State<Arc<Responder>>, body: Bytes) -> Response {
-    reply(r.respond(&body).await)
+/// A body over the limit (or one that cannot be read) is an OCSP
+/// `malformedRequest`, like any other request the responder cannot parse:
+/// OCSP clients read OCSP responses, not HTTP error pages.
+async fn by_post(
+    State(r): State<Arc<Responder>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    match body {
+        Ok(body) => reply(r.respond(&body).await),
+        Err(_) => reply(r.respond(&[]).await),
+    }
 }
 
 async fn by_get(State(r): State<Arc<Responder>>, Path(encoded): Path<String>) -> Response {

@@ -44,7 +44,13 @@ pub(crate) fn parse(
         return Err(Refusal::Malformed);
     }
     let mut nonce = None;
+    let mut seen = std::collections::HashSet::new();
     for ext in req.tbs_request.request_extensions.iter().flatten() {
+        // One instance of an extension (RFC 5280 4.2): two nonces would leave
+        // the client unsure which one the response echoes.
+        if !seen.insert(ext.extn_id) {
+            return Err(Refusal::Malformed);
+        }
         if ext.extn_id.to_string() == NONCE {
             // RFC 8954: the value is an OCTET STRING of 1 to 32 octets.
             let n = der07::asn1::OctetString::from_der(ext.extn_value.as_bytes())
@@ -106,6 +112,10 @@ mod tests {
     }
 
     fn request(alg: &str, name: &[u8], key: &[u8], n: usize, nonce: Option<Vec<u8>>) -> Vec<u8> {
+        request_with(alg, name, key, n, nonce.into_iter().collect())
+    }
+
+    fn request_with(alg: &str, name: &[u8], key: &[u8], n: usize, nonces: Vec<Vec<u8>>) -> Vec<u8> {
         let id = CertId {
             hash_algorithm: spki07::AlgorithmIdentifierOwned {
                 oid: alg.parse().unwrap(),
@@ -115,13 +125,16 @@ mod tests {
             issuer_key_hash: OctetString::new(key).unwrap(),
             serial_number: x509_cert02::serial_number::SerialNumber::new(&[0x4a, 0x01]).unwrap(),
         };
-        let exts = nonce.map(|n| {
-            vec![Extension {
-                extn_id: NONCE.parse().unwrap(),
-                critical: false,
-                extn_value: OctetString::new(OctetString::new(n).unwrap().to_der().unwrap())
-                    .unwrap(),
-            }]
+        let exts = (!nonces.is_empty()).then(|| {
+            nonces
+                .into_iter()
+                .map(|n| Extension {
+                    extn_id: NONCE.parse().unwrap(),
+                    critical: false,
+                    extn_value: OctetString::new(OctetString::new(n).unwrap().to_der().unwrap())
+                        .unwrap(),
+                })
+                .collect()
         });
         OcspRequest {
             tbs_request: TbsRequest {
@@ -196,6 +209,18 @@ mod tests {
         assert_eq!(
             refused(&request(SHA256, &[3; 32], &[9; 32], 1, None)),
             "unauthorized"
+        );
+        // A replayed or confused client sending two nonces gets no answer
+        // echoing one of them.
+        assert_eq!(
+            refused(&request_with(
+                SHA1,
+                &[1; 20],
+                &[2; 20],
+                1,
+                vec![vec![7; 16], vec![8; 16]]
+            )),
+            "malformed"
         );
         let good = request(SHA1, &[1; 20], &[2; 20], 1, None);
         for cut in 0..good.len() {

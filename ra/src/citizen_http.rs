@@ -45,6 +45,7 @@ pub fn router(citizens: Arc<Citizens>) -> Router {
             "/api/v1/certificates/renew/challenge",
             post(renewal_challenge),
         )
+        .route_layer(middleware::from_fn(crate::http::require_json))
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(citizens)
 }

@@ -41,6 +41,80 @@ pub fn json_error(status: StatusCode, field: &str, rule: &str) -> Response {
         .into_response()
 }
 
+/// Every JSON API takes its body as `application/json` (or a `+json` type):
+/// a body sent as anything else is refused before it is parsed (415), so
+/// that a form or a text field can never be read as a request. The body is
+/// drained first (up to 1 MiB): over HTTP/2 an answer to an unread body
+/// resets the stream and the client never sees the refusal.
+pub async fn require_json(req: Request, next: Next) -> Response {
+    use axum::body::HttpBody;
+    let has_body = !req.body().is_end_stream() && req.body().size_hint().exact() != Some(0);
+    if req.method() == axum::http::Method::POST && has_body {
+        let essence = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
+            return json_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content-type",
+                "send the body as application/json",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+/// Reads the whole body before anything answers, refusing one over `max`
+/// with the JSON 413 every refusal uses. A body over the limit is still read
+/// (and thrown away) up to twice the limit: over HTTP/2 an answer to a body
+/// left unread resets the stream, and clients then show a transport error
+/// instead of the 413. Past that, the stream is reset: nobody is owed that
+/// much reading.
+pub async fn limit_body(State(max): State<usize>, req: Request, next: Next) -> Response {
+    use http_body_util::BodyExt;
+    let (parts, mut body) = req.into_parts();
+    let cap = max.saturating_mul(2).max(1 << 20);
+    let (mut kept, mut seen) = (Vec::new(), 0usize);
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "body",
+                "the request body could not be read",
+            );
+        };
+        if let Some(data) = frame.data_ref() {
+            seen += data.len();
+            if seen > cap {
+                break;
+            }
+            if seen <= max {
+                kept.extend_from_slice(data);
+            }
+        }
+    }
+    if seen > max {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body",
+            &format!("the request body is larger than {max} bytes"),
+        );
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(kept)))
+        .await
+}
+
+/// The largest body the RA's machine API takes (a batch of cards).
+const MAX_BODY: usize = 16 << 20;
+
 pub fn router(api: Api) -> Router {
     let line = Router::new()
         .route("/api/v1/personalization/cards", post(card))
@@ -77,7 +151,9 @@ pub fn router(api: Api) -> Router {
         .merge(line)
         .merge(operator)
         .route("/openapi.json", get(openapi))
-        .layer(DefaultBodyLimit::max(16 << 20))
+        .route_layer(middleware::from_fn(require_json))
+        .route_layer(middleware::from_fn_with_state(MAX_BODY, limit_body))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }
 

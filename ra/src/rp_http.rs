@@ -41,6 +41,7 @@ pub fn router(api: RpApi) -> Router {
         .merge(verify)
         .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .route("/.well-known/jwks.json", get(jwks))
+        .route_layer(middleware::from_fn(crate::http::require_json))
         .with_state(api)
 }
 
@@ -51,6 +52,11 @@ pub fn router(api: RpApi) -> Router {
 pub fn tls_router(api: RpApi) -> Router {
     Router::new()
         .route("/api/v1/auth/tls-login", post(tls_login))
+        .route_layer(middleware::from_fn(crate::http::require_json))
+        .route_layer(middleware::from_fn_with_state(
+            4 << 10,
+            crate::http::limit_body,
+        ))
         .layer(DefaultBodyLimit::max(4 << 10))
         .with_state(api)
 }
