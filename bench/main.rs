@@ -44,6 +44,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    muhr::app::private_files();
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("MUHR_LOG").unwrap_or_else(|_| "warn".into());

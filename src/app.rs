@@ -45,9 +45,14 @@ impl App {
             .map(Path::to_path_buf)
             .or_else(|| config.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        std::fs::create_dir_all(&data_dir)
-            .map_err(|e| Fail::invalid(format!("data directory {}: {e}", data_dir.display())))?;
-        owner_only(&data_dir, 0o700)?;
+        if data_dir.exists() {
+            refuse_shared(&data_dir)?;
+        } else {
+            std::fs::create_dir_all(&data_dir).map_err(|e| {
+                Fail::invalid(format!("data directory {}: {e}", data_dir.display()))
+            })?;
+            owner_only(&data_dir, 0o700)?;
+        }
         let profiles = match &config.policies.dir {
             Some(dir) => Profiles::load_dir(dir),
             None => Profiles::builtin(),
@@ -322,6 +327,58 @@ fn database_url(config: &Config, data_dir: &Path) -> Result<String, Fail> {
         return Ok(format!("sqlite://{}?{query}", full.display()));
     }
     Ok(url)
+}
+
+/// Every file and folder this process makes is its owner's alone (umask
+/// 077): the database and its journals, keys, TLS keys, CRLs, audit
+/// checkpoints, PKCS#12 files. Called first thing in `main`.
+pub fn private_files() {
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Refuses a data directory that others can read or enter, or that holds
+/// such a file, naming the command that closes it (as OpenSSH does with
+/// its keys): the directory holds people's personal data, software keys and
+/// the login challenge key. Nothing is changed silently: an operator who
+/// opened it did so for a reason worth hearing.
+fn refuse_shared(dir: &Path) -> Result<(), Fail> {
+    use std::os::unix::fs::PermissionsExt;
+    let loose = |p: &Path| -> Result<Option<u32>, Fail> {
+        let m = std::fs::symlink_metadata(p)
+            .map_err(|e| Fail::invalid(format!("{}: {e}", p.display())))?;
+        let mode = m.permissions().mode() & 0o777;
+        Ok((!m.file_type().is_symlink() && mode & 0o077 != 0).then_some(mode))
+    };
+    let mut found = loose(dir)?.map(|m| (dir.to_path_buf(), m));
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    while found.is_none()
+        && let Some((d, depth)) = stack.pop()
+    {
+        let entries =
+            std::fs::read_dir(&d).map_err(|e| Fail::invalid(format!("{}: {e}", d.display())))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if let Some(m) = loose(&p)? {
+                found = Some((p, m));
+                break;
+            }
+            if depth < 4 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+    match found {
+        None => Ok(()),
+        Some((p, mode)) => Err(Fail::invalid(format!(
+            "refused: {} is readable by others (mode {mode:o}); the data directory holds \
+             personal data and keys. Close it with: chmod -R go-rwx {}",
+            p.display(),
+            dir.display()
+        ))),
+    }
 }
 
 /// Sets `path`'s permission bits (Unix): the data directory holds people's

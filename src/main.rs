@@ -345,12 +345,27 @@ enum AuditCommand {
     Export { out: PathBuf },
 }
 
+/// Standard error with every password in a URL masked: log lines quote
+/// other crates' errors, which name the URLs they failed on.
+struct RedactedStderr;
+
+impl std::io::Write for RedactedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(muhr_store::redact::redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("MUHR_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| RedactedStderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -358,6 +373,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    muhr::app::private_files();
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -374,7 +390,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("muhr: {}", f.message);
+            eprintln!("muhr: {}", muhr_store::redact::redact(&f.message));
             ExitCode::from(f.code)
         }
     }

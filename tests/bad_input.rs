@@ -177,11 +177,38 @@ fn the_data_directory_and_database_are_readable_by_their_owner_only() {
             assert_eq!(mode(&f), 0o600, "{}", f.display());
         }
     }
-    // An older installation's world-readable files are closed at the next start.
-    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::set_permissions(env.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    env.ok(&["cert", "show", &serial_of(&env.path("p.pem"))]);
-    assert_eq!((mode(&db), mode(&env.data())), (0o600, 0o700));
+    // Every file Muhr wrote there is its owner's alone.
+    let mut dirs = vec![env.data()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                assert_eq!(mode(&p), 0o700, "{}", p.display());
+                dirs.push(p);
+            } else {
+                assert_eq!(mode(&p) & 0o077, 0, "{}", p.display());
+            }
+        }
+    }
+    // Opened to others (an older installation, or someone's chmod): refused
+    // at start, naming the command that closes it; nothing is changed.
+    for (path, open) in [(db.clone(), 0o644), (env.data(), 0o755)] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(open)).unwrap();
+        let err = env.refused(&["cert", "show", &serial_of(&env.path("p.pem"))]);
+        assert!(err.contains("readable by others"), "{err}");
+        assert!(
+            err.contains(&format!("chmod -R go-rwx {}", env.data().display())),
+            "{err}"
+        );
+        assert_eq!(mode(&path), open, "changed silently");
+        let fix = std::process::Command::new("chmod")
+            .args(["-R", "go-rwx"])
+            .arg(env.data())
+            .status()
+            .unwrap();
+        assert!(fix.success());
+        env.ok(&["cert", "show", &serial_of(&env.path("p.pem"))]);
+    }
 }
 
 /// A mistyped database URL is refused naming its scheme, never its password.
@@ -334,4 +361,85 @@ fn every_refusal_has_one_shape_on_both_listeners_and_ocsp_clients_get_ocsp() {
         (415, Some("content-type")),
         "{v}"
     );
+}
+
+/// A password in any URL an operator or a citizen gives Muhr (the database,
+/// the identity provider's keys, the server a citizen talks to) never
+/// reaches an error message or a log line, whether the URL parses or not.
+#[test]
+fn passwords_in_urls_reach_neither_messages_nor_logs() {
+    // The database: unreachable, and mistyped.
+    let env = Env::new(Db::Sqlite, Keys::Software);
+    for url in [
+        "postgres://muhr:Secret-One@127.0.0.1:1/muhr",
+        "postgres//muhr:Secret-One@db/muhr",
+        "host=db password=Secret-One",
+    ] {
+        let out = env
+            .muhr()
+            .env("MUHR_DATABASE_URL", url)
+            .args(["ca", "init"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("Secret-One"), "{url}: {all}");
+    }
+
+    // A citizen's server URL with credentials, unreachable.
+    let token = env.write("token", "x.y.z");
+    let pw = env.write("pw", "correct horse battery\n");
+    let out = env
+        .muhr()
+        .args([
+            "client",
+            "request",
+            "--profile",
+            "individual-sign",
+            "--server",
+        ])
+        .arg("https://citizen:Secret-Two@127.0.0.1:1")
+        .arg("--token-file")
+        .arg(&token)
+        .arg("--out")
+        .arg(env.path("x.p12"))
+        .arg("--password-file")
+        .arg(&pw)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("citizen:***@"), "{err}");
+    assert!(!err.contains("Secret-Two"), "{err}");
+
+    // The identity provider's key URL, unreachable: the warning in the log.
+    let env = Env::with_extra(
+        Db::Sqlite,
+        Keys::Software,
+        "\n[citizens]\n[citizens.oidc]\nissuer = \"https://id.example.uz\"\naudience = \"muhr\"\n\
+         jwks_url = \"https://idp:Secret-Three@127.0.0.1:1/jwks\"\n",
+    );
+    env.init();
+    let (server, port) = start(&env, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log_path = env.path(&format!("serve-{port}.log"));
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("identity provider keys not loaded yet")
+            || std::time::Instant::now() > deadline
+        {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    drop(server);
+    assert!(
+        log.contains("identity provider keys not loaded yet"),
+        "{log}"
+    );
+    assert!(!log.contains("Secret-Three"), "{log}");
 }

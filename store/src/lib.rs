@@ -8,6 +8,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod ra;
+pub mod redact;
 pub mod rp;
 pub mod status;
 

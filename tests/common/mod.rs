@@ -112,6 +112,9 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
+        // Muhr refuses a data directory others can read.
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         let db_url = match db {
             Db::Sqlite => format!("sqlite://{}/muhr.db", data.display()),
             Db::Postgres => postgres_database(),
