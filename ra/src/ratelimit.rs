@@ -4,27 +4,77 @@
 //! tolerate; billing-grade counting is the usage meter's job.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Most keys remembered; beyond it, full buckets (idle callers) are dropped.
+/// Most keys remembered, over all shards.
 const MAX_KEYS: usize = 100_000;
+/// Independent locks: callers with different keys rarely wait for each other.
+const SHARDS: usize = 64;
 
+struct Shard {
+    buckets: HashMap<String, (f64, Instant)>,
+    swept: Instant,
+}
+
+/// Memory and time stay bounded whatever callers do:
+/// - each shard drops the buckets that have filled up again (idle callers)
+///   once per refill time, so the map shrinks back after a burst of keys,
+///   at a cost spread over that time instead of paid on every request;
+/// - a shard that is full of active callers takes no new key: new keys
+///   share one overflow bucket until room is made. A flood of fresh
+///   addresses is thereby limited as one caller, and no request ever scans
+///   the map.
 pub struct RateLimiter {
     capacity: f64,
     per_second: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// How long an empty bucket takes to fill.
+    refill: Duration,
+    per_shard: usize,
+    hasher: RandomState,
+    shards: Vec<Mutex<Shard>>,
+    overflow: Mutex<(f64, Instant)>,
 }
 
 impl RateLimiter {
     /// `count` acts per `period`, in bursts of up to `count`. A count of 0
     /// turns the limit off.
     pub fn new(count: u32, period: Duration) -> Self {
+        Self::with_max_keys(count, period, MAX_KEYS)
+    }
+
+    /// As [`RateLimiter::new`], remembering at most about `max_keys` keys.
+    pub fn with_max_keys(count: u32, period: Duration, max_keys: usize) -> Self {
+        let now = Instant::now();
         Self {
             capacity: count as f64,
             per_second: count as f64 / period.as_secs_f64().max(1e-9),
-            buckets: Mutex::new(HashMap::new()),
+            refill: period.max(Duration::from_secs(1)),
+            per_shard: max_keys.div_ceil(SHARDS).max(1),
+            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        buckets: HashMap::new(),
+                        swept: now,
+                    })
+                })
+                .collect(),
+            overflow: Mutex::new((count as f64, now)),
         }
+    }
+
+    /// Keys remembered now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).buckets.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Takes one token for `key`, or says how long until one is free.
@@ -32,14 +82,29 @@ impl RateLimiter {
         if self.capacity == 0.0 {
             return Ok(());
         }
-        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if b.len() >= MAX_KEYS && !b.contains_key(key) {
+        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
+        let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
+        if now.saturating_duration_since(shard.swept) >= self.refill {
             let (cap, rate) = (self.capacity, self.per_second);
-            b.retain(|_, (tokens, at)| {
+            shard.buckets.retain(|_, (tokens, at)| {
                 *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < cap
             });
+            shard.swept = now;
         }
-        let (tokens, at) = b.entry(key.to_string()).or_insert((self.capacity, now));
+        if !shard.buckets.contains_key(key) && shard.buckets.len() >= self.per_shard {
+            drop(shard);
+            let mut o = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
+            return self.spend(&mut o, now);
+        }
+        let bucket = shard
+            .buckets
+            .entry(key.to_string())
+            .or_insert((self.capacity, now));
+        self.spend(bucket, now)
+    }
+
+    fn spend(&self, bucket: &mut (f64, Instant), now: Instant) -> Result<(), Duration> {
+        let (tokens, at) = bucket;
         *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_second)
             .min(self.capacity);
         *at = now;
@@ -78,5 +143,46 @@ mod tests {
                 .take("x", t)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_flood_of_fresh_addresses_is_limited_as_one_caller_and_forgotten_after() {
+        let l = RateLimiter::with_max_keys(5, Duration::from_secs(60), 640);
+        let t = Instant::now();
+        // Far more distinct keys than the table holds: memory stays bounded,
+        // and once the table is full, newcomers share one bucket of 5.
+        let mut refused = 0;
+        for n in 0..100_000 {
+            if l.take(&format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255), t)
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        assert!(l.len() <= 640, "{}", l.len());
+        assert!(refused >= 100_000 - 640 - 5, "{refused}");
+        // A caller already known keeps its own bucket meanwhile.
+        let l2 = RateLimiter::with_max_keys(5, Duration::from_secs(60), 64 * 64);
+        assert!(l2.take("known", t).is_ok());
+        // Idle callers are forgotten once their buckets have filled again.
+        let later = t + Duration::from_secs(61);
+        for n in 0..64 * 16 {
+            let _ = l.take(&format!("fresh-{n}"), later);
+        }
+        let kept = l.len();
+        assert!(kept <= 640, "{kept}");
+        for n in 0..700 {
+            assert!(
+                !l.shards
+                    .iter()
+                    .any(|s| s.lock().unwrap().buckets.contains_key(&format!(
+                        "10.{}.{}.{}",
+                        n >> 16,
+                        (n >> 8) & 255,
+                        n & 255
+                    ))),
+                "an idle caller was remembered"
+            );
+        }
     }
 }
