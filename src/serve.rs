@@ -24,6 +24,8 @@ pub struct Shared {
     pub store: Store,
     pub crls: Arc<crate::crl_http::CrlCache>,
     pub keys: Arc<dyn KeyStore>,
+    /// This listener's API description (`/openapi.json`).
+    pub openapi: Arc<String>,
     /// The listeners' connection counters, for `/metrics`.
     pub listeners: Arc<std::sync::OnceLock<Vec<Arc<crate::listener::Stats>>>>,
 }
@@ -130,6 +132,10 @@ pub async fn run(
         crls: Default::default(),
         keys: app.keys.clone(),
         listeners: Default::default(),
+        openapi: Arc::new(muhr_ra::http::openapi_for(
+            "public",
+            app.config.citizens.is_some(),
+        )),
     };
     let limits = &app.config.server.limits;
     tokio::spawn(key_store_monitor(app.keys.clone()));
@@ -338,11 +344,11 @@ pub fn router(shared: Shared) -> Router {
 
 pub(crate) use muhr_ra::http::json_error;
 
-/// The RA API's description, also here so callers can read it without a credential.
-async fn openapi() -> Response {
+/// What this listener serves, described.
+async fn openapi(State(s): State<Shared>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        muhr_ra::http::OPENAPI,
+        s.openapi.as_ref().clone(),
     )
         .into_response()
 }

@@ -39,6 +39,13 @@ if ! command -v lint_pkix_cert >/dev/null; then
   python3 -m pip install -q pkilint 2>/dev/null || python3 -m pip install -q --break-system-packages pkilint
 fi
 command -v lint_pkix_cert >/dev/null || { echo "pkilint did not install" >&2; exit 1; }
+# schemathesis: a schema-based API fuzzer run against both listeners'
+# OpenAPI descriptions (tests/api_conformance.rs).
+if ! command -v schemathesis >/dev/null; then
+  log "installing schemathesis"
+  python3 -m pip install -q schemathesis 2>/dev/null || python3 -m pip install -q --break-system-packages schemathesis
+fi
+command -v schemathesis >/dev/null || { echo "schemathesis did not install" >&2; exit 1; }
 
 # --- throw-away PostgreSQL ---------------------------------------------------
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)

@@ -22,8 +22,28 @@ use crate::card::CardRequest;
 use crate::clients::{Caller, PeerCertificate, Registry, Role};
 use crate::personalize::{CardError, CardOutcome, Personalizer};
 
-/// The API, described for callers (served at `/openapi.json`).
+/// Every route of both listeners, each path marked with the listener that
+/// serves it (`x-muhr-listener`: public, mtls or both) and what it needs
+/// configured (`x-muhr-needs`). Callers get [`openapi_for`] their listener.
 pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The description of exactly what one listener serves: its paths, with the
+/// citizens' routes only when `[citizens]` is configured.
+pub fn openapi_for(listener: &str, citizens: bool) -> String {
+    let mut doc: Value = match serde_json::from_str(OPENAPI) {
+        Ok(d) => d,
+        Err(e) => return json!({ "error": e.to_string() }).to_string(),
+    };
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        paths.retain(|_, item| {
+            let on = item.get("x-muhr-listener").and_then(Value::as_str);
+            let needs = item.get("x-muhr-needs").and_then(Value::as_str);
+            (on == Some(listener) || on == Some("both")) && (needs != Some("citizens") || citizens)
+        });
+    }
+    doc["servers"] = json!([{ "url": "/", "description": listener }]);
+    doc.to_string()
+}
 
 #[derive(Clone)]
 pub struct Api {
@@ -158,7 +178,9 @@ pub fn router(api: Api) -> Router {
 }
 
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| openapi_for("mtls", false)).clone();
+    ([(header::CONTENT_TYPE, "application/json")], doc).into_response()
 }
 
 async fn require_line(State(api): State<Api>, req: Request, next: Next) -> Response {
