@@ -95,8 +95,7 @@ fn each_listener_describes_exactly_its_routes_and_fuzzing_finds_no_5xx_nor_undoc
         let concrete = path
             .replace("{file}", "issuing.cer")
             .replace("{request}", "MAA")
-            .replace('{', "")
-            .replace('}', "");
+            .replace(['{', '}'], "");
         let method = if item.get("get").is_some() {
             "GET"
         } else {
