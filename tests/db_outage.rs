@@ -55,6 +55,7 @@ fn a_database_outage_fails_fast_serves_what_is_held_and_recovers_without_a_resta
     env.db_url = pg.url();
     env.init();
     let line = client(&env, "personalization-line", "LINE-DB");
+    let operator = client(&env, "operator", "OP-DB");
     let csr = env.csr("db-outage", "ec");
     let subject = r#"{"pinfl":"PINFL","surname":"Oʻrinboyeva","given_name":"Gulnoza","patronymic":"Abdugʻaniyevna"}"#
         .replace("PINFL", &pinfl("4290228201007"));
@@ -103,6 +104,22 @@ fn a_database_outage_fails_fast_serves_what_is_held_and_recovers_without_a_resta
         !v.to_string().contains("postgres"),
         "raw database error: {v}"
     );
+    assert!(took < Duration::from_secs(5), "the refusal took {took:?}");
+
+    // An operator's look-up: 503 (the registry answer may be cached, the
+    // certificate is not), never a 500.
+    let serial = serial_of(&cert);
+    let ((code, v), took) = timed(|| {
+        call(
+            &env,
+            mtls,
+            Some(&operator),
+            "GET",
+            &format!("/api/v1/operator/certificates/{serial}"),
+            None,
+        )
+    });
+    assert_eq!(code, 503, "{v}");
     assert!(took < Duration::from_secs(5), "the refusal took {took:?}");
 
     // /metrics answers, and says the database is down.

@@ -41,9 +41,27 @@ fn raise_open_files(need: u64) {
     );
 }
 
+/// A connection from `source` to the server's `port`. The local port is
+/// chosen here, below the kernel's ephemeral range: ten thousand sockets
+/// holding ephemeral ports would make other tests' servers, which bind a
+/// free ephemeral port on every address, fail to start.
 async fn connect_from(source: &str, port: u16) -> std::io::Result<TcpStream> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static BASE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let first: u32 = range.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(
+            first > 13_000,
+            "the ephemeral port range starts at {first}: too low for this test"
+        );
+        first - 12_500
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 12_000;
+    let local = (base + n) as u16;
     let s = TcpSocket::new_v4()?;
-    s.bind(format!("{source}:0").parse::<SocketAddr>().unwrap())?;
+    s.set_reuseaddr(true)?;
+    s.bind(format!("{source}:{local}").parse::<SocketAddr>().unwrap())?;
     s.connect(([127, 0, 0, 1], port).into()).await
 }
 

@@ -46,6 +46,10 @@ pub fn router(citizens: Arc<Citizens>) -> Router {
             post(renewal_challenge),
         )
         .route_layer(middleware::from_fn(crate::http::require_json))
+        .route_layer(middleware::from_fn_with_state(
+            citizens.ca().store().clone(),
+            crate::http::unavailable_not_internal,
+        ))
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(citizens)
 }

@@ -132,6 +132,37 @@ pub async fn limit_body(State(max): State<usize>, req: Request, next: Next) -> R
         .await
 }
 
+/// A request that failed while the database cannot be reached is answered
+/// 503 with `Retry-After`, not 500: the client should come back, and the
+/// failure was not the request's. Deep layers report failures as text; this
+/// asks the database itself (within half a second) when a 500 is about to
+/// leave, so every route gets it without each error type carrying it.
+pub async fn unavailable_not_internal(
+    State(store): State<muhr_store::Store>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let r = next.run(req).await;
+    if r.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return r;
+    }
+    let reachable = matches!(
+        tokio::time::timeout(Duration::from_millis(500), store.ping()).await,
+        Ok(Ok(()))
+    );
+    if reachable {
+        return r;
+    }
+    let mut r = json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "-",
+        "the database is unavailable; retry later",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    r
+}
+
 /// The largest body the RA's machine API takes (a batch of cards).
 const MAX_BODY: usize = 16 << 20;
 
@@ -173,6 +204,10 @@ pub fn router(api: Api) -> Router {
         .route("/openapi.json", get(openapi))
         .route_layer(middleware::from_fn(require_json))
         .route_layer(middleware::from_fn_with_state(MAX_BODY, limit_body))
+        .route_layer(middleware::from_fn_with_state(
+            api.personalizer.ca().store().clone(),
+            unavailable_not_internal,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }

@@ -46,6 +46,10 @@ fn random(n: usize) -> Result<String, String> {
 }
 
 impl RelyingParties {
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn new(store: Store, cache_seconds: u64) -> Self {
         Self {
             store,

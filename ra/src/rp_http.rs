@@ -42,6 +42,10 @@ pub fn router(api: RpApi) -> Router {
         .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .route("/.well-known/jwks.json", get(jwks))
         .route_layer(middleware::from_fn(crate::http::require_json))
+        .route_layer(middleware::from_fn_with_state(
+            api.parties.store().clone(),
+            crate::http::unavailable_not_internal,
+        ))
         .with_state(api)
 }
 
@@ -56,6 +60,10 @@ pub fn tls_router(api: RpApi) -> Router {
         .route_layer(middleware::from_fn_with_state(
             4 << 10,
             crate::http::limit_body,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            api.parties.store().clone(),
+            crate::http::unavailable_not_internal,
         ))
         .layer(DefaultBodyLimit::max(4 << 10))
         .with_state(api)
