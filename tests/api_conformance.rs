@@ -50,12 +50,30 @@ fn unrouted(status: u16, body: &Value) -> bool {
     status == 404 && body["error"]["field"] == "path"
 }
 
-fn schemathesis(dir: &Path, args: &[&str]) {
+/// `schemathesis run` at the description `url` for the time budget, with the
+/// checks this test is about; `extra` adds TLS and filters.
+fn schemathesis(dir: &Path, url: &str, extra: &[&str]) {
+    let checks = "not_a_server_error,status_code_conformance,content_type_conformance,\
+                  response_schema_conformance";
+    let budget = budget();
+    let mut args = vec![
+        "run",
+        url,
+        "--checks",
+        checks,
+        "--max-time",
+        &budget,
+        "--workers",
+        "2",
+        "--request-timeout",
+        "30",
+    ];
+    args.extend_from_slice(extra);
     let out = Command::new("schemathesis")
         .current_dir(dir)
         .env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/tests"))
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
-        .args(args)
+        .args(&args)
         .output()
         .expect("run schemathesis");
     let text = format!(
@@ -126,23 +144,7 @@ fn each_listener_describes_exactly_its_routes_and_fuzzing_finds_no_5xx_nor_undoc
         ),
     )
     .unwrap();
-    let checks = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance";
-    let budget = budget();
-    schemathesis(
-        dir,
-        &[
-            "run",
-            &format!("http://127.0.0.1:{http}/openapi.json"),
-            "--checks",
-            checks,
-            "--max-time",
-            &budget,
-            "--workers",
-            "2",
-            "--request-timeout",
-            "30",
-        ],
-    );
+    schemathesis(dir, &format!("http://127.0.0.1:{http}/openapi.json"), &[]);
     // The mutual-TLS listener: as an operator, then as a personalization
     // line on its own routes (each role is refused the other's with 403).
     let root = env.root_pem();
@@ -152,17 +154,8 @@ fn each_listener_describes_exactly_its_routes_and_fuzzing_finds_no_5xx_nor_undoc
     ] {
         schemathesis(
             dir,
+            &format!("https://localhost:{mtls}/openapi.json"),
             &[
-                "run",
-                &format!("https://localhost:{mtls}/openapi.json"),
-                "--checks",
-                checks,
-                "--max-time",
-                &budget,
-                "--workers",
-                "2",
-                "--request-timeout",
-                "30",
                 "--tls-verify",
                 root.to_str().unwrap(),
                 "--request-cert",

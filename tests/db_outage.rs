@@ -6,7 +6,6 @@
 //! service recovers without a restart.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,25 +16,7 @@ use common::*;
 
 /// `openssl ocsp` for `cert`: (its output, how long the answer took).
 fn ocsp(env: &Env, port: u16, cert: &Path, nonce: bool) -> (String, Duration) {
-    let t = Instant::now();
-    let out = Command::new("openssl")
-        .args(["ocsp", "-issuer"])
-        .arg(env.issuing_pem())
-        .arg("-cert")
-        .arg(cert)
-        .args(["-url", &format!("http://127.0.0.1:{port}/ocsp")])
-        .arg(if nonce { "-nonce" } else { "-no_nonce" })
-        .arg("-CAfile")
-        .arg(env.root_pem())
-        .args(["-timeout", "60"])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (text, t.elapsed())
+    timed(|| openssl_ocsp(env, port, cert, nonce))
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -89,7 +70,7 @@ fn a_database_outage_fails_fast_serves_what_is_held_and_recovers_without_a_resta
 
     // A card: 503 with Retry-After, within the database wait (2 s), not 30 s.
     let body = card(&env, "db-outage-1", 7, "AB0000007", "1726273");
-    let ((code, v), took) = timed(|| {
+    let card_call = || {
         call(
             &env,
             mtls,
@@ -98,7 +79,8 @@ fn a_database_outage_fails_fast_serves_what_is_held_and_recovers_without_a_resta
             "/api/v1/personalization/cards",
             Some(&body),
         )
-    });
+    };
+    let ((code, v), took) = timed(card_call);
     assert_eq!(code, 503, "{v}");
     assert!(
         !v.to_string().contains("postgres"),
@@ -166,14 +148,7 @@ fn a_database_outage_fails_fast_serves_what_is_held_and_recovers_without_a_resta
     }
     let (fresh, _) = ocsp(&env, http, &cert, true);
     assert!(fresh.contains(": good"), "{fresh}");
-    let (code, v) = call(
-        &env,
-        mtls,
-        Some(&line),
-        "POST",
-        "/api/v1/personalization/cards",
-        Some(&body),
-    );
+    let (code, v) = card_call();
     assert_eq!(code, 200, "{v}");
     let (status, _, m) = get(http, "/metrics");
     assert_eq!(status, 200);

@@ -6,7 +6,6 @@
 //! refused during the outage succeed when retried with the same request id.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -80,27 +79,6 @@ fn key_store_up(port: u16) -> String {
         .to_string()
 }
 
-/// `openssl ocsp` for `cert`; returns its output (status line or error).
-fn ocsp(env: &Env, port: u16, cert: &Path, nonce: bool) -> String {
-    let out = Command::new("openssl")
-        .args(["ocsp", "-issuer"])
-        .arg(env.issuing_pem())
-        .arg("-cert")
-        .arg(cert)
-        .args(["-url", &format!("http://127.0.0.1:{port}/ocsp")])
-        .arg(if nonce { "-nonce" } else { "-no_nonce" })
-        .args(["-CAfile"])
-        .arg(env.root_pem())
-        .args(["-timeout", "10"])
-        .output()
-        .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn a_token_lost_under_load_is_unavailable_then_recovers_without_a_restart_issuing_every_card_once()
 {
@@ -158,7 +136,7 @@ fn a_token_lost_under_load_is_unavailable_then_recovers_without_a_restart_issuin
                 .as_str()
                 .unwrap(),
         );
-        assert!(ocsp(&env, http, &cert, false).contains(": good"));
+        assert!(openssl_ocsp(&env, http, &cert, false).contains(": good"));
 
         // The token goes away.
         let tokens = env.dir.path().join("tokens");
@@ -217,8 +195,8 @@ fn a_token_lost_under_load_is_unavailable_then_recovers_without_a_restart_issuin
         unavailable.insert(i);
         i += 1;
         // OCSP: the cached response is still served; a nonce (signed live) is tryLater.
-        assert!(ocsp(&env, http, &cert, false).contains(": good"));
-        let live = ocsp(&env, http, &cert, true);
+        assert!(openssl_ocsp(&env, http, &cert, false).contains(": good"));
+        let live = openssl_ocsp(&env, http, &cert, true);
         assert!(live.to_ascii_lowercase().contains("trylater"), "{live}");
 
         // The token comes back: signing resumes without a restart.

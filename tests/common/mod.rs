@@ -418,6 +418,28 @@ pub fn openssl_output(args: &[&str]) -> Output {
 }
 
 /// pkilint's RFC 5280 linter: no finding of NOTICE or worse.
+/// `openssl ocsp` asking `port`'s responder about `cert` (with or without a
+/// nonce): its whole output, the status line or the error.
+pub fn openssl_ocsp(env: &Env, port: u16, cert: &Path, nonce: bool) -> String {
+    let out = Command::new("openssl")
+        .args(["ocsp", "-issuer"])
+        .arg(env.issuing_pem())
+        .arg("-cert")
+        .arg(cert)
+        .args(["-url", &format!("http://127.0.0.1:{port}/ocsp")])
+        .arg(if nonce { "-nonce" } else { "-no_nonce" })
+        .arg("-CAfile")
+        .arg(env.root_pem())
+        .args(["-timeout", "60"])
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn pkilint(cert: &Path) {
     require("lint_pkix_cert");
     let out = Command::new("lint_pkix_cert")
