@@ -45,6 +45,7 @@ impl App {
             .map(Path::to_path_buf)
             .or_else(|| config.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        refuse_shared_secrets(&config, &data_dir)?;
         if data_dir.exists() {
             refuse_shared(&data_dir)?;
         } else {
@@ -340,45 +341,104 @@ pub fn private_files() {
 }
 
 /// Refuses a data directory that others can read or enter, or that holds
-/// such a file, naming the command that closes it (as OpenSSH does with
-/// its keys): the directory holds people's personal data, software keys and
-/// the login challenge key. Nothing is changed silently: an operator who
-/// opened it did so for a reason worth hearing.
+/// such a file or folder (links followed, to any depth), naming the command
+/// that closes it (as OpenSSH does with its keys): the directory holds
+/// people's personal data, software keys and the login challenge key.
+/// Nothing is changed silently: an operator who opened it did so for a
+/// reason worth hearing.
 fn refuse_shared(dir: &Path) -> Result<(), Fail> {
     use std::os::unix::fs::PermissionsExt;
-    let loose = |p: &Path| -> Result<Option<u32>, Fail> {
-        let m = std::fs::symlink_metadata(p)
-            .map_err(|e| Fail::invalid(format!("{}: {e}", p.display())))?;
-        let mode = m.permissions().mode() & 0o777;
-        Ok((!m.file_type().is_symlink() && mode & 0o077 != 0).then_some(mode))
+    let mode = |p: &Path| -> Result<u32, Fail> {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .map_err(|e| Fail::invalid(format!("{}: {e}", p.display())))
     };
-    let mut found = loose(dir)?.map(|m| (dir.to_path_buf(), m));
-    let mut stack = vec![(dir.to_path_buf(), 0)];
-    while found.is_none()
-        && let Some((d, depth)) = stack.pop()
-    {
+    let refuse = |p: &Path, m: u32| {
+        Fail::invalid(format!(
+            "refused: {} is readable by others (mode {m:o}); the data directory holds \
+             personal data and keys. Close it with: chmod -R go-rwx {}",
+            p.display(),
+            dir.display()
+        ))
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let m = mode(&d)?;
+        if m & 0o077 != 0 {
+            return Err(refuse(&d, m));
+        }
+        // A link back up the tree is looked at once.
+        let Ok(real) = std::fs::canonicalize(&d) else {
+            continue;
+        };
+        if !seen.insert(real) {
+            continue;
+        }
         let entries =
             std::fs::read_dir(&d).map_err(|e| Fail::invalid(format!("{}: {e}", d.display())))?;
         for e in entries.flatten() {
             let p = e.path();
-            if let Some(m) = loose(&p)? {
-                found = Some((p, m));
-                break;
-            }
-            if depth < 4 && e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push((p, depth + 1));
+            match std::fs::metadata(&p) {
+                Ok(md) if md.is_dir() => stack.push(p),
+                Ok(md) => {
+                    let m = md.permissions().mode() & 0o777;
+                    if m & 0o077 != 0 {
+                        return Err(refuse(&p, m));
+                    }
+                }
+                // A dangling link holds nothing.
+                Err(_) => {}
             }
         }
     }
-    match found {
-        None => Ok(()),
-        Some((p, mode)) => Err(Fail::invalid(format!(
-            "refused: {} is readable by others (mode {mode:o}); the data directory holds \
-             personal data and keys. Close it with: chmod -R go-rwx {}",
-            p.display(),
-            dir.display()
-        ))),
+    Ok(())
+}
+
+/// Refuses a configured secret (PIN, passphrase, TLS key, an SQLite
+/// database) kept outside the data directory where others can read it.
+fn refuse_shared_secrets(config: &Config, data_dir: &Path) -> Result<(), Fail> {
+    use std::os::unix::fs::PermissionsExt;
+    let ks = &config.key_store;
+    let rel = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            data_dir.join(p)
+        }
+    };
+    let mut files: Vec<PathBuf> = [
+        ks.pin_file.as_deref(),
+        ks.passphrase_file.as_deref(),
+        config.server.tls_key.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(rel)
+    .collect();
+    if let Some(url) = &config.database.url
+        && let Some(path) = url.strip_prefix("sqlite://")
+    {
+        let path = path.split('?').next().unwrap_or(path);
+        if !path.is_empty() && !path.starts_with(':') {
+            files.push(rel(Path::new(path)));
+        }
     }
+    // What is inside the data directory, its own check covers.
+    for f in files.into_iter().filter(|f| !f.starts_with(data_dir)) {
+        if let Ok(md) = std::fs::metadata(&f) {
+            let m = md.permissions().mode() & 0o777;
+            if m & 0o077 != 0 {
+                return Err(Fail::invalid(format!(
+                    "refused: {} is readable by others (mode {m:o}) and holds a secret or \
+                     personal data. Close it with: chmod go-rwx {}",
+                    f.display(),
+                    f.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sets `path`'s permission bits (Unix): the data directory holds people's

@@ -193,6 +193,9 @@ pub struct Limits {
     pub idle_timeout_seconds: u64,
     /// A request not answered within this gets a 503 with Retry-After.
     pub request_timeout_seconds: u64,
+    /// A connection this old finishes what is in progress and is closed
+    /// (HTTP/2: GOAWAY): nobody holds a connection forever.
+    pub max_connection_age_seconds: u64,
     /// Connections open at once on the public listener...
     pub max_connections: usize,
     /// ...and on the mutual-TLS listener (machines and operators: fewer).
@@ -211,6 +214,7 @@ impl Default for Limits {
             header_read_timeout_seconds: 10,
             idle_timeout_seconds: 60,
             request_timeout_seconds: 60,
+            max_connection_age_seconds: 600,
             max_connections: 8192,
             max_connections_mtls: 1024,
             max_connections_per_address: 256,
@@ -241,6 +245,12 @@ impl Limits {
             self.request_timeout_seconds,
             1,
             3600,
+        )?;
+        range(
+            "max_connection_age_seconds",
+            self.max_connection_age_seconds,
+            10,
+            86_400,
         )?;
         range(
             "max_connections",
@@ -282,6 +292,9 @@ impl Limits {
     }
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)
+    }
+    pub fn max_connection_age(&self) -> Duration {
+        Duration::from_secs(self.max_connection_age_seconds)
     }
 }
 

@@ -3,9 +3,11 @@
 //! Each request asks the database only for the newest CRL's number (a few
 //! bytes); the DER, up to 53 MB for a million entries, is read once per CRL
 //! number and kept in memory. `If-None-Match` with the current ETag gets 304.
-//! When the database is down (or slow to answer), the CRL in memory is served
-//! until its nextUpdate: it is signed, and no newer one can exist while
-//! nobody can write one.
+//! When the database cannot be reached (a connection error, or no connection
+//! within `database.acquire_timeout_ms`), the CRL in memory is served until its
+//! nextUpdate: it is signed and valid until then, whatever newer one another
+//! node may have written meanwhile. A database that answers slowly is waited
+//! for, as for every request.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -47,10 +49,6 @@ impl CrlCache {
     }
 }
 
-/// The longest a CRL request waits for the database before it serves the
-/// CRL in memory.
-const DATABASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// `GET /crl/{name}.crl`: the newest CRL of that name (see
 /// `muhr_ca::crl::name`: `issuing.crl`, `issuing-7.crl`, `issuing-delta.crl`,
 /// `root.crl`, ...), DER, with headers that let a cache keep it until shortly
@@ -75,10 +73,11 @@ pub async fn crl_file(
     let kind = if delta { "delta" } else { "full" };
     // Deltas change within a second of any revocation: caches keep them briefly.
     let cap = if delta { 60 } else { 300 };
-    let unavailable = |why: String| {
-        tracing::warn!(error = %why, "reading CRL");
+    let unavailable = |e: muhr_store::StoreError| {
+        tracing::warn!(error = %e, "reading CRL");
         match s.crls.held(&name) {
-            Some(h) if h.next_update > muhr_store::now_secs() => {
+            Some(h) if e.is_unavailable() && h.next_update > muhr_store::now_secs() => {
+                tracing::warn!(crl = %name, number = h.number, "database unreachable: serving the CRL held in memory");
                 let max_age = (h.next_update - muhr_store::now_secs()).clamp(0, cap.min(60));
                 (
                     [
@@ -102,22 +101,16 @@ pub async fn crl_file(
             }
         }
     };
-    let info = match tokio::time::timeout(
-        DATABASE_WAIT,
-        s.store.latest_crl_info(ca, kind, scope.shard()),
-    )
-    .await
-    {
-        Ok(Ok(Some(i))) => i,
-        Ok(Ok(None)) => {
+    let info = match s.store.latest_crl_info(ca, kind, scope.shard()).await {
+        Ok(Some(i)) => i,
+        Ok(None) => {
             return json_error(
                 StatusCode::NOT_FOUND,
                 "file",
                 "no such CRL has been generated yet",
             );
         }
-        Ok(Err(e)) => return unavailable(e.to_string()),
-        Err(_) => return unavailable("the database did not answer within a second".into()),
+        Err(e) => return unavailable(e),
     };
     let headers = |number: i64, this_update: i64, next_update: i64| {
         let max_age = (next_update - muhr_store::now_secs()).clamp(0, cap);
@@ -159,6 +152,6 @@ pub async fn crl_file(
             (headers(crl.number, crl.this_update, crl.next_update), der).into_response()
         }
         Ok(None) => json_error(StatusCode::NOT_FOUND, "file", "CRL vanished"),
-        Err(e) => unavailable(e.to_string()),
+        Err(e) => unavailable(e),
     }
 }

@@ -32,7 +32,7 @@ use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -50,6 +50,7 @@ pub struct Stats {
     header_timeouts: AtomicU64,
     idle_timeouts: AtomicU64,
     request_timeouts: AtomicU64,
+    age_closed: AtomicU64,
     accept_errors: AtomicU64,
 }
 
@@ -94,6 +95,7 @@ impl Stats {
             ("header", &self.header_timeouts),
             ("idle", &self.idle_timeouts),
             ("request", &self.request_timeouts),
+            ("age", &self.age_closed),
         ] {
             let _ = writeln!(
                 out,
@@ -230,9 +232,11 @@ impl Listener {
                 );
                 continue;
             };
-            let Some(slot) =
-                per_address.take(&per_address, peer.ip(), limits.max_connections_per_address)
-            else {
+            let Some(slot) = per_address.take(
+                &per_address,
+                muhr_ra::ratelimit::client_key(peer.ip()),
+                limits.max_connections_per_address,
+            ) else {
                 stats.refused_per_address.fetch_add(1, Ordering::Relaxed);
                 refuse(
                     &stream,
@@ -344,10 +348,7 @@ impl Conn {
     async fn run(self, stream: TcpStream, _permit: OwnedSemaphorePermit, _slot: AddressSlot) {
         self.stats.open.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity::new());
-        let io = Tracked {
-            inner: stream,
-            activity: activity.clone(),
-        };
+        let io = stream;
         match self.transport.clone() {
             Transport::Plain => self.http(io, None, activity).await,
             Transport::Tls(acceptor) => {
@@ -396,7 +397,19 @@ impl Conn {
         let idle = self.limits.idle_timeout();
         let header = self.limits.header_read_timeout();
         let mut stopping = false;
+        let born = Instant::now();
+        let max_age = self.limits.max_connection_age();
         loop {
+            // Old enough: finish what is in progress (HTTP/2 GOAWAY), then
+            // close. Bounds what any client holds, whatever it does.
+            if !stopping && born.elapsed() >= max_age {
+                stopping = true;
+                self.stats.age_closed.fetch_add(1, Ordering::Relaxed);
+                conn.as_mut().graceful_shutdown();
+            }
+            if stopping && born.elapsed() >= max_age + self.limits.request_timeout() {
+                return;
+            }
             // Before the first request the client has the header-read time;
             // between requests, the idle time.
             let allowed = if activity.requests.load(Ordering::Relaxed) == 0 {
@@ -413,7 +426,12 @@ impl Conn {
                 allowed
                     .saturating_sub(activity.quiet())
                     .max(Duration::from_millis(100))
-            };
+            }
+            .min(
+                (born + max_age)
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100)),
+            );
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
@@ -457,8 +475,10 @@ fn is_header_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// When bytes last moved on a connection, and how many requests are being
-/// answered on it now: a connection is idle only when both say so.
+/// When a request last started or ended on a connection, or its response
+/// last made progress, and how many requests are being answered on it now:
+/// a connection is idle only when both say so. Bytes the client sends do
+/// not count (PINGs, a trickled header): only what it asks and takes.
 struct Activity {
     started: Instant,
     last_millis: AtomicU64,
@@ -485,58 +505,43 @@ impl Activity {
     }
 }
 
-/// The socket, noting every read or write that moves bytes.
-struct Tracked {
-    inner: TcpStream,
+/// A response body that tells the connection it is moving: every
+/// `PROGRESS` bytes that the client has taken count as activity. A client
+/// that reads a large CRL a few bytes at a time, or that keeps an idle
+/// connection alive with HTTP/2 PINGs, makes no progress and is closed.
+struct Progress {
+    inner: Body,
     activity: Arc<Activity>,
+    since: u64,
 }
 
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
+const PROGRESS: u64 = 16 * 1024;
 
-impl AsyncWrite for Tracked {
-    fn poll_write(
+impl hyper::body::Body for Progress {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &r
+            && let Some(data) = frame.data_ref()
+        {
+            self.since += data.len() as u64;
+            if self.since >= PROGRESS {
+                self.since = 0;
+                self.activity.touch();
+            }
         }
         r
     }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -565,6 +570,8 @@ impl Service {
         let activity = self.activity.clone();
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         activity.requests.fetch_add(1, Ordering::Relaxed);
+        let progress = activity.clone();
+        activity.touch();
         let guard = InFlight(activity);
         let mut router = self.router.clone();
         let limit = self.request_timeout;
@@ -573,7 +580,16 @@ impl Service {
             let _guard = guard;
             let fut = tower::Service::call(&mut router, req.map(Body::new));
             match tokio::time::timeout(limit, fut).await {
-                Ok(Ok(r)) => Ok(one_error_shape(r).await),
+                Ok(Ok(r)) => {
+                    let r = one_error_shape(r).await;
+                    let (parts, body) = r.into_parts();
+                    let body = Body::new(Progress {
+                        inner: body,
+                        activity: progress,
+                        since: 0,
+                    });
+                    Ok(Response::from_parts(parts, body))
+                }
                 Ok(Err(e)) => match e {},
                 Err(_) => {
                     stats.request_timeouts.fetch_add(1, Ordering::Relaxed);

@@ -374,6 +374,10 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     muhr::app::private_files();
+    // A panic's message goes through the same masking as every log line.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("muhr: {}", muhr_store::redact::redact(&info.to_string()));
+    }));
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -24,6 +24,8 @@ pub struct Shared {
     pub store: Store,
     pub crls: Arc<crate::crl_http::CrlCache>,
     pub keys: Arc<dyn KeyStore>,
+    /// What the last checks of the key store and the database said.
+    pub health: Arc<Health>,
     /// This listener's API description (`/openapi.json`).
     pub openapi: Arc<String>,
     /// The listeners' connection counters, for `/metrics`.
@@ -132,13 +134,14 @@ pub async fn run(
         crls: Default::default(),
         keys: app.keys.clone(),
         listeners: Default::default(),
+        health: Arc::new(Health::new()),
         openapi: Arc::new(muhr_ra::http::openapi_for(
             "public",
             app.config.citizens.is_some(),
         )),
     };
     let limits = &app.config.server.limits;
-    tokio::spawn(key_store_monitor(app.keys.clone()));
+    tokio::spawn(key_store_monitor(app.keys.clone(), shared.health.clone()));
     // The RA on its own mutual-TLS listener.
     let listen_mtls = listen_mtls.unwrap_or_else(|| app.config.server.listen_mtls.clone());
     let credential = crate::mtls::server_credential(&app, &ca).await?;
@@ -357,43 +360,71 @@ async fn not_found() -> Response {
     json_error(StatusCode::NOT_FOUND, "path", "no such resource")
 }
 
-/// 200 only when both the database and the key store answer now, within a
-/// second whatever either does. On the public listener, so it names what is
-/// down but never how (the log has the error).
-async fn healthz(State(s): State<Shared>) -> Response {
-    const WITHIN: Duration = Duration::from_millis(900);
-    let db = async {
-        match tokio::time::timeout(WITHIN, s.store.ping()).await {
+/// The latest word on each dependency. `/healthz` is public and cheap to
+/// call: it must never become a way to load the HSM or the database, so the
+/// key store is probed by one background task (at most one probe in flight)
+/// and the database at most once a second, whatever the request rate.
+pub struct Health {
+    key_ok: std::sync::atomic::AtomicBool,
+    key_at: std::sync::atomic::AtomicI64,
+    db: tokio::sync::Mutex<(Option<std::time::Instant>, bool)>,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self {
+            key_ok: std::sync::atomic::AtomicBool::new(true),
+            key_at: std::sync::atomic::AtomicI64::new(muhr_store::now_secs()),
+            db: tokio::sync::Mutex::new((None, false)),
+        }
+    }
+
+    /// The key store is up, and its last probe (at most 15 s ago) passed.
+    fn keys(&self, keys: &dyn KeyStore) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        keys.is_up()
+            && self.key_ok.load(Relaxed)
+            && muhr_store::now_secs() - self.key_at.load(Relaxed) <= 15
+    }
+
+    /// The database answered a ping within 900 ms, asked at most once a second.
+    async fn database(&self, store: &Store) -> bool {
+        let mut last = self.db.lock().await;
+        if let (Some(at), ok) = *last
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return ok;
+        }
+        let ok = match tokio::time::timeout(Duration::from_millis(900), store.ping()).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "healthz: database");
                 false
             }
             Err(_) => {
-                tracing::warn!("healthz: the database did not answer within a second");
+                tracing::warn!("healthz: the database did not answer within 900 ms");
                 false
             }
-        }
-    };
-    let keys = async {
-        if !s.keys.is_up() {
-            return false;
-        }
-        let keys = s.keys.clone();
-        let probe = tokio::task::spawn_blocking(move || keys.health());
-        match tokio::time::timeout(WITHIN, probe).await {
-            Ok(Ok(Ok(()))) => true,
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(error = %e, "healthz: key store");
-                false
-            }
-            Ok(Err(_)) | Err(_) => {
-                tracing::warn!("healthz: the key store did not answer within a second");
-                false
-            }
-        }
-    };
-    let (db, keys) = tokio::join!(db, keys);
+        };
+        *last = (Some(std::time::Instant::now()), ok);
+        ok
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// 200 only when both the database and the key store are fine now, within a
+/// second whatever either does. On the public listener, so it names what is
+/// down but never how (the log has the error).
+async fn healthz(State(s): State<Shared>) -> Response {
+    let keys = s.health.keys(s.keys.as_ref());
+    let db = tokio::time::timeout(Duration::from_secs(1), s.health.database(&s.store))
+        .await
+        .unwrap_or(false);
     let status = if db && keys {
         StatusCode::OK
     } else {
@@ -416,18 +447,37 @@ async fn healthz(State(s): State<Shared>) -> Response {
     r
 }
 
-/// Asks the key store every few seconds, so that a lost token is noticed
-/// (and reconnection starts) before the next signature needs it.
-async fn key_store_monitor(keys: Arc<dyn KeyStore>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+/// Asks the key store every two seconds, one probe at a time, so that a lost
+/// token is noticed (and reconnection starts) before the next signature
+/// needs it, and `/healthz` has a recent answer without touching the HSM. A
+/// probe that hangs is not repeated: the store is reported down until it
+/// returns.
+async fn key_store_monitor(keys: Arc<dyn KeyStore>, health: Arc<Health>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if keys.is_up() {
-            let k = keys.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || k.health()).await {
-                tracing::warn!(error = %e, "key store check failed");
+        let k = keys.clone();
+        let mut probe = tokio::task::spawn_blocking(move || k.health());
+        let answer = match tokio::time::timeout(Duration::from_secs(5), &mut probe).await {
+            Ok(a) => a,
+            Err(_) => {
+                tracing::warn!("key store check hangs; reported down until it returns");
+                health.key_ok.store(false, Relaxed);
+                probe.await
             }
-        }
+        };
+        let ok = match answer {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "key store check failed");
+                false
+            }
+            Err(_) => false,
+        };
+        health.key_ok.store(ok, Relaxed);
+        health.key_at.store(muhr_store::now_secs(), Relaxed);
     }
 }
 

@@ -209,6 +209,27 @@ fn the_data_directory_and_database_are_readable_by_their_owner_only() {
         assert!(fix.success());
         env.ok(&["cert", "show", &serial_of(&env.path("p.pem"))]);
     }
+    // A folder linked in from elsewhere is looked at through the link.
+    let elsewhere = env.dir.path().join("shared-keys");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, env.data().join("linked")).unwrap();
+    let err = env.refused(&["cert", "show", &serial_of(&env.path("p.pem"))]);
+    assert!(
+        err.contains("linked") && err.contains("readable by others"),
+        "{err}"
+    );
+    std::fs::remove_file(env.data().join("linked")).unwrap();
+    // A secret kept outside the data directory (here the key passphrase).
+    let pass = env.dir.path().join("passphrase");
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = env.refused(&["cert", "show", &serial_of(&env.path("p.pem"))]);
+    assert!(
+        err.contains(&format!("chmod go-rwx {}", pass.display())),
+        "{err}"
+    );
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.ok(&["cert", "show", &serial_of(&env.path("p.pem"))]);
 }
 
 /// A mistyped database URL is refused naming its scheme, never its password.
@@ -236,6 +257,14 @@ fn every_refusal_has_one_shape_on_both_listeners_and_ocsp_clients_get_ocsp() {
     let env = Env::new(Db::Sqlite, Keys::Software);
     env.init();
     let operator = common::ra::client(&env, "operator", "OP-SHAPE");
+    let rp = env.ok(&["rp", "add", "--name", "Shape Bank", "--class", "commercial"]);
+    let rp_field = |k: &str| {
+        rp.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap()
+    };
+    let rp_user = format!("{}:{}", rp_field("id"), rp_field("secret"));
     let line = common::ra::client(&env, "personalization-line", "LINE-SHAPE");
     let (_server, http, mtls) = start_ra(&env);
     let json = |body: &[u8]| -> serde_json::Value {
@@ -257,19 +286,37 @@ fn every_refusal_has_one_shape_on_both_listeners_and_ocsp_clients_get_ocsp() {
     let v = json(&body);
     assert_eq!(v["error"]["field"], "method");
     assert!(v["error"]["rule"].as_str().unwrap().contains("GET"), "{v}");
-    // A body over the login limit (64 KiB).
-    let big = vec![b'x'; 70 * 1024];
-    let (status, _, body) = post(http, "/api/v1/auth/login", "application/json", &big);
-    assert!(status == 413 || status == 401, "{status}");
-    assert!(json(&body)["error"]["field"].is_string());
-    // A verification request that is not JSON.
-    let (status, _, body) = post(
-        http,
-        "/api/v1/signatures/verify",
-        "text/plain",
-        b"signature=x",
+    // A relying party (authenticated first: nobody else's body is read)
+    // sending a body over the login limit (64 KiB), and one not in JSON.
+    let as_rp = |path: &str, ctype: &str, body: &std::path::Path| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-u", &rp_user])
+            .args(["-H", &format!("content-type: {ctype}"), "--data-binary"])
+            .arg(format!("@{}", body.display()))
+            .arg(format!("http://127.0.0.1:{http}{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.parse::<u16>().unwrap(), json(body.as_bytes()))
+    };
+    let big = env.write("big.json", vec![b' '; 70 * 1024]);
+    let (status, v) = as_rp("/api/v1/auth/login", "application/json", &big);
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (413, Some("body")),
+        "{v}"
     );
-    assert!(status == 415 || status == 401, "{status}");
+    let form = env.write("verify.txt", "signature=x");
+    let (status, v) = as_rp("/api/v1/signatures/verify", "text/plain", &form);
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (415, Some("content-type")),
+        "{v}"
+    );
+    // Not authenticated: 401 before anything about the body.
+    let (status, _, body) = post(http, "/api/v1/signatures/verify", "text/plain", b"x");
+    assert_eq!(status, 401);
     assert!(json(&body)["error"]["field"].is_string());
 
     // OCSP: an oversized request and garbage are OCSP malformedRequest.

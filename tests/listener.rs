@@ -287,6 +287,35 @@ async fn trickled_bodies_idle_connections_and_unfinished_tls_handshakes_are_clos
     );
     drop(client);
 
+    // One that sends only PINGs after its request makes no progress: it is
+    // closed all the same.
+    let tcp = connect_from("127.0.2.6", port).await.unwrap();
+    let (mut client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut pinger = connection.ping_pong().expect("ping_pong");
+    let ended = tokio::spawn(async move {
+        let _ = connection.await;
+        Instant::now()
+    });
+    let request = axum::http::Request::get(format!("http://127.0.0.1:{port}/healthz"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    let pings = tokio::spawn(async move {
+        let mut sent = 0u32;
+        while pinger.ping(h2::Ping::opaque()).await.is_ok() {
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        sent
+    });
+    tokio::time::timeout(Duration::from_secs(15), ended)
+        .await
+        .expect("an HTTP/2 connection kept alive by PINGs alone was kept")
+        .unwrap();
+    assert!(pings.await.unwrap() >= 5, "the client hardly pinged");
+    drop(client);
+
     // The mTLS listener: a TCP connection that never starts the handshake
     // is closed after the header-read time...
     let mut s = connect_from("127.0.2.3", mtls).await.unwrap();

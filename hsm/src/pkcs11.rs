@@ -97,6 +97,14 @@ pub fn context(module: &Path) -> Result<Pkcs11> {
     Ok(ctx)
 }
 
+/// The code a look-up returns for a key that is not in the token while
+/// logged in: neither recoverable nor a device fault; `with_session` turns
+/// it into [`HsmError::NotFound`].
+const MISSING_KEY: RvError = RvError::KeyTypeInconsistent;
+
+/// How an error from `Pool::open` says the token refused the PIN.
+const PIN_REFUSED: &str = "PIN refused";
+
 /// Errors that say the device or token, not the request, is at fault: after
 /// a fresh session fails with one of these, the store is down.
 fn device_fault(e: &CkError) -> bool {
@@ -139,6 +147,10 @@ struct Pooled {
     session: Session,
     /// Private-key handles this session signs with, by label.
     keys: HashMap<String, KeyHandle>,
+    /// Set when a key was looked for while logged in and is not there: the
+    /// call fails with [`HsmError::NotFound`], and the store stays up (one
+    /// missing key is not a device fault).
+    missing: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -162,11 +174,22 @@ struct Down {
     why: String,
 }
 
+/// Whether the store is down, and whether a thread is bringing it back:
+/// both change under one lock, so a failure that arrives while recovery
+/// finishes always either sees the store up or a recovery under way.
+#[derive(Default)]
+struct State {
+    down: Option<Down>,
+    recovering: bool,
+    /// The token refused the PIN: retrying would lock it. Nothing retries
+    /// until the process is restarted with the right PIN.
+    gave_up: bool,
+}
+
 struct Pool {
     ctx: Pkcs11,
     retry: Duration,
-    down: Mutex<Option<Down>>,
-    recovering: std::sync::atomic::AtomicBool,
+    state: Mutex<State>,
     token_label: String,
     pin: AuthPin,
     copy_keys: bool,
@@ -204,9 +227,12 @@ impl Pool {
             .map_err(ck("C_OpenSession"))?;
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+            Err(CkError::Pkcs11(
+                RvError::PinIncorrect | RvError::PinLocked | RvError::PinExpired,
+                _,
+            )) => {
                 return Err(HsmError::Config(format!(
-                    "PIN refused by token {:?}",
+                    "{PIN_REFUSED} by token {:?}",
                     self.token_label
                 )));
             }
@@ -215,12 +241,17 @@ impl Pool {
         Ok(Pooled {
             session,
             keys: HashMap::new(),
+            missing: None,
         })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Fails fast while the store is down.
     fn check_up(&self) -> Result<()> {
-        match &*self.down.lock().unwrap_or_else(|p| p.into_inner()) {
+        match &self.state().down {
             None => Ok(()),
             Some(d) => {
                 let since = d
@@ -228,7 +259,7 @@ impl Pool {
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
                 Err(HsmError::Unavailable(format!(
-                    "token {:?} down since {} (unix time): {}; reconnecting",
+                    "token {:?} down since {} (unix time): {}",
                     self.token_label,
                     since.as_secs(),
                     d.why
@@ -238,39 +269,45 @@ impl Pool {
     }
 
     fn is_down(&self) -> bool {
-        self.down
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.state().down.is_some()
     }
 
-    /// Marks the store down and starts the thread that brings it back.
+    /// Marks the store down and makes sure a thread is bringing it back.
     fn mark_down(self: &Arc<Self>, why: String) -> HsmError {
         {
-            let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
-            if down.is_none() {
+            let mut state = self.state();
+            if state.down.is_none() {
                 tracing::error!(token = %self.token_label, error = %why, "key store down; reconnecting in the background");
-                *down = Some(Down {
+                state.down = Some(Down {
                     since: std::time::SystemTime::now(),
                     why: why.clone(),
                 });
             }
         }
-        if !self.recovering.swap(true, Ordering::SeqCst) {
-            let pool = self.clone();
-            let spawned = std::thread::Builder::new()
-                .name("pkcs11-recovery".into())
-                .spawn(move || pool.recover());
-            if spawned.is_err() {
-                self.recovering.store(false, Ordering::SeqCst);
-            }
-        }
+        self.ensure_recovering();
         HsmError::Unavailable(format!("token {:?}: {why}", self.token_label))
+    }
+
+    /// Starts the recovery thread if the store is down and none runs (also
+    /// called by every health check, so a thread that could not be started
+    /// is started later).
+    fn ensure_recovering(self: &Arc<Self>) {
+        let mut state = self.state();
+        if state.down.is_none() || state.recovering || state.gave_up {
+            return;
+        }
+        let pool = self.clone();
+        state.recovering = std::thread::Builder::new()
+            .name("pkcs11-recovery".into())
+            .spawn(move || pool.recover())
+            .is_ok();
     }
 
     /// Until a fresh session logs in: drop every session of this pool,
     /// re-initialise the module, reopen. Holding every slot's lock keeps
-    /// signers off the module while it is finalised.
+    /// this pool's signers off the module while it is finalised. (The module
+    /// context is shared by every store of the process on the same module;
+    /// `muhr` opens one key store per process.)
     fn recover(self: Arc<Self>) {
         let mut attempts = 0u64;
         loop {
@@ -298,9 +335,20 @@ impl Pool {
                 Ok(p) => {
                     *guards[0] = Some(p);
                     drop(guards);
-                    *self.down.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                    self.recovering.store(false, Ordering::SeqCst);
+                    let mut state = self.state();
+                    state.down = None;
+                    state.recovering = false;
+                    drop(state);
                     tracing::warn!(token = %self.token_label, attempts, "key store back; signing resumed");
+                    return;
+                }
+                Err(HsmError::Config(why)) if why.starts_with(PIN_REFUSED) => {
+                    drop(guards);
+                    let mut state = self.state();
+                    state.recovering = false;
+                    state.gave_up = true;
+                    drop(state);
+                    tracing::error!(token = %self.token_label, "the token refused the PIN: not trying again (the token would lock); restart muhr with the right PIN");
                     return;
                 }
                 Err(e) => {
@@ -346,6 +394,10 @@ impl Pool {
             let pooled = guard.as_mut().expect("just opened");
             match f(pooled) {
                 Ok(v) => return Ok(v),
+                Err(CkError::Pkcs11(MISSING_KEY, _)) => {
+                    let label = pooled.missing.take().unwrap_or_default();
+                    return Err(HsmError::NotFound(label));
+                }
                 Err(e) if attempt == 0 && recoverable(&e) => {
                     tracing::warn!(op, error = %e, "PKCS#11 session lost; reopening and logging in again");
                     // Dropping closes the old handle; an error there is expected.
@@ -373,9 +425,18 @@ impl Pool {
     ) -> std::result::Result<KeyHandle, CkError> {
         let found = Pkcs11Store::find(session, ObjectClass::PRIVATE_KEY, label)?;
         let Some(&token_key) = found.first() else {
-            // Private objects are invisible when logged out.
+            // Private objects are invisible when logged out: then a fresh
+            // session logs in and looks again. Logged in, the key is gone.
+            let logged_in = matches!(
+                session.get_session_info()?.session_state(),
+                SessionState::RoUser | SessionState::RwUser
+            );
             return Err(CkError::Pkcs11(
-                RvError::UserNotLoggedIn,
+                if logged_in {
+                    MISSING_KEY
+                } else {
+                    RvError::UserNotLoggedIn
+                },
                 cryptoki::context::Function::FindObjects,
             ));
         };
@@ -413,8 +474,7 @@ impl Pkcs11Store {
         let pool = Pool {
             ctx,
             retry: config.retry.max(Duration::from_millis(100)),
-            down: Mutex::new(None),
-            recovering: std::sync::atomic::AtomicBool::new(false),
+            state: Mutex::new(State::default()),
             token_label: config.token_label,
             pin: AuthPin::from(config.pin.as_str()),
             copy_keys: config.copy_keys_to_session,
@@ -604,6 +664,7 @@ impl KeyStore for Pkcs11Store {
     }
 
     fn health(&self) -> Result<()> {
+        self.pool.ensure_recovering();
         self.pool.check_up()?;
         // Asks the token itself, not only the session in memory: the token's
         // information and a search of its objects (SoftHSM reads its token
@@ -698,7 +759,10 @@ impl KeySigner for Pkcs11Key {
                 }
                 Some(k) => k,
                 None => {
-                    let k = self.pool.signing_handle(&p.session, label)?;
+                    let k = self
+                        .pool
+                        .signing_handle(&p.session, label)
+                        .inspect_err(|_| p.missing = Some(label.to_string()))?;
                     p.keys.insert(label.to_string(), k);
                     k
                 }

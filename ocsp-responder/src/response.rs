@@ -199,25 +199,33 @@ impl Responder {
                 }
             }
         };
-        // The change feed has not been read for a while: the database is
-        // down or stalled. A signed response still before its nextUpdate is
-        // served now rather than after a wait that is bound to fail.
-        let feed_fresh = now - self.feed_ok_at.load(Ordering::Relaxed) <= FEED_FRESH_SECS;
-        if !feed_fresh
-            && let Some(c) = &cached
-            && now < c.next_update
-        {
-            self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
-            return Answer::cached(c);
-        }
         let generation = self.generation.load(Ordering::SeqCst);
-        let mut statuses = Vec::with_capacity(parsed.queries.len());
-        for q in &parsed.queries {
-            match self.status(&q.serial, now, generation).await {
-                Ok(s) => statuses.push(s),
-                Err(e) => return stale_or_try_later(&e.to_string()),
+        // With a signed response in hand that is still before its nextUpdate,
+        // the database gets a short time to confirm the status: a stale
+        // change feed may mean the database is down, or only busy, and a
+        // revocation since the response was signed must still be seen when
+        // it can be. Past that time the response is served (stale-if-error)
+        // instead of making the client wait for a database that is gone.
+        let servable = cached.as_ref().is_some_and(|c| now < c.next_update);
+        let lookup = async {
+            let mut statuses = Vec::with_capacity(parsed.queries.len());
+            for q in &parsed.queries {
+                statuses.push(self.status(&q.serial, now, generation).await?);
             }
-        }
+            Ok::<_, muhr_store::StoreError>(statuses)
+        };
+        let looked_up = if servable {
+            match tokio::time::timeout(STATUS_WAIT_WITH_CACHE, lookup).await {
+                Ok(r) => r,
+                Err(_) => return stale_or_try_later("the database did not answer in time"),
+            }
+        } else {
+            lookup.await
+        };
+        let statuses = match looked_up {
+            Ok(s) => s,
+            Err(e) => return stale_or_try_later(&e.to_string()),
+        };
         let Some(signer) = self.signer() else {
             return stale_or_try_later("no delegated OCSP signer is loaded");
         };
@@ -331,6 +339,10 @@ impl Responder {
 
 /// The status cache is trusted only while the change feed was read this recently.
 const FEED_FRESH_SECS: i64 = 2;
+
+/// How long a status look-up may take when a signed response that is still
+/// valid could be served instead.
+const STATUS_WAIT_WITH_CACHE: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl Responder {
     /// A certificate's status: from memory while the change feed is being

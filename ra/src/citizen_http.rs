@@ -35,17 +35,21 @@ pub fn router(citizens: Arc<Citizens>) -> Router {
         .route("/api/v1/me/certificates", get(mine))
         .route("/api/v1/me/certificates/{serial}/suspend", post(suspend))
         .route("/api/v1/me/certificates/{serial}/revoke", post(revoke))
+        // The token is checked before the body's type is judged.
+        .route_layer(middleware::from_fn(crate::http::require_json))
         .route_layer(middleware::from_fn_with_state(
             citizens.clone(),
             authenticate,
         ))
         // Renewal is authenticated by the signature it carries, not a token.
-        .route("/api/v1/certificates/renew", post(renew))
+        .route(
+            "/api/v1/certificates/renew",
+            post(renew).layer(middleware::from_fn(crate::http::require_json)),
+        )
         .route(
             "/api/v1/certificates/renew/challenge",
-            post(renewal_challenge),
+            post(renewal_challenge).layer(middleware::from_fn(crate::http::require_json)),
         )
-        .route_layer(middleware::from_fn(crate::http::require_json))
         .route_layer(middleware::from_fn_with_state(
             citizens.ca().store().clone(),
             crate::http::unavailable_not_internal,
@@ -55,12 +59,14 @@ pub fn router(citizens: Arc<Citizens>) -> Router {
 }
 
 fn limit(c: &Citizens, peer: SocketAddr, headers: &HeaderMap) -> Result<(), CitizenError> {
-    let address = if c.config().rate_limits.trust_forwarded_for {
-        forwarded_for(headers).unwrap_or_else(|| peer.ip().to_string())
+    let ip = if c.config().rate_limits.trust_forwarded_for {
+        forwarded_for(headers)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| peer.ip())
     } else {
-        peer.ip().to_string()
+        peer.ip()
     };
-    c.limit_address(&address)
+    c.limit_address(&crate::ratelimit::client_key(ip).to_string())
 }
 
 /// A one-time challenge for renewing a certificate: the renewal request

@@ -65,7 +65,8 @@ pub fn json_error(status: StatusCode, field: &str, rule: &str) -> Response {
 /// a body sent as anything else is refused before it is parsed (415), so
 /// that a form or a text field can never be read as a request. The body is
 /// drained first (up to 1 MiB): over HTTP/2 an answer to an unread body
-/// resets the stream and the client never sees the refusal.
+/// resets the stream and the client never sees the refusal. Placed inside
+/// the authentication layers: only a known caller's body is read.
 pub async fn require_json(req: Request, next: Next) -> Response {
     use axum::body::HttpBody;
     let has_body = !req.body().is_end_stream() && req.body().size_hint().exact() != Some(0);
@@ -81,7 +82,7 @@ pub async fn require_json(req: Request, next: Next) -> Response {
             .trim()
             .to_ascii_lowercase();
         if essence != "application/json" && !essence.ends_with("+json") {
-            let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
+            let _ = axum::body::to_bytes(req.into_body(), 64 << 10).await;
             return json_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "content-type",
@@ -170,6 +171,10 @@ pub fn router(api: Api) -> Router {
     let line = Router::new()
         .route("/api/v1/personalization/cards", post(card))
         .route("/api/v1/personalization/batches", post(batch))
+        // Layers run last-added first: the caller is known before its body
+        // is read or judged.
+        .route_layer(middleware::from_fn_with_state(MAX_BODY, limit_body))
+        .route_layer(middleware::from_fn(require_json))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_line));
     let operator = Router::new()
         .route("/api/v1/operator/certificates/{serial}", get(certificate))
@@ -194,6 +199,8 @@ pub fn router(api: Api) -> Router {
             get(card_job),
         )
         .route("/api/v1/operator/crl", post(crl_now))
+        .route_layer(middleware::from_fn_with_state(MAX_BODY, limit_body))
+        .route_layer(middleware::from_fn(require_json))
         .route_layer(middleware::from_fn_with_state(
             api.clone(),
             require_operator,
@@ -202,8 +209,6 @@ pub fn router(api: Api) -> Router {
         .merge(line)
         .merge(operator)
         .route("/openapi.json", get(openapi))
-        .route_layer(middleware::from_fn(require_json))
-        .route_layer(middleware::from_fn_with_state(MAX_BODY, limit_body))
         .route_layer(middleware::from_fn_with_state(
             api.personalizer.ca().store().clone(),
             unavailable_not_internal,
@@ -246,7 +251,8 @@ async fn authorize(api: Api, role: Role, mut req: Request, next: Next) -> Respon
     };
     // Read what the client is sending before answering: over HTTP/2 an answer
     // to an unread body resets the stream, and the client sees no 403 at all.
-    let _ = axum::body::to_bytes(req.into_body(), 16 << 20).await;
+    // At most 1 MiB of it: a caller who is refused is owed no more reading.
+    let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
     if refusal == crate::clients::REGISTRY_UNAVAILABLE {
         let mut r = json_error(StatusCode::SERVICE_UNAVAILABLE, "client", &refusal);
         r.headers_mut()

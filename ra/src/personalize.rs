@@ -40,6 +40,16 @@ const MAX_GROUP: usize = 256;
 const GROUPS_IN_FLIGHT: usize = 2;
 /// How long a retry waits for a job another request is working on.
 const WAIT: Duration = Duration::from_secs(30);
+/// The task renewing a group's leases; it stops when this is dropped, also
+/// when the group's task panics or is cancelled.
+struct HeldLeases(tokio::task::JoinHandle<()>);
+
+impl Drop for HeldLeases {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The longest a process renews the leases of one group's jobs.
 const MAX_HOLD: Duration = Duration::from_secs(600);
 
@@ -69,8 +79,11 @@ pub enum CardError {
     Conflict(String),
     /// Another request is still working on this job; retry later.
     InProgress,
-    /// The key store or the database is down: nothing was issued; the same
-    /// request succeeds once it is back.
+    /// The key store or the database is down. What was signed before it
+    /// went stays recorded with the job (a card may have its auth
+    /// certificate and not yet its sign certificate); the same request,
+    /// retried once it is back, finishes the card without issuing anything
+    /// twice.
     Unavailable(String),
     Internal(String),
 }
@@ -315,7 +328,7 @@ impl Personalizer {
             .issue_many_recording(requests, &recording)
             .await
             .into_iter();
-        held.abort();
+        drop(held);
         let mut claimed = recording.claimed().map(Vec::into_iter);
         let mut finished = recording.finished();
         for w in group {
@@ -437,10 +450,10 @@ impl Personalizer {
     /// process that stops renews nothing, and its jobs are taken over one
     /// lease later. Renewal ends after `MAX_HOLD` whatever happens: a group
     /// stuck for ten minutes has a holder as good as gone.
-    fn hold_leases(&self, jobs: Vec<String>) -> tokio::task::JoinHandle<()> {
+    fn hold_leases(&self, jobs: Vec<String>) -> HeldLeases {
         let store = self.store.clone();
         let owner = self.owner.clone();
-        tokio::spawn(async move {
+        HeldLeases(tokio::spawn(async move {
             let started = Instant::now();
             let every = Duration::from_millis(LEASE_SECS as u64 * 1000 / 3);
             loop {
@@ -456,7 +469,7 @@ impl Personalizer {
                     tracing::warn!(error = %e, "renewing card job leases failed; will retry");
                 }
             }
-        })
+        }))
     }
 
     /// Finishes a job another request left pending (it died, or failed part
@@ -464,7 +477,7 @@ impl Personalizer {
     async fn complete(&self, w: &Work) -> Result<CardOutcome, CardError> {
         let held = self.hold_leases(vec![w.job.clone()]);
         let r = self.complete_held(w).await;
-        held.abort();
+        drop(held);
         r
     }
 

@@ -37,11 +37,12 @@ pub fn router(api: RpApi) -> Router {
     let verify = Router::new()
         .route("/api/v1/signatures/verify", post(verify))
         .layer(DefaultBodyLimit::max(MAX_VERIFY_BODY));
+    // The party is authenticated before its body's type is judged.
     login
         .merge(verify)
+        .route_layer(middleware::from_fn(crate::http::require_json))
         .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .route("/.well-known/jwks.json", get(jwks))
-        .route_layer(middleware::from_fn(crate::http::require_json))
         .route_layer(middleware::from_fn_with_state(
             api.parties.store().clone(),
             crate::http::unavailable_not_internal,
@@ -56,11 +57,11 @@ pub fn router(api: RpApi) -> Router {
 pub fn tls_router(api: RpApi) -> Router {
     Router::new()
         .route("/api/v1/auth/tls-login", post(tls_login))
-        .route_layer(middleware::from_fn(crate::http::require_json))
         .route_layer(middleware::from_fn_with_state(
             4 << 10,
             crate::http::limit_body,
         ))
+        .route_layer(middleware::from_fn(crate::http::require_json))
         .route_layer(middleware::from_fn_with_state(
             api.parties.store().clone(),
             crate::http::unavailable_not_internal,

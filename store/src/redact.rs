@@ -7,101 +7,141 @@
 //! those places, the text is cleaned where it leaves the process, without
 //! parsing the URL: a mistyped one (the case that prints it) does not parse.
 
-/// `text` with the password of every `scheme://user:password@host` masked
-/// (whatever the scheme, parsed or not) and the value of every
-/// `password=` / `pass=` / `pwd=` parameter (URL query or key=value string).
+/// `text` with the password of every `user:password@host` masked (after a
+/// scheme or not, the URL parsed or not, the password holding `/`, `#`,
+/// `?` or spaces) and the value of every password-like key
+/// (`password=`, `PGPASSWORD=`, `"password": "…"`, `pwd`, `pass`, `secret`).
+/// It errs on the side of masking: a port before an `@` may go too.
 pub fn redact(text: &str) -> String {
     let masked = mask_userinfo(text);
     mask_parameters(&masked)
 }
 
+const TOKEN_END: &[char] = &['"', '\'', '(', '<', '[', '{', ',', ';', '`', '='];
+
+/// The largest char boundary at or below `i`.
+fn floor(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
 fn mask_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        // The authority ends at the path, query, fragment or anything that
-        // cannot be in a URL as printed.
-        let end = tail
-            .find(|c: char| {
-                matches!(
-                    c,
-                    '/' | '?' | '#' | '"' | '\'' | '<' | '>' | '`' | ',' | ';'
-                ) || c.is_whitespace()
-                    || c.is_control()
-            })
-            .unwrap_or(tail.len());
-        // A password with a space or a comma in it ends the authority early
-        // (the URL does not parse, and it is printed all the same): look on
-        // to the next path or quote for the '@' that closes the user part.
-        let mut wide = tail
-            .find(['/', '?', '#', '"', '\'', '<', '>', '\n'])
-            .unwrap_or(tail.len())
-            .min(256);
-        while !tail.is_char_boundary(wide) {
-            wide -= 1;
+    let mut copied = 0;
+    for (at, _) in text.match_indices('@') {
+        if at < copied {
+            continue;
         }
-        let end = if !tail[..end].contains('@')
-            && let Some(at) = tail[..wide].rfind('@')
-            && tail[..at].contains(':')
-        {
-            tail[at..]
-                .find(|c: char| {
-                    matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>') || c.is_whitespace()
-                })
-                .map_or(tail.len(), |j| at + j)
-        } else {
-            end
+        // The token before '@' runs back to white space or a delimiter.
+        let start = text[..at]
+            .rfind(|c: char| c.is_whitespace() || TOKEN_END.contains(&c))
+            .map_or(0, |i| i + 1)
+            .max(copied);
+        let user_at = |token_start: usize| {
+            let token = &text[token_start..at];
+            let from = token
+                .find("://")
+                .map(|i| i + 3)
+                .or_else(|| token.find(":/").map(|i| i + 2))
+                .unwrap_or(0);
+            token[from..].find(':').map(|c| token_start + from + c + 1)
         };
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                let userinfo = &authority[..at];
-                match userinfo.find(':') {
-                    Some(colon) => {
-                        out.push_str(&userinfo[..colon]);
-                        out.push_str(":***");
-                    }
-                    None => out.push_str(userinfo),
+        let mut mask_from = user_at(start);
+        if mask_from.is_none() {
+            // A password with a space in it: the scheme is further back.
+            let window = floor(text, at.saturating_sub(256)).max(copied);
+            if let Some(scheme) = text[window..at].rfind("://") {
+                let authority = window + scheme + 3;
+                if !text[authority..at].contains(['/', '@']) {
+                    mask_from = text[authority..at].find(':').map(|c| authority + c + 1);
                 }
-                out.push_str(&authority[at..]);
             }
-            None => out.push_str(authority),
         }
-        rest = &tail[end..];
+        if let Some(from) = mask_from.filter(|f| *f < at) {
+            out.push_str(&text[copied..from]);
+            out.push_str("***");
+            copied = at;
+        }
     }
-    out.push_str(rest);
+    out.push_str(&text[copied..]);
     out
 }
 
+fn secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    matches!(k.as_str(), "pass" | "pwd" | "secret")
+        || k.ends_with("password")
+        || k.ends_with("passwd")
+        || k.ends_with("_secret")
+}
+
 fn mask_parameters(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    loop {
-        let lower = rest.to_ascii_lowercase();
-        let hit = ["password=", "pass=", "pwd="]
-            .iter()
-            .filter_map(|k| {
-                lower
-                    .match_indices(k)
-                    .find(|(i, _)| *i == 0 || !lower.as_bytes()[i - 1].is_ascii_alphanumeric())
-                    .map(|(i, _)| (i, k.len()))
-            })
-            .min();
-        let Some((i, len)) = hit else { break };
-        let value_start = i + len;
-        out.push_str(&rest[..value_start]);
-        let tail = &rest[value_start..];
-        let end = tail
-            .find(|c: char| matches!(c, '&' | '"' | '\'' | ',' | ';') || c.is_whitespace())
-            .unwrap_or(tail.len());
-        if end > 0 {
-            out.push_str("***");
+    let bytes = text.as_bytes();
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for (sep, c) in text.char_indices() {
+        if c != '=' && c != ':' {
+            continue;
         }
-        rest = &tail[end..];
+        // "scheme://" is no key-value pair.
+        if c == ':' && text[sep..].starts_with("://") {
+            continue;
+        }
+        // The key: back over spaces and a closing quote, then name characters.
+        let mut end = sep;
+        while end > 0 && bytes[end - 1] == b' ' {
+            end -= 1;
+        }
+        if end > 0 && matches!(bytes[end - 1], b'"' | b'\'') {
+            end -= 1;
+        }
+        let mut begin = end;
+        while begin > 0
+            && (bytes[begin - 1].is_ascii_alphanumeric()
+                || matches!(bytes[begin - 1], b'_' | b'-' | b'.'))
+        {
+            begin -= 1;
+        }
+        if begin == end || !secret_key(&text[begin..end]) {
+            continue;
+        }
+        // The value: after spaces and an opening quote, up to its end.
+        let mut v = sep + 1;
+        while v < bytes.len() && bytes[v] == b' ' {
+            v += 1;
+        }
+        let quoted = v < bytes.len() && matches!(bytes[v], b'"' | b'\'');
+        if quoted {
+            v += 1;
+        }
+        let rest = &text[v..];
+        let len = if quoted {
+            rest.find(['"', '\'']).unwrap_or(rest.len())
+        } else {
+            rest.find(|c: char| {
+                c.is_whitespace() || matches!(c, '&' | ',' | ';' | '}' | '"' | '\'')
+            })
+            .unwrap_or(rest.len())
+        };
+        if len > 0 {
+            ranges.push((v, v + len));
+        }
     }
-    out.push_str(rest);
+    if ranges.is_empty() {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (a, b) in ranges {
+        if a < copied {
+            continue;
+        }
+        out.push_str(&text[copied..a]);
+        out.push_str("***");
+        copied = b;
+    }
+    out.push_str(&text[copied..]);
     out
 }
 
@@ -135,6 +175,18 @@ mod tests {
             ("PASSWORD=Loud", "Loud"),
             ("two: http://a:One@x and ftp://b:Two@y", "One"),
             ("two: http://a:One@x and ftp://b:Two@y", "Two"),
+            ("postgress://muhr:Tr0ub4dor#3@db/muhr", "Tr0ub4dor"),
+            ("postgres://muhr:ab/cd@db/muhr", "ab/cd"),
+            ("postgres://muhr:p?w@db/muhr", "p?w"),
+            ("postgres:/muhr:Typo@db", "Typo"),
+            ("muhr:NoScheme@db:5432", "NoScheme"),
+            ("PGPASSWORD=EnvSecret psql", "EnvSecret"),
+            (
+                r#"{"user": "muhr", "password": "JsonSecret"}"#,
+                "JsonSecret",
+            ),
+            ("password = Spaced", "Spaced"),
+            ("url=\"postgres://u:Quoted@h\"", "Quoted"),
         ] {
             let r = redact(text);
             assert!(!r.contains(secret), "{text} -> {r}");
@@ -143,9 +195,8 @@ mod tests {
         for text in [
             "postgres://db/muhr",
             "https://user@host/path?x=1",
-            "mailto:someone@example.uz",
-            "no url here: a:b@c",
             "compass=north",
+            "someone@example.uz wrote: see https://host/a@b",
             "",
         ] {
             assert_eq!(redact(text), text);

@@ -127,6 +127,12 @@ impl Env {
                     "test passphrase, long enough\n",
                 )
                 .unwrap();
+                // Muhr refuses a secret others can read.
+                std::fs::set_permissions(
+                    dir.path().join("passphrase"),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .unwrap();
                 format!(
                     "backend = \"software\"\npassphrase_file = \"{}\"\n",
                     dir.path().join("passphrase").display()
