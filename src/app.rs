@@ -400,32 +400,45 @@ fn refuse_shared(dir: &Path) -> Result<(), Fail> {
 fn refuse_shared_secrets(config: &Config, data_dir: &Path) -> Result<(), Fail> {
     use std::os::unix::fs::PermissionsExt;
     let ks = &config.key_store;
-    let rel = |p: &Path| {
+    // Each path resolved as the code that reads it does: the passphrase
+    // file and an SQLite database relative to the data directory, the PIN
+    // file and the TLS key relative to the working directory.
+    let in_data = |p: &Path| {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
             data_dir.join(p)
         }
     };
-    let mut files: Vec<PathBuf> = [
-        ks.pin_file.as_deref(),
-        ks.passphrase_file.as_deref(),
-        config.server.tls_key.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .map(rel)
-    .collect();
-    if let Some(url) = &config.database.url
+    let mut files: Vec<PathBuf> = [ks.pin_file.as_deref(), config.server.tls_key.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(Path::to_path_buf)
+        .collect();
+    files.extend(ks.passphrase_file.as_deref().map(in_data));
+    let url = match &config.database.url_env {
+        Some(var) => std::env::var(var).ok(),
+        None => config.database.url.clone(),
+    };
+    if let Some(url) = url
         && let Some(path) = url.strip_prefix("sqlite://")
     {
         let path = path.split('?').next().unwrap_or(path);
         if !path.is_empty() && !path.starts_with(':') {
-            files.push(rel(Path::new(path)));
+            let db = in_data(Path::new(path));
+            for suffix in ["-wal", "-shm", "-journal"] {
+                files.push(PathBuf::from(format!("{}{suffix}", db.display())));
+            }
+            files.push(db);
         }
     }
     // What is inside the data directory, its own check covers.
-    for f in files.into_iter().filter(|f| !f.starts_with(data_dir)) {
+    let data = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    for f in files.into_iter().filter(|f| {
+        !std::fs::canonicalize(f)
+            .unwrap_or_else(|_| f.clone())
+            .starts_with(&data)
+    }) {
         if let Ok(md) = std::fs::metadata(&f) {
             let m = md.permissions().mode() & 0o777;
             if m & 0o077 != 0 {

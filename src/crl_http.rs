@@ -101,7 +101,14 @@ pub async fn crl_file(
             }
         }
     };
-    let info = match s.store.latest_crl_info(ca, kind, scope.shard()).await {
+    // A query that stalls once it has a connection is bounded too.
+    let info = match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        s.store.latest_crl_info(ca, kind, scope.shard()),
+    )
+    .await
+    .unwrap_or_else(|_| Err(muhr_store::StoreError::timed_out()))
+    {
         Ok(Some(i)) => i,
         Ok(None) => {
             return json_error(

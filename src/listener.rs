@@ -232,11 +232,16 @@ impl Listener {
                 );
                 continue;
             };
-            let Some(slot) = per_address.take(
-                &per_address,
-                muhr_ra::ratelimit::client_key(peer.ip()),
-                limits.max_connections_per_address,
-            ) else {
+            // The public listener counts an IPv6 /64 as one client; the
+            // mutual-TLS one serves a few machines, which may share a
+            // data centre's /64, and counts addresses.
+            let client = match transport {
+                Transport::Plain => muhr_ra::ratelimit::client_key(peer.ip()),
+                Transport::Tls(_) => peer.ip(),
+            };
+            let Some(slot) =
+                per_address.take(&per_address, client, limits.max_connections_per_address)
+            else {
                 stats.refused_per_address.fetch_add(1, Ordering::Relaxed);
                 refuse(
                     &stream,
@@ -427,11 +432,16 @@ impl Conn {
                     .saturating_sub(activity.quiet())
                     .max(Duration::from_millis(100))
             }
-            .min(
-                (born + max_age)
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(100)),
-            );
+            .min({
+                // The next age step: the graceful close, then the hard one.
+                let step = if stopping {
+                    born + max_age + self.limits.request_timeout()
+                } else {
+                    born + max_age
+                };
+                step.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100))
+            });
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
@@ -505,14 +515,17 @@ impl Activity {
     }
 }
 
-/// A response body that tells the connection it is moving: every
-/// `PROGRESS` bytes that the client has taken count as activity. A client
-/// that reads a large CRL a few bytes at a time, or that keeps an idle
-/// connection alive with HTTP/2 PINGs, makes no progress and is closed.
+/// A response body that tells the connection it is moving: it hands the
+/// body over in pieces of at most `PROGRESS` bytes, and hyper asks for the
+/// next piece only once the last one is on its way to the client, so each
+/// piece asked for counts as the client taking data. A client that reads a
+/// large CRL a few bytes at a time, or that keeps an idle connection alive
+/// with HTTP/2 PINGs, makes no progress and is closed.
 struct Progress {
     inner: Body,
     activity: Arc<Activity>,
-    since: u64,
+    /// What is left of a frame larger than one piece.
+    rest: axum::body::Bytes,
 }
 
 const PROGRESS: u64 = 16 * 1024;
@@ -525,23 +538,39 @@ impl hyper::body::Body for Progress {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &r
-            && let Some(data) = frame.data_ref()
-        {
-            self.since += data.len() as u64;
-            if self.since >= PROGRESS {
-                self.since = 0;
-                self.activity.touch();
-            }
+        const PIECE: usize = PROGRESS as usize;
+        if !self.rest.is_empty() {
+            let n = self.rest.len().min(PIECE);
+            let piece = self.rest.split_to(n);
+            self.activity.touch();
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))));
         }
-        r
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) => {
+                    if data.len() > PIECE {
+                        self.rest = data.split_off(PIECE);
+                    }
+                    self.activity.touch();
+                    Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        }
     }
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let extra = self.rest.len() as u64;
+        let mut hint = hyper::body::SizeHint::new();
+        hint.set_lower(inner.lower() + extra);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + extra);
+        }
+        hint
     }
 }
 
@@ -586,7 +615,7 @@ impl Service {
                     let body = Body::new(Progress {
                         inner: body,
                         activity: progress,
-                        since: 0,
+                        rest: axum::body::Bytes::new(),
                     });
                     Ok(Response::from_parts(parts, body))
                 }

@@ -376,7 +376,11 @@ fn main() -> ExitCode {
     muhr::app::private_files();
     // A panic's message goes through the same masking as every log line.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("muhr: {}", muhr_store::redact::redact(&info.to_string()));
+        let text = info.to_string();
+        match std::panic::catch_unwind(|| muhr_store::redact::redact(&text)) {
+            Ok(clean) => eprintln!("muhr: {clean}"),
+            Err(_) => eprintln!("muhr: internal error (its message could not be cleaned)"),
+        }
     }));
     let cli = Cli::parse();
     init_logging(cli.global.log_format);

@@ -309,6 +309,15 @@ impl Pool {
     /// context is shared by every store of the process on the same module;
     /// `muhr` opens one key store per process.)
     fn recover(self: Arc<Self>) {
+        /// Clears `recovering` however this thread ends, a panic included,
+        /// so that the next health check can start another.
+        struct Done<'a>(&'a Pool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.state().recovering = false;
+            }
+        }
+        let _done = Done(&self);
         let mut attempts = 0u64;
         loop {
             std::thread::sleep(self.retry);
@@ -385,6 +394,14 @@ impl Pool {
             if guard.is_none() {
                 match self.open() {
                     Ok(p) => *guard = Some(p),
+                    Err(HsmError::Config(why)) if why.starts_with(PIN_REFUSED) => {
+                        drop(guard);
+                        // Another try would count against the token's
+                        // lockout: nothing retries until a restart.
+                        self.state().gave_up = true;
+                        tracing::error!(token = %self.token_label, "the token refused the PIN: not trying again (the token would lock); restart muhr with the right PIN");
+                        return Err(self.mark_down(why));
+                    }
                     Err(e) => {
                         drop(guard);
                         return Err(self.mark_down(e.to_string()));
@@ -392,12 +409,16 @@ impl Pool {
                 }
             }
             let pooled = guard.as_mut().expect("just opened");
-            match f(pooled) {
+            pooled.missing = None;
+            let r = f(pooled);
+            // Only a look-up that found no key sets `missing`; the same code
+            // from the module itself (a key of the wrong type) is its own.
+            if let (Err(CkError::Pkcs11(MISSING_KEY, _)), Some(label)) = (&r, pooled.missing.take())
+            {
+                return Err(HsmError::NotFound(label));
+            }
+            match r {
                 Ok(v) => return Ok(v),
-                Err(CkError::Pkcs11(MISSING_KEY, _)) => {
-                    let label = pooled.missing.take().unwrap_or_default();
-                    return Err(HsmError::NotFound(label));
-                }
                 Err(e) if attempt == 0 && recoverable(&e) => {
                     tracing::warn!(op, error = %e, "PKCS#11 session lost; reopening and logging in again");
                     // Dropping closes the old handle; an error there is expected.

@@ -215,6 +215,10 @@ pub struct Responder {
     generation: AtomicU64,
     /// When the change feed was last read successfully (Unix seconds).
     feed_ok_at: std::sync::atomic::AtomicI64,
+    /// Until when (Unix seconds) a status look-up is not tried for a serial
+    /// whose signed response can be served: the last one timed out or
+    /// failed. Spares a database in trouble one waiting request per serial.
+    db_suspect_until: std::sync::atomic::AtomicI64,
     config: Config,
     pub counters: Counters,
 }
@@ -270,6 +274,7 @@ impl Responder {
             statuses: RwLock::new(Bounded::new(config.cache_bytes / 4)),
             generation: AtomicU64::new(0),
             feed_ok_at: std::sync::atomic::AtomicI64::new(0),
+            db_suspect_until: std::sync::atomic::AtomicI64::new(0),
             config,
             counters: Counters::default(),
         })

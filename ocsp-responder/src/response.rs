@@ -207,6 +207,13 @@ impl Responder {
         // it can be. Past that time the response is served (stale-if-error)
         // instead of making the client wait for a database that is gone.
         let servable = cached.as_ref().is_some_and(|c| now < c.next_update);
+        if servable && now < self.db_suspect_until.load(Ordering::Relaxed) {
+            return stale_or_try_later("the database failed a moment ago");
+        }
+        let suspect = || {
+            self.db_suspect_until
+                .store(now + DB_SUSPECT_SECS, Ordering::Relaxed)
+        };
         let lookup = async {
             let mut statuses = Vec::with_capacity(parsed.queries.len());
             for q in &parsed.queries {
@@ -216,8 +223,15 @@ impl Responder {
         };
         let looked_up = if servable {
             match tokio::time::timeout(STATUS_WAIT_WITH_CACHE, lookup).await {
+                Ok(Err(e)) => {
+                    suspect();
+                    return stale_or_try_later(&e.to_string());
+                }
                 Ok(r) => r,
-                Err(_) => return stale_or_try_later("the database did not answer in time"),
+                Err(_) => {
+                    suspect();
+                    return stale_or_try_later("the database did not answer in time");
+                }
             }
         } else {
             lookup.await
@@ -343,6 +357,10 @@ const FEED_FRESH_SECS: i64 = 2;
 /// How long a status look-up may take when a signed response that is still
 /// valid could be served instead.
 const STATUS_WAIT_WITH_CACHE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// After a status look-up failed, signed responses are served without trying
+/// the database again for this long.
+const DB_SUSPECT_SECS: i64 = 2;
 
 impl Responder {
     /// A certificate's status: from memory while the change feed is being

@@ -59,14 +59,11 @@ pub fn router(citizens: Arc<Citizens>) -> Router {
 }
 
 fn limit(c: &Citizens, peer: SocketAddr, headers: &HeaderMap) -> Result<(), CitizenError> {
-    let ip = if c.config().rate_limits.trust_forwarded_for {
-        forwarded_for(headers)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| peer.ip())
-    } else {
-        peer.ip()
-    };
-    c.limit_address(&crate::ratelimit::client_key(ip).to_string())
+    c.limit_address(&rate_key(
+        c.config().rate_limits.trust_forwarded_for,
+        headers,
+        Some(peer),
+    ))
 }
 
 /// A one-time challenge for renewing a certificate: the renewal request
@@ -164,13 +161,29 @@ fn forwarded_for(headers: &HeaderMap) -> Option<String> {
 }
 
 fn client_address(trust_forwarded_for: bool, req: &Request) -> String {
-    if trust_forwarded_for && let Some(last) = forwarded_for(req.headers()) {
-        return last;
-    }
-    req.extensions()
+    let peer = req
+        .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(a)| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+        .map(|ConnectInfo(a)| *a);
+    rate_key(trust_forwarded_for, req.headers(), peer)
+}
+
+/// The key one client's requests are counted under: the address the proxy
+/// forwarded (when trusted) or the peer's, with any port taken off, and an
+/// IPv6 address counted by its /64. Every rate-limited path uses it.
+fn rate_key(trust_forwarded_for: bool, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+    let forwarded = trust_forwarded_for
+        .then(|| forwarded_for(headers))
+        .flatten()
+        .and_then(|v| {
+            v.parse::<std::net::IpAddr>()
+                .ok()
+                .or_else(|| v.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        });
+    match forwarded.or(peer.map(|p| p.ip())) {
+        Some(ip) => crate::ratelimit::client_key(ip).to_string(),
+        None => "unknown".into(),
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -420,7 +433,20 @@ mod tests {
             "spoofable header ignored"
         );
         let r = request(&[], Some("[::1]:5000"));
-        assert_eq!(client_address(true, &r), "::1");
+        assert_eq!(client_address(true, &r), "::");
         assert_eq!(client_address(false, &request(&[], None)), "unknown");
+        // One subscriber's IPv6 /64 is one client, whichever of its
+        // addresses it rotates through, directly or through the proxy.
+        for a in ["2001:db8:1:2::1", "2001:db8:1:2:ffff:1:2:3"] {
+            let r = request(&[], Some(&format!("[{a}]:443")));
+            assert_eq!(client_address(false, &r), "2001:db8:1:2::");
+            let r = request(&[a], Some("127.0.0.1:5000"));
+            assert_eq!(client_address(true, &r), "2001:db8:1:2::");
+        }
+        // A proxy that writes the port too.
+        let r = request(&["192.0.2.7:5678"], Some("127.0.0.1:5000"));
+        assert_eq!(client_address(true, &r), "192.0.2.7");
+        let r = request(&["[2001:db8::5]:443"], Some("127.0.0.1:5000"));
+        assert_eq!(client_address(true, &r), "2001:db8::");
     }
 }

@@ -64,8 +64,9 @@ pub fn json_error(status: StatusCode, field: &str, rule: &str) -> Response {
 /// Every JSON API takes its body as `application/json` (or a `+json` type):
 /// a body sent as anything else is refused before it is parsed (415), so
 /// that a form or a text field can never be read as a request. The body is
-/// drained first (up to 1 MiB): over HTTP/2 an answer to an unread body
-/// resets the stream and the client never sees the refusal. Placed inside
+/// drained first (up to 64 KiB): over HTTP/2 an answer to an unread body
+/// resets the stream and the client never sees the refusal (a larger one
+/// gets the reset: nobody is owed more reading for a wrong content type). Placed inside
 /// the authentication layers: only a known caller's body is read.
 pub async fn require_json(req: Request, next: Next) -> Response {
     use axum::body::HttpBody;

@@ -39,6 +39,12 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 impl StoreError {
+    /// A query that did not finish in the time its caller allows: counted
+    /// as the database being unavailable.
+    pub fn timed_out() -> Self {
+        StoreError::Db(sqlx::Error::PoolTimedOut)
+    }
+
     /// The database could not be reached or did not answer in time: the same
     /// request may succeed later, unchanged (clients get 503, not 500).
     pub fn is_unavailable(&self) -> bool {

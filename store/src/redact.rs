@@ -30,15 +30,26 @@ fn floor(text: &str, mut i: usize) -> usize {
 fn mask_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
+    // Where the last mask ended (at an '@'): a further '@' in the same run
+    // belongs to the password (`u:Sec@ret@db`), and is masked with it.
+    let mut masked_to = None;
     for (at, _) in text.match_indices('@') {
         if at < copied {
             continue;
         }
-        // The token before '@' runs back to white space or a delimiter.
+        // The token before '@' runs back to white space or a delimiter
+        // (either may be several bytes long: U+00A0, U+3000).
         let start = text[..at]
-            .rfind(|c: char| c.is_whitespace() || TOKEN_END.contains(&c))
-            .map_or(0, |i| i + 1)
+            .char_indices()
+            .rev()
+            .find(|(_, c)| c.is_whitespace() || TOKEN_END.contains(c))
+            .map_or(0, |(i, c)| i + c.len_utf8())
             .max(copied);
+        if masked_to == Some(start) && !text[start..at].contains('/') {
+            copied = at;
+            masked_to = Some(at);
+            continue;
+        }
         let user_at = |token_start: usize| {
             let token = &text[token_start..at];
             let from = token
@@ -63,6 +74,7 @@ fn mask_userinfo(text: &str) -> String {
             out.push_str(&text[copied..from]);
             out.push_str("***");
             copied = at;
+            masked_to = Some(at);
         }
     }
     out.push_str(&text[copied..]);
@@ -111,13 +123,13 @@ fn mask_parameters(text: &str) -> String {
         while v < bytes.len() && bytes[v] == b' ' {
             v += 1;
         }
-        let quoted = v < bytes.len() && matches!(bytes[v], b'"' | b'\'');
-        if quoted {
+        let quote = (v < bytes.len() && matches!(bytes[v], b'"' | b'\'')).then(|| bytes[v] as char);
+        if quote.is_some() {
             v += 1;
         }
         let rest = &text[v..];
-        let len = if quoted {
-            rest.find(['"', '\'']).unwrap_or(rest.len())
+        let len = if let Some(q) = quote {
+            rest.find(q).unwrap_or(rest.len())
         } else {
             rest.find(|c: char| {
                 c.is_whitespace() || matches!(c, '&' | ',' | ';' | '}' | '"' | '\'')
@@ -187,9 +199,30 @@ mod tests {
             ),
             ("password = Spaced", "Spaced"),
             ("url=\"postgres://u:Quoted@h\"", "Quoted"),
+            ("postgress://u:Sec@ret@db/muhr", "ret"),
+            (r#"{"password": "it's-Secret"}"#, "s-Secret"),
+            ("Ошибка:\u{a0}postgres://u:NbspPass@h", "NbspPass"),
+            ("a\u{a0}b:Nbsp2@d", "Nbsp2"),
+            ("\u{3000}x:Ideo@y\u{2003}z", "Ideo"),
         ] {
             let r = redact(text);
             assert!(!r.contains(secret), "{text} -> {r}");
+        }
+        // Random text from the characters that matter never panics.
+        let alphabet = [
+            "a", ":", "@", "/", "\u{a0}", "\u{3000}", "ʻ", "Ж", "=", "\"", "'", " ", "password",
+            "://", "?", "#", "pwd", ":/",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            for _ in 0..(seed % 24) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                s.push_str(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            let _ = redact(&s);
         }
         // Nothing else changes.
         for text in [
@@ -206,7 +239,7 @@ mod tests {
             "postgres://muhr:***@db/muhr"
         );
         // Any text at all, Uzbek and Cyrillic included, without a panic.
-        let long = format!("x://{}", "ʻЖ:".repeat(200));
+        let long = format!("x://{}", "ʻЖ:\u{a0}@\u{3000}a=".repeat(60));
         for cut in 0..long.len() {
             if long.is_char_boundary(cut) {
                 let _ = redact(&long[..cut]);
