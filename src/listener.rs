@@ -611,6 +611,13 @@ impl Service {
             match tokio::time::timeout(limit, fut).await {
                 Ok(Ok(r)) => {
                     let r = one_error_shape(r).await;
+                    // A body of one piece at most (an OCSP response, a JSON
+                    // answer) is on its way once the head is: the request's
+                    // end already counted. Only larger ones are watched.
+                    use hyper::body::Body as _;
+                    if r.body().size_hint().exact().is_some_and(|n| n <= PROGRESS) {
+                        return Ok(r);
+                    }
                     let (parts, body) = r.into_parts();
                     let body = Body::new(Progress {
                         inner: body,
