@@ -219,8 +219,7 @@ impl App {
         if !pem_path.exists() {
             let der =
                 der::Encode::to_der(key.public_key()).map_err(|e| Fail::internal(e.to_string()))?;
-            let pem = der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &der)
-                .map_err(|e| Fail::internal(e.to_string()))?;
+            let pem = muhr_ca::pem("PUBLIC KEY", &der);
             if let Some(dir) = pem_path.parent() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| Fail::internal(format!("{}: {e}", dir.display())))?;

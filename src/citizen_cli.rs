@@ -46,8 +46,7 @@ pub fn csr_pem(kp: &EcdsaKeyPair) -> Result<String, Fail> {
             .map_err(|e| Fail::internal(e.to_string()))?,
     };
     let der = req.to_der().map_err(|e| Fail::internal(e.to_string()))?;
-    der::pem::encode_string("CERTIFICATE REQUEST", der::pem::LineEnding::LF, &der)
-        .map_err(|e| Fail::internal(e.to_string()))
+    Ok(muhr_ca::pem("CERTIFICATE REQUEST", &der))
 }
 
 /// The PKCS#12 password: from a file, or asked twice on the terminal.

@@ -134,9 +134,7 @@ pub async fn cert_show(app: &App, serial: &str) -> Result<(), Fail> {
         println!("revocation: {}{reason}{since}", st.revocation);
     }
     if let Some(der) = &rec.der {
-        let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der)
-            .map_err(|e| Fail::internal(e.to_string()))?;
-        print!("{pem}");
+        print!("{}", muhr_ca::certificate_pem(der));
     }
     Ok(())
 }

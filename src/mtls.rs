@@ -103,9 +103,7 @@ fn load_pem(cert: &Path, key: &Path) -> Result<Credential, Fail> {
     })
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap_or_default()
-}
+use muhr_ca::pem;
 
 /// The listener's certificate: configured files, or one the CA issues for
 /// `server.tls_names` and keeps in DATA/tls until it nears expiry.

@@ -148,10 +148,7 @@ pub async fn init(
             &event,
         )
         .await?;
-    let pem = |d: &[u8]| {
-        der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, d)
-            .map_err(|e| IssueError::Internal(e.to_string()))
-    };
+    let pem = |d: &[u8]| Ok::<_, IssueError>(crate::certificate_pem(d));
     let outcome = Outcome {
         root_pem: pem(&root_der)?,
         issuing_pem: pem(&issuing_der)?,

@@ -48,6 +48,16 @@ pub use identity::FieldError;
 pub use metrics::Metrics;
 pub use recording::Recording;
 
+/// `der` as PEM under `label` (LF line endings): the one place PEM is written.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap_or_default()
+}
+
+/// A certificate's DER as PEM.
+pub fn certificate_pem(der: &[u8]) -> String {
+    pem("CERTIFICATE", der)
+}
+
 /// Names of the two authorities a ceremony creates.
 pub const ROOT: &str = "root";
 pub const ISSUING: &str = "issuing";
@@ -203,8 +213,7 @@ impl Authority {
     }
 
     pub fn pem(&self) -> String {
-        der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &self.der)
-            .unwrap_or_default()
+        certificate_pem(&self.der)
     }
 }
 
@@ -242,8 +251,7 @@ impl Issued {
     }
 
     pub fn pem(&self) -> String {
-        der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &self.der)
-            .unwrap_or_default()
+        certificate_pem(&self.der)
     }
 }
 

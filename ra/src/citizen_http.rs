@@ -273,9 +273,7 @@ fn error_response(e: CitizenError) -> Response {
     }
 }
 
-fn pem(der: &[u8]) -> String {
-    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der).unwrap_or_default()
-}
+use muhr_ca::certificate_pem as pem;
 
 fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|e| e.to_string())

@@ -263,9 +263,7 @@ async fn authorize(api: Api, role: Role, mut req: Request, next: Next) -> Respon
     json_error(StatusCode::FORBIDDEN, "client", &refusal)
 }
 
-fn pem(der: &[u8]) -> String {
-    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der).unwrap_or_default()
-}
+use muhr_ca::certificate_pem as pem;
 
 fn outcome_json(p: &Personalizer, o: &CardOutcome) -> Value {
     let certs: serde_json::Map<String, Value> = o

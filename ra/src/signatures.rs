@@ -46,11 +46,7 @@ pub struct Verdict {
 const NO_PROOF: &str = "no proof of existence (time-stamp token) accompanies the signature, \
 so it is judged at the time of verification; a claimed signing time proves nothing";
 
-fn secs(t: SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use muhr_store::unix_secs as secs;
 
 /// Judges `signature` over `content` (when detached). Only a failure to
 /// reach the database is an error; everything about the input is a verdict.

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use der::{Decode, Encode};
 use muhr_ca::Ca;
@@ -81,11 +81,7 @@ fn judged_until(at: SystemTime) -> i64 {
     }
 }
 
-fn secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use muhr_store::unix_secs as secs;
 
 pub struct Trust {
     ca: Arc<Ca>,

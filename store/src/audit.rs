@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Row};
 
-use crate::{Result, Tx};
+use crate::{Result, Tx, now_micros};
 
 /// One act to record. `object` names what was acted on (a serial, a CA name);
 /// `details` is JSON with whatever else a reader needs.
@@ -16,13 +16,6 @@ pub struct AuditEvent {
     pub action: String,
     pub object: String,
     pub details: serde_json::Value,
-}
-
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// Every field, length-prefixed, so no two different entries hash the same input.

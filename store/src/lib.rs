@@ -166,8 +166,20 @@ pub const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::fr
 const IDLE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub fn now_secs() -> i64 {
+    unix_secs(SystemTime::now())
+}
+
+/// Now in Unix microseconds: the resolution of recorded events.
+pub fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// A time in Unix seconds; 0 before 1970.
+pub fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
@@ -730,7 +742,7 @@ impl Store {
              SELECT serial, issuer, 'good', NULL, NULL, $1 FROM certificates \
              WHERE profile = 'bench' AND der IS NULL",
         )
-        .bind(audit::now_micros())
+        .bind(now_micros())
         .execute(&mut *tx)
         .await?;
         let n = sqlx::query("DELETE FROM certificates WHERE profile = 'bench' AND der IS NULL")

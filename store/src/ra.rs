@@ -11,6 +11,7 @@
 use sqlx::Row;
 
 use crate::audit::{self, AuditEvent};
+use crate::now_micros;
 use crate::status;
 use crate::{Backend, CertificateRecord, Intent, Result, Store, Tx, now_secs, rows};
 
@@ -127,13 +128,6 @@ pub struct CertificateSummary {
     pub pinfl: Option<String>,
     pub job: Option<String>,
     pub role: Option<String>,
-}
-
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 fn job_from_row(r: &sqlx::any::AnyRow) -> Result<JobRow> {

@@ -6,7 +6,7 @@
 
 use sqlx::Row;
 
-use crate::{AuditEvent, Result, Store, StoreError, audit};
+use crate::{AuditEvent, Result, Store, StoreError, audit, now_micros};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
@@ -64,13 +64,6 @@ pub struct StoredCrl {
     pub next_update: i64,
     pub entries: i64,
     pub der: Vec<u8>,
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// RFC 5280 certificateHold.
