@@ -298,7 +298,7 @@ fn person(i: usize) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "pinfl".to_string(),
-            muhr_ca::identity::with_check_digit(&first13),
+            muhr_policies::identity::with_check_digit(&first13),
         ),
         ("surname".to_string(), "BENCHMARKOV".to_string()),
         ("given_name".to_string(), "TEST".to_string()),

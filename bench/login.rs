@@ -60,7 +60,8 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
             .public_key()
             .as_der()
             .map_err(|_| Fail::internal("public key"))?;
-        let pinfl = muhr_ca::identity::with_check_digit(&format!("3150585{:06}", i % 999_999 + 1));
+        let pinfl =
+            muhr_policies::identity::with_check_digit(&format!("3150585{:06}", i % 999_999 + 1));
         let issued = ca
             .issue(Request {
                 profile: "individual-auth".into(),
@@ -97,7 +98,7 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
         .map_err(|e| Fail::internal(e.to_string()))?
         .port();
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, muhr_ra::rp_http::router(api)).await;
+        let _ = axum::serve(listener, muhr_login::http::router(api)).await;
     });
     let base = format!("127.0.0.1:{port}");
     // The relying parties and citizens run on a runtime of their own (threads
@@ -237,8 +238,8 @@ async fn login(
             .map(|s| s.as_ref().to_vec())
             .map_err(|_| "sign".to_string())
     };
-    let cms = muhr_ra::cms::sign(
-        &muhr_ra::cms::Signer {
+    let cms = muhr_validation::cms::sign(
+        &muhr_validation::cms::Signer {
             certificate: &who.cert,
             chain: &[],
             algorithm: AlgorithmIdentifierOwned {

@@ -56,7 +56,7 @@ fn card_json(
     serde_json::json!({
         "request_id": format!("{run}-{i}"),
         "person": {
-            "pinfl": muhr_ca::identity::with_check_digit(&first13),
+            "pinfl": muhr_policies::identity::with_check_digit(&first13),
             "surname": "Toshmatov",
             "given_name": "Sardor",
             "patronymic": "Alisher o'g'li",
@@ -145,7 +145,7 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
     let (client, _) = muhr::mtls::issue_client(
         app,
         &ca,
-        muhr_ra::clients::Role::PersonalizationLine,
+        muhr_http::clients::Role::PersonalizationLine,
         &format!("{run}-line"),
     )
     .await?;

@@ -219,7 +219,7 @@ impl App {
         if !pem_path.exists() {
             let der =
                 der::Encode::to_der(key.public_key()).map_err(|e| Fail::internal(e.to_string()))?;
-            let pem = muhr_ca::pem("PUBLIC KEY", &der);
+            let pem = muhr_pkix::pem::encode("PUBLIC KEY", &der);
             if let Some(dir) = pem_path.parent() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| Fail::internal(format!("{}: {e}", dir.display())))?;

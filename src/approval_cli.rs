@@ -28,18 +28,18 @@ fn sign_statement(act: &Act, p12: &Path, password_file: Option<&Path>) -> Result
 /// operator role.
 async fn operator_of(
     app: &App,
-    trust: &muhr_ra::trust::Trust,
+    trust: &muhr_validation::trust::Trust,
     act: &Act,
     signature: &[u8],
 ) -> Result<Operator, Fail> {
     let statement = muhr_ca::dual_control::statement(act);
-    let verified = muhr_ra::cms::verify(signature, Some(statement.as_bytes()))
+    let verified = muhr_validation::cms::verify(signature, Some(statement.as_bytes()))
         .map_err(|e| Fail::invalid(format!("refused: operator signature: {}", e.detail)))?;
     let a = trust
         .assess(
             &verified.signer,
             &verified.signer_der,
-            muhr_ra::trust::Purpose::Login,
+            muhr_validation::trust::Purpose::Login,
             std::time::SystemTime::now(),
         )
         .await
@@ -58,16 +58,16 @@ async fn operator_of(
             a.serial
         )));
     }
-    let registry = muhr_ra::clients::Registry::new(app.store.clone());
+    let registry = muhr_http::clients::Registry::new(app.store.clone());
     let caller = registry
-        .caller(Some(&muhr_ra::clients::PeerCertificate(
+        .caller(Some(&muhr_http::clients::PeerCertificate(
             verified.signer_der.clone(),
         )))
         .await
         .map_err(|e| Fail::invalid(format!("refused: operator: {e}")))?;
     // The registry's name is the certificate's own (its CN), so two rows
     // cannot make one credential two people.
-    let cn = muhr_ra::trust::attribute(&verified.signer, &const_oid::db::rfc4519::CN);
+    let cn = muhr_validation::trust::attribute(&verified.signer, &const_oid::db::rfc4519::CN);
     if cn.as_deref() != Some(caller.name.as_str()) {
         return Err(Fail::invalid(format!(
             "refused: operator: the registry names {} but the certificate {}",
@@ -75,7 +75,7 @@ async fn operator_of(
             cn.unwrap_or_default()
         )));
     }
-    if caller.role != muhr_ra::clients::Role::Operator {
+    if caller.role != muhr_http::clients::Role::Operator {
         return Err(Fail::invalid(format!(
             "refused: operator: {} is a {} credential, not an operator's",
             caller.name,
@@ -99,7 +99,7 @@ pub async fn request(
     password_file: Option<&Path>,
 ) -> Result<(), Fail> {
     let ca = std::sync::Arc::new(app.ca().await?);
-    let trust = muhr_ra::trust::Trust::new(ca.clone());
+    let trust = muhr_validation::trust::Trust::new(ca.clone());
     let act = ca.ca_status_act(serial, t).await?;
     let signature = sign_statement(&act, p12, password_file)?;
     let by = operator_of(app, &trust, &act, &signature).await?;
@@ -126,7 +126,7 @@ pub async fn approve(
     password_file: Option<&Path>,
 ) -> Result<(), Fail> {
     let ca = std::sync::Arc::new(app.ca().await?);
-    let trust = muhr_ra::trust::Trust::new(ca.clone());
+    let trust = muhr_validation::trust::Trust::new(ca.clone());
     let (a, act) = ca.approval(id).await?;
     // The request as recorded must still stand: signed by the operator it
     // names, whose credential is still good. A row a database

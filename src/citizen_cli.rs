@@ -46,7 +46,7 @@ pub fn csr_pem(kp: &EcdsaKeyPair) -> Result<String, Fail> {
             .map_err(|e| Fail::internal(e.to_string()))?,
     };
     let der = req.to_der().map_err(|e| Fail::internal(e.to_string()))?;
-    Ok(muhr_ca::pem("CERTIFICATE REQUEST", &der))
+    Ok(muhr_pkix::pem::encode("CERTIFICATE REQUEST", &der))
 }
 
 /// The PKCS#12 password: from a file, or asked twice on the terminal.
@@ -243,7 +243,7 @@ pub async fn renew(
     refuse_existing(out)?;
     let bytes = std::fs::read(p12).map_err(|e| Fail::invalid(format!("{}: {e}", p12.display())))?;
     let auth = Credential::open(&bytes, &open_password(p12_password_file)?)?;
-    let serial = muhr_ca::serial::to_hex(auth.certificate.tbs_certificate().serial_number());
+    let serial = muhr_pkix::serial::to_hex(auth.certificate.tbs_certificate().serial_number());
     let password = password(password_file)?;
     let challenge = post_json(
         &format!("{server}/api/v1/certificates/renew/challenge"),
@@ -257,9 +257,9 @@ pub async fn renew(
     let (kp, pkcs8) = new_key()?;
     let (_, csr) = der::pem::decode_vec(csr_pem(&kp)?.as_bytes())
         .map_err(|e| Fail::internal(e.to_string()))?;
-    let pki_data = muhr_ra::cmc::request(&csr, challenge.as_bytes())
+    let pki_data = muhr_ra::citizen::cmc::request(&csr, challenge.as_bytes())
         .map_err(|e| Fail::internal(format!("CMC: {e}")))?;
-    let signature = auth.sign_typed_cms(muhr_ra::cmc::ID_CCT_PKI_DATA, &pki_data)?;
+    let signature = auth.sign_typed_cms(muhr_ra::citizen::cmc::ID_CCT_PKI_DATA, &pki_data)?;
     let answer = post_json(
         &format!("{server}/api/v1/certificates/renew"),
         None,
@@ -382,8 +382,8 @@ impl Credential {
         content: &[u8],
     ) -> Result<Vec<u8>, Fail> {
         let sign = |m: &[u8]| self.sign(m);
-        muhr_ra::cms::sign_typed(
-            &muhr_ra::cms::Signer {
+        muhr_validation::cms::sign_typed(
+            &muhr_validation::cms::Signer {
                 certificate: &self.certificate,
                 chain: &self.chain,
                 algorithm: self.algorithm.clone(),
@@ -400,8 +400,8 @@ impl Credential {
     /// A CMS SignedData over `content` made with this key.
     pub fn sign_cms(&self, content: &[u8], attached: bool) -> Result<Vec<u8>, Fail> {
         let sign = |m: &[u8]| self.sign(m);
-        muhr_ra::cms::sign(
-            &muhr_ra::cms::Signer {
+        muhr_validation::cms::sign(
+            &muhr_validation::cms::Signer {
                 certificate: &self.certificate,
                 chain: &self.chain,
                 algorithm: self.algorithm.clone(),
@@ -461,7 +461,7 @@ pub fn sign(
     );
     println!(
         "signer     {}",
-        muhr_ca::dn_text::to_string(credential.certificate.tbs_certificate().subject())
+        muhr_pkix::dn_text::to_string(credential.certificate.tbs_certificate().subject())
     );
     println!("signature  {}", out.display());
     Ok(())

@@ -58,7 +58,7 @@ pub async fn issue(app: &App, profile: &str, csr: &Path, subject: &Path) -> Resu
         ))
     })?;
     let subject_json = read(subject, "subject")?;
-    let request: muhr_ca::identity::SubjectRequest = serde_json::from_slice(&subject_json)
+    let request: muhr_policies::identity::SubjectRequest = serde_json::from_slice(&subject_json)
         .map_err(|e| Fail::invalid(format!("refused: subject {}: {e}", subject.display())))?;
     let fields = app
         .config
@@ -98,7 +98,7 @@ pub fn date(unix: i64) -> String {
 }
 
 pub async fn cert_show(app: &App, serial: &str) -> Result<(), Fail> {
-    let serial = muhr_ca::serial::normalize_hex(serial).map_err(Fail::invalid)?;
+    let serial = muhr_pkix::serial::normalize_hex(serial).map_err(Fail::invalid)?;
     let rec = app
         .store
         .certificate(&serial)
@@ -134,7 +134,7 @@ pub async fn cert_show(app: &App, serial: &str) -> Result<(), Fail> {
         println!("revocation: {}{reason}{since}", st.revocation);
     }
     if let Some(der) = &rec.der {
-        print!("{}", muhr_ca::certificate_pem(der));
+        print!("{}", muhr_pkix::pem::certificate(der));
     }
     Ok(())
 }
@@ -230,7 +230,7 @@ pub fn audit_verify_export(export: &Path, public_key: &Path) -> Result<(), Fail>
 }
 
 pub async fn change_status(app: &App, serial: &str, t: muhr_store::Transition) -> Result<(), Fail> {
-    let serial = muhr_ca::serial::normalize_hex(serial)
+    let serial = muhr_pkix::serial::normalize_hex(serial)
         .map_err(|e| Fail::invalid(format!("refused: serial: {e}")))?;
     let ca = app.ca().await?;
     let status = ca.change_status(&serial, t, &cli_actor()).await?;

@@ -32,16 +32,16 @@ pub struct Config {
     #[serde(default)]
     pub ocsp: OcspConfig,
     #[serde(default)]
-    pub identity: muhr_ca::identity::IdentityRules,
+    pub identity: muhr_policies::identity::IdentityRules,
     #[serde(default)]
     pub ceremony: CeremonyConfig,
     #[serde(default)]
     pub personalization: muhr_ra::PersonalizationConfig,
     /// Remote issuance to citizens; without it the citizen routes are absent.
-    pub citizens: Option<muhr_ra::remote::CitizensConfig>,
+    pub citizens: Option<muhr_ra::citizen::service::CitizensConfig>,
     /// Login by certificate and the relying parties' services.
     #[serde(default)]
-    pub login: muhr_ra::login::LoginConfig,
+    pub login: muhr_login::login::LoginConfig,
     #[serde(default)]
     pub audit: AuditConfig,
 }

@@ -132,7 +132,7 @@ pub fn metrics_header(out: &mut String) {
 pub enum Transport {
     Plain,
     /// Mutual TLS; the client's leaf certificate reaches the router as
-    /// [`muhr_ra::clients::PeerCertificate`].
+    /// [`muhr_http::clients::PeerCertificate`].
     Tls(tokio_rustls::TlsAcceptor),
 }
 
@@ -236,7 +236,7 @@ impl Listener {
             // mutual-TLS one serves a few machines, which may share a
             // data centre's /64, and counts addresses.
             let client = match transport {
-                Transport::Plain => muhr_ra::ratelimit::client_key(peer.ip()),
+                Transport::Plain => muhr_http::ratelimit::client_key(peer.ip()),
                 Transport::Tls(_) => peer.ip(),
             };
             let Some(slot) =
@@ -594,7 +594,7 @@ impl Service {
         req.extensions_mut().insert(ConnectInfo(self.peer));
         if let Some(leaf) = &self.leaf {
             req.extensions_mut()
-                .insert(muhr_ra::clients::PeerCertificate(leaf.as_ref().clone()));
+                .insert(muhr_http::clients::PeerCertificate(leaf.as_ref().clone()));
         }
         let activity = self.activity.clone();
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -629,7 +629,7 @@ impl Service {
                 Ok(Err(e)) => match e {},
                 Err(_) => {
                     stats.request_timeouts.fetch_add(1, Ordering::Relaxed);
-                    let mut r = muhr_ra::http::json_error(
+                    let mut r = muhr_http::answer::json_error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "request",
                         &format!("not answered within {} s; try again later", limit.as_secs()),
@@ -687,7 +687,7 @@ async fn one_error_shape(r: Response) -> Response {
         ),
         _ => ("body", text),
     };
-    let mut out = muhr_ra::http::json_error(status, field, &rule);
+    let mut out = muhr_http::answer::json_error(status, field, &rule);
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             out.headers_mut().insert(name.clone(), value.clone());

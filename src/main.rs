@@ -606,7 +606,7 @@ async fn status_change(
     t: muhr_store::Transition,
     operator: OperatorArgs,
 ) -> Result<(), Fail> {
-    let serial = muhr_ca::serial::normalize_hex(serial)
+    let serial = muhr_pkix::serial::normalize_hex(serial)
         .map_err(|e| Fail::invalid(format!("refused: serial: {e}")))?;
     match operator.operator_p12 {
         Some(p12) => {

@@ -3,7 +3,7 @@
 //!
 //! TLS accepts only client certificates our issuing CA made (webpki checks the
 //! chain, validity and clientAuth); which of them may do what is the RA
-//! registry's decision, made per request (`muhr_ra::clients`).
+//! registry's decision, made per request (`muhr_http::clients`).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -103,7 +103,7 @@ fn load_pem(cert: &Path, key: &Path) -> Result<Credential, Fail> {
     })
 }
 
-use muhr_ca::pem;
+use muhr_pkix::pem::encode as pem;
 
 /// The listener's certificate: configured files, or one the CA issues for
 /// `server.tls_names` and keeps in DATA/tls until it nears expiry.
@@ -214,7 +214,7 @@ pub async fn client_add(
     out: &Path,
     password_file: &Path,
 ) -> Result<(), Fail> {
-    let role: muhr_ra::clients::Role = role
+    let role: muhr_http::clients::Role = role
         .parse()
         .map_err(|e: String| Fail::invalid(format!("refused: role: {e}")))?;
     if name.is_empty()
@@ -260,7 +260,7 @@ pub async fn client_add(
 pub async fn issue_client(
     app: &App,
     ca: &Ca,
-    role: muhr_ra::clients::Role,
+    role: muhr_http::clients::Role,
     name: &str,
 ) -> Result<(Credential, String), Fail> {
     let (key, spki) = software_key()?;

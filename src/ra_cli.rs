@@ -152,7 +152,7 @@ pub async fn report_pilot(
         .await
         .map_err(|e| Fail::internal(e.to_string()))?;
     let districts = crate::app::districts(&app.config)?;
-    let report = muhr_ra::report::build(from, to, &outcomes, |code| {
+    let report = muhr_ra::card::report::build(from, to, &outcomes, |code| {
         districts.name(code).map(str::to_string)
     });
     match format {

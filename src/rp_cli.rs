@@ -10,7 +10,7 @@ use crate::commands::cli_actor;
 
 /// `muhr rp add`: prints the id and the secret, which is never shown again.
 pub async fn rp_add(app: &App, name: &str, class: &str) -> Result<(), Fail> {
-    let parties = muhr_ra::relying::RelyingParties::new(app.store.clone(), 0);
+    let parties = muhr_login::relying::RelyingParties::new(app.store.clone(), 0);
     let c = parties
         .add(name, class, &cli_actor())
         .await
@@ -25,7 +25,7 @@ pub async fn rp_add(app: &App, name: &str, class: &str) -> Result<(), Fail> {
 
 /// `muhr rp disable --id ID`.
 pub async fn rp_disable(app: &App, id: &str) -> Result<(), Fail> {
-    muhr_ra::relying::RelyingParties::new(app.store.clone(), 0)
+    muhr_login::relying::RelyingParties::new(app.store.clone(), 0)
         .disable(id, &cli_actor())
         .await
         .map_err(|e| Fail::invalid(format!("refused: {e}")))?;
@@ -121,10 +121,10 @@ pub async fn verify(
         .map(|p| std::fs::read(p).map_err(|e| usage("content", p, e)))
         .transpose()?;
     let ca = Arc::new(app.ca().await?);
-    let external =
-        muhr_ra::external::External::load(&app.config.login.external_cas).map_err(Fail::invalid)?;
-    let trust = muhr_ra::trust::Trust::with_external(ca, external);
-    let verdict = muhr_ra::signatures::verify(&trust, &sig, content.as_deref())
+    let external = muhr_validation::external::External::load(&app.config.login.external_cas)
+        .map_err(Fail::invalid)?;
+    let trust = muhr_validation::trust::Trust::with_external(ca, external);
+    let verdict = muhr_validation::signatures::verify(&trust, &sig, content.as_deref())
         .await
         .map_err(Fail::internal)?;
     if json {

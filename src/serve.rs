@@ -135,7 +135,7 @@ pub async fn run(
         keys: app.keys.clone(),
         listeners: Default::default(),
         health: Arc::new(Health::new()),
-        openapi: Arc::new(muhr_ra::http::openapi_for(
+        openapi: Arc::new(muhr_http::openapi::openapi_for(
             "public",
             app.config.citizens.is_some(),
         )),
@@ -153,16 +153,16 @@ pub async fn run(
     let mtls = crate::listener::Listener::bind(
         &listen_mtls,
         "mtls",
-        muhr_ra::http::router(api).merge(muhr_ra::rp_http::tls_router(rp.clone())),
+        muhr_ra::http::router(api).merge(muhr_login::http::tls_router(rp.clone())),
         crate::mtls::transport(tls),
         limits,
         max_mtls,
     )?;
     let mut public = router(shared.clone()).merge(muhr_ocsp_responder::router(responder));
     if let Some(citizens) = citizens(&app, &ca).await? {
-        public = public.merge(muhr_ra::citizen_http::router(citizens));
+        public = public.merge(muhr_ra::citizen::http::router(citizens));
     }
-    public = public.merge(muhr_ra::rp_http::router(rp));
+    public = public.merge(muhr_login::http::router(rp));
     let public = crate::listener::Listener::bind(
         &listen,
         "public",
@@ -195,7 +195,7 @@ pub async fn run(
 pub fn ra_api(app: &App, ca: Arc<Ca>, rules: Arc<muhr_ra::Rules>) -> muhr_ra::http::Api {
     muhr_ra::http::Api {
         personalizer: muhr_ra::Personalizer::start(ca, rules),
-        registry: Arc::new(muhr_ra::clients::Registry::new(app.store.clone())),
+        registry: Arc::new(muhr_http::clients::Registry::new(app.store.clone())),
         crl_validity: Duration::from_secs(app.config.crl.validity_hours * 3600),
     }
 }
@@ -206,7 +206,7 @@ pub fn ra_api(app: &App, ca: Arc<Ca>, rules: Arc<muhr_ra::Rules>) -> muhr_ra::ht
 pub async fn citizens(
     app: &App,
     ca: &Arc<Ca>,
-) -> Result<Option<Arc<muhr_ra::remote::Citizens>>, Fail> {
+) -> Result<Option<Arc<muhr_ra::citizen::service::Citizens>>, Fail> {
     let Some(config) = app.config.citizens.clone() else {
         return Ok(None);
     };
@@ -218,8 +218,13 @@ pub async fn citizens(
         .login_challenge_key(&fresh)
         .await
         .map_err(|e| Fail::internal(e.to_string()))?;
-    let c = muhr_ra::remote::Citizens::new(ca.clone(), app.config.identity.clone(), config, &key)
-        .map_err(Fail::invalid)?;
+    let c = muhr_ra::citizen::service::Citizens::new(
+        ca.clone(),
+        app.config.identity.clone(),
+        config,
+        &key,
+    )
+    .map_err(Fail::invalid)?;
     if let Err(e) = c.verifier.load().await {
         if file {
             return Err(Fail::invalid(format!("citizens.oidc.jwks_file: {e}")));
@@ -263,22 +268,26 @@ pub async fn assertion_key(app: &App) -> Result<Arc<dyn muhr_hsm::KeySigner>, Fa
 }
 
 /// Login by certificate, signature verification and the relying parties.
-pub async fn relying_parties(app: &App, ca: &Arc<Ca>) -> Result<muhr_ra::rp_http::RpApi, Fail> {
+pub async fn relying_parties(app: &App, ca: &Arc<Ca>) -> Result<muhr_login::http::RpApi, Fail> {
     let c = app.config.login.clone();
     c.validate().map_err(Fail::invalid)?;
     let key = assertion_key(app).await?;
     let assertions =
-        muhr_ra::assertion::Assertions::new(key, c.issuer.clone(), c.assertion_seconds)
+        muhr_login::assertion::Assertions::new(key, c.issuer.clone(), c.assertion_seconds)
             .map_err(Fail::invalid)?;
-    let external = muhr_ra::external::External::load(&c.external_cas).map_err(Fail::invalid)?;
-    let trust = Arc::new(muhr_ra::trust::Trust::with_external(ca.clone(), external));
-    Ok(muhr_ra::rp_http::RpApi {
-        parties: Arc::new(muhr_ra::relying::RelyingParties::new(
+    let external =
+        muhr_validation::external::External::load(&c.external_cas).map_err(Fail::invalid)?;
+    let trust = Arc::new(muhr_validation::trust::Trust::with_external(
+        ca.clone(),
+        external,
+    ));
+    Ok(muhr_login::http::RpApi {
+        parties: Arc::new(muhr_login::relying::RelyingParties::new(
             app.store.clone(),
             c.rp_cache_seconds,
         )),
         login: Arc::new(
-            muhr_ra::login::Login::open(trust, Arc::new(assertions), c)
+            muhr_login::login::Login::open(trust, Arc::new(assertions), c)
                 .await
                 .map_err(Fail::internal)?,
         ),
@@ -346,7 +355,7 @@ pub fn router(shared: Shared) -> Router {
         .with_state(shared)
 }
 
-pub(crate) use muhr_ra::http::json_error;
+pub(crate) use muhr_http::answer::json_error;
 
 /// What this listener serves, described.
 async fn openapi(State(s): State<Shared>) -> Response {

@@ -108,7 +108,7 @@ fn each_listener_describes_exactly_its_routes_and_fuzzing_finds_no_5xx_nor_undoc
     let public: Value = serde_json::from_slice(&public_doc).unwrap();
     let (code, private) = curl_status(&env, mtls, &operator, "GET", "/openapi.json");
     assert_eq!(code, 200);
-    let all: Value = serde_json::from_str(muhr_ra::http::OPENAPI).unwrap();
+    let all: Value = serde_json::from_str(muhr_http::openapi::OPENAPI).unwrap();
     for (path, item) in all["paths"].as_object().unwrap() {
         let concrete = path
             .replace("{file}", "issuing.cer")

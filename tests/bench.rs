@@ -110,7 +110,7 @@ fn leftovers_are_removed(db: Db) {
         let csr = std::fs::read(env.csr("made-up", "ec")).unwrap();
         for i in 0..3 {
             let first13 = format!("3150585{:06}", 100_001 + i);
-            let request = muhr_ca::identity::SubjectRequest {
+            let request = muhr_policies::identity::SubjectRequest {
                 pinfl: pinfl(&first13),
                 surname: "BENCH".into(),
                 given_name: "MADE-UP".into(),

@@ -161,7 +161,7 @@ fn login(port: u16, rp: &Rp, signature: &[u8], detached: Option<&str>) -> (u16, 
 }
 
 /// The login challenge key, read out of the database.
-fn challenge_key(env: &Env) -> muhr_ra::challenge::Challenges {
+fn challenge_key(env: &Env) -> muhr_login::challenge::Challenges {
     let hex_of = if env.db == Db::Sqlite {
         "hex(secret)"
     } else {
@@ -169,7 +169,7 @@ fn challenge_key(env: &Env) -> muhr_ra::challenge::Challenges {
     };
     let key =
         hex::decode(&env.sql(&format!("SELECT {hex_of} FROM login_challenge_key"))[0]).unwrap();
-    muhr_ra::challenge::Challenges::new(&key, 120)
+    muhr_login::challenge::Challenges::new(&key, 120)
 }
 
 fn reasons(v: &Value) -> Vec<String> {
@@ -720,7 +720,8 @@ fn login_and_verify(db: Db) {
     const PKI_DATA: &str = "1.3.6.1.5.5.7.12.2";
     let renewal = |signer: &Citizen, serial: &str, name: &str| -> (Vec<u8>, Citizen) {
         let (key, csr) = new_key(name);
-        let pki = muhr_ra::cmc::request(&csr, renewal_challenge(serial).as_bytes()).unwrap();
+        let pki =
+            muhr_ra::citizen::cmc::request(&csr, renewal_challenge(serial).as_bytes()).unwrap();
         let sig = sign_as(signer, &pki, Some(PKI_DATA), name);
         let cert = env.path(&format!("{name}.pem"));
         (
@@ -803,7 +804,7 @@ fn login_and_verify(db: Db) {
         ),
         (challenge(port, &tax), "login-challenge"),
     ] {
-        let pki = muhr_ra::cmc::request(&csr, nonce.as_bytes()).unwrap();
+        let pki = muhr_ra::citizen::cmc::request(&csr, nonce.as_bytes()).unwrap();
         let (code, v) = post_renewal(&sign_as(&alice_auth, &pki, Some(PKI_DATA), name));
         assert_eq!(code, 422, "{name}: {v}");
         assert!(rule(&v).contains("not a renewal challenge"), "{name}: {v}");
@@ -853,8 +854,9 @@ fn login_and_verify(db: Db) {
     );
     // Its challenge with another key: a replay, refused.
     let (_, csr2) = new_key("renew1-replay");
-    let used = muhr_ra::cmc::parse(&std::fs::read(env.path("renew1.in")).unwrap()).unwrap();
-    let replay = muhr_ra::cmc::request(&csr2, &used.recipient_nonce).unwrap();
+    let used =
+        muhr_ra::citizen::cmc::parse(&std::fs::read(env.path("renew1.in")).unwrap()).unwrap();
+    let replay = muhr_ra::citizen::cmc::request(&csr2, &used.recipient_nonce).unwrap();
     let (code, v) = post_renewal(&sign_as(&alice_auth, &replay, Some(PKI_DATA), "replay"));
     assert_eq!(code, 409, "{v}");
     assert!(rule(&v).contains("used already"), "{v}");

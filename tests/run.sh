@@ -92,7 +92,7 @@ grep -E "^Done [0-9]+ runs" /tmp/muhr-fuzz.log
 log "fuzzing the CMS input of login, renewal and verification (${MUHR_FUZZ_SECONDS:-60} s)"
 # Seeds: real signatures from OpenSSL, attached and detached, so the fuzzer
 # starts inside SignedData rather than at the first byte.
-SEEDS=ra/fuzz/corpus/cms_signed_data
+SEEDS=validation/fuzz/corpus/cms_signed_data
 mkdir -p "$SEEDS"
 SEEDTMP=$(mktemp -d)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=seed -days 2 \
@@ -103,7 +103,7 @@ openssl cms -sign -binary -in "$SEEDTMP/m" -signer "$SEEDTMP/c.pem" -inkey "$SEE
 openssl cms -sign -binary -nodetach -in "$SEEDTMP/m" -signer "$SEEDTMP/c.pem" \
   -inkey "$SEEDTMP/k.pem" -outform DER -out "$SEEDS/attached"
 rm -rf "$SEEDTMP"
-if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$FUZZ_TARGET" --fuzz-dir ra/fuzz cms_signed_data -- \
+if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$FUZZ_TARGET" --fuzz-dir validation/fuzz cms_signed_data -- \
     -max_total_time="${MUHR_FUZZ_SECONDS:-60}" > /tmp/muhr-fuzz-cms.log 2>&1; then
   tail -40 /tmp/muhr-fuzz-cms.log; echo "the CMS fuzzer found a crash" >&2; exit 1
 fi

@@ -27,7 +27,7 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity as CertValidity};
 
 use crate::crl::{Scope, idp};
-use crate::identity::FieldError;
+use muhr_policies::identity::FieldError;
 
 pub const OCSP_NOCHECK: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.5");
 const AD_OCSP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
@@ -149,7 +149,9 @@ fn add_months(dt: DateTime, months: u32) -> Option<DateTime> {
     let year = dt.year() as u32 + total / 12;
     let month = (total % 12 + 1) as u8;
     let year = u16::try_from(year).ok()?;
-    let day = dt.day().min(crate::identity::days_in_month(year, month));
+    let day = dt
+        .day()
+        .min(muhr_policies::identity::days_in_month(year, month));
     DateTime::new(year, month, day, dt.hour(), dt.minutes(), dt.seconds()).ok()
 }
 

@@ -12,8 +12,9 @@ use muhr_store::{AuditEvent, Authority as StoredAuthority, Intent, Store};
 
 use crate::{
     Authority, ISSUING, IssuancePolicy, IssueError, ROOT, finish_sign, issue_event, prepare,
-    serial, spawn_sign, unix,
+    spawn_sign, unix,
 };
+use muhr_pkix::serial;
 
 /// One CA of the ceremony, as configuration describes it.
 #[derive(Clone, Debug)]
@@ -148,7 +149,7 @@ pub async fn init(
             &event,
         )
         .await?;
-    let pem = |d: &[u8]| Ok::<_, IssueError>(crate::certificate_pem(d));
+    let pem = |d: &[u8]| Ok::<_, IssueError>(muhr_pkix::pem::certificate(d));
     let outcome = Outcome {
         root_pem: pem(&root_der)?,
         issuing_pem: pem(&issuing_der)?,

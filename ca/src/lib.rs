@@ -12,6 +12,14 @@
 //!
 //! A crash between 3 and 5 leaves a pending intent; [`Ca::recover`] signs the
 //! recorded bytes again at the next start, so nothing is lost or issued twice.
+//!
+//! It must never decide who a person is or whether they may have a
+//! certificate, and knows nothing of cards or citizens: a caller that needs
+//! something recorded with the certificates passes it as opaque data
+//! ([`recording`], [`muhr_store::JobLink`]). It touches keys only through
+//! `muhr_hsm`.
+
+#![forbid(unsafe_code)]
 
 pub mod alt_name;
 pub mod audit_anchor;
@@ -19,16 +27,14 @@ pub mod build;
 pub mod ceremony;
 pub mod crl;
 pub mod csr;
-pub mod dn_text;
 pub mod dual_control;
 pub mod goodkey;
-pub mod identity;
+
 pub mod lint;
 pub mod metrics;
 pub mod ocsp_signer;
 pub mod recording;
 pub mod revocation;
-pub mod serial;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,19 +50,9 @@ use x509_cert::Certificate;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
 
 use build::{IssuerUrls, IssuerView, TbsInput};
-pub use identity::FieldError;
 pub use metrics::Metrics;
+pub use muhr_policies::identity::FieldError;
 pub use recording::Recording;
-
-/// `der` as PEM under `label` (LF line endings): the one place PEM is written.
-pub fn pem(label: &str, der: &[u8]) -> String {
-    der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap_or_default()
-}
-
-/// A certificate's DER as PEM.
-pub fn certificate_pem(der: &[u8]) -> String {
-    pem("CERTIFICATE", der)
-}
 
 /// Names of the two authorities a ceremony creates.
 pub const ROOT: &str = "root";
@@ -213,7 +209,7 @@ impl Authority {
     }
 
     pub fn pem(&self) -> String {
-        certificate_pem(&self.der)
+        muhr_pkix::pem::certificate(&self.der)
     }
 }
 
@@ -221,7 +217,7 @@ impl Authority {
 #[derive(Clone, Debug)]
 pub struct Request {
     pub profile: String,
-    /// Subject fields, already checked (see [`identity`]).
+    /// Subject fields, already checked (see [`muhr_policies::identity`]).
     pub fields: BTreeMap<String, String>,
     pub public_key: SubjectPublicKeyInfoOwned,
     /// The certificate must not outlive this (e.g. the identity document).
@@ -251,7 +247,7 @@ impl Issued {
     }
 
     pub fn pem(&self) -> String {
-        certificate_pem(&self.der)
+        muhr_pkix::pem::certificate(&self.der)
     }
 }
 
@@ -329,11 +325,11 @@ pub(crate) fn prepare(
         .get(&profile.name)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let serial = serial::generate().map_err(IssueError::Internal)?;
+    let serial = muhr_pkix::serial::generate().map_err(IssueError::Internal)?;
     let crl_shard = crl::shard::of(serial.as_bytes(), crl_shards);
     let extensions = build::extensions(profile, &public_key, issuer, oids, crl_shard, alt_names)
         .map_err(|e| IssueError::Internal(format!("extensions: {e}")))?;
-    let subject_text = dn_text::to_string(&subject);
+    let subject_text = muhr_pkix::dn_text::to_string(&subject);
     let tbs = build::to_be_signed(TbsInput {
         serial: serial.clone(),
         not_before,
@@ -580,7 +576,7 @@ impl Ca {
         )?;
         Ok(Prepared {
             intent: Intent {
-                serial: serial::to_hex(&p.serial),
+                serial: muhr_pkix::serial::to_hex(&p.serial),
                 issuer: ISSUING.to_string(),
                 profile: profile.name.clone(),
                 subject: p.subject,

@@ -237,7 +237,7 @@ mod tests {
         BTreeMap::from([
             (
                 "pinfl".into(),
-                crate::identity::with_check_digit("3150585123456"),
+                muhr_policies::identity::with_check_digit("3150585123456"),
             ),
             ("surname".into(), "IVANOV".into()),
             ("given_name".into(), "IVAN".into()),
@@ -288,7 +288,7 @@ mod tests {
             let extensions =
                 build::extensions(p, &subject_key, Some(&issuer), &[], Some(3), &[]).unwrap();
             let mut input = TbsInput {
-                serial: crate::serial::generate().unwrap(),
+                serial: muhr_pkix::serial::generate().unwrap(),
                 not_before: self.now,
                 not_after: build::add_validity(self.now, p.validity).unwrap(),
                 subject: build::subject_name(p, &person()).unwrap(),

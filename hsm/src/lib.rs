@@ -4,6 +4,11 @@
 //! has two backends: [`pkcs11`] for an HSM (SoftHSM2 in tests) and [`software`]
 //! for the embedded development default. Callers never see key material, only a
 //! label, a public key and signatures ready to be placed in X.509 structures.
+//!
+//! It must never let key material out: no export, no raw private key in
+//! memory outside the software backend's encrypted files, no PIN in an error.
+
+#![forbid(unsafe_code)]
 
 pub mod algorithm;
 pub mod pkcs11;

@@ -10,6 +10,11 @@
 //!   database cannot confirm is never answered `good`.
 //! - Responses are signed by the delegated OCSP signer (its own key and
 //!   certificate, see `muhr_ca::ocsp_signer`), never by the CA key.
+//!
+//! It must never write a certificate's status, and never signs with the CA
+//! key: it reads the store and answers.
+
+#![forbid(unsafe_code)]
 
 // `der07`'s derive macros name their crate `::der`.
 extern crate der07 as der;

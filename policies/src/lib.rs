@@ -4,9 +4,19 @@
 //!
 //! A bad profile stops start-up with an error naming the file, the field and the
 //! rule it breaks, so an operator's typo never reaches a certificate.
+//!
+//! [`identity`] holds the rules a person's data must meet (PINFL, names,
+//! TIN): policy, shared by the RA that applies it and the validation that
+//! reads certificates back.
+//!
+//! It must never touch a key, the database or the network: profiles and
+//! rules are data and pure functions.
+
+#![forbid(unsafe_code)]
 
 pub mod districts;
 mod duration;
+pub mod identity;
 mod template;
 
 use std::collections::BTreeMap;

@@ -19,31 +19,9 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::card::CardRequest;
-use crate::clients::{Caller, PeerCertificate, Registry, Role};
-use crate::personalize::{CardError, CardOutcome, Personalizer};
-
-/// Every route of both listeners, each path marked with the listener that
-/// serves it (`x-muhr-listener`: public, mtls or both) and what it needs
-/// configured (`x-muhr-needs`). Callers get [`openapi_for`] their listener.
-pub const OPENAPI: &str = include_str!("../openapi.json");
-
-/// The description of exactly what one listener serves: its paths, with the
-/// citizens' routes only when `[citizens]` is configured.
-pub fn openapi_for(listener: &str, citizens: bool) -> String {
-    let mut doc: Value = match serde_json::from_str(OPENAPI) {
-        Ok(d) => d,
-        Err(e) => return json!({ "error": e.to_string() }).to_string(),
-    };
-    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
-        paths.retain(|_, item| {
-            let on = item.get("x-muhr-listener").and_then(Value::as_str);
-            let needs = item.get("x-muhr-needs").and_then(Value::as_str);
-            (on == Some(listener) || on == Some("both")) && (needs != Some("citizens") || citizens)
-        });
-    }
-    doc["servers"] = json!([{ "url": "/", "description": listener }]);
-    doc.to_string()
-}
+use crate::card::personalize::{CardError, CardOutcome, Personalizer};
+use muhr_http::answer::{json_error, limit_body, require_json, unavailable_not_internal};
+use muhr_http::clients::{Caller, PeerCertificate, Registry, Role};
 
 #[derive(Clone)]
 pub struct Api {
@@ -51,118 +29,6 @@ pub struct Api {
     pub registry: Arc<Registry>,
     /// Life of the complete CRLs an operator asks for.
     pub crl_validity: Duration,
-}
-
-pub fn json_error(status: StatusCode, field: &str, rule: &str) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "field": field, "rule": rule } })),
-    )
-        .into_response()
-}
-
-/// Every JSON API takes its body as `application/json` (or a `+json` type):
-/// a body sent as anything else is refused before it is parsed (415), so
-/// that a form or a text field can never be read as a request. The body is
-/// drained first (up to 64 KiB): over HTTP/2 an answer to an unread body
-/// resets the stream and the client never sees the refusal (a larger one
-/// gets the reset: nobody is owed more reading for a wrong content type). Placed inside
-/// the authentication layers: only a known caller's body is read.
-pub async fn require_json(req: Request, next: Next) -> Response {
-    use axum::body::HttpBody;
-    let has_body = !req.body().is_end_stream() && req.body().size_hint().exact() != Some(0);
-    if req.method() == axum::http::Method::POST && has_body {
-        let essence = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if essence != "application/json" && !essence.ends_with("+json") {
-            let _ = axum::body::to_bytes(req.into_body(), 64 << 10).await;
-            return json_error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content-type",
-                "send the body as application/json",
-            );
-        }
-    }
-    next.run(req).await
-}
-
-/// Reads the whole body before anything answers, refusing one over `max`
-/// with the JSON 413 every refusal uses. A body over the limit is still read
-/// (and thrown away) up to twice the limit: over HTTP/2 an answer to a body
-/// left unread resets the stream, and clients then show a transport error
-/// instead of the 413. Past that, the stream is reset: nobody is owed that
-/// much reading.
-pub async fn limit_body(State(max): State<usize>, req: Request, next: Next) -> Response {
-    use http_body_util::BodyExt;
-    let (parts, mut body) = req.into_parts();
-    let cap = max.saturating_mul(2).max(1 << 20);
-    let (mut kept, mut seen) = (Vec::new(), 0usize);
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "body",
-                "the request body could not be read",
-            );
-        };
-        if let Some(data) = frame.data_ref() {
-            seen += data.len();
-            if seen > cap {
-                break;
-            }
-            if seen <= max {
-                kept.extend_from_slice(data);
-            }
-        }
-    }
-    if seen > max {
-        return json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body",
-            &format!("the request body is larger than {max} bytes"),
-        );
-    }
-    next.run(Request::from_parts(parts, axum::body::Body::from(kept)))
-        .await
-}
-
-/// A request that failed while the database cannot be reached is answered
-/// 503 with `Retry-After`, not 500: the client should come back, and the
-/// failure was not the request's. Deep layers report failures as text; this
-/// asks the database itself (within half a second) when a 500 is about to
-/// leave, so every route gets it without each error type carrying it.
-pub async fn unavailable_not_internal(
-    State(store): State<muhr_store::Store>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let r = next.run(req).await;
-    if r.status() != StatusCode::INTERNAL_SERVER_ERROR {
-        return r;
-    }
-    let reachable = matches!(
-        tokio::time::timeout(Duration::from_millis(500), store.ping()).await,
-        Ok(Ok(()))
-    );
-    if reachable {
-        return r;
-    }
-    let mut r = json_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "-",
-        "the database is unavailable; retry later",
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-    r
 }
 
 /// The largest body the RA's machine API takes (a batch of cards).
@@ -220,7 +86,9 @@ pub fn router(api: Api) -> Router {
 
 async fn openapi() -> Response {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let doc = DOC.get_or_init(|| openapi_for("mtls", false)).clone();
+    let doc = DOC
+        .get_or_init(|| muhr_http::openapi::openapi_for("mtls", false))
+        .clone();
     ([(header::CONTENT_TYPE, "application/json")], doc).into_response()
 }
 
@@ -254,7 +122,7 @@ async fn authorize(api: Api, role: Role, mut req: Request, next: Next) -> Respon
     // to an unread body resets the stream, and the client sees no 403 at all.
     // At most 1 MiB of it: a caller who is refused is owed no more reading.
     let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
-    if refusal == crate::clients::REGISTRY_UNAVAILABLE {
+    if refusal == muhr_http::clients::REGISTRY_UNAVAILABLE {
         let mut r = json_error(StatusCode::SERVICE_UNAVAILABLE, "client", &refusal);
         r.headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
@@ -263,7 +131,7 @@ async fn authorize(api: Api, role: Role, mut req: Request, next: Next) -> Respon
     json_error(StatusCode::FORBIDDEN, "client", &refusal)
 }
 
-use muhr_ca::certificate_pem as pem;
+use muhr_pkix::pem::certificate as pem;
 
 fn outcome_json(p: &Personalizer, o: &CardOutcome) -> Value {
     let certs: serde_json::Map<String, Value> = o

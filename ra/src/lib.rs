@@ -1,35 +1,23 @@
 //! The registration authority: it decides, the CA only signs.
 //!
-//! The personalization line sends each card it makes; the RA checks the person,
-//! the document and the chip's keys, claims the card job so a retry never issues
-//! twice, asks the CA for the certificates and supersedes the person's previous
-//! card. Operators look up people and certificates and change their status.
-//! Callers are mutual-TLS clients known to the registry in [`clients`].
+//! Two ways in, one folder each. The personalization line sends each card it
+//! makes ([`card`]): the RA checks the person, the document and the chip's
+//! keys, claims the card job so a retry never issues twice, asks the CA for
+//! the certificates and supersedes the person's previous card. Citizens
+//! already authenticated by the identity system ask remotely ([`citizen`]).
+//! Operators look up people and certificates and change their status
+//! ([`http`], the mutual-TLS API of the line and the operators; callers are
+//! known to `muhr_http::clients`).
+//!
+//! The RA must never hold a key or sign: identity checks, policy and
+//! idempotency are decided here, and the CA is asked only to record and sign.
 
-pub mod assertion;
+#![forbid(unsafe_code)]
+
 pub mod card;
-pub mod challenge;
-pub mod citizen_http;
-pub mod clients;
-pub mod cmc;
-pub mod cms;
-pub mod config;
-pub mod external;
+pub mod citizen;
 pub mod http;
-pub mod job_recording;
-pub mod jws;
-pub mod login;
-pub mod login_record;
-pub mod oidc;
-pub mod personalize;
-pub mod ratelimit;
-pub mod relying;
-pub mod remote;
-pub mod report;
-pub mod rp_http;
-pub mod signatures;
-pub mod trust;
 
+pub use card::config::PersonalizationConfig;
+pub use card::personalize::{CardError, CardOutcome, Personalizer};
 pub use card::{CardRequest, Refusal, Rules};
-pub use config::PersonalizationConfig;
-pub use personalize::{CardError, CardOutcome, Personalizer};

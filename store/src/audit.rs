@@ -1,7 +1,7 @@
 //! The audit chain: an append-only list of CA acts in which each entry's hash
 //! covers the previous entry's hash and the entry's own fields. Changing,
 //! removing or reordering any entry breaks every hash after it, and
-//! [`verify`] names the first entry where the chain no longer holds.
+//! `verify` names the first entry where the chain no longer holds.
 
 use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Row};

@@ -4,6 +4,12 @@
 //!
 //! Both engines run the same SQL: `$N` placeholders, times as integers, blobs.
 //! Only the DDL differs, so each backend has its own migrations folder.
+//!
+//! It must never decide: it records what the CA and the services ask, keeps
+//! the constraints that make a decision atomic (one certificate per job and
+//! role, one profile per person's key), and reads back. It never signs.
+
+#![forbid(unsafe_code)]
 
 pub mod approvals;
 pub mod audit;

@@ -828,7 +828,7 @@ impl Store {
     }
 
     /// What the registry holds on any of these people, in one query per
-    /// [`rows::CHUNK`] of them (a group of cards asks once, not per card).
+    /// `rows::CHUNK` of them (a group of cards asks once, not per card).
     pub async fn registry_people(&self, pinfls: &[&str]) -> Result<Vec<RegistryPerson>> {
         let mut people = Vec::new();
         for chunk in pinfls.chunks(rows::CHUNK) {

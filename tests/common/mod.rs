@@ -462,7 +462,7 @@ pub fn pkilint(cert: &Path) {
 }
 
 pub fn pinfl(first13: &str) -> String {
-    muhr_ca::identity::with_check_digit(first13)
+    muhr_policies::identity::with_check_digit(first13)
 }
 
 /// A certificate's serial as `openssl x509 -serial` prints it.

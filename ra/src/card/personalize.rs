@@ -1,7 +1,7 @@
 //! Issuing a card's certificates: idempotent, exactly once, with group commit.
 //!
 //! Cards arriving together (concurrent requests, or a batch) are handled as one
-//! group, in the CA's two commits (see [`crate::job_recording`]): one claims
+//! group, in the CA's two commits (see [`crate::card::jobs`]): one claims
 //! the cards' jobs and records every certificate's intent, one stores the
 //! signed certificates, finishes the jobs and supersedes previous cards. A
 //! group of a hundred cards costs two commits, not two hundred, and nothing is
@@ -22,10 +22,10 @@ use muhr_store::ra::{Claim, FinishedJob, JobClaim, JobRow, Supersede};
 use muhr_store::{JobLink, Store};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::job_recording::{Job, JobRecording};
+use crate::card::jobs::{Job, JobRecording};
 
-use crate::card::{CardRequest, Date, Refusal, Rules, ValidCard};
-use crate::config::SupersedeMode;
+use crate::card::config::SupersedeMode;
+use crate::card::request::{CardRequest, Date, Refusal, Rules, ValidCard};
 
 /// A claimed job is left alone by other requests for this long; its holder
 /// renews it every third of that while it works (`hold_leases`).

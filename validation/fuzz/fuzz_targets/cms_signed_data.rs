@@ -7,8 +7,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = muhr_ra::cms::verify(data, None);
-    let _ = muhr_ra::cms::verify(data, Some(data));
+    let _ = muhr_validation::cms::verify(data, None);
+    let _ = muhr_validation::cms::verify(data, Some(data));
     // The renewal request inside such a signature.
     let _ = muhr_ra::cmc::parse(data);
 });

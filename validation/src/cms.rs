@@ -15,6 +15,7 @@
 use std::time::SystemTime;
 
 use aws_lc_rs::digest;
+use base64::Engine;
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::signed_data::{
@@ -400,4 +401,14 @@ pub fn sign_typed(
     }
     .to_der()
     .map_err(e)
+}
+
+/// A CMS message as the JSON carries it: PEM text, or base64 of the DER.
+pub fn from_text(s: &str) -> Result<Vec<u8>, String> {
+    if s.trim_start().starts_with("-----BEGIN") {
+        return Ok(s.as_bytes().to_vec());
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|_| "base64 of a DER CMS SignedData, or its PEM".to_string())
 }

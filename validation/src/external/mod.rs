@@ -17,7 +17,7 @@
 //!   A CA with intermediates is configured once per issuing CA;
 //! - an answer or CRL without nextUpdate is believed for
 //!   `max_age_without_next_update_seconds` after its thisUpdate, and none
-//!   dated more than [`SKEW`] ahead of our clock;
+//!   dated more than `SKEW` ahead of our clock;
 //! - only the CA's complete CRL is read ([`crl`] refuses scoped, delta and
 //!   not-understood critical ones), and its CRL number may not go back: the
 //!   highest accepted is remembered per CA, in this process only. A restart

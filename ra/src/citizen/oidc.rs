@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::RwLock;
 
-use crate::jws::{self, Jwk};
+use muhr_pkix::jws::{self, Jwk};
 
 /// `[citizens.oidc]`.
 #[derive(Debug, Clone, Deserialize)]

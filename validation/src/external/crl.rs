@@ -20,7 +20,7 @@
 //! - a CRL Number, which conforming issuers must include (§5.2.3): it is
 //!   what lets [`super::External`] refuse an older CRL replayed after a
 //!   newer one;
-//! - current: thisUpdate not ahead of our clock beyond [`super::SKEW`], nextUpdate
+//! - current: thisUpdate not ahead of our clock beyond `super::SKEW`, nextUpdate
 //!   not past, and, when nextUpdate is absent, thisUpdate no older than the
 //!   CA's `max_age_without_next_update_seconds`.
 

@@ -12,16 +12,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use muhr_ca::identity::{IdentityRules, SubjectRequest};
 use muhr_ca::{Ca, FieldError, IssueError, Request};
+use muhr_policies::identity::{IdentityRules, SubjectRequest};
 use muhr_store::{AuditEvent, JobLink, StoreError, Transition};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::challenge::{ChallengeError, Challenges};
-use crate::oidc::{Citizen, OidcConfig, Verifier};
-use crate::ratelimit::RateLimiter;
-use crate::trust::{Purpose, Trust};
+use crate::citizen::oidc::{Citizen, OidcConfig, Verifier};
+use muhr_http::ratelimit::RateLimiter;
+use muhr_login::challenge::{ChallengeError, Challenges};
+use muhr_validation::trust::{Purpose, Trust};
 
 /// How long a renewal challenge may be used.
 const RENEWAL_CHALLENGE_SECONDS: u64 = 300;
@@ -176,7 +176,7 @@ impl Citizens {
             renewal_challenges: Challenges::for_domain(
                 challenge_key,
                 RENEWAL_CHALLENGE_SECONDS,
-                crate::challenge::RENEWAL,
+                muhr_login::challenge::RENEWAL,
             ),
             ca,
             identity,
@@ -382,7 +382,7 @@ impl Citizens {
     /// request must echo it. It names the certificate and expires; it is
     /// used up by the renewal it serves.
     pub async fn renewal_challenge(&self, serial: &str) -> Result<(String, i64), CitizenError> {
-        let serial = muhr_ca::serial::normalize_hex(serial).map_err(|e| refuse("serial", e))?;
+        let serial = muhr_pkix::serial::normalize_hex(serial).map_err(|e| refuse("serial", e))?;
         let s = self
             .ca
             .store()
@@ -412,7 +412,7 @@ impl Citizens {
     }
 
     /// Renewal without a new login at the identity system. `signature` is a
-    /// CMS SignedData of content type id-cct-PKIData ([`crate::cmc`])
+    /// CMS SignedData of content type id-cct-PKIData ([`crate::citizen::cmc`])
     /// carrying the CSR of a new key and a renewal challenge for the
     /// certificate to renew, signed with that certificate's own key; it
     /// must be an authentication certificate (clientAuth) of this CA, valid
@@ -422,7 +422,7 @@ impl Citizens {
     /// citizen may revoke it). The law allows two renewals in a row; a
     /// third needs the person to authenticate with the identity system.
     pub async fn renew(&self, signature: &[u8]) -> Result<Renewed, CitizenError> {
-        let v = crate::cms::verify(signature, None)
+        let v = muhr_validation::cms::verify(signature, None)
             .map_err(|e| refuse("signature", format!("{}: {}", e.code, e.detail)))?;
         if !v.attached {
             return Err(refuse(
@@ -430,7 +430,7 @@ impl Citizens {
                 "the signature must carry the renewal request (attached)",
             ));
         }
-        if v.content_type != crate::cmc::ID_CCT_PKI_DATA {
+        if v.content_type != crate::citizen::cmc::ID_CCT_PKI_DATA {
             return Err(refuse(
                 "signature",
                 format!(
@@ -438,7 +438,7 @@ impl Citizens {
                      ({}) signed with the authentication certificate; a signature over \
                      anything else, a bare CSR included, never renews",
                     v.content_type,
-                    crate::cmc::ID_CCT_PKI_DATA
+                    crate::citizen::cmc::ID_CCT_PKI_DATA
                 ),
             ));
         }
@@ -451,7 +451,7 @@ impl Citizens {
         if let Some(p) = signer.problems.first() {
             return Err(refuse("signature", format!("{}: {}", p.code, p.detail)));
         }
-        let request = crate::cmc::parse(&v.content).map_err(|e| refuse("signature", e))?;
+        let request = crate::citizen::cmc::parse(&v.content).map_err(|e| refuse("signature", e))?;
         let challenge = std::str::from_utf8(&request.recipient_nonce)
             .map_err(|_| refuse("challenge", "not a renewal challenge of this service"))?;
         let opened = self
@@ -741,7 +741,10 @@ impl Citizens {
     }
 
     /// Checks a bearer token now.
-    pub async fn authenticate(&self, token: &str) -> Result<Citizen, crate::oidc::TokenError> {
+    pub async fn authenticate(
+        &self,
+        token: &str,
+    ) -> Result<Citizen, crate::citizen::oidc::TokenError> {
         self.verifier.verify(token, SystemTime::now()).await
     }
 }

@@ -176,7 +176,7 @@ impl Trust {
         read: StatusRead,
     ) -> Result<Assessment, String> {
         let tbs = cert.tbs_certificate();
-        let serial = muhr_ca::serial::to_hex(tbs.serial_number());
+        let serial = muhr_pkix::serial::to_hex(tbs.serial_number());
         let mut problems = Vec::new();
         let mut problem =
             |code: &'static str, detail: String| problems.push(Problem { code, detail });
@@ -212,7 +212,7 @@ impl Trust {
             let k = Arc::new(Known {
                 profile: s.profile.clone(),
                 job: s.job.clone(),
-                subject: muhr_ca::dn_text::to_string(tbs.subject()),
+                subject: muhr_pkix::dn_text::to_string(tbs.subject()),
                 identity: self
                     .ca
                     .profiles()
@@ -232,7 +232,7 @@ impl Trust {
                 "untrusted_issuer",
                 format!(
                     "not issued by this CA ({})",
-                    muhr_ca::dn_text::to_string(tbs.issuer())
+                    muhr_pkix::dn_text::to_string(tbs.issuer())
                 ),
             );
         } else if known.is_none() {
@@ -286,7 +286,7 @@ impl Trust {
             profile: known.as_ref().map(|k| k.profile.clone()),
             subject: match &known {
                 Some(k) => k.subject.clone(),
-                None => muhr_ca::dn_text::to_string(tbs.subject()),
+                None => muhr_pkix::dn_text::to_string(tbs.subject()),
             },
             identity: known
                 .as_ref()
@@ -318,7 +318,7 @@ impl Trust {
         let mut problems = certificate_problems(cert, purpose, at);
         let mut identity = anchor.identity(cert);
         if let Some(p) = identity.get("pinfl")
-            && muhr_ca::identity::IdentityRules::default()
+            && muhr_policies::identity::IdentityRules::default()
                 .pinfl("pinfl", p)
                 .is_err()
         {
@@ -380,9 +380,9 @@ impl Trust {
             _ => {}
         }
         Assessment {
-            serial: muhr_ca::serial::to_hex(tbs.serial_number()),
+            serial: muhr_pkix::serial::to_hex(tbs.serial_number()),
             profile: None,
-            subject: muhr_ca::dn_text::to_string(tbs.subject()),
+            subject: muhr_pkix::dn_text::to_string(tbs.subject()),
             identity,
             job: None,
             external_ca: Some(anchor.name.clone()),
@@ -552,5 +552,5 @@ pub fn attribute(cert: &Certificate, oid: &der::oid::ObjectIdentifier) -> Option
         .subject()
         .iter()
         .find(|atv| atv.oid == *oid)
-        .and_then(|atv| muhr_ca::dn_text::value_text(&atv.value).map(str::to_string))
+        .and_then(|atv| muhr_pkix::dn_text::value_text(&atv.value).map(str::to_string))
 }

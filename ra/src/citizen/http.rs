@@ -16,9 +16,9 @@ use muhr_ca::revocation::Reason;
 use muhr_store::Transition;
 use serde_json::json;
 
-use crate::http::json_error;
-use crate::oidc::{Citizen, TokenError};
-use crate::remote::{CitizenError, Citizens, origin};
+use crate::citizen::oidc::{Citizen, TokenError};
+use crate::citizen::service::{CitizenError, Citizens, origin};
+use muhr_http::answer::json_error;
 
 /// Reasons a citizen may give for revoking their own certificate; the others
 /// speak for a CA or an employer.
@@ -36,7 +36,7 @@ pub fn router(citizens: Arc<Citizens>) -> Router {
         .route("/api/v1/me/certificates/{serial}/suspend", post(suspend))
         .route("/api/v1/me/certificates/{serial}/revoke", post(revoke))
         // The token is checked before the body's type is judged.
-        .route_layer(middleware::from_fn(crate::http::require_json))
+        .route_layer(middleware::from_fn(muhr_http::answer::require_json))
         .route_layer(middleware::from_fn_with_state(
             citizens.clone(),
             authenticate,
@@ -44,15 +44,15 @@ pub fn router(citizens: Arc<Citizens>) -> Router {
         // Renewal is authenticated by the signature it carries, not a token.
         .route(
             "/api/v1/certificates/renew",
-            post(renew).layer(middleware::from_fn(crate::http::require_json)),
+            post(renew).layer(middleware::from_fn(muhr_http::answer::require_json)),
         )
         .route(
             "/api/v1/certificates/renew/challenge",
-            post(renewal_challenge).layer(middleware::from_fn(crate::http::require_json)),
+            post(renewal_challenge).layer(middleware::from_fn(muhr_http::answer::require_json)),
         )
         .route_layer(middleware::from_fn_with_state(
             citizens.ca().store().clone(),
-            crate::http::unavailable_not_internal,
+            muhr_http::answer::unavailable_not_internal,
         ))
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(citizens)
@@ -116,7 +116,7 @@ async fn renew(
         Ok(b) => b,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "body", &e),
     };
-    let sig = match crate::rp_http::signature_bytes(&b.signature) {
+    let sig = match muhr_validation::cms::from_text(&b.signature) {
         Ok(s) => s,
         Err(rule) => return json_error(StatusCode::BAD_REQUEST, "signature", &rule),
     };
@@ -139,7 +139,7 @@ async fn renew(
                     "replayed": cert.replayed,
                     "renewed": r.renewed,
                     "renewals": r.renewals,
-                    "renewals_left": crate::remote::MAX_RENEWALS.saturating_sub(r.renewals),
+                    "renewals_left": crate::citizen::service::MAX_RENEWALS.saturating_sub(r.renewals),
                 })),
             )
                 .into_response()
@@ -181,7 +181,7 @@ fn rate_key(trust_forwarded_for: bool, headers: &HeaderMap, peer: Option<SocketA
                 .or_else(|| v.parse::<SocketAddr>().ok().map(|s| s.ip()))
         });
     match forwarded.or(peer.map(|p| p.ip())) {
-        Some(ip) => crate::ratelimit::client_key(ip).to_string(),
+        Some(ip) => muhr_http::ratelimit::client_key(ip).to_string(),
         None => "unknown".into(),
     }
 }
@@ -273,7 +273,7 @@ fn error_response(e: CitizenError) -> Response {
     }
 }
 
-use muhr_ca::certificate_pem as pem;
+use muhr_pkix::pem::certificate as pem;
 
 fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|e| e.to_string())

@@ -15,10 +15,10 @@ use base64::engine::general_purpose::STANDARD;
 use muhr_store::rp::RelyingParty;
 use serde_json::json;
 
-use crate::http::json_error;
 use crate::login::{Login, LoginError};
 use crate::relying::{RelyingParties, RpError};
-use crate::trust::Problem;
+use muhr_http::answer::json_error;
+use muhr_validation::trust::Problem;
 
 #[derive(Clone)]
 pub struct RpApi {
@@ -40,12 +40,12 @@ pub fn router(api: RpApi) -> Router {
     // The party is authenticated before its body's type is judged.
     login
         .merge(verify)
-        .route_layer(middleware::from_fn(crate::http::require_json))
+        .route_layer(middleware::from_fn(muhr_http::answer::require_json))
         .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .route("/.well-known/jwks.json", get(jwks))
         .route_layer(middleware::from_fn_with_state(
             api.parties.store().clone(),
-            crate::http::unavailable_not_internal,
+            muhr_http::answer::unavailable_not_internal,
         ))
         .with_state(api)
 }
@@ -59,12 +59,12 @@ pub fn tls_router(api: RpApi) -> Router {
         .route("/api/v1/auth/tls-login", post(tls_login))
         .route_layer(middleware::from_fn_with_state(
             4 << 10,
-            crate::http::limit_body,
+            muhr_http::answer::limit_body,
         ))
-        .route_layer(middleware::from_fn(crate::http::require_json))
+        .route_layer(middleware::from_fn(muhr_http::answer::require_json))
         .route_layer(middleware::from_fn_with_state(
             api.parties.store().clone(),
-            crate::http::unavailable_not_internal,
+            muhr_http::answer::unavailable_not_internal,
         ))
         .layer(DefaultBodyLimit::max(4 << 10))
         .with_state(api)
@@ -72,7 +72,7 @@ pub fn tls_router(api: RpApi) -> Router {
 
 async fn tls_login(
     State(api): State<RpApi>,
-    peer: Option<Extension<crate::clients::PeerCertificate>>,
+    peer: Option<Extension<muhr_http::clients::PeerCertificate>>,
     bytes: Bytes,
 ) -> Response {
     #[derive(serde::Deserialize)]
@@ -169,16 +169,6 @@ fn refused(status: StatusCode, field: &str, reasons: &[Problem]) -> Response {
         .into_response()
 }
 
-/// A CMS message as the JSON carries it: PEM text, or base64 of the DER.
-pub fn signature_bytes(s: &str) -> Result<Vec<u8>, String> {
-    if s.trim_start().starts_with("-----BEGIN") {
-        return Ok(s.as_bytes().to_vec());
-    }
-    STANDARD
-        .decode(s.trim())
-        .map_err(|_| "base64 of a DER CMS SignedData, or its PEM".to_string())
-}
-
 async fn challenge(State(api): State<RpApi>, Extension(rp): Extension<RelyingParty>) -> Response {
     match api.login.challenge(&rp) {
         Ok((challenge, expires_at)) => (
@@ -211,7 +201,7 @@ async fn login(
         Ok(b) => b,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "body", &e.to_string()),
     };
-    let sig = match signature_bytes(&b.signature) {
+    let sig = match muhr_validation::cms::from_text(&b.signature) {
         Ok(s) => s,
         Err(rule) => return json_error(StatusCode::BAD_REQUEST, "signature", &rule),
     };
@@ -239,7 +229,7 @@ async fn verify(
         Ok(b) => b,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "body", &e.to_string()),
     };
-    let sig = match signature_bytes(&b.signature) {
+    let sig = match muhr_validation::cms::from_text(&b.signature) {
         Ok(s) => s,
         Err(rule) => return json_error(StatusCode::BAD_REQUEST, "signature", &rule),
     };
@@ -255,7 +245,7 @@ async fn verify(
         }
     };
     let trust = &api.login.trust;
-    match crate::signatures::verify(trust, &sig, content.as_deref()).await {
+    match muhr_validation::signatures::verify(trust, &sig, content.as_deref()).await {
         Ok(verdict) => {
             let store = trust.ca().store();
             if let Err(e) = store

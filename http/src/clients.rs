@@ -101,7 +101,7 @@ impl Registry {
         }
         let cert = Certificate::from_der(&peer.0)
             .map_err(|e| format!("client certificate does not parse: {e}"))?;
-        let serial = muhr_ca::serial::to_hex(cert.tbs_certificate().serial_number());
+        let serial = muhr_pkix::serial::to_hex(cert.tbs_certificate().serial_number());
         let answer = match self.store.ra_client(&serial).await {
             Err(e) => {
                 tracing::warn!(error = %e, "client registry unavailable");

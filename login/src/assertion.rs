@@ -121,7 +121,7 @@ impl Assertions {
         ] {
             body.insert(k.into(), v);
         }
-        crate::jws::sign_es256(&self.kid, &Value::Object(body), |input| {
+        muhr_pkix::jws::sign_es256(&self.kid, &Value::Object(body), |input| {
             let der_sig = self.signer.sign(input).map_err(|e| e.to_string())?;
             fixed_p256(&der_sig)
         })

@@ -1,18 +1,18 @@
 //! One card job as the personalization line sends it, and every check that
 //! decides whether it may become certificates. Checks that need no database run
-//! here; the registry check needs one and runs in [`crate::personalize`].
+//! here; the registry check needs one and runs in [`crate::card::personalize`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use muhr_ca::FieldError;
-use muhr_ca::identity::{IdentityRules, SubjectRequest};
+use muhr_policies::identity::{IdentityRules, SubjectRequest};
 use muhr_policies::{Districts, Profiles};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use spki::SubjectPublicKeyInfoOwned;
 
-use crate::config::PersonalizationConfig;
+use crate::card::config::PersonalizationConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -336,7 +336,7 @@ impl Date {
         if !(1800..=9999).contains(&year)
             || !(1..=12).contains(&month)
             || day == 0
-            || day > muhr_ca::identity::days_in_month(year, month)
+            || day > muhr_policies::identity::days_in_month(year, month)
         {
             return Err(bad());
         }

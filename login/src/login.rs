@@ -11,7 +11,7 @@
 //! Order of checks: the challenge's MAC and expiry and the signature first,
 //! then the certificate (remembered once seen: no database), and only then
 //! the challenge is used: one INSERT, shared by the logins arriving together
-//! (see [`crate::login_record`]), that also reads the certificate's status
+//! (see [`crate::record`]), that also reads the certificate's status
 //! and records nothing unless it is good. A refused login leaves its
 //! challenge unused, and a used one is a login that happened, which is what
 //! usage is metered from.
@@ -28,7 +28,7 @@ use x509_cert::Certificate;
 use crate::assertion::Assertions;
 use crate::challenge::{ChallengeError, Challenges, Opened};
 use crate::relying::{RelyingParties, RpError};
-use crate::trust::{Assessment, Problem, Purpose, Trust};
+use muhr_validation::trust::{Assessment, Problem, Purpose, Trust};
 
 /// `[login]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,7 +44,7 @@ pub struct LoginConfig {
     /// How long a relying party's credentials are trusted from memory.
     pub rp_cache_seconds: u64,
     /// Other CAs whose certificates may log in and sign.
-    pub external_cas: Vec<crate::external::ExternalCaConfig>,
+    pub external_cas: Vec<muhr_validation::external::ExternalCaConfig>,
 }
 
 impl Default for LoginConfig {
@@ -100,7 +100,7 @@ pub struct Login {
     pub trust: Arc<Trust>,
     pub assertions: Arc<Assertions>,
     challenges: Challenges,
-    records: crate::login_record::Recorder,
+    records: crate::record::Recorder,
     config: LoginConfig,
 }
 
@@ -121,7 +121,7 @@ impl Login {
             .await
             .map_err(|e| format!("database: {e}"))?;
         let challenges = Challenges::new(&key, config.challenge_seconds);
-        let records = crate::login_record::Recorder::start(trust.ca().store().clone());
+        let records = crate::record::Recorder::start(trust.ca().store().clone());
         Ok(Self {
             trust,
             assertions,
@@ -162,7 +162,7 @@ impl Login {
         signature: &[u8],
         detached_challenge: Option<&str>,
     ) -> Result<LoggedIn, LoginError> {
-        let v = crate::cms::verify(signature, detached_challenge.map(str::as_bytes))
+        let v = muhr_validation::cms::verify(signature, detached_challenge.map(str::as_bytes))
             .map_err(|e| refused(e.code, e.detail))?;
         let challenge = std::str::from_utf8(&v.content)
             .map_err(|_| refused("unknown_challenge", "the signed content is not a challenge"))?;

@@ -1,0 +1,14 @@
+//! The formats every part of Muhr reads and writes, one copy each: PEM,
+//! certificate serial numbers, distinguished names as text, and JSON Web
+//! Signatures.
+//!
+//! It holds no key, no policy and no state: functions from bytes to values
+//! and back. It must never depend on another Muhr crate, so that every one
+//! of them can use it.
+
+#![forbid(unsafe_code)]
+
+pub mod dn_text;
+pub mod jws;
+pub mod pem;
+pub mod serial;
