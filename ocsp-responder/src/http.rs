@@ -65,8 +65,7 @@ pub fn httpdate(unix: i64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let Ok(dt) = der07::DateTime::from_unix_duration(Duration::from_secs(unix.max(0) as u64))
-    else {
+    let Ok(dt) = der::DateTime::from_unix_duration(Duration::from_secs(unix.max(0) as u64)) else {
         return String::new();
     };
     format!(

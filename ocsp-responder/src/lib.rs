@@ -16,9 +16,6 @@
 
 #![forbid(unsafe_code)]
 
-// `der07`'s derive macros name their crate `::der`.
-extern crate der07 as der;
-
 mod bounded;
 mod http;
 mod request;
@@ -106,8 +103,8 @@ pub(crate) struct Signer {
     cert_der: Vec<u8>,
     serial: String,
     /// byKey: SHA-1 of the signer's public key.
-    responder_id: x509_ocsp::ResponderId,
-    algorithm: spki07::AlgorithmIdentifierOwned,
+    responder_id: muhr_pkix::ocsp::ResponderId,
+    algorithm: spki::AlgorithmIdentifierOwned,
 }
 
 /// Hash algorithm of the CertID and the serial: one pre-signed response each.
@@ -247,22 +244,22 @@ impl Responder {
         issuer: &str,
         config: Config,
     ) -> Result<Self, ResponderError> {
-        use der07::{Decode, Encode};
+        use der::{Decode, Encode};
         let ca = store.authority(issuer).await?.ok_or_else(|| {
             ResponderError::Setup(format!(
                 "no {issuer} CA in the database: run `muhr ca init`"
             ))
         })?;
-        let cert = x509_cert02::Certificate::from_der(&ca.der)
+        let cert = x509_cert::Certificate::from_der(&ca.der)
             .map_err(|e| ResponderError::Setup(e.to_string()))?;
         let name = cert
-            .tbs_certificate
-            .subject
+            .tbs_certificate()
+            .subject()
             .to_der()
             .map_err(|e| ResponderError::Setup(e.to_string()))?;
         let key = cert
-            .tbs_certificate
-            .subject_public_key_info
+            .tbs_certificate()
+            .subject_public_key_info()
             .subject_public_key
             .raw_bytes();
         Ok(Self {
@@ -288,7 +285,7 @@ impl Responder {
     /// Loads the newest valid delegated signer if it differs from the one in
     /// use; returns whether one is loaded.
     pub async fn reload_signer(&self) -> Result<bool, ResponderError> {
-        use der07::Decode;
+        use der::Decode;
         let Some(rec) = self.store.current_ocsp_signer(&self.issuer.name).await? else {
             return Ok(self
                 .signer
@@ -311,20 +308,17 @@ impl Responder {
         let key = tokio::task::spawn_blocking(move || keys.open(&label, spec))
             .await
             .map_err(|e| ResponderError::Setup(e.to_string()))??;
-        let cert = x509_cert02::Certificate::from_der(&rec.der)
+        let cert = x509_cert::Certificate::from_der(&rec.der)
             .map_err(|e| ResponderError::Setup(e.to_string()))?;
         let key_hash = sha1(
-            cert.tbs_certificate
-                .subject_public_key_info
+            cert.tbs_certificate()
+                .subject_public_key_info()
                 .subject_public_key
                 .raw_bytes(),
         );
-        let alg = spki::der::Encode::to_der(&key.signature_algorithm())
-            .map_err(|e| ResponderError::Setup(e.to_string()))?;
-        let algorithm = spki07::AlgorithmIdentifierOwned::from_der(&alg)
-            .map_err(|e| ResponderError::Setup(e.to_string()))?;
-        let responder_id = x509_ocsp::ResponderId::ByKey(
-            der07::asn1::OctetString::new(key_hash.to_vec())
+        let algorithm = key.signature_algorithm();
+        let responder_id = muhr_pkix::ocsp::ResponderId::ByKey(
+            der::asn1::OctetString::new(key_hash.to_vec())
                 .map_err(|e| ResponderError::Setup(e.to_string()))?,
         );
         let signer = Arc::new(Signer {

@@ -1,7 +1,7 @@
 //! Turning untrusted request bytes into queries, or a reason to refuse them.
 
-use der07::Decode;
-use x509_ocsp::OcspRequest;
+use der::Decode;
+use muhr_pkix::ocsp::{CertId, ID_PKIX_OCSP_NONCE, ID_SHA1, ID_SHA256, OcspRequest};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HashAlg {
@@ -16,7 +16,7 @@ pub struct Query {
     /// The serial's minimal big-endian bytes (no sign padding).
     pub serial: Vec<u8>,
     /// The CertID exactly as requested, echoed in the response.
-    pub cert_id: x509_ocsp::CertId,
+    pub cert_id: CertId,
 }
 
 pub(crate) enum Refusal {
@@ -28,10 +28,6 @@ pub(crate) struct Parsed {
     pub queries: Vec<Query>,
     pub nonce: Option<Vec<u8>>,
 }
-
-const SHA1: &str = "1.3.14.3.2.26";
-const SHA256: &str = "2.16.840.1.101.3.4.2.1";
-const NONCE: &str = "1.3.6.1.5.5.7.48.1.2";
 
 pub(crate) fn parse(
     body: &[u8],
@@ -51,9 +47,9 @@ pub(crate) fn parse(
         if !seen.insert(ext.extn_id) {
             return Err(Refusal::Malformed);
         }
-        if ext.extn_id.to_string() == NONCE {
+        if ext.extn_id == ID_PKIX_OCSP_NONCE {
             // RFC 8954: the value is an OCTET STRING of 1 to 32 octets.
-            let n = der07::asn1::OctetString::from_der(ext.extn_value.as_bytes())
+            let n = der::asn1::OctetString::from_der(ext.extn_value.as_bytes())
                 .map_err(|_| Refusal::Malformed)?;
             if n.as_bytes().is_empty() || n.as_bytes().len() > 32 {
                 return Err(Refusal::Malformed);
@@ -66,13 +62,13 @@ pub(crate) fn parse(
     let mut queries = Vec::with_capacity(list.len());
     for r in list {
         let id = &r.req_cert;
-        let (alg, ok) = match id.hash_algorithm.oid.to_string().as_str() {
-            SHA1 => (
+        let (alg, ok) = match id.hash_algorithm.oid {
+            ID_SHA1 => (
                 HashAlg::Sha1,
                 id.issuer_name_hash.as_bytes() == issuer.sha1.0
                     && id.issuer_key_hash.as_bytes() == issuer.sha1.1,
             ),
-            SHA256 => (
+            ID_SHA256 => (
                 HashAlg::Sha256,
                 id.issuer_name_hash.as_bytes() == issuer.sha256.0
                     && id.issuer_key_hash.as_bytes() == issuer.sha256.1,
@@ -95,13 +91,16 @@ pub(crate) fn parse(
 
 #[cfg(test)]
 mod tests {
-    use der07::Encode;
-    use der07::asn1::OctetString;
-    use x509_cert02::ext::Extension;
-    use x509_ocsp::{CertId, OcspRequest, Request, TbsRequest, Version};
+    use der::Encode;
+    use der::asn1::OctetString;
+    use muhr_pkix::ocsp::{Request, TbsRequest, Version};
+    use x509_cert::ext::Extension;
 
     use super::*;
     use crate::IssuerHashes;
+
+    const SHA1: &str = "1.3.14.3.2.26";
+    const SHA256: &str = "2.16.840.1.101.3.4.2.1";
 
     fn issuer() -> IssuerHashes {
         IssuerHashes {
@@ -117,19 +116,19 @@ mod tests {
 
     fn request_with(alg: &str, name: &[u8], key: &[u8], n: usize, nonces: Vec<Vec<u8>>) -> Vec<u8> {
         let id = CertId {
-            hash_algorithm: spki07::AlgorithmIdentifierOwned {
+            hash_algorithm: spki::AlgorithmIdentifierOwned {
                 oid: alg.parse().unwrap(),
                 parameters: None,
             },
             issuer_name_hash: OctetString::new(name).unwrap(),
             issuer_key_hash: OctetString::new(key).unwrap(),
-            serial_number: x509_cert02::serial_number::SerialNumber::new(&[0x4a, 0x01]).unwrap(),
+            serial_number: x509_cert::serial_number::SerialNumber::new(&[0x4a, 0x01]).unwrap(),
         };
         let exts = (!nonces.is_empty()).then(|| {
             nonces
                 .into_iter()
                 .map(|n| Extension {
-                    extn_id: NONCE.parse().unwrap(),
+                    extn_id: ID_PKIX_OCSP_NONCE,
                     critical: false,
                     extn_value: OctetString::new(OctetString::new(n).unwrap().to_der().unwrap())
                         .unwrap(),

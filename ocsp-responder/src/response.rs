@@ -4,14 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use der07::Encode;
-use der07::asn1::{BitString, OctetString};
-use x509_cert02::ext::Extension;
-use x509_cert02::ext::pkix::CrlReason;
-use x509_ocsp::{
-    BasicOcspResponse, CertStatus, OcspGeneralizedTime, OcspResponse, ResponseData, RevokedInfo,
+use der::Encode;
+use der::asn1::{AnyRef, BitString, GeneralizedTime, Null, OctetString};
+use muhr_pkix::ocsp::{
+    CertStatus, ID_PKIX_OCSP_NONCE, OcspResponse, OcspResponseStatus, ResponseData, RevokedInfo,
     SingleResponse, Version,
 };
+use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::CrlReason;
 
 use crate::request::{Refusal, parse};
 use crate::{Cached, Responder, Signer};
@@ -24,9 +24,9 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn error(r: OcspResponse) -> Self {
+    fn error(status: OcspResponseStatus) -> Self {
         Self {
-            der: r.to_der().unwrap_or_default().into(),
+            der: OcspResponse::status_der(status).into(),
             cache: None,
         }
     }
@@ -39,9 +39,8 @@ impl Answer {
     }
 }
 
-fn time(unix: i64) -> Result<OcspGeneralizedTime, der07::Error> {
-    let dt = der07::DateTime::from_unix_duration(Duration::from_secs(unix.max(0) as u64))?;
-    Ok(OcspGeneralizedTime::from(dt))
+fn time(unix: i64) -> Result<GeneralizedTime, der::Error> {
+    GeneralizedTime::from_unix_duration(Duration::from_secs(unix.max(0) as u64))
 }
 
 fn reason(code: i64) -> Option<CrlReason> {
@@ -60,9 +59,6 @@ fn reason(code: i64) -> Option<CrlReason> {
     })
 }
 
-const NONCE_OID: der07::oid::ObjectIdentifier =
-    der07::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2");
-
 /// Builds and signs a BasicOCSPResponse (blocking: the key store may be an HSM).
 fn sign(
     signer: &Signer,
@@ -72,12 +68,12 @@ fn sign(
     now: i64,
     validity: i64,
 ) -> Result<Vec<u8>, String> {
-    let e = |e: der07::Error| e.to_string();
+    let e = |e: der::Error| e.to_string();
     let mut responses = Vec::with_capacity(queries.len());
     for (q, s) in queries.iter().zip(statuses) {
         let cert_status = match s {
-            None => CertStatus::unknown(),
-            Some(s) if s.revocation == "good" => CertStatus::good(),
+            None => CertStatus::Unknown(Null),
+            Some(s) if s.revocation == "good" => CertStatus::Good(Null),
             Some(s) => CertStatus::Revoked(RevokedInfo {
                 revocation_time: time(s.revoked_at.unwrap_or(0)).map_err(e)?,
                 revocation_reason: s.reason.and_then(reason),
@@ -93,7 +89,7 @@ fn sign(
     }
     let response_extensions = match nonce {
         Some(n) => Some(vec![Extension {
-            extn_id: NONCE_OID,
+            extn_id: ID_PKIX_OCSP_NONCE,
             critical: false,
             extn_value: OctetString::new(OctetString::new(n).map_err(e)?.to_der().map_err(e)?)
                 .map_err(e)?,
@@ -110,14 +106,14 @@ fn sign(
     let tbs = data.to_der().map_err(e)?;
     let sig = signer.key.sign(&tbs).map_err(|e| e.to_string())?;
     let basic = BasicResponseEncoded {
-        tbs_response_data: der07::asn1::AnyRef::try_from(tbs.as_slice()).map_err(e)?,
+        tbs_response_data: AnyRef::try_from(tbs.as_slice()).map_err(e)?,
         signature_algorithm: signer.algorithm.clone(),
         signature: BitString::from_bytes(&sig).map_err(e)?,
         certs: Some(vec![
-            der07::asn1::AnyRef::try_from(signer.cert_der.as_slice()).map_err(e)?,
+            AnyRef::try_from(signer.cert_der.as_slice()).map_err(e)?,
         ]),
     };
-    OcspResponse::successful(basic)
+    OcspResponse::basic(basic.to_der().map_err(e)?)
         .map_err(e)?
         .to_der()
         .map_err(e)
@@ -126,20 +122,15 @@ fn sign(
 /// BasicOCSPResponse (RFC 6960 4.2.1) holding the signed ResponseData as the
 /// exact bytes that were signed and the signer's certificate as encoded once
 /// at load, so neither is encoded again for every response.
-#[derive(der07::Sequence)]
+/// (`muhr_pkix::ocsp::BasicOcspResponse` with those two fields kept as bytes.)
+#[derive(der::Sequence)]
 struct BasicResponseEncoded<'a> {
-    tbs_response_data: der07::asn1::AnyRef<'a>,
-    signature_algorithm: spki07::AlgorithmIdentifierOwned,
+    tbs_response_data: AnyRef<'a>,
+    signature_algorithm: spki::AlgorithmIdentifierOwned,
     signature: BitString,
     #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
-    certs: Option<Vec<der07::asn1::AnyRef<'a>>>,
+    certs: Option<Vec<AnyRef<'a>>>,
 }
-
-impl der07::oid::AssociatedOid for BasicResponseEncoded<'_> {
-    const OID: der07::oid::ObjectIdentifier = BasicOcspResponse::OID;
-}
-
-impl x509_ocsp::AsResponseBytes for BasicResponseEncoded<'_> {}
 
 impl Responder {
     /// Answers one OCSP request (DER). Never fails: every problem becomes an
@@ -155,11 +146,11 @@ impl Responder {
             Ok(p) => p,
             Err(Refusal::Malformed) => {
                 self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                return Answer::error(OcspResponse::malformed_request());
+                return Answer::error(OcspResponseStatus::MalformedRequest);
             }
             Err(Refusal::Unauthorized) => {
                 self.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-                return Answer::error(OcspResponse::unauthorized());
+                return Answer::error(OcspResponseStatus::Unauthorized);
             }
         };
         let key = (parsed.nonce.is_none() && parsed.queries.len() == 1)
@@ -195,7 +186,7 @@ impl Responder {
                 }
                 _ => {
                     self.counters.try_later.fetch_add(1, Ordering::Relaxed);
-                    Answer::error(OcspResponse::try_later())
+                    Answer::error(OcspResponseStatus::TryLater)
                 }
             }
         };

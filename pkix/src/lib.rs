@@ -1,6 +1,6 @@
 //! The formats every part of Muhr reads and writes, one copy each: PEM,
-//! certificate serial numbers, distinguished names as text, and JSON Web
-//! Signatures.
+//! certificate serial numbers, distinguished names as text, JSON Web
+//! Signatures, and the OCSP messages as typed ASN.1 ([`ocsp`]).
 //!
 //! It holds no key, no policy and no state: functions from bytes to values
 //! and back. It must never depend on another Muhr crate, so that every one
@@ -10,5 +10,6 @@
 
 pub mod dn_text;
 pub mod jws;
+pub mod ocsp;
 pub mod pem;
 pub mod serial;

@@ -8,24 +8,20 @@
 //! no older than the CA's `max_age_without_next_update_seconds`: RFC 6960
 //! §4.2.2.1 reads a missing nextUpdate as "newer information is always
 //! available", which makes an old answer without one the easiest to
-//! replay). x509-ocsp is on the previous
-//! generation of the RustCrypto formats, so its values are bridged to the
-//! rest through DER.
+//! replay). The messages are `muhr_pkix::ocsp`'s typed ASN.1.
 
 use std::time::SystemTime;
 
+use der::asn1::{GeneralizedTime, OctetString};
 use der::{Decode as _, Encode as _};
-use der07::asn1::OctetString;
-use der07::{Decode as _, Encode as _};
-use x509_cert::Certificate;
-use x509_ocsp::{
-    BasicOcspResponse, CertId, CertStatus, OcspRequest, OcspResponse, OcspResponseStatus, Request,
-    ResponderId, TbsRequest, Version,
+use muhr_pkix::ocsp::{
+    BasicOcspResponse, CertId, CertStatus, ID_PKIX_OCSP_BASIC, ID_SHA1, OcspRequest, OcspResponse,
+    OcspResponseStatus, Request, ResponderId, TbsRequest, Version,
 };
+use x509_cert::Certificate;
 
 use super::{Anchor, Status, current};
 
-const ID_PKIX_OCSP_BASIC: &str = "1.3.6.1.5.5.7.48.1.1";
 const ID_KP_OCSP_SIGNING: der::oid::ObjectIdentifier =
     der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9");
 
@@ -46,16 +42,16 @@ fn cert_id(anchor: &Anchor, serial: &[u8]) -> Result<CertId, String> {
     let tbs = anchor.certificate.tbs_certificate();
     let name = tbs.subject().to_der().map_err(|e| e.to_string())?;
     let key = tbs.subject_public_key_info().subject_public_key.raw_bytes();
-    let e = |e: der07::Error| e.to_string();
+    let e = |e: der::Error| e.to_string();
     Ok(CertId {
-        hash_algorithm: spki07::AlgorithmIdentifierOwned {
-            // id-sha1 (RFC 5019: the hash every responder knows).
-            oid: "1.3.14.3.2.26".parse().map_err(|_| "sha1 oid")?,
-            parameters: Some(der07::asn1::Null.into()),
+        hash_algorithm: spki::AlgorithmIdentifierOwned {
+            // RFC 5019: the hash every responder knows.
+            oid: ID_SHA1,
+            parameters: Some(der::asn1::Null.into()),
         },
         issuer_name_hash: OctetString::new(sha1(&name)).map_err(e)?,
         issuer_key_hash: OctetString::new(sha1(key)).map_err(e)?,
-        serial_number: x509_cert02::serial_number::SerialNumber::new(serial).map_err(e)?,
+        serial_number: x509_cert::serial_number::SerialNumber::new(serial).map_err(e)?,
     })
 }
 
@@ -78,8 +74,8 @@ pub fn request(anchor: &Anchor, serial: &[u8]) -> Result<Vec<u8>, String> {
     .map_err(|e| e.to_string())
 }
 
-fn time(t: &x509_ocsp::OcspGeneralizedTime) -> SystemTime {
-    t.0.to_system_time()
+fn time(t: &GeneralizedTime) -> SystemTime {
+    t.to_system_time()
 }
 
 /// Reads and checks a response to [`request`].
@@ -94,7 +90,7 @@ pub fn answer(
         return Err(format!("responder said {:?}", resp.response_status));
     }
     let bytes = resp.response_bytes.ok_or("no response bytes")?;
-    if bytes.response_type.to_string() != ID_PKIX_OCSP_BASIC {
+    if bytes.response_type != ID_PKIX_OCSP_BASIC {
         return Err(format!(
             "response type {} is not basic",
             bytes.response_type
@@ -141,19 +137,13 @@ fn check_signature(
         .tbs_response_data
         .to_der()
         .map_err(|e| e.to_string())?;
-    let alg = spki::AlgorithmIdentifierOwned::from_der(
-        &basic
-            .signature_algorithm
-            .to_der()
-            .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let alg = &basic.signature_algorithm;
     let sig = basic
         .signature
         .as_bytes()
         .ok_or("the signature has unused bits")?;
     let verifies = |spki: &spki::SubjectPublicKeyInfoOwned| {
-        muhr_hsm::verify::verify_signature(spki, &alg, &tbs, sig).is_ok()
+        muhr_hsm::verify::verify_signature(spki, alg, &tbs, sig).is_ok()
     };
     if names(&basic.tbs_response_data.responder_id, &anchor.certificate)
         && verifies(
@@ -166,17 +156,10 @@ fn check_signature(
         return Ok(());
     }
     for c in basic.certs.iter().flatten() {
-        let Ok(c) = c
-            .to_der()
-            .map_err(|e| e.to_string())
-            .and_then(|d| Certificate::from_der(&d).map_err(|e| e.to_string()))
-        else {
-            continue;
-        };
-        if names(&basic.tbs_response_data.responder_id, &c)
-            && anchor.issued(&c)
-            && anchor.within_validity(&c, now)
-            && has_ocsp_signing(&c)
+        if names(&basic.tbs_response_data.responder_id, c)
+            && anchor.issued(c)
+            && anchor.within_validity(c, now)
+            && has_ocsp_signing(c)
             && verifies(c.tbs_certificate().subject_public_key_info())
         {
             return Ok(());
@@ -217,7 +200,7 @@ fn has_ocsp_signing(c: &Certificate) -> bool {
 mod tests {
     use std::time::Duration;
 
-    use x509_ocsp::{OcspGeneralizedTime, ResponseBytes, ResponseData, SingleResponse};
+    use muhr_pkix::ocsp::{ResponseBytes, ResponseData, SingleResponse};
 
     use super::*;
     use crate::external::SKEW;
@@ -228,17 +211,14 @@ mod tests {
 
     /// A "good" answer about `SERIAL`, signed by the CA itself.
     fn response(ca: &TestCa, this_update: SystemTime, next_update: Option<SystemTime>) -> Vec<u8> {
-        let gt = |t: SystemTime| {
-            OcspGeneralizedTime(der07::asn1::GeneralizedTime::from_system_time(t).unwrap())
-        };
-        let subject = ca.certificate.tbs_certificate().subject().to_der().unwrap();
+        let gt = |t: SystemTime| GeneralizedTime::from_system_time(t).unwrap();
         let data = ResponseData {
             version: Version::V1,
-            responder_id: ResponderId::ByName(x509_cert02::name::Name::from_der(&subject).unwrap()),
+            responder_id: ResponderId::ByName(ca.certificate.tbs_certificate().subject().clone()),
             produced_at: gt(SystemTime::now()),
             responses: vec![SingleResponse {
                 cert_id: cert_id(&ca.anchor(), SERIAL).unwrap(),
-                cert_status: CertStatus::Good(der07::asn1::Null),
+                cert_status: CertStatus::Good(der::asn1::Null),
                 this_update: gt(this_update),
                 next_update: next_update.map(gt),
                 single_extensions: None,
@@ -246,18 +226,16 @@ mod tests {
             response_extensions: None,
         };
         let tbs = data.to_der().unwrap();
-        let algorithm =
-            spki07::AlgorithmIdentifierOwned::from_der(&ecdsa_sha256().to_der().unwrap()).unwrap();
         let basic = BasicOcspResponse {
             tbs_response_data: data,
-            signature_algorithm: algorithm,
-            signature: der07::asn1::BitString::from_bytes(&ca.sign(&tbs)).unwrap(),
+            signature_algorithm: ecdsa_sha256(),
+            signature: der::asn1::BitString::from_bytes(&ca.sign(&tbs)).unwrap(),
             certs: None,
         };
         OcspResponse {
             response_status: OcspResponseStatus::Successful,
             response_bytes: Some(ResponseBytes {
-                response_type: ID_PKIX_OCSP_BASIC.parse().unwrap(),
+                response_type: ID_PKIX_OCSP_BASIC,
                 response: OctetString::new(basic.to_der().unwrap()).unwrap(),
             }),
         }
