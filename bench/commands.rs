@@ -395,7 +395,7 @@ pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
             public_key: fresh_key(&rng)?,
             not_after_limit: None,
             actor: "bench".into(),
-            job: None,
+            once: None,
         });
     }
     let queue = Arc::new(std::sync::Mutex::new(requests));

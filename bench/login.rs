@@ -78,7 +78,7 @@ pub async fn run(app: &App, o: Options) -> Result<(), Fail> {
                 not_after_limit: None,
                 alt_names: Vec::new(),
                 actor: "bench".into(),
-                job: None,
+                once: None,
             })
             .await
             .map_err(|e| Fail::internal(e.to_string()))?;

@@ -84,7 +84,7 @@ pub async fn issue(app: &App, profile: &str, csr: &Path, subject: &Path) -> Resu
             public_key,
             not_after_limit: None,
             actor: cli_actor(),
-            job: None,
+            once: None,
         })
         .await?;
     print!("{}", issued.pem());

@@ -14,6 +14,11 @@
 //! - over HTTP/2: concurrent streams and the header list size are capped.
 //!
 //! Counters for all of it are in `/metrics`.
+//!
+//! Longer than 600 lines on purpose: the accept loop, the per-connection
+//! timers and the activity they watch share private state (`Conn`,
+//! `Activity`, `Progress`); kept in one file, none of it is visible to the
+//! rest of the binary.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -1,4 +1,8 @@
 //! `muhr`: the certificate authority of the national EDS system, as one binary.
+//!
+//! Longer than 600 lines on purpose: the command-line grammar (clap's
+//! declarations and help texts) and the dispatch from each command to the
+//! library module that runs it, read together as the CLI's one page.
 
 /// glibc's malloc spent 7% of personalization CPU in its free lists (many
 /// small short-lived allocations across threads); mimalloc is built for that.

@@ -161,7 +161,7 @@ pub async fn server_credential(app: &App, ca: &Ca) -> Result<Credential, Fail> {
             not_after_limit: None,
             alt_names,
             actor: "serve".into(),
-            job: None,
+            once: None,
         })
         .await?;
     std::fs::create_dir_all(&dir).map_err(|e| Fail::invalid(format!("{}: {e}", dir.display())))?;
@@ -279,7 +279,7 @@ pub async fn issue_client(
             not_after_limit: None,
             alt_names: Vec::new(),
             actor: crate::commands::cli_actor(),
-            job: None,
+            once: None,
         })
         .await?;
     let event = muhr_store::AuditEvent {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use muhr_ra::card::Date;
-use muhr_store::ra::RegistryPerson;
+use muhr_store::registry::RegistryPerson;
 
 use crate::Fail;
 use crate::app::App;

@@ -62,6 +62,58 @@ fn removed_tail_is_noticed(db: Db) {
     assert!(e.contains("audit entries 7..=7 were removed"), "{e}");
 }
 
+/// An entry slipped in past the head (the head left alone, as Muhr never
+/// does: an entry and the head move in one transaction) is caught, even
+/// with no checkpoint beyond it yet.
+fn entry_written_past_the_head_is_caught(db: Db) {
+    let env = env_with_entries(db);
+    env.sql(
+        "INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) \
+         SELECT 8, at, 'intruder', action, object, details, hash, hash FROM audit_log WHERE seq = 7",
+    );
+    let e = broken(&env);
+    assert!(
+        e.contains("audit entries 8..=8 lie past the chain's head (7)"),
+        "{e}"
+    );
+}
+
+/// An auditor verifying a live system while a node appends: the chain read
+/// up to the head taken first, so no entry appended meanwhile reads as
+/// entries removed from the end (a false alarm the old order gave).
+fn verify_during_appends_gives_no_false_alarm(db: Db) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = env_with_entries(db);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (url, flag) = (env.db_url.clone(), stop.clone());
+    let writer = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = muhr_store::Store::connect(&url).await.unwrap();
+            let mut n = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let e = muhr_store::AuditEvent {
+                    actor: "test:appender".into(),
+                    action: "test.append".into(),
+                    object: format!("o{n}"),
+                    details: serde_json::json!({}),
+                };
+                store.audit(&[&e]).await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    });
+    for _ in 0..8 {
+        let out = env.ok(&["audit", "verify"]);
+        assert!(out.contains("intact"), "{out}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let appended = writer.join().unwrap();
+    assert!(appended > 0, "the appender never ran");
+}
+
 fn reordered_entries_are_named(db: Db) {
     let env = env_with_entries(db);
     // Swap entries 5 and 6 wholesale (their numbers travel with them).
@@ -283,6 +335,8 @@ both_databases! {
     a_changed_actor_is_caught => actor_change_is_caught;
     a_removed_entry_is_named => removed_entry_is_named;
     a_removed_tail_is_noticed => removed_tail_is_noticed;
+    an_entry_written_past_the_head_is_caught => entry_written_past_the_head_is_caught;
+    verifying_a_live_chain_gives_no_false_alarm => verify_during_appends_gives_no_false_alarm;
     reordered_entries_are_named => reordered_entries_are_named;
     an_administrator_recomputing_every_hash_is_caught => recomputed_hashes_are_caught;
     an_administrator_forging_checkpoints_is_caught => forged_checkpoint_is_caught;

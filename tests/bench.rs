@@ -125,7 +125,7 @@ fn leftovers_are_removed(db: Db) {
                 not_after_limit: None,
                 alt_names: Vec::new(),
                 actor: "bench".into(),
-                job: None,
+                once: None,
             })
             .await
             .unwrap();

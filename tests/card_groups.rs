@@ -10,8 +10,8 @@ mod common;
 use std::collections::HashMap;
 
 use common::{Db, Env, Keys};
-use muhr_store::ra::{Claim, FinishedJob, JobClaim, Supersede};
-use muhr_store::{AuditEvent, Intent, JobLink, Store};
+use muhr_store::jobs::{Claim, FinishedJob, JobClaim, Supersede};
+use muhr_store::{AuditEvent, Intent, IssueOnce, Store};
 
 const ROLES: [&str; 2] = ["auth", "sign"];
 
@@ -64,8 +64,8 @@ async fn group(store: &Store, cards: &[Card], next_serial: &mut u32) -> Outcome 
                 not_after: 2,
                 tbs: vec![0x30, 0x00],
                 crl_shard: Some(0),
-                job: Some(JobLink {
-                    job: c.job.into(),
+                once: Some(IssueOnce {
+                    key: c.job.into(),
                     role: role.into(),
                 }),
             });
@@ -101,7 +101,7 @@ async fn group(store: &Store, cards: &[Card], next_serial: &mut u32) -> Outcome 
     let mut signed: HashMap<&str, usize> = HashMap::new();
     for i in &kept {
         *signed
-            .entry(i.job.as_ref().unwrap().job.as_str())
+            .entry(i.once.as_ref().unwrap().key.as_str())
             .or_default() += 1;
     }
     let finishing: Vec<FinishedJob> = cards

@@ -2,6 +2,9 @@
 //! token issuer (keys made here, JWK Set over HTTP), Muhr's public listener,
 //! OpenSSL checking what comes out. Each refusal names its reason and
 //! writes nothing.
+//!
+//! Longer than 600 lines on purpose: one binary for the whole citizens'
+//! API (linking each test file costs more than its tests).
 
 mod common;
 

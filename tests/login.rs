@@ -3,6 +3,10 @@
 //! `openssl cms -sign` and by `muhr client sign`, relying parties registered
 //! with `muhr rp add`, the identity assertion checked against the published
 //! JWK Set, and every refusal with its reason.
+//!
+//! Longer than 600 lines on purpose: every integration test file is a
+//! binary of its own, and linking dominates the suite's build on two cores;
+//! login, relying parties, verification and other CAs share one set-up.
 
 mod common;
 

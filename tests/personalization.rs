@@ -1,6 +1,9 @@
 //! The RA over mutual TLS, driven by curl and checked with OpenSSL: who may
 //! call, the card API (happy path, idempotency, conflicts, supersession), the
 //! operator API and the audit chain behind it.
+//!
+//! Longer than 600 lines on purpose: one binary for the whole mutual-TLS
+//! API (linking each test file costs more than its tests).
 
 mod common;
 

@@ -30,7 +30,7 @@ fn request(key: spki::SubjectPublicKeyInfoOwned) -> muhr_ca::Request {
         public_key: key,
         not_after_limit: None,
         actor: "test".into(),
-        job: None,
+        once: None,
     }
 }
 

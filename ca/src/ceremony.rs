@@ -11,8 +11,11 @@ use muhr_policies::{Kind, Profiles};
 use muhr_store::{AuditEvent, Authority as StoredAuthority, Intent, Store};
 
 use crate::{
-    Authority, ISSUING, IssuancePolicy, IssueError, ROOT, finish_sign, issue_event, prepare,
-    spawn_sign, unix,
+    Authority, ISSUING, IssuancePolicy, IssueError, ROOT,
+    issue::issue_event,
+    prepare,
+    sign::{finish_sign, spawn_sign},
+    unix,
 };
 use muhr_pkix::serial;
 
@@ -204,7 +207,7 @@ async fn make(
         not_after: unix(p.not_after),
         tbs: tbs.clone(),
         crl_shard: None,
-        job: None,
+        once: None,
     };
     store.record_intents(std::slice::from_ref(&intent)).await?;
     let (signer, spki) = match issuer {

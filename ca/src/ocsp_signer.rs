@@ -59,7 +59,7 @@ impl Ca {
                 public_key: key.public_key().clone(),
                 not_after_limit: None,
                 actor: actor.to_string(),
-                job: None,
+                once: None,
             })
             .await?;
         let certificate = issued

@@ -28,6 +28,12 @@
 //!   A copy outlives nothing: every `key_recheck` the session looks at the token
 //!   object again, and once that is gone (the key destroyed) the copy is
 //!   destroyed too and signing fails.
+//!
+//! Longer than 600 lines on purpose: the session pool, the recovery state
+//! machine and the signing path share one lock and one set of invariants
+//! (a session is used only while the module is up; recovery finalizes the
+//! module only when no session is out); reading them in one place is how
+//! they are checked.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,6 @@ use muhr_pkix::ocsp::{
     SingleResponse, Version,
 };
 use x509_cert::ext::Extension;
-use x509_cert::ext::pkix::CrlReason;
 
 use crate::request::{Refusal, parse};
 use crate::{Cached, Responder, Signer};
@@ -43,22 +42,6 @@ fn time(unix: i64) -> Result<GeneralizedTime, der::Error> {
     GeneralizedTime::from_unix_duration(Duration::from_secs(unix.max(0) as u64))
 }
 
-fn reason(code: i64) -> Option<CrlReason> {
-    Some(match code {
-        0 => CrlReason::Unspecified,
-        1 => CrlReason::KeyCompromise,
-        2 => CrlReason::CaCompromise,
-        3 => CrlReason::AffiliationChanged,
-        4 => CrlReason::Superseded,
-        5 => CrlReason::CessationOfOperation,
-        6 => CrlReason::CertificateHold,
-        8 => CrlReason::RemoveFromCRL,
-        9 => CrlReason::PrivilegeWithdrawn,
-        10 => CrlReason::AaCompromise,
-        _ => return None,
-    })
-}
-
 /// Builds and signs a BasicOCSPResponse (blocking: the key store may be an HSM).
 fn sign(
     signer: &Signer,
@@ -76,7 +59,7 @@ fn sign(
             Some(s) if s.revocation == "good" => CertStatus::Good(Null),
             Some(s) => CertStatus::Revoked(RevokedInfo {
                 revocation_time: time(s.revoked_at.unwrap_or(0)).map_err(e)?,
-                revocation_reason: s.reason.and_then(reason),
+                revocation_reason: s.reason.and_then(muhr_pkix::reason::from_code),
             }),
         };
         responses.push(SingleResponse {

@@ -12,4 +12,5 @@ pub mod dn_text;
 pub mod jws;
 pub mod ocsp;
 pub mod pem;
+pub mod reason;
 pub mod serial;

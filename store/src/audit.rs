@@ -175,6 +175,9 @@ pub enum AuditFinding {
     Truncated { last_seq: i64, head_seq: i64 },
     /// A signed checkpoint names a hash the chain does not have at its seq.
     CheckpointMismatch { seq: i64 },
+    /// Entries past the head: written without the head (appending moves
+    /// both in one transaction), so not by Muhr.
+    BeyondHead { head_seq: i64, last_seq: i64 },
 }
 
 impl std::fmt::Display for AuditFinding {
@@ -202,6 +205,12 @@ impl std::fmt::Display for AuditFinding {
                 f,
                 "the signed checkpoint at entry {seq} does not match the chain: \
                  entries up to {seq} were rewritten"
+            ),
+            AuditFinding::BeyondHead { head_seq, last_seq } => write!(
+                f,
+                "audit entries {}..={last_seq} lie past the chain's head ({head_seq}): \
+                 they were written around Muhr",
+                head_seq + 1
             ),
         }
     }
@@ -265,14 +274,24 @@ pub(crate) async fn verify(
     checkpoints: &std::collections::BTreeMap<i64, Vec<u8>>,
 ) -> Result<AuditReport> {
     const PAGE: i64 = 5000;
+    // The head is read first and the chain verified up to it: an entry and
+    // the head move in one transaction, so every entry up to the head read
+    // here is committed, and entries appended while the chain is read (a
+    // live node keeps appending) are not mistaken for a moved head.
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    let head_seq: i64 = head.try_get("seq")?;
+    let head_hash: Vec<u8> = head.try_get("hash")?;
     let mut prev = vec![0u8; 32];
     let mut expected_seq = 1i64;
     loop {
         let rows = sqlx::query(
             "SELECT seq, at, actor, action, object, details, prev_hash, hash FROM audit_log \
-             WHERE seq >= $1 ORDER BY seq LIMIT $2",
+             WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3",
         )
         .bind(expected_seq)
+        .bind(head_seq)
         .bind(PAGE)
         .fetch_all(pool)
         .await?;
@@ -326,19 +345,169 @@ pub(crate) async fn verify(
             }),
         });
     }
-    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_one(pool)
-        .await?;
-    let head_seq: i64 = head.try_get("seq")?;
-    let head_hash: Vec<u8> = head.try_get("hash")?;
     if head_seq != last_seq || head_hash != prev {
         return Ok(AuditReport {
             entries: last_seq,
             finding: Some(AuditFinding::Truncated { last_seq, head_seq }),
         });
     }
+    // The last entry, then the head again: a live node's head only moves
+    // forward, so it covers every entry that existed a moment before.
+    let max_seq: Option<i64> = sqlx::query("SELECT MAX(seq) AS m FROM audit_log")
+        .fetch_one(pool)
+        .await?
+        .try_get("m")?;
+    let head_now: i64 = sqlx::query("SELECT seq FROM audit_head WHERE id = 1")
+        .fetch_one(pool)
+        .await?
+        .try_get("seq")?;
+    if let Some(m) = max_seq.filter(|m| *m > head_now) {
+        return Ok(AuditReport {
+            entries: last_seq,
+            finding: Some(AuditFinding::BeyondHead {
+                head_seq: head_now,
+                last_seq: m,
+            }),
+        });
+    }
     Ok(AuditReport {
         entries: last_seq,
         finding: None,
     })
+}
+
+impl crate::Store {
+    /// Appends events to the audit chain on their own.
+    pub async fn audit(&self, events: &[&AuditEvent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        append(self.backend(), &mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Walks the chain; `checkpoints` (seq → hash) must agree with it.
+    pub async fn verify_audit(
+        &self,
+        checkpoints: &std::collections::BTreeMap<i64, Vec<u8>>,
+    ) -> Result<AuditReport> {
+        verify(&self.pool, checkpoints).await
+    }
+
+    /// The chain's head: the last entry's seq and hash (0 and zeros when
+    /// empty).
+    pub async fn audit_head(&self) -> Result<(i64, Vec<u8>)> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("seq")?, row.try_get("hash")?))
+    }
+
+    /// Stores a signed checkpoint if it directly follows the newest one
+    /// (its `prev_seq`); false when another node checkpointed meanwhile.
+    /// Checkpointers are serialised by the audit head's lock, so the
+    /// checkpoints form one chain however many nodes sign.
+    pub async fn save_checkpoint(&self, c: &Checkpoint) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let last: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_checkpoints")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("seq")?;
+        if last != c.prev_seq || c.seq <= last {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, at, hash, key_id, prev_seq, prev_hash, signature) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(c.seq)
+        .bind(c.at)
+        .bind(&c.hash)
+        .bind(&c.key_id)
+        .bind(c.prev_seq)
+        .bind(&c.prev_hash)
+        .bind(&c.signature)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Every checkpoint, oldest first (one per thousand entries or minute).
+    pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        self.checkpoints_after(-1, i64::MAX).await
+    }
+
+    /// Checkpoints with seq > `after`, at most `limit`, oldest first.
+    pub async fn checkpoints_after(&self, after: i64, limit: i64) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, hash, key_id, prev_seq, prev_hash, signature FROM audit_checkpoints \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Checkpoint {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    hash: r.try_get("hash")?,
+                    key_id: r.try_get("key_id")?,
+                    prev_seq: r.try_get("prev_seq")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    signature: r.try_get("signature")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest checkpoint.
+    pub async fn last_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let row = sqlx::query("SELECT MAX(seq) AS seq FROM audit_checkpoints")
+            .fetch_one(&self.pool)
+            .await?;
+        match row.try_get::<Option<i64>, _>("seq")? {
+            Some(seq) => Ok(self.checkpoints_after(seq - 1, 1).await?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    /// The last entry recorded before `micros` (Unix microseconds), if any.
+    pub async fn last_audit_entry_before(&self, micros: i64) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(seq) AS seq FROM audit_log WHERE at < $1")
+            .bind(micros)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("seq")?)
+    }
+
+    /// Entries with seq in `from..=to`, oldest first (for export).
+    pub async fn audit_entries(&self, from: i64, to: i64) -> Result<Vec<Entry>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, object, details, prev_hash, hash FROM audit_log \
+             WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Entry {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    object: r.try_get("object")?,
+                    details: r.try_get("details")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
 }

@@ -13,8 +13,18 @@
 
 pub mod approvals;
 pub mod audit;
-pub mod ra;
+pub mod authorities;
+pub mod benchmark;
+pub mod certificates;
+pub mod clients;
+pub mod crls;
+pub mod jobs;
+pub mod leadership;
+pub mod ocsp_signers;
+pub mod outcomes;
+pub mod people;
 pub mod redact;
+pub mod registry;
 pub mod rp;
 pub mod status;
 
@@ -27,7 +37,14 @@ mod rows;
 mod scan;
 
 pub use audit::{AuditEvent, AuditFinding, Checkpoint};
-pub use status::{Changed, Leadership, OcspSigner, Revoked, Status, StoredCrl, Transition};
+pub use authorities::Authority;
+pub use benchmark::BenchmarkLeftovers;
+pub use certificates::{CertificateRecord, Intent, IssueOnce};
+pub(crate) use certificates::{INTENT_CASTS, bind_intent};
+pub use crls::StoredCrl;
+pub use leadership::Leadership;
+pub use ocsp_signers::OcspSigner;
+pub use status::{Changed, Revoked, Status, Transition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -88,63 +105,12 @@ impl Backend {
     }
 }
 
-/// See [`Store::benchmark_leftovers`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BenchmarkLeftovers {
-    pub synthetic: i64,
-    pub issued: Vec<String>,
-    pub relying_parties: Vec<String>,
-}
-
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
     /// Typed connections for bulk reads (see `scan`), opened on first use.
     scan: scan::Pools,
-}
-
-/// A certificate whose to-be-signed bytes are fixed, before the key signs them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Intent {
-    pub serial: String,
-    pub issuer: String,
-    pub profile: String,
-    pub subject: String,
-    pub pinfl: Option<String>,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub tbs: Vec<u8>,
-    /// The CRL shard written into the certificate's CRL distribution point
-    /// (`None`: the CA's whole CRL).
-    pub crl_shard: Option<i64>,
-    /// The RA card job this certificate belongs to, if any.
-    pub job: Option<JobLink>,
-}
-
-/// A certificate's place in an RA card job: at most one certificate per
-/// (job, role), enforced by the database.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobLink {
-    pub job: String,
-    pub role: String,
-}
-
-#[derive(Clone, Debug)]
-pub struct CertificateRecord {
-    pub intent: Intent,
-    pub der: Option<Vec<u8>>,
-    pub status: String,
-    pub created_at: i64,
-    pub issued_at: Option<i64>,
-}
-
-#[derive(Clone, Debug)]
-pub struct Authority {
-    pub name: String,
-    pub key_label: String,
-    pub key_spec: String,
-    pub der: Vec<u8>,
 }
 
 /// Prepared statements kept per PostgreSQL connection, unless the URL says
@@ -279,19 +245,6 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Commits intents before any key signs them: after a crash, a serial is
-    /// never reused and the to-be-signed bytes can be signed again as they were.
-    ///
-    /// Returns, per intent, whether it was recorded: `false` means its card job
-    /// already has a certificate in that role (another request got there first),
-    /// so this one must not be signed.
-    pub async fn record_intents(&self, intents: &[Intent]) -> Result<Vec<bool>> {
-        let mut tx = self.pool.begin().await?;
-        let recorded = self.record_intents_in(&mut tx, intents).await?;
-        tx.commit().await?;
-        Ok(recorded)
-    }
-
     pub(crate) async fn record_intents_in(
         &self,
         tx: &mut Tx<'_>,
@@ -355,16 +308,6 @@ impl Store {
             .collect())
     }
 
-    /// Stores signed certificates and their audit entries in one transaction.
-    pub async fn complete_issuance(&self, issued: &[(String, Vec<u8>, AuditEvent)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        self.complete_issuance_in(&mut tx, issued).await?;
-        let events: Vec<&AuditEvent> = issued.iter().map(|(_, _, e)| e).collect();
-        audit::append(self.backend(), &mut tx, &events).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// The certificates' rows only: the caller appends their audit entries,
     /// with whatever else its transaction records, in one append.
     pub(crate) async fn complete_issuance_in(
@@ -422,414 +365,10 @@ impl Store {
         Ok(())
     }
 
-    /// Intents recorded at least `min_age_secs` ago and never completed. The age
-    /// keeps one process from finishing another's issuance that is still under
-    /// way (several nodes may share a database); a live issuance takes
-    /// milliseconds, so an old pending intent belongs to a process that died.
-    pub async fn pending_intents(&self, min_age_secs: i64) -> Result<Vec<Intent>> {
-        let rows = sqlx::query(
-            "SELECT c.serial, c.issuer, c.profile, c.subject, c.pinfl, c.not_before, c.not_after, \
-             c.tbs, c.crl_shard, c.job, c.job_role FROM pending_certificates p \
-             JOIN certificates c ON c.serial = p.serial \
-             WHERE c.status = 'pending' AND p.created_at <= $1 ORDER BY p.created_at",
-        )
-        .bind(now_secs() - min_age_secs)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(intent_from_row).collect()
-    }
-
-    pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>> {
-        let row = sqlx::query(
-            "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, crl_shard, der, \
-             job, job_role, status, created_at, issued_at FROM certificates WHERE serial = $1",
-        )
-        .bind(serial)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(CertificateRecord {
-            intent: intent_from_row(&row)?,
-            der: row.try_get("der")?,
-            status: row.try_get("status")?,
-            created_at: row.try_get("created_at")?,
-            issued_at: row.try_get("issued_at")?,
-        }))
-    }
-
-    /// Counts certificates by status, for metrics and tests.
-    pub async fn count_certificates(&self, status: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM certificates WHERE status = $1")
-            .bind(status)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<i64, _>("n")?)
-    }
-
-    /// Certificates by profile and status, for `/metrics`.
-    pub async fn certificate_counts(&self) -> Result<Vec<(String, String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT profile, status, COUNT(*) AS n FROM certificates GROUP BY profile, status ORDER BY profile, status",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("profile")?, r.try_get("status")?, r.try_get("n")?)))
-            .collect()
-    }
-
-    pub async fn authority(&self, name: &str) -> Result<Option<Authority>> {
-        let row =
-            sqlx::query("SELECT name, key_label, key_spec, der FROM authorities WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| {
-            Ok(Authority {
-                name: r.try_get("name")?,
-                key_label: r.try_get("key_label")?,
-                key_spec: r.try_get("key_spec")?,
-                der: r.try_get("der")?,
-            })
-        })
-        .transpose()
-    }
-
-    pub async fn authority_count(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM authorities")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<i64, _>("n")?)
-    }
-
-    /// Records the CAs made by a key ceremony, with its audit entry, at once.
-    pub async fn save_authorities(&self, cas: &[Authority], event: &AuditEvent) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        audit::append(self.backend(), &mut tx, &[event]).await?;
-        for ca in cas {
-            let r = sqlx::query(
-                "INSERT INTO authorities (name, key_label, key_spec, der, created_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&ca.name)
-            .bind(&ca.key_label)
-            .bind(&ca.key_spec)
-            .bind(&ca.der)
-            .bind(now_secs())
-            .execute(&mut *tx)
-            .await;
-            if let Err(e) = r {
-                if is_unique_violation(&e) {
-                    return Err(StoreError::Conflict(format!(
-                        "CA {:?} already exists",
-                        ca.name
-                    )));
-                }
-                return Err(e.into());
-            }
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Appends events to the audit chain on their own.
-    pub async fn audit(&self, events: &[&AuditEvent]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        audit::append(self.backend(), &mut tx, events).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Walks the chain; `checkpoints` (seq → hash) must agree with it.
-    pub async fn verify_audit(
-        &self,
-        checkpoints: &std::collections::BTreeMap<i64, Vec<u8>>,
-    ) -> Result<audit::AuditReport> {
-        audit::verify(&self.pool, checkpoints).await
-    }
-
-    /// The chain's head: the last entry's seq and hash (0 and zeros when
-    /// empty).
-    pub async fn audit_head(&self) -> Result<(i64, Vec<u8>)> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((row.try_get("seq")?, row.try_get("hash")?))
-    }
-
-    /// Stores a signed checkpoint if it directly follows the newest one
-    /// (its `prev_seq`); false when another node checkpointed meanwhile.
-    /// Checkpointers are serialised by the audit head's lock, so the
-    /// checkpoints form one chain however many nodes sign.
-    pub async fn save_checkpoint(&self, c: &audit::Checkpoint) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        let last: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_checkpoints")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("seq")?;
-        if last != c.prev_seq || c.seq <= last {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO audit_checkpoints (seq, at, hash, key_id, prev_seq, prev_hash, signature) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(c.seq)
-        .bind(c.at)
-        .bind(&c.hash)
-        .bind(&c.key_id)
-        .bind(c.prev_seq)
-        .bind(&c.prev_hash)
-        .bind(&c.signature)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    /// Every checkpoint, oldest first (one per thousand entries or minute).
-    pub async fn checkpoints(&self) -> Result<Vec<audit::Checkpoint>> {
-        self.checkpoints_after(-1, i64::MAX).await
-    }
-
-    /// Checkpoints with seq > `after`, at most `limit`, oldest first.
-    pub async fn checkpoints_after(
-        &self,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<audit::Checkpoint>> {
-        let rows = sqlx::query(
-            "SELECT seq, at, hash, key_id, prev_seq, prev_hash, signature FROM audit_checkpoints \
-             WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(audit::Checkpoint {
-                    seq: r.try_get("seq")?,
-                    at: r.try_get("at")?,
-                    hash: r.try_get("hash")?,
-                    key_id: r.try_get("key_id")?,
-                    prev_seq: r.try_get("prev_seq")?,
-                    prev_hash: r.try_get("prev_hash")?,
-                    signature: r.try_get("signature")?,
-                })
-            })
-            .collect()
-    }
-
-    /// The newest checkpoint.
-    pub async fn last_checkpoint(&self) -> Result<Option<audit::Checkpoint>> {
-        let row = sqlx::query("SELECT MAX(seq) AS seq FROM audit_checkpoints")
-            .fetch_one(&self.pool)
-            .await?;
-        match row.try_get::<Option<i64>, _>("seq")? {
-            Some(seq) => Ok(self.checkpoints_after(seq - 1, 1).await?.pop()),
-            None => Ok(None),
-        }
-    }
-
-    /// Claims the database for benchmarks: true when it already carries the
-    /// benchmark marker, or had no certificate and no CA at all and carries
-    /// it now; false for a database holding real certificates, which is
-    /// never marked.
-    pub async fn claim_for_benchmark(&self) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let marked = sqlx::query("SELECT COUNT(*) AS n FROM benchmark_marker")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get::<i64, _>("n")?
-            > 0;
-        if marked {
-            return Ok(true);
-        }
-        let used = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM certificates) + (SELECT COUNT(*) FROM authorities) AS n",
-        )
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get::<i64, _>("n")?;
-        if used > 0 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO benchmark_marker (id, created_at) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(now_secs())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    /// What benchmark commands of earlier versions (run inside the product
-    /// binary) may have left in a real installation: the number of
-    /// synthetic status-only rows (profile `bench`, never signed), the
-    /// certificates issued by the benchmarks' actors (`bench`, and the
-    /// `benchNNN-line` personalization clients with their own credentials)
-    /// that are not revoked, and the benchmark relying parties still
-    /// enabled (`bench-NNN`).
-    pub async fn benchmark_leftovers(&self) -> Result<BenchmarkLeftovers> {
-        let synthetic = sqlx::query(
-            "SELECT COUNT(*) AS n FROM certificates WHERE profile = 'bench' AND der IS NULL",
-        )
-        .fetch_one(&self.pool)
-        .await?
-        .try_get::<i64, _>("n")?;
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        let line_client = |name: &str| {
-            name.strip_prefix("bench")
-                .and_then(|r| r.strip_suffix("-line"))
-                .is_some_and(digits)
-        };
-        let mut issued = Vec::new();
-        for r in sqlx::query(
-            "SELECT a.actor, c.serial FROM audit_log a JOIN certificates c ON c.serial = a.object \
-             WHERE a.action = 'certificate.issue' AND (a.actor = 'bench' OR a.actor LIKE 'ra-client:bench%') \
-             AND c.revocation <> 'revoked' ORDER BY c.serial",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            let actor: String = r.try_get("actor")?;
-            if actor == "bench"
-                || actor
-                    .strip_prefix("ra-client:")
-                    .is_some_and(line_client)
-            {
-                issued.push(r.try_get("serial")?);
-            }
-        }
-        for r in sqlx::query(
-            "SELECT k.name, k.serial FROM ra_clients k JOIN certificates c ON c.serial = k.serial \
-             WHERE k.name LIKE 'bench%' AND c.revocation <> 'revoked'",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            if line_client(&r.try_get::<String, _>("name")?) {
-                issued.push(r.try_get("serial")?);
-            }
-        }
-        issued.sort();
-        issued.dedup();
-        let mut relying_parties = Vec::new();
-        for r in sqlx::query(
-            "SELECT id, name FROM relying_parties WHERE name LIKE 'bench-%' AND disabled_at IS NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            let name: String = r.try_get("name")?;
-            if name.strip_prefix("bench-").is_some_and(digits) {
-                relying_parties.push(r.try_get("id")?);
-            }
-        }
-        Ok(BenchmarkLeftovers {
-            synthetic,
-            issued,
-            relying_parties,
-        })
-    }
-
-    /// Deletes the synthetic rows (never signed, so nothing was handed out),
-    /// with `event` in the same transaction.
-    pub async fn delete_synthetic_rows(&self, event: &AuditEvent) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        // Through the change feed, so responders drop what they remember
-        // of these serials (they then answer unknown).
-        sqlx::query(
-            "INSERT INTO status_changes (serial, issuer, revocation, revoked_at, reason, at) \
-             SELECT serial, issuer, 'good', NULL, NULL, $1 FROM certificates \
-             WHERE profile = 'bench' AND der IS NULL",
-        )
-        .bind(now_micros())
-        .execute(&mut *tx)
-        .await?;
-        let n = sqlx::query("DELETE FROM certificates WHERE profile = 'bench' AND der IS NULL")
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        audit::append(self.backend(), &mut tx, &[event]).await?;
-        tx.commit().await?;
-        Ok(n)
-    }
-
-    /// Whether muhr-bench made this database.
-    pub async fn is_benchmark_database(&self) -> Result<bool> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM benchmark_marker")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get::<i64, _>("n")?
-            > 0)
-    }
-
-    /// The last entry recorded before `micros` (Unix microseconds), if any.
-    pub async fn last_audit_entry_before(&self, micros: i64) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT MAX(seq) AS seq FROM audit_log WHERE at < $1")
-            .bind(micros)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("seq")?)
-    }
-
-    /// Entries with seq in `from..=to`, oldest first (for export).
-    pub async fn audit_entries(&self, from: i64, to: i64) -> Result<Vec<audit::Entry>> {
-        let rows = sqlx::query(
-            "SELECT seq, at, actor, action, object, details, prev_hash, hash FROM audit_log \
-             WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
-        )
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(audit::Entry {
-                    seq: r.try_get("seq")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    object: r.try_get("object")?,
-                    details: r.try_get("details")?,
-                    prev_hash: r.try_get("prev_hash")?,
-                    hash: r.try_get("hash")?,
-                })
-            })
-            .collect()
-    }
-
     /// Direct pool access for tests and tools that inspect the database.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
-}
-
-/// The types of an intent's columns as [`bind_intent`] binds them, for
-/// VALUES lists on PostgreSQL.
-pub(crate) const INTENT_CASTS: &[&str] = &[
-    "text", "text", "text", "text", "text", "bigint", "bigint", "bytea", "bigint", "text", "text",
-];
-
-/// Binds an intent's columns: serial, issuer, profile, subject, pinfl,
-/// not_before, not_after, tbs, crl_shard, job, job_role.
-pub(crate) fn bind_intent<'q>(q: rows::Query<'q>, i: &'q Intent) -> rows::Query<'q> {
-    q.bind(&i.serial)
-        .bind(&i.issuer)
-        .bind(&i.profile)
-        .bind(&i.subject)
-        .bind(i.pinfl.clone())
-        .bind(i.not_before)
-        .bind(i.not_after)
-        .bind(&i.tbs)
-        .bind(i.crl_shard)
-        .bind(i.job.as_ref().map(|j| j.job.clone()))
-        .bind(i.job.as_ref().map(|j| j.role.clone()))
 }
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -837,27 +376,6 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(d) => d.is_unique_violation(),
         _ => false,
     }
-}
-
-fn intent_from_row(row: &sqlx::any::AnyRow) -> Result<Intent> {
-    Ok(Intent {
-        serial: row.try_get("serial")?,
-        issuer: row.try_get("issuer")?,
-        profile: row.try_get("profile")?,
-        subject: row.try_get("subject")?,
-        pinfl: row.try_get("pinfl")?,
-        not_before: row.try_get("not_before")?,
-        not_after: row.try_get("not_after")?,
-        tbs: row.try_get("tbs")?,
-        crl_shard: row.try_get("crl_shard")?,
-        job: match (
-            row.try_get::<Option<String>, _>("job")?,
-            row.try_get::<Option<String>, _>("job_role")?,
-        ) {
-            (Some(job), Some(role)) => Some(JobLink { job, role }),
-            _ => None,
-        },
-    })
 }
 
 pub(crate) type Tx<'a> = Transaction<'a, Any>;

@@ -5,6 +5,10 @@
 //!
 //! Nothing is skipped: a missing component makes the test fail with a message
 //! saying what to install (tests/run.sh installs everything).
+//!
+//! Longer than 600 lines on purpose: the one environment every integration
+//! test shares (databases, key stores, the binary, OpenSSL, curl), so that
+//! no test builds its own.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};

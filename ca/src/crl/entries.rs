@@ -15,20 +15,12 @@ use crate::IssueError;
 /// from hold.
 pub const REMOVE_FROM_CRL: i64 = 8;
 
+/// The reason as an entry carries it: none for `unspecified` (0), whose
+/// extension RFC 5280 §5.3.1 says to leave out.
 fn reason_enum(code: i64) -> Option<CrlReason> {
-    Some(match code {
-        1 => CrlReason::KeyCompromise,
-        2 => CrlReason::CaCompromise,
-        3 => CrlReason::AffiliationChanged,
-        4 => CrlReason::Superseded,
-        5 => CrlReason::CessationOfOperation,
-        6 => CrlReason::CertificateHold,
-        8 => CrlReason::RemoveFromCRL,
-        9 => CrlReason::PrivilegeWithdrawn,
-        10 => CrlReason::AaCompromise,
-        // unspecified (0): RFC 5280 5.3.1 says leave the extension out.
-        _ => return None,
-    })
+    (code != 0)
+        .then(|| muhr_pkix::reason::from_code(code))
+        .flatten()
 }
 
 /// revokedCertificates' element (RFC 5280 5.1), with the entry extensions

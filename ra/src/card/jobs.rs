@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use muhr_ca::recording::{Completed, Recording};
-use muhr_store::ra::{Claim, FinishedJob, JobClaim, Supersede};
+use muhr_store::jobs::{Claim, FinishedJob, JobClaim, Supersede};
 use muhr_store::{Intent, Store, StoreError};
 
 /// One card of the group.
@@ -93,8 +93,8 @@ impl Recording for JobRecording {
     ) -> Result<(), StoreError> {
         let mut signed: HashMap<&str, usize> = HashMap::new();
         for i in intents {
-            if let Some(link) = &i.job {
-                *signed.entry(link.job.as_str()).or_default() += 1;
+            if let Some(once) = &i.once {
+                *signed.entry(once.key.as_str()).or_default() += 1;
             }
         }
         let finishing: Vec<FinishedJob> = self

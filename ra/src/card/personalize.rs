@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use muhr_ca::{Ca, IssueError, Request};
-use muhr_store::ra::{Claim, FinishedJob, JobClaim, JobRow, Supersede};
-use muhr_store::{JobLink, Store};
+use muhr_store::jobs::{Claim, FinishedJob, JobClaim, JobRow, Supersede};
+use muhr_store::{IssueOnce, Store};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::card::jobs::{Job, JobRecording};
@@ -240,8 +240,8 @@ impl Personalizer {
                 not_after_limit: Some(w.card.not_after_limit),
                 alt_names: Vec::new(),
                 actor: w.actor.clone(),
-                job: Some(JobLink {
-                    job: w.job.clone(),
+                once: Some(IssueOnce {
+                    key: w.job.clone(),
                     role: role.clone(),
                 }),
             })
@@ -421,7 +421,7 @@ impl Personalizer {
         for (role, _, _) in &w.card.keys {
             let rec = records
                 .iter()
-                .find(|r| r.intent.job.as_ref().is_some_and(|j| &j.role == role))
+                .find(|r| r.intent.once.as_ref().is_some_and(|j| &j.role == role))
                 .and_then(|r| r.der.clone().map(|der| (r, der)));
             let Some((rec, der)) = rec else {
                 return Err(CardError::Internal(format!(
@@ -489,7 +489,7 @@ impl Personalizer {
             for (role, _, _) in &w.card.keys {
                 let rec = records
                     .iter()
-                    .find(|r| r.intent.job.as_ref().is_some_and(|j| &j.role == role));
+                    .find(|r| r.intent.once.as_ref().is_some_and(|j| &j.role == role));
                 match rec {
                     Some(r) if r.der.is_some() => {
                         certs.insert(role.clone(), card_cert(role, &r.intent, r.der.clone()));

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use muhr_store::ra::Outcome;
+use muhr_store::outcomes::Outcome;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

@@ -139,7 +139,7 @@ async fn renew(
                     "replayed": cert.replayed,
                     "renewed": r.renewed,
                     "renewals": r.renewals,
-                    "renewals_left": crate::citizen::service::MAX_RENEWALS.saturating_sub(r.renewals),
+                    "renewals_left": crate::citizen::renew::MAX_RENEWALS.saturating_sub(r.renewals),
                 })),
             )
                 .into_response()

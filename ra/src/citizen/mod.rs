@@ -11,4 +11,5 @@
 pub mod cmc;
 pub mod http;
 pub mod oidc;
+pub mod renew;
 pub mod service;

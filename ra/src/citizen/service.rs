@@ -14,17 +14,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use muhr_ca::{Ca, FieldError, IssueError, Request};
 use muhr_policies::identity::{IdentityRules, SubjectRequest};
-use muhr_store::{AuditEvent, JobLink, StoreError, Transition};
+use muhr_store::{AuditEvent, IssueOnce, StoreError, Transition};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::citizen::oidc::{Citizen, OidcConfig, Verifier};
 use muhr_http::ratelimit::RateLimiter;
-use muhr_login::challenge::{ChallengeError, Challenges};
-use muhr_validation::trust::{Purpose, Trust};
-
-/// How long a renewal challenge may be used.
-const RENEWAL_CHALLENGE_SECONDS: u64 = 300;
+use muhr_login::challenge::Challenges;
+use muhr_validation::trust::Trust;
 
 /// `[citizens]`: remote issuance. Absent, the citizen routes answer 503.
 #[derive(Debug, Clone, Deserialize)]
@@ -100,7 +97,7 @@ impl From<IssueError> for CitizenError {
     }
 }
 
-fn refuse(field: &str, rule: impl Into<String>) -> CitizenError {
+pub(super) fn refuse(field: &str, rule: impl Into<String>) -> CitizenError {
     CitizenError::Refused(FieldError {
         field: field.into(),
         rule: rule.into(),
@@ -117,20 +114,6 @@ pub struct RemoteCertificate {
     pub replayed: bool,
 }
 
-/// Renewals in a row the law allows before the person must authenticate
-/// with the identity system again.
-pub const MAX_RENEWALS: u32 = 2;
-
-/// A renewal's outcome.
-#[derive(Debug, Clone)]
-pub struct Renewed {
-    pub certificate: RemoteCertificate,
-    /// The certificate that signed the request.
-    pub renewed: String,
-    /// Renewals in the chain, this one included.
-    pub renewals: u32,
-}
-
 /// How a certificate came to be, from its job.
 pub fn origin(job: Option<&str>) -> &'static str {
     match job {
@@ -142,14 +125,14 @@ pub fn origin(job: Option<&str>) -> &'static str {
 }
 
 pub struct Citizens {
-    ca: Arc<Ca>,
-    renewal_challenges: Challenges,
-    identity: IdentityRules,
-    config: CitizensConfig,
+    pub(super) ca: Arc<Ca>,
+    pub(super) renewal_challenges: Challenges,
+    pub(super) identity: IdentityRules,
+    pub(super) config: CitizensConfig,
     pub verifier: Verifier,
-    per_person: RateLimiter,
-    per_address: RateLimiter,
-    trust: Trust,
+    pub(super) per_person: RateLimiter,
+    pub(super) per_address: RateLimiter,
+    pub(super) trust: Trust,
 }
 
 impl Citizens {
@@ -175,7 +158,7 @@ impl Citizens {
             trust: Trust::new(ca.clone()),
             renewal_challenges: Challenges::for_domain(
                 challenge_key,
-                RENEWAL_CHALLENGE_SECONDS,
+                super::renew::RENEWAL_CHALLENGE_SECONDS,
                 muhr_login::challenge::RENEWAL,
             ),
             ca,
@@ -199,7 +182,7 @@ impl Citizens {
             .map_err(CitizenError::TooMany)
     }
 
-    fn limit_person(&self, who: &Citizen) -> Result<(), CitizenError> {
+    pub(super) fn limit_person(&self, who: &Citizen) -> Result<(), CitizenError> {
         self.per_person
             .take(&who.pinfl, Instant::now())
             .map_err(CitizenError::TooMany)
@@ -210,7 +193,7 @@ impl Citizens {
     }
 
     /// The subject fields the token's identity gives, checked as a card's are.
-    fn subject_fields(
+    pub(super) fn subject_fields(
         &self,
         who: &Citizen,
     ) -> Result<std::collections::BTreeMap<String, String>, CitizenError> {
@@ -251,7 +234,7 @@ impl Citizens {
         })
     }
 
-    async fn refuse_deceased(&self, who: &Citizen) -> Result<(), CitizenError> {
+    pub(super) async fn refuse_deceased(&self, who: &Citizen) -> Result<(), CitizenError> {
         if let Some(p) = self.ca.store().registry_person(&who.pinfl).await?
             && p.deceased_on.is_some()
         {
@@ -314,7 +297,7 @@ impl Citizens {
     }
 
     /// The identity, the key and the person checked for a new certificate.
-    async fn checked(
+    pub(super) async fn checked(
         &self,
         who: &Citizen,
         csr: &[u8],
@@ -342,7 +325,7 @@ impl Citizens {
         Ok((fields, parsed))
     }
 
-    async fn certify(
+    pub(super) async fn certify(
         &self,
         who: &Citizen,
         parsed: muhr_ca::csr::Parsed,
@@ -359,8 +342,8 @@ impl Citizens {
             not_after_limit: None,
             alt_names: Vec::new(),
             actor: actor.clone(),
-            job: Some(JobLink {
-                job: job.clone(),
+            once: Some(IssueOnce {
+                key: job.clone(),
                 role: profile.to_string(),
             }),
         };
@@ -378,185 +361,12 @@ impl Citizens {
         }
     }
 
-    /// A one-time challenge for renewing certificate `serial`: the renewal
-    /// request must echo it. It names the certificate and expires; it is
-    /// used up by the renewal it serves.
-    pub async fn renewal_challenge(&self, serial: &str) -> Result<(String, i64), CitizenError> {
-        let serial = muhr_pkix::serial::normalize_hex(serial).map_err(|e| refuse("serial", e))?;
-        let s = self
-            .ca
-            .store()
-            .certificate_summary(&serial)
-            .await?
-            .ok_or_else(|| CitizenError::NotFound(format!("no certificate {serial}")))?;
-        const CLIENT_AUTH: der::oid::ObjectIdentifier =
-            der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
-        let for_authentication = self
-            .ca
-            .profiles()
-            .get(&s.profile)
-            .is_some_and(|p| p.extended_key_usage.contains(&CLIENT_AUTH));
-        if !self.config.profiles.contains(&s.profile) || !for_authentication {
-            return Err(refuse(
-                "serial",
-                format!(
-                    "a {} certificate is not renewed here: only authentication certificates \
-                     renew without a new login",
-                    s.profile
-                ),
-            ));
-        }
-        self.renewal_challenges
-            .issue(&format!("renew-{serial}"), muhr_store::now_secs())
-            .map_err(CitizenError::Internal)
-    }
-
-    /// Renewal without a new login at the identity system. `signature` is a
-    /// CMS SignedData of content type id-cct-PKIData ([`crate::citizen::cmc`])
-    /// carrying the CSR of a new key and a renewal challenge for the
-    /// certificate to renew, signed with that certificate's own key; it
-    /// must be an authentication certificate (clientAuth) of this CA, valid
-    /// and good now. A signature made for any other purpose (a document, a
-    /// login, a bare CSR as data) never renews. The new certificate has the
-    /// renewed one's profile and person; the old one stays valid (the
-    /// citizen may revoke it). The law allows two renewals in a row; a
-    /// third needs the person to authenticate with the identity system.
-    pub async fn renew(&self, signature: &[u8]) -> Result<Renewed, CitizenError> {
-        let v = muhr_validation::cms::verify(signature, None)
-            .map_err(|e| refuse("signature", format!("{}: {}", e.code, e.detail)))?;
-        if !v.attached {
-            return Err(refuse(
-                "signature",
-                "the signature must carry the renewal request (attached)",
-            ));
-        }
-        if v.content_type != crate::citizen::cmc::ID_CCT_PKI_DATA {
-            return Err(refuse(
-                "signature",
-                format!(
-                    "content type {} is not a renewal request: renewal takes a CMC PKIData \
-                     ({}) signed with the authentication certificate; a signature over \
-                     anything else, a bare CSR included, never renews",
-                    v.content_type,
-                    crate::citizen::cmc::ID_CCT_PKI_DATA
-                ),
-            ));
-        }
-        let now = SystemTime::now();
-        let signer = self
-            .trust
-            .assess(&v.signer, &v.signer_der, Purpose::Login, now)
-            .await
-            .map_err(CitizenError::Internal)?;
-        if let Some(p) = signer.problems.first() {
-            return Err(refuse("signature", format!("{}: {}", p.code, p.detail)));
-        }
-        let request = crate::citizen::cmc::parse(&v.content).map_err(|e| refuse("signature", e))?;
-        let challenge = std::str::from_utf8(&request.recipient_nonce)
-            .map_err(|_| refuse("challenge", "not a renewal challenge of this service"))?;
-        let opened = self
-            .renewal_challenges
-            .open(challenge, muhr_store::now_secs())
-            .map_err(|e| match e {
-                ChallengeError::Unknown => {
-                    refuse("challenge", "not a renewal challenge of this service")
-                }
-                ChallengeError::Expired => refuse(
-                    "challenge",
-                    "the renewal challenge has expired: ask for a new one",
-                ),
-            })?;
-        let serial = opened
-            .rp
-            .strip_prefix("renew-")
-            .ok_or_else(|| refuse("challenge", "not a renewal challenge"))?
-            .to_string();
-        // A certificate is renewed only by its own key: a challenge for
-        // another certificate, even the same person's, is refused. Otherwise
-        // one authentication certificate (got with one stolen ID token)
-        // would renew every certificate of its holder, signing ones
-        // included, for keys of the thief's choosing.
-        if serial != signer.serial {
-            return Err(CitizenError::Forbidden(format!(
-                "certificate {serial} is renewed only by a request signed with its own key \
-                 (the signer is {}); a signing certificate is renewed by logging in to the \
-                 identity system",
-                signer.serial
-            )));
-        }
-        let a = signer;
-        let pinfl = a.identity.get("pinfl").cloned().unwrap_or_default();
-        if pinfl.is_empty() {
-            return Err(refuse(
-                "signature",
-                "the certificate names no person (PINFL)",
-            ));
-        }
-        let profile = a.profile.clone().unwrap_or_default();
-        if !self.config.profiles.contains(&profile) {
-            return Err(refuse(
-                "challenge",
-                format!(
-                    "a {profile} certificate is not renewed here (only {})",
-                    self.config.profiles.join(", ")
-                ),
-            ));
-        }
-        let renewals = self.renewals_before(a.job.as_deref()).await?;
-        if renewals >= MAX_RENEWALS {
-            return Err(CitizenError::Forbidden(format!(
-                "certificate {} is already the result of {renewals} renewals in a row: \
-                 authenticate with the identity system and request a new certificate",
-                a.serial
-            )));
-        }
-        let id = |k: &str| a.identity.get(k).cloned();
-        let who = Citizen {
-            subject: format!("certificate:{}", a.serial),
-            pinfl,
-            surname: id("surname").unwrap_or_default(),
-            given_name: id("given_name").unwrap_or_default(),
-            patronymic: id("patronymic"),
-            tin: id("tin"),
-            birth_date: None,
-            assurance: "certificate".into(),
-            token: None,
-        };
-        let (fields, parsed) = self.checked(&who, &request.csr, &profile).await?;
-        self.one_role_per_key(&who.pinfl, &parsed.public_key, &profile)
-            .await?;
-        let job = format!("renewal:{}", a.serial);
-        // The challenge is used once: by this renewal (and its retries,
-        // same key), never by another.
-        let key = der::Encode::to_der(&parsed.public_key)
-            .map_err(|e| CitizenError::Internal(e.to_string()))?;
-        let binding = format!("{job}:{}", hex::encode(Sha256::digest(&key)));
-        if !self
-            .ca
-            .store()
-            .use_proof(&format!("renewal:{challenge}"), &binding, opened.expires_at)
-            .await?
-        {
-            return Err(CitizenError::Conflict(
-                "this renewal challenge was used already: ask for a new one".into(),
-            ));
-        }
-        self.bind_key_purpose(&who.pinfl, &parsed.public_key, &profile)
-            .await?;
-        let certificate = self.certify(&who, parsed, &profile, fields, job).await?;
-        Ok(Renewed {
-            certificate,
-            renewed: a.serial,
-            renewals: renewals + 1,
-        })
-    }
-
     /// A key serves one purpose: a key that already holds a certificate of
     /// another profile (an authentication key asking to sign, or the
     /// reverse) is refused, whatever that certificate's state, as the card
     /// path refuses one key in two roles. Keys of the person's certificates
     /// by every path (card, remote, renewal) are compared.
-    async fn one_role_per_key(
+    pub(super) async fn one_role_per_key(
         &self,
         pinfl: &str,
         key: &spki::SubjectPublicKeyInfoOwned,
@@ -595,7 +405,7 @@ impl Citizens {
     /// here, by the database: the key's first profile is recorded once.
     /// Called just before issuance, after every other check (and after the
     /// token or challenge is consumed), so a refused request binds nothing.
-    async fn bind_key_purpose(
+    pub(super) async fn bind_key_purpose(
         &self,
         pinfl: &str,
         key: &spki::SubjectPublicKeyInfoOwned,
@@ -612,28 +422,8 @@ impl Citizens {
         Ok(())
     }
 
-    /// How many renewals led to the certificate whose job is `job`.
-    async fn renewals_before(&self, mut job: Option<&str>) -> Result<u32, CitizenError> {
-        let mut n = 0;
-        let mut owned;
-        while let Some(prev) = job.and_then(|j| j.strip_prefix("renewal:")) {
-            n += 1;
-            if n > MAX_RENEWALS {
-                break;
-            }
-            owned = self
-                .ca
-                .store()
-                .certificate_summary(prev)
-                .await?
-                .and_then(|s| s.job);
-            job = owned.as_deref();
-        }
-        Ok(n)
-    }
-
     /// The certificate an earlier request got for this key and profile.
-    async fn again(
+    pub(super) async fn again(
         &self,
         job: &str,
         profile: &str,
@@ -645,7 +435,7 @@ impl Citizens {
             .job_certificates(job)
             .await?
             .into_iter()
-            .find(|r| r.intent.job.as_ref().is_some_and(|j| j.role == profile))
+            .find(|r| r.intent.once.as_ref().is_some_and(|j| j.role == profile))
             .ok_or_else(|| CitizenError::Internal(format!("{job}: no {profile} certificate")))?;
         let serial = rec.intent.serial.clone();
         let der = match rec.der {
@@ -693,7 +483,7 @@ impl Citizens {
     pub async fn certificates(
         &self,
         who: &Citizen,
-    ) -> Result<Vec<muhr_store::ra::CertificateSummary>, CitizenError> {
+    ) -> Result<Vec<muhr_store::people::CertificateSummary>, CitizenError> {
         let store = self.ca.store();
         store
             .audit(&[&AuditEvent {

@@ -1,0 +1,235 @@
+//! The marker of a benchmark database and the clean-up of rows earlier
+//! versions' benchmarks left: a database holding real certificates is never
+//! written by a benchmark.
+
+use sqlx::Row;
+
+use crate::audit::{self, AuditEvent};
+use crate::now_micros;
+use crate::now_secs;
+use crate::{Result, Store};
+
+/// See [`Store::benchmark_leftovers`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BenchmarkLeftovers {
+    pub synthetic: i64,
+    pub issued: Vec<String>,
+    pub relying_parties: Vec<String>,
+}
+
+impl Store {
+    /// Claims the database for benchmarks: true when it already carries the
+    /// benchmark marker, or had no certificate and no CA at all and carries
+    /// it now; false for a database holding real certificates, which is
+    /// never marked.
+    pub async fn claim_for_benchmark(&self) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let marked = sqlx::query("SELECT COUNT(*) AS n FROM benchmark_marker")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<i64, _>("n")?
+            > 0;
+        if marked {
+            return Ok(true);
+        }
+        let used = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM certificates) + (SELECT COUNT(*) FROM authorities) AS n",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get::<i64, _>("n")?;
+        if used > 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO benchmark_marker (id, created_at) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(now_secs())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// What benchmark commands of earlier versions (run inside the product
+    /// binary) may have left in a real installation: the number of
+    /// synthetic status-only rows (profile `bench`, never signed), the
+    /// certificates issued by the benchmarks' actors (`bench`, and the
+    /// `benchNNN-line` personalization clients with their own credentials)
+    /// that are not revoked, and the benchmark relying parties still
+    /// enabled (`bench-NNN`).
+    pub async fn benchmark_leftovers(&self) -> Result<BenchmarkLeftovers> {
+        let synthetic = sqlx::query(
+            "SELECT COUNT(*) AS n FROM certificates WHERE profile = 'bench' AND der IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?
+        .try_get::<i64, _>("n")?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let line_client = |name: &str| {
+            name.strip_prefix("bench")
+                .and_then(|r| r.strip_suffix("-line"))
+                .is_some_and(digits)
+        };
+        let mut issued = Vec::new();
+        for r in sqlx::query(
+            "SELECT a.actor, c.serial FROM audit_log a JOIN certificates c ON c.serial = a.object \
+             WHERE a.action = 'certificate.issue' AND (a.actor = 'bench' OR a.actor LIKE 'ra-client:bench%') \
+             AND c.revocation <> 'revoked' ORDER BY c.serial",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let actor: String = r.try_get("actor")?;
+            if actor == "bench"
+                || actor
+                    .strip_prefix("ra-client:")
+                    .is_some_and(line_client)
+            {
+                issued.push(r.try_get("serial")?);
+            }
+        }
+        for r in sqlx::query(
+            "SELECT k.name, k.serial FROM ra_clients k JOIN certificates c ON c.serial = k.serial \
+             WHERE k.name LIKE 'bench%' AND c.revocation <> 'revoked'",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            if line_client(&r.try_get::<String, _>("name")?) {
+                issued.push(r.try_get("serial")?);
+            }
+        }
+        issued.sort();
+        issued.dedup();
+        let mut relying_parties = Vec::new();
+        for r in sqlx::query(
+            "SELECT id, name FROM relying_parties WHERE name LIKE 'bench-%' AND disabled_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let name: String = r.try_get("name")?;
+            if name.strip_prefix("bench-").is_some_and(digits) {
+                relying_parties.push(r.try_get("id")?);
+            }
+        }
+        Ok(BenchmarkLeftovers {
+            synthetic,
+            issued,
+            relying_parties,
+        })
+    }
+
+    /// Deletes the synthetic rows (never signed, so nothing was handed out),
+    /// with `event` in the same transaction.
+    pub async fn delete_synthetic_rows(&self, event: &AuditEvent) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // Through the change feed, so responders drop what they remember
+        // of these serials (they then answer unknown).
+        sqlx::query(
+            "INSERT INTO status_changes (serial, issuer, revocation, revoked_at, reason, at) \
+             SELECT serial, issuer, 'good', NULL, NULL, $1 FROM certificates \
+             WHERE profile = 'bench' AND der IS NULL",
+        )
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query("DELETE FROM certificates WHERE profile = 'bench' AND der IS NULL")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        audit::append(self.backend(), &mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Whether muhr-bench made this database.
+    pub async fn is_benchmark_database(&self) -> Result<bool> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM benchmark_marker")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<i64, _>("n")?
+            > 0)
+    }
+}
+
+impl Store {
+    /// Benchmarks only: `n` certificates of `issuer` with random serials and
+    /// no certificate body, inserted in large transactions; one in
+    /// `revoked_every` is revoked (keyCompromise), the others good.
+    /// `crl_shard` assigns each serial its CRL shard, as issuance would.
+    /// Returns the serials.
+    pub async fn insert_synthetic(
+        &self,
+        issuer: &str,
+        n: usize,
+        not_after: i64,
+        revoked_every: usize,
+        crl_shard: impl Fn(&[u8]) -> Option<i64>,
+    ) -> Result<Vec<String>> {
+        const ROWS: usize = 500;
+        let now = crate::now_secs();
+        let mut all = Vec::with_capacity(n);
+        let mut left = n;
+        while left > 0 {
+            let mut tx = self.pool.begin().await?;
+            for _ in 0..(left.min(50_000) / ROWS).max(1) {
+                let rows = left.min(ROWS);
+                if rows == 0 {
+                    break;
+                }
+                let mut sql = String::from(
+                    "INSERT INTO certificates (serial, issuer, profile, subject, not_before, not_after, tbs, \
+                     crl_shard, status, created_at, revocation, revoked_at, revocation_reason) VALUES ",
+                );
+                let mut serials = Vec::with_capacity(rows);
+                for i in 0..rows {
+                    let mut b = [0u8; 20];
+                    synthetic_serial_bytes(&mut b);
+                    b[0] = (b[0] & 0x3f) | 0x40;
+                    serials.push((hex::encode_upper(b), crl_shard(&b)));
+                    let p = i * 3;
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    let revoked = revoked_every > 0 && (all.len() + i) % revoked_every == 0;
+                    let state = if revoked {
+                        format!("'revoked', {now}, 1")
+                    } else {
+                        "'good', NULL, NULL".to_string()
+                    };
+                    sql.push_str(&format!(
+                        "(${}, ${}, 'bench', 'CN=bench', {now}, {not_after}, $1, ${}, 'issued', {now}, {state})",
+                        p + 2,
+                        p + 3,
+                        p + 4
+                    ));
+                }
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Vec::<u8>::new());
+                for (s, shard) in &serials {
+                    q = q.bind(s.clone()).bind(issuer.to_string()).bind(*shard);
+                }
+                q.execute(&mut *tx).await?;
+                all.extend(serials.into_iter().map(|(s, _)| s));
+                left -= rows;
+            }
+            tx.commit().await?;
+        }
+        Ok(all)
+    }
+}
+
+fn synthetic_serial_bytes(b: &mut [u8]) {
+    use sha2::Digest;
+    // Uniqueness, not secrecy, is what synthetic serials need.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = format!(
+        "{c}-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    );
+    let h = sha2::Sha256::digest(seed.as_bytes());
+    b.copy_from_slice(&h[..b.len()]);
+}

@@ -1,0 +1,62 @@
+//! The delegated OCSP signers: certificate and key label, newest valid first.
+
+use sqlx::Row;
+
+use crate::{Result, Store};
+
+/// A delegated OCSP signer: certificate and the label of its key.
+#[derive(Clone, Debug)]
+pub struct OcspSigner {
+    pub serial: String,
+    pub issuer: String,
+    pub key_label: String,
+    pub key_spec: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub der: Vec<u8>,
+}
+
+impl Store {
+    pub async fn save_ocsp_signer(&self, s: &OcspSigner) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO ocsp_signers (serial, issuer, key_label, key_spec, not_before, not_after, der, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&s.serial)
+        .bind(&s.issuer)
+        .bind(&s.key_label)
+        .bind(&s.key_spec)
+        .bind(s.not_before)
+        .bind(s.not_after)
+        .bind(&s.der)
+        .bind(crate::now_secs())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The signer of `issuer` valid longest, if any is valid now.
+    pub async fn current_ocsp_signer(&self, issuer: &str) -> Result<Option<OcspSigner>> {
+        let now = crate::now_secs();
+        let row = sqlx::query(
+            "SELECT serial, issuer, key_label, key_spec, not_before, not_after, der FROM ocsp_signers \
+             WHERE issuer = $1 AND not_before <= $2 AND not_after > $2 ORDER BY not_after DESC LIMIT 1",
+        )
+        .bind(issuer)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(OcspSigner {
+                serial: r.try_get("serial")?,
+                issuer: r.try_get("issuer")?,
+                key_label: r.try_get("key_label")?,
+                key_spec: r.try_get("key_spec")?,
+                not_before: r.try_get("not_before")?,
+                not_after: r.try_get("not_after")?,
+                der: r.try_get("der")?,
+            })
+        })
+        .transpose()
+    }
+}
