@@ -139,13 +139,8 @@ pub async fn report_pilot(
     if end < start {
         return Err(Fail::invalid("refused: to: is before from"));
     }
-    let micros = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0)
-    };
-    let from_us = micros(start.to_system_time());
-    let to_us = micros(end.to_system_time()) + 86_400_000_000;
+    let from_us = muhr_store::unix_micros(start.to_system_time());
+    let to_us = muhr_store::unix_micros(end.to_system_time()) + 86_400_000_000;
     let outcomes = app
         .store
         .outcomes(from_us, to_us)

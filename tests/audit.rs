@@ -78,9 +78,26 @@ fn entry_written_past_the_head_is_caught(db: Db) {
     );
 }
 
-/// An auditor verifying a live system while a node appends: the chain read
-/// up to the head taken first, so no entry appended meanwhile reads as
-/// entries removed from the end (a false alarm the old order gave).
+/// History planted below the chain's first entry, where the walk never
+/// looks but operators' look-ups would show it, is caught.
+fn entry_planted_before_the_start_is_caught(db: Db) {
+    let env = env_with_entries(db);
+    env.sql(
+        "INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) \
+         SELECT 0, at, 'intruder', action, object, details, hash, hash FROM audit_log WHERE seq = 1",
+    );
+    let e = broken(&env);
+    assert!(
+        e.contains("audit entry 0 lies before the chain's start"),
+        "{e}"
+    );
+}
+
+/// An auditor verifying a live chain while nodes append and sign
+/// checkpoints: the chain read up to the head taken first, and the node's
+/// checkpoint file before the database's checkpoints, so nothing written
+/// meanwhile reads as entries removed or checkpoints rolled back (false
+/// alarms the old order gave).
 fn verify_during_appends_gives_no_false_alarm(db: Db) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,13 +122,26 @@ fn verify_during_appends_gives_no_false_alarm(db: Db) {
             n
         })
     });
-    for _ in 0..8 {
-        let out = env.ok(&["audit", "verify"]);
-        assert!(out.contains("intact"), "{out}");
-    }
+    // Meanwhile CLI issuance appends and signs checkpoints, each saved to
+    // the database and then to the node's own file, as `muhr serve` does.
+    let csr = env.csr("live", "ec");
+    std::thread::scope(|s| {
+        let issuer = s.spawn(|| {
+            for i in 0..6 {
+                env.issue("individual-auth", &csr, &person(), &format!("live{i}"));
+            }
+        });
+        for _ in 0..8 {
+            let out = env.ok(&["audit", "verify"]);
+            assert!(out.contains("intact"), "{out}");
+        }
+        issuer.join().unwrap();
+    });
     stop.store(true, Ordering::Relaxed);
     let appended = writer.join().unwrap();
     assert!(appended > 0, "the appender never ran");
+    let out = env.ok(&["audit", "verify"]);
+    assert!(out.contains("intact"), "{out}");
 }
 
 fn reordered_entries_are_named(db: Db) {
@@ -336,6 +366,7 @@ both_databases! {
     a_removed_entry_is_named => removed_entry_is_named;
     a_removed_tail_is_noticed => removed_tail_is_noticed;
     an_entry_written_past_the_head_is_caught => entry_written_past_the_head_is_caught;
+    an_entry_planted_before_the_start_is_caught => entry_planted_before_the_start_is_caught;
     verifying_a_live_chain_gives_no_false_alarm => verify_during_appends_gives_no_false_alarm;
     reordered_entries_are_named => reordered_entries_are_named;
     an_administrator_recomputing_every_hash_is_caught => recomputed_hashes_are_caught;

@@ -74,17 +74,22 @@ export MUHR_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"
 # is the one failure the build output explains badly.
 export CARGO_INCREMENTAL=0
 df -h . | tail -1
-# Both fuzzers build into one directory (they share most dependencies), and
-# it is deleted once they have run, before the test binaries are linked.
+# Both fuzz targets are one crate (fuzz/): built once, run one after the
+# other; the build is deleted once they have run, before the test binaries
+# are linked.
 FUZZ_TARGET="$ROOT/target/fuzz"
 log "cargo fmt --check"
 cargo fmt --all --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-log "fuzzing the OCSP request path (cargo fuzz, ${MUHR_FUZZ_SECONDS:-60} s)"
+log "building the fuzz targets (cargo fuzz)"
 command -v cargo-fuzz >/dev/null || cargo install -q cargo-fuzz --locked
 # cargo fuzz needs unstable compiler flags; this toolchain is stable.
-if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$FUZZ_TARGET" --fuzz-dir ocsp-responder/fuzz ocsp_request -- \
+if ! RUSTC_BOOTSTRAP=1 cargo fuzz build --target-dir "$FUZZ_TARGET" --fuzz-dir fuzz > /tmp/muhr-fuzz-build.log 2>&1; then
+  tail -40 /tmp/muhr-fuzz-build.log; echo "the fuzz targets did not build" >&2; exit 1
+fi
+log "fuzzing the OCSP request path (${MUHR_FUZZ_SECONDS:-60} s)"
+if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$FUZZ_TARGET" --fuzz-dir fuzz ocsp_request -- \
     -max_total_time="${MUHR_FUZZ_SECONDS:-60}" > /tmp/muhr-fuzz.log 2>&1; then
   tail -40 /tmp/muhr-fuzz.log; echo "the OCSP request fuzzer found a crash" >&2; exit 1
 fi
@@ -92,7 +97,7 @@ grep -E "^Done [0-9]+ runs" /tmp/muhr-fuzz.log
 log "fuzzing the CMS input of login, renewal and verification (${MUHR_FUZZ_SECONDS:-60} s)"
 # Seeds: real signatures from OpenSSL, attached and detached, so the fuzzer
 # starts inside SignedData rather than at the first byte.
-SEEDS=validation/fuzz/corpus/cms_signed_data
+SEEDS=fuzz/corpus/cms_signed_data
 mkdir -p "$SEEDS"
 SEEDTMP=$(mktemp -d)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=seed -days 2 \
@@ -103,7 +108,7 @@ openssl cms -sign -binary -in "$SEEDTMP/m" -signer "$SEEDTMP/c.pem" -inkey "$SEE
 openssl cms -sign -binary -nodetach -in "$SEEDTMP/m" -signer "$SEEDTMP/c.pem" \
   -inkey "$SEEDTMP/k.pem" -outform DER -out "$SEEDS/attached"
 rm -rf "$SEEDTMP"
-if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$FUZZ_TARGET" --fuzz-dir validation/fuzz cms_signed_data -- \
+if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$FUZZ_TARGET" --fuzz-dir fuzz cms_signed_data -- \
     -max_total_time="${MUHR_FUZZ_SECONDS:-60}" > /tmp/muhr-fuzz-cms.log 2>&1; then
   tail -40 /tmp/muhr-fuzz-cms.log; echo "the CMS fuzzer found a crash" >&2; exit 1
 fi

@@ -9,9 +9,13 @@ use muhr_policies::AltNameKind;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 
+/// One subjectAltName entry. Make it with [`AltName::parse`]: the variants
+/// themselves check nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AltName {
+    /// A DNS name: lower-case LDH labels, no wildcard, no trailing dot.
     Dns(String),
+    /// An IPv4 or IPv6 address, written as its 4 or 16 octets.
     Ip(IpAddr),
 }
 
@@ -37,6 +41,7 @@ impl AltName {
         Ok(AltName::Dns(s.to_string()))
     }
 
+    /// Which kind it is, to check against the profile's `subject_alt_names`.
     pub fn kind(&self) -> AltNameKind {
         match self {
             AltName::Dns(_) => AltNameKind::Dns,

@@ -29,6 +29,9 @@ use x509_cert::time::{Time, Validity as CertValidity};
 use crate::crl::{Scope, idp};
 use muhr_policies::identity::FieldError;
 
+/// id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): written for profiles with
+/// `ocsp_no_check` (the delegated OCSP signer), so relying parties do not
+/// ask the responder about its own certificate. Lint checks for it too.
 pub const OCSP_NOCHECK: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.5");
 const AD_OCSP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
 const AD_CA_ISSUERS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.2");
@@ -40,18 +43,27 @@ pub struct IssuerUrls {
     pub ca: String,
     /// CRL URL template: `{crl}` becomes a CRL's name (see `crl::name`).
     pub crl: Option<String>,
+    /// OCSP responder URL, for Authority Information Access (RFC 5280 4.2.2.1).
     pub ocsp: Option<String>,
+    /// URL of the CA's own certificate, for AIA caIssuers.
     pub ca_issuers: Option<String>,
 }
 
 /// Everything about the issuer that shapes a certificate it signs.
 pub struct IssuerView<'a> {
+    /// The issuer's subject: the certificate's issuer name.
     pub name: Name,
+    /// Its subject key identifier, written as the authority key identifier.
     pub key_id: Vec<u8>,
+    /// Its public key, which the signature is verified with.
     pub spki: &'a SubjectPublicKeyInfoOwned,
+    /// The algorithm its key signs with, written into the TBS.
     pub signature_algorithm: AlgorithmIdentifierOwned,
+    /// Its own validity: a certificate it signs is clipped to fit within it.
     pub not_before: SystemTime,
+    /// End of its validity; see `not_before`.
     pub not_after: SystemTime,
+    /// Where its certificates point for CRLs, OCSP and the CA certificate.
     pub urls: &'a IssuerUrls,
 }
 
@@ -371,12 +383,20 @@ pub fn assemble(
     .to_der()
 }
 
+/// What [`to_be_signed`] encodes. Every choice is already made; nothing
+/// here is checked against a profile (that is [`crate::lint`]'s job).
 pub struct TbsInput<'a> {
+    /// A fresh serial ([`muhr_pkix::serial::generate`]).
     pub serial: SerialNumber,
+    /// Start of validity, in whole seconds ([`whole_seconds`]).
     pub not_before: SystemTime,
+    /// End of validity, in whole seconds.
     pub not_after: SystemTime,
+    /// The subject ([`subject_name`]); also the issuer when self-signed.
     pub subject: Name,
+    /// The subject's key; also the verifying key when self-signed.
     pub subject_key: SubjectPublicKeyInfoOwned,
+    /// Written in this order ([`extensions`]).
     pub extensions: Vec<Extension>,
     /// `None` for a self-signed certificate.
     pub issuer: Option<&'a IssuerView<'a>>,

@@ -15,29 +15,43 @@ use crate::{
     issue::issue_event,
     prepare,
     sign::{finish_sign, spawn_sign},
-    unix,
 };
 use muhr_pkix::serial;
 
 /// One CA of the ceremony, as configuration describes it.
 #[derive(Clone, Debug)]
 pub struct CaSpec {
+    /// A profile of kind CA; [`init`] refuses any other.
     pub profile: String,
+    /// Label of the key generated in the key store. Root and issuing must
+    /// differ, and the label must not be taken.
     pub key_label: String,
+    /// Algorithm and size of that key.
     pub key_spec: KeySpec,
+    /// Subject field `common_name`; the profile's subject template decides
+    /// where it goes.
     pub common_name: String,
+    /// Subject field `organization`.
     pub organization: String,
+    /// Subject field `country`: a two-letter code (`UZ`).
     pub country: String,
 }
 
+/// The two CAs [`init`] creates, as the configuration describes them.
 #[derive(Clone, Debug)]
 pub struct Ceremony {
+    /// The self-signed root.
     pub root: CaSpec,
+    /// The issuing CA, certified by the root.
     pub issuing: CaSpec,
 }
 
+/// The CA certificates the ceremony made, as PEM; also written under
+/// `data_dir`.
 pub struct Outcome {
+    /// The root certificate, as `ca/root.pem` holds it.
     pub root_pem: String,
+    /// The issuing certificate, as `ca/issuing.pem` holds it.
     pub issuing_pem: String,
 }
 
@@ -203,8 +217,8 @@ async fn make(
         profile: profile.name.clone(),
         subject: p.subject,
         pinfl: None,
-        not_before: unix(p.not_before),
-        not_after: unix(p.not_after),
+        not_before: muhr_store::unix_secs(p.not_before),
+        not_after: muhr_store::unix_secs(p.not_after),
         tbs: tbs.clone(),
         crl_shard: None,
         once: None,

@@ -20,6 +20,7 @@ struct RawCertReq<'a> {
 /// signature the verifier refuses to even try.
 pub struct Parsed {
     der: Vec<u8>,
+    /// The requested key. It is proven held only once [`Parsed::verify`] passes.
     pub public_key: SubjectPublicKeyInfoOwned,
 }
 

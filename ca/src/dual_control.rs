@@ -27,7 +27,11 @@ pub const REQUEST_SECONDS: i64 = 24 * 3600;
 /// verified the signature and that the certificate is a registered,
 /// unrevoked operator credential issued by this CA.
 pub struct Operator {
+    /// Serial of the operator's credential certificate.
     pub serial: String,
+    /// The operator's name, from the credential: the audit actor is
+    /// `operator:NAME`. The approver must differ from the requester in both
+    /// name and serial.
     pub name: String,
     /// CMS SignedData over [`statement`].
     pub signature: Vec<u8>,
@@ -41,13 +45,21 @@ impl Operator {
 
 /// The act a request names, in the words both operators sign.
 pub struct Act {
+    /// The request's id ([`new_id`]).
     pub id: String,
+    /// The audit action it becomes: `certificate.revoke`, `certificate.suspend`
+    /// or `certificate.restore`.
     pub action: String,
+    /// The CA certificate's serial.
     pub serial: String,
+    /// The RFC 5280 reason name: the revocation reason, `certificateHold` for
+    /// a suspension, None for a restoration.
     pub reason: Option<String>,
     /// When it was asked for and until when it may be approved (Unix
     /// seconds): signed too, so a lapsed request cannot be revived.
     pub requested_at: i64,
+    /// Unix seconds; [`REQUEST_SECONDS`] after `requested_at` when made by
+    /// [`Ca::ca_status_act`].
     pub expires_at: i64,
 }
 

@@ -20,6 +20,7 @@
 //! `muhr_hsm`.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod alt_name;
 pub mod audit_anchor;
@@ -43,7 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use const_oid::ObjectIdentifier;
-use der::{Decode, Encode};
+use der::Decode;
 use muhr_hsm::{KeySigner, KeySpec, KeyStore};
 use muhr_policies::{Kind, Profile, Profiles};
 use muhr_store::{AuditEvent, Intent, Store};
@@ -58,21 +59,35 @@ pub use recording::Recording;
 
 /// Names of the two authorities a ceremony creates.
 pub const ROOT: &str = "root";
+/// The issuing CA: it signs every end-entity certificate, the delegated
+/// OCSP signer's among them. Both names key the CAs in the database.
 pub const ISSUING: &str = "issuing";
 
+/// Why an issuance, a status change or the ceremony failed. `Refused` and
+/// `AlreadyIssued` are about the request; the others are not the requester's
+/// doing.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
     /// The request cannot be satisfied as it is; nothing was written.
     #[error("{0}")]
     Refused(#[from] FieldError),
+    /// The database failed, or refused a write as conflicting.
     #[error("database: {0}")]
     Store(#[from] muhr_store::StoreError),
+    /// The key store failed: a key missing, an HSM error, a signing error.
     #[error("key store: {0}")]
     Key(#[from] muhr_hsm::HsmError),
     /// The request's [`Request::once`] key already has a certificate in this
     /// role, recorded by another request; this one signed nothing.
     #[error("{key} already has its {role} certificate")]
-    AlreadyIssued { key: String, role: String },
+    AlreadyIssued {
+        /// The caller's key for the unit of work ([`muhr_store::IssueOnce::key`]).
+        key: String,
+        /// The role that key already has a certificate in.
+        role: String,
+    },
+    /// A fault of the CA, its configuration or its data, not of the request
+    /// (a lint finding, an unloaded key, a CRL URL missing); the text says which.
     #[error("{0}")]
     Internal(String),
 }
@@ -118,12 +133,21 @@ fn refused(field: &str, rule: impl Into<String>) -> IssueError {
 /// by a CRL's name (`crl::name`), which begins with the CA's name.
 #[derive(Clone, Debug, Default)]
 pub struct UrlTemplates {
+    /// Template for CRL distribution points and Freshest CRL (RFC 5280
+    /// 4.2.1.13, 4.2.1.15). None: certificates name no CRL, and CRL shards
+    /// cannot be used.
     pub crl: Option<String>,
+    /// OCSP responder URL for Authority Information Access (RFC 5280
+    /// 4.2.2.1). None: certificates name no responder.
     pub ocsp: Option<String>,
+    /// Where the issuer's certificate is published (AIA caIssuers). None:
+    /// left out.
     pub ca_issuers: Option<String>,
 }
 
 impl UrlTemplates {
+    /// The URLs of the CA named `ca`: `{ca}` filled in, `{crl}` left for
+    /// [`crl::url`] to fill per CRL.
     pub fn for_ca(&self, ca: &str) -> IssuerUrls {
         let fill = |t: &Option<String>| t.as_ref().map(|t| t.replace("{ca}", ca));
         IssuerUrls {
@@ -138,6 +162,7 @@ impl UrlTemplates {
 /// What the configuration decides about issuance.
 #[derive(Clone, Debug, Default)]
 pub struct IssuancePolicy {
+    /// Where certificates send relying parties for status and the issuer.
     pub urls: UrlTemplates,
     /// certificatePolicies OIDs per profile name.
     pub policy_oids: BTreeMap<String, Vec<ObjectIdentifier>>,
@@ -150,15 +175,27 @@ pub struct IssuancePolicy {
 
 /// A CA certificate and, when loaded, its key.
 pub struct Authority {
+    /// [`ROOT`] or [`ISSUING`]: the name the database, the URL templates and
+    /// the CRL names use.
     pub name: String,
+    /// The CA certificate, decoded.
     pub certificate: Certificate,
+    /// The same certificate, as stored and served.
     pub der: Vec<u8>,
+    /// Subject key identifier: the certificate's own, else computed (RFC 7093
+    /// method 1). What certificates and CRLs it signs carry as authority key
+    /// identifier.
     pub key_id: Vec<u8>,
+    /// The CA key; None when the key store lacks it (a root kept offline).
+    /// Without it this CA signs nothing here, CRLs included.
     pub signer: Option<Arc<dyn KeySigner>>,
+    /// This CA's URLs, resolved from [`UrlTemplates::for_ca`].
     pub urls: IssuerUrls,
 }
 
 impl Authority {
+    /// Decodes a CA certificate and, when a key is given, checks that it is
+    /// the certificate's key. Errors are text naming the CA.
     pub fn from_der(
         name: &str,
         der: Vec<u8>,
@@ -210,6 +247,7 @@ impl Authority {
         })
     }
 
+    /// The certificate as PEM (`CERTIFICATE`), as `muhr serve` publishes it.
     pub fn pem(&self) -> String {
         muhr_pkix::pem::certificate(&self.der)
     }
@@ -218,9 +256,14 @@ impl Authority {
 /// An approved request for one certificate.
 #[derive(Clone, Debug)]
 pub struct Request {
+    /// Name of the profile to issue under. CA profiles are refused: only the
+    /// [`ceremony`] makes CA certificates.
     pub profile: String,
     /// Subject fields, already checked (see [`muhr_policies::identity`]).
     pub fields: BTreeMap<String, String>,
+    /// The subject's key, checked for known weaknesses and against the
+    /// profile's allowed kinds ([`goodkey`]). Proof of possession is the
+    /// caller's to check ([`csr::Parsed::verify`]).
     pub public_key: SubjectPublicKeyInfoOwned,
     /// The certificate must not outlive this (e.g. the identity document).
     pub not_after_limit: Option<SystemTime>,
@@ -233,10 +276,14 @@ pub struct Request {
     pub once: Option<muhr_store::IssueOnce>,
 }
 
+/// A certificate signed and committed with its audit entry: safe to hand out.
 #[derive(Clone, Debug)]
 pub struct Issued {
+    /// Upper-case hex, no separators: how the database and the CLI name it.
     pub serial: String,
+    /// The profile it was issued under.
     pub profile: String,
+    /// The certificate, exactly as stored.
     pub der: Vec<u8>,
 }
 
@@ -248,6 +295,7 @@ impl Issued {
         Certificate::from_der(&self.der)
     }
 
+    /// The certificate as PEM (`CERTIFICATE`).
     pub fn pem(&self) -> String {
         muhr_pkix::pem::certificate(&self.der)
     }
@@ -351,18 +399,19 @@ pub(crate) fn prepare(
     })
 }
 
-pub(crate) fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
+/// The CA as a running process sees it: the two authorities, the database
+/// and the profiles. Opened with [`Ca::open`] once a ceremony has run.
 pub struct Ca {
     store: Store,
     profiles: Arc<Profiles>,
     policy: IssuancePolicy,
+    /// The root CA. Its key may be absent (kept offline); then the root CRL
+    /// is not made here.
     pub root: Authority,
+    /// The issuing CA; [`Ca::open`] fails unless its key is loaded.
     pub issuing: Authority,
+    /// This process's issuance counters, for `/metrics`; shared with the
+    /// signing tasks.
     pub metrics: Arc<Metrics>,
 }
 
@@ -428,10 +477,13 @@ impl Ca {
         })
     }
 
+    /// The database the CA writes, for callers that read its records (CRLs,
+    /// statuses, the audit chain).
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// The profiles the CA issues under, as loaded at [`Ca::open`].
     pub fn profiles(&self) -> &Profiles {
         &self.profiles
     }
@@ -507,9 +559,4 @@ impl Ca {
     pub fn chain_pem(&self) -> String {
         format!("{}{}", self.issuing.pem(), self.root.pem())
     }
-}
-
-/// Encodes a `Certificate` back to DER (for callers holding only the parsed form).
-pub fn certificate_der(c: &Certificate) -> Result<Vec<u8>, der::Error> {
-    c.to_der()
 }

@@ -11,6 +11,8 @@ const BUCKETS_SECONDS: [f64; 12] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
 ];
 
+/// A latency histogram with fixed buckets from 50 µs to 1 s, rendered in
+/// the Prometheus histogram format.
 #[derive(Default)]
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS_SECONDS.len()],
@@ -19,6 +21,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Counts one duration into every bucket it fits (buckets are cumulative).
     pub fn observe(&self, d: Duration) {
         let s = d.as_secs_f64();
         for (i, b) in BUCKETS_SECONDS.iter().enumerate() {
@@ -47,15 +50,21 @@ impl Histogram {
     }
 }
 
+/// This process's issuance counters ([`crate::Ca::metrics`]). Nothing is
+/// persisted: they start from zero when the process does.
 #[derive(Default)]
 pub struct Metrics {
     issued: Mutex<BTreeMap<String, u64>>,
     refused: Mutex<BTreeMap<String, u64>>,
+    /// Time per signature in [`crate::Ca::issue_many`] and the calls built on
+    /// it; recovery and the ceremony are not timed.
     pub signing: Histogram,
+    /// Request to committed certificate; for a group, its time divided by its size.
     pub issuance: Histogram,
 }
 
 impl Metrics {
+    /// Counts one certificate issued under `profile` (recovered ones included).
     pub fn issued(&self, profile: &str) {
         *self
             .issued
@@ -65,6 +74,7 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// Counts one request refused, by the request field that failed.
     pub fn refused(&self, field: &str) {
         *self
             .refused
@@ -74,6 +84,7 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// All of it in the Prometheus text format, for `/metrics`.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(

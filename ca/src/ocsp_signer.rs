@@ -11,6 +11,8 @@ use muhr_store::OcspSigner;
 
 use crate::{Ca, ISSUING, IssueError, Request};
 
+/// The profile delegated OCSP signer certificates are issued under; the
+/// profile configuration must define it.
 pub const PROFILE: &str = "ocsp-signer";
 
 impl Ca {
@@ -71,8 +73,8 @@ impl Ca {
             issuer: ISSUING.into(),
             key_label: label,
             key_spec: spec.to_string(),
-            not_before: crate::unix(validity.not_before.to_system_time()),
-            not_after: crate::unix(validity.not_after.to_system_time()),
+            not_before: muhr_store::unix_secs(validity.not_before.to_system_time()),
+            not_after: muhr_store::unix_secs(validity.not_after.to_system_time()),
             der: issued.der,
         };
         self.store().save_ocsp_signer(&signer).await?;

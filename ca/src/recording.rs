@@ -15,6 +15,8 @@ use muhr_store::{AuditEvent, Intent, Store, StoreError};
 /// A signed certificate as it is stored: serial, DER, audit entry.
 pub type Completed = (String, Vec<u8>, AuditEvent);
 
+/// A caller's own records, joining the CA's two issuance commits (see the
+/// module documentation). [`Plain`] records the CA's alone.
 pub trait Recording: Sync {
     /// Commits the intents, or those of them the caller still wants; answers
     /// per intent whether it was recorded. One that was not is not signed.

@@ -7,17 +7,30 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// A CRLReason (RFC 5280 5.3.1). `Display` and `FromStr` use the RFC's
+/// names; the store keeps the codes ([`Reason::code`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
+    /// Code 0: no reason given.
     Unspecified,
+    /// Code 1: the subject's private key is known or suspected to be exposed.
     KeyCompromise,
+    /// Code 2: a CA's key is compromised; for CA certificates only.
     CaCompromise,
+    /// Code 3: the subject's name or other information changed.
     AffiliationChanged,
+    /// Code 4: replaced by another certificate.
     Superseded,
+    /// Code 5: no longer needed for its purpose.
     CessationOfOperation,
+    /// Code 6: suspended. Set by suspending, never given to `revoke`.
     CertificateHold,
+    /// Code 8: a suspension lifted. Appears only in delta CRLs.
     RemoveFromCrl,
+    /// Code 9: a privilege the certificate asserted was withdrawn.
     PrivilegeWithdrawn,
+    /// Code 10: an attribute authority's key is compromised. Muhr runs none,
+    /// so `revoke` refuses it.
     AaCompromise,
 }
 
@@ -35,6 +48,7 @@ const ALL: [(Reason, &str, i64); 10] = [
 ];
 
 impl Reason {
+    /// The RFC 5280 code, as the store keeps it and CRLs carry it (7 is unused).
     pub fn code(self) -> i64 {
         ALL.iter()
             .find(|(r, _, _)| *r == self)
@@ -42,10 +56,12 @@ impl Reason {
             .expect("every reason is listed")
     }
 
+    /// The reason of a stored code; None for 7 and codes RFC 5280 does not define.
     pub fn from_code(code: i64) -> Option<Self> {
         ALL.iter().find(|(_, _, c)| *c == code).map(|(r, _, _)| *r)
     }
 
+    /// The RFC 5280 name (`keyCompromise`), as audit entries record it.
     pub fn name(self) -> &'static str {
         ALL.iter()
             .find(|(r, _, _)| *r == self)

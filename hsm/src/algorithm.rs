@@ -14,21 +14,30 @@ use spki::AlgorithmIdentifierOwned;
 
 use crate::HsmError;
 
+/// A key's kind and size, written in configuration as `ecdsa-p256`,
+/// `rsa-3072` or `rsa-pss-2048`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeySpec {
+    /// ECDSA on P-256, signing over SHA-256.
     EcdsaP256,
+    /// ECDSA on P-384, signing over SHA-384.
     EcdsaP384,
     /// RSA with PKCS#1 v1.5 signatures over SHA-256.
     Rsa {
+        /// Modulus size: 2048, 3072 or 4096 when parsed from a name.
         bits: u32,
     },
     /// RSA with RSASSA-PSS signatures (SHA-256, MGF1-SHA-256, 32-byte salt).
     RsaPss {
+        /// Modulus size: 2048, 3072 or 4096 when parsed from a name.
         bits: u32,
     },
 }
 
 impl KeySpec {
+    /// The AlgorithmIdentifier of this kind's signatures, as X.509 writes it:
+    /// no parameters for ECDSA (RFC 5758), NULL for PKCS#1 v1.5 and the
+    /// SHA-256 parameters for PSS (RFC 4055).
     pub fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
         match self {
             KeySpec::EcdsaP256 => AlgorithmIdentifierOwned {
@@ -50,6 +59,7 @@ impl KeySpec {
         }
     }
 
+    /// The named curve's OID; `None` for RSA.
     pub fn curve(&self) -> Option<ObjectIdentifier> {
         match self {
             KeySpec::EcdsaP256 => Some(rfc5912::SECP_256_R_1),
@@ -58,6 +68,7 @@ impl KeySpec {
         }
     }
 
+    /// The modulus size of either RSA kind; `None` for ECDSA.
     pub fn rsa_bits(&self) -> Option<u32> {
         match self {
             KeySpec::Rsa { bits } | KeySpec::RsaPss { bits } => Some(*bits),
@@ -175,11 +186,15 @@ pub fn ecdsa_raw_to_der(raw: &[u8], scalar_len: usize) -> crate::Result<Vec<u8>>
 /// RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER } (RFC 8017).
 #[derive(Sequence)]
 pub struct RsaPublicKey<'a> {
+    /// The modulus n, big-endian.
     pub modulus: UintRef<'a>,
+    /// The public exponent e, big-endian.
     pub public_exponent: UintRef<'a>,
 }
 
 impl<'a> RsaPublicKey<'a> {
+    /// Decodes the DER inside an RSA SubjectPublicKeyInfo's BIT STRING,
+    /// borrowing from it.
     pub fn parse(der: &'a [u8]) -> der::Result<Self> {
         Self::from_der(der)
     }

@@ -9,6 +9,7 @@
 //! memory outside the software backend's encrypted files, no PIN in an error.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod algorithm;
 pub mod pkcs11;
@@ -23,30 +24,55 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 /// Errors never carry a PIN or passphrase, whatever went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum HsmError {
+    /// Something an operator must fix: an unknown key kind, a bad label, a
+    /// module that does not load, a missing token, a refused PIN. Trying
+    /// again does not help.
     #[error("key store configuration: {0}")]
     Config(String),
+    /// No key has this label.
     #[error("no key labelled {0:?} in the key store")]
     NotFound(String),
+    /// [`KeyStore::generate`] was asked for a label that is taken; the
+    /// existing key is left alone.
     #[error("a key labelled {0:?} already exists in the key store")]
     Exists(String),
+    /// The key exists, but its type, curve or size is not the one asked for.
     #[error("key {label:?} is not a {expected} key")]
-    Mismatch { label: String, expected: String },
+    Mismatch {
+        /// The key's label.
+        label: String,
+        /// The kind asked for, written as in configuration (`rsa-3072`).
+        expected: String,
+    },
+    /// A PKCS#11 call failed for a reason that is not a device fault (those
+    /// give [`HsmError::Unavailable`]).
     #[error("PKCS#11 {op} failed: {rv}")]
-    Pkcs11 { op: &'static str, rv: String },
+    Pkcs11 {
+        /// The PKCS#11 function (`C_Sign`) or step (`read public key`) that failed.
+        op: &'static str,
+        /// The module's return value, as cryptoki prints it.
+        rv: String,
+    },
     /// The key store cannot be used now (token removed, device error); it
     /// is being reopened in the background. Callers answer 503, not 500.
     #[error("key store unavailable: {0}")]
     Unavailable(String),
+    /// Generating, signing, encoding or decrypting failed: a wrong passphrase
+    /// for a software key, a malformed public key, a signature of the wrong size.
     #[error("cryptographic operation failed: {0}")]
     Crypto(String),
+    /// A software key store file or directory could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory concerned.
         path: String,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
 }
 
+/// The result of every key store operation.
 pub type Result<T> = std::result::Result<T, HsmError>;
 
 impl HsmError {
@@ -58,8 +84,11 @@ impl HsmError {
 
 /// A private key that can sign, and knows how its signatures are described in X.509.
 pub trait KeySigner: Send + Sync {
+    /// The label the key was generated or opened under.
     fn label(&self) -> &str;
+    /// The key's kind, which fixes its signature scheme.
     fn spec(&self) -> KeySpec;
+    /// The public half, ready for a certificate or CSR.
     fn public_key(&self) -> &SubjectPublicKeyInfoOwned;
     /// The AlgorithmIdentifier to put next to this key's signatures.
     fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {

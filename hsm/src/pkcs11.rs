@@ -60,10 +60,19 @@ use crate::{HsmError, KeySigner, KeySpec, KeyStore, Result};
 
 /// What a PKCS#11 key store needs; the PIN is already resolved from its source.
 pub struct Pkcs11Config {
+    /// The vendor's PKCS#11 library (`.so`), loaded and initialised once per
+    /// process.
     pub module: PathBuf,
+    /// The label the token was initialised with; trailing spaces do not count.
     pub token_label: String,
+    /// The user PIN. Once the token refuses it, nothing tries it again until
+    /// a restart, so the token does not lock.
     pub pin: Zeroizing<String>,
+    /// How many logged-in sessions sign side by side; held to 1 to 64.
     pub sessions: usize,
+    /// Sign with each session's own copy of the private key (`C_CopyObject`,
+    /// as unextractable as the original) rather than the token object. False
+    /// where policy forbids copies.
     pub copy_keys_to_session: bool,
     /// How long a session signs with its copy before it checks that the token
     /// object is still there.
@@ -490,11 +499,15 @@ impl Pool {
     }
 }
 
+/// Keys in a PKCS#11 token, used through a pool of logged-in sessions that
+/// recovers by itself when the token goes away (see the module documentation).
 pub struct Pkcs11Store {
     pool: Arc<Pool>,
 }
 
 impl Pkcs11Store {
+    /// Opens the token and logs in once, so a wrong module, token label or PIN
+    /// fails at start-up rather than at the first signature.
     pub fn new(config: Pkcs11Config) -> Result<Self> {
         let ctx = context(&config.module)?;
         let sessions = config.sessions.clamp(1, 64);

@@ -19,12 +19,17 @@ use zeroize::Zeroizing;
 
 use crate::{HsmError, KeySigner, KeySpec, KeyStore, Result};
 
+/// Keys as passphrase-encrypted PKCS#8 files, `<label>.p8.pem`, in one
+/// directory. For development: the keys are only as safe as the passphrase.
 pub struct SoftwareStore {
     dir: PathBuf,
     passphrase: Zeroizing<String>,
 }
 
 impl SoftwareStore {
+    /// Uses `dir`, creating it if needed. The passphrase encrypts every key and
+    /// must be at least 12 characters; a wrong one shows only when a key is
+    /// opened.
     pub fn new(dir: impl Into<PathBuf>, passphrase: Zeroizing<String>) -> Result<Self> {
         if passphrase.len() < 12 {
             return Err(HsmError::Config(

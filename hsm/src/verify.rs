@@ -8,10 +8,14 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
 use crate::algorithm::is_pss_sha256;
 
+/// Why a signature was not accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {
+    /// The key and signature algorithm are not a pair Muhr verifies. Holds the
+    /// signature algorithm's OID, or the key algorithm when that is unknown.
     #[error("unsupported signature algorithm {0} for this key")]
     Unsupported(String),
+    /// The signature does not match the message and key, or the key is malformed.
     #[error("signature does not verify")]
     Invalid,
 }

@@ -10,6 +10,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// The one refusal shape, `{"error": {"field", "rule"}}` with `status`:
+/// `field` names what was wrong (a body field, `body`, `client`, or `-` when
+/// nothing the caller sent is at fault) and `rule` says, for a person, what
+/// it must be.
 pub fn json_error(status: StatusCode, field: &str, rule: &str) -> Response {
     (
         status,

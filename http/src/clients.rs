@@ -15,13 +15,19 @@ use x509_cert::Certificate;
 /// How long a registry answer is reused: a revocation takes effect within it.
 const FRESH: Duration = Duration::from_secs(1);
 
+/// What a registered client may call. Each RA route needs exactly one role;
+/// a caller with the other one is refused 403.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// A card personalization line: submits cards and batches.
     PersonalizationLine,
+    /// An operator: reads, revokes, suspends and restores certificates,
+    /// reads card jobs and asks for a CRL.
     Operator,
 }
 
 impl Role {
+    /// The name stored in the registry and accepted by `FromStr`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::PersonalizationLine => "personalization-line",
@@ -54,8 +60,11 @@ pub struct PeerCertificate(pub Vec<u8>);
 /// An authorized caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
+    /// The name it was registered under, the certificate's CN.
     pub name: String,
+    /// What it may call.
     pub role: Role,
+    /// Its certificate's serial, upper-case hex as [`muhr_pkix::serial::to_hex`] writes it.
     pub serial: String,
 }
 
@@ -69,6 +78,9 @@ impl Caller {
 /// A registry answer and when it was read.
 type Cached = (Instant, Result<Caller, String>);
 
+/// Turns a client certificate into a [`Caller`], reading the store's
+/// `ra_clients` table. Answers, refusals included, are reused for up to a
+/// second per certificate; one instance is shared by every request.
 pub struct Registry {
     store: Store,
     /// By the certificate's DER: a connection's every request brings the same
@@ -77,6 +89,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An empty cache over `store`.
     pub fn new(store: Store) -> Self {
         Self {
             store,

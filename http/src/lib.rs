@@ -11,6 +11,7 @@
 //! "may this caller call": decisions belong to the services.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod answer;
 pub mod clients;

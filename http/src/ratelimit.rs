@@ -90,6 +90,7 @@ impl RateLimiter {
             .sum()
     }
 
+    /// True when no key is remembered now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -34,6 +34,8 @@ fn fixed_p256(der_sig: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Issues identity assertions with the assertion key and publishes its
+/// public half. One per process, shared by every login.
 pub struct Assertions {
     signer: Arc<dyn KeySigner>,
     kid: String,
@@ -43,6 +45,8 @@ pub struct Assertions {
 }
 
 impl Assertions {
+    /// Fails unless `signer` is an ECDSA P-256 key. `issuer` becomes every
+    /// assertion's `iss`; `lifetime_secs` is the gap from `iat` to `exp`.
     pub fn new(
         signer: Arc<dyn KeySigner>,
         issuer: String,
@@ -80,14 +84,18 @@ impl Assertions {
         })
     }
 
+    /// The JWK Set served at `/.well-known/jwks.json`: the one assertion key,
+    /// `use` sig, `alg` ES256.
     pub fn jwks(&self) -> Value {
         json!({ "keys": [self.jwk] })
     }
 
+    /// The key's `kid`, its RFC 7638 thumbprint: it changes only when the key does.
     pub fn kid(&self) -> &str {
         &self.kid
     }
 
+    /// The `iss` every assertion carries.
     pub fn issuer(&self) -> &str {
         &self.issuer
     }

@@ -25,22 +25,29 @@ const NONCE_LEN: usize = 16;
 /// made for one purpose is never accepted for another (a login challenge
 /// never renews a certificate).
 pub const LOGIN: &[u8] = b"muhr login challenge v1\0";
+/// The domain of the RA's renewal challenges (issued to `renew-SERIAL`).
 pub const RENEWAL: &[u8] = b"muhr renewal challenge v1\0";
 
 /// A challenge whose tag checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
+    /// Whom it was issued to: a relying party's id for a login.
     pub rp: String,
+    /// When it stops being accepted, Unix seconds (that second included).
     pub expires_at: i64,
 }
 
+/// Why a challenge given back is not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChallengeError {
     /// Not a challenge this system made (wrong shape or tag).
     Unknown,
+    /// Made here, but past its expiry.
     Expired,
 }
 
+/// Issues and opens the challenges of one purpose under the key every node
+/// shares. Holds no state besides the key: any node opens any node's.
 pub struct Challenges {
     key: hmac::Key,
     lifetime_secs: i64,

@@ -20,15 +20,22 @@ use crate::relying::{RelyingParties, RpError};
 use muhr_http::answer::json_error;
 use muhr_validation::trust::Problem;
 
+/// What the relying parties' routes share; cloned per request (two `Arc`s).
 #[derive(Clone)]
 pub struct RpApi {
+    /// Challenges and logins; its trust also serves signature verification.
     pub login: Arc<Login>,
+    /// Authenticates the party behind each request and names the party of a TLS login.
     pub parties: Arc<RelyingParties>,
 }
 
 /// Largest document a verification request may carry (base64 inside JSON).
 pub const MAX_VERIFY_BODY: usize = 16 << 20;
 
+/// The relying parties' routes of the public listener: challenges, login
+/// by signature and signature verification, each behind HTTP Basic (401
+/// with `WWW-Authenticate` without valid credentials), and the assertion
+/// keys at `/.well-known/jwks.json`, open to anyone.
 pub fn router(api: RpApi) -> Router {
     let login = Router::new()
         .route("/api/v1/auth/challenges", post(challenge))
@@ -247,7 +254,7 @@ async fn verify(
     let trust = &api.login.trust;
     match muhr_validation::signatures::verify(trust, &sig, content.as_deref()).await {
         Ok(verdict) => {
-            let store = trust.ca().store();
+            let store = trust.store();
             if let Err(e) = store
                 .meter(&rp.id, &month(muhr_store::now_secs()), "verification")
                 .await

@@ -10,9 +10,12 @@
 //! API, including the signature verification service.
 //!
 //! It must never issue, revoke or change a certificate: login reads status
-//! and writes only challenge uses, assertions' audit and usage counts.
+//! and writes only challenge uses (the login record), usage counts, and the
+//! relying-party registry with its audit entries (`muhr rp add`). It gets
+//! the store from `muhr-validation`'s trust, never the CA.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod assertion;
 pub mod challenge;

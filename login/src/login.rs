@@ -39,7 +39,10 @@ pub struct LoginConfig {
     /// Label of the P-256 key in the key store that signs assertions; made
     /// on the first start when missing.
     pub assertion_key: String,
+    /// How long an assertion is good for, `exp` - `iat` (30 to 3600 s,
+    /// default 300).
     pub assertion_seconds: u64,
+    /// How long a challenge may be used once issued (10 to 600 s, default 120).
     pub challenge_seconds: u64,
     /// How long a relying party's credentials are trusted from memory.
     pub rp_cache_seconds: u64,
@@ -61,6 +64,8 @@ impl Default for LoginConfig {
 }
 
 impl LoginConfig {
+    /// Refuses settings the service must not start with, naming the key at
+    /// fault. The external CAs are checked when they are loaded instead.
     pub fn validate(&self) -> Result<(), String> {
         if self.issuer.trim().is_empty() {
             return Err("login.issuer: required (Muhr's public URL)".into());
@@ -75,10 +80,14 @@ impl LoginConfig {
     }
 }
 
+/// Why a login, or handing out a challenge, did not succeed.
 #[derive(Debug)]
 pub enum LoginError {
     /// The login is refused; each reason as a code and a sentence (401).
     Refused(Vec<Problem>),
+    /// Not the request's fault (database, key store, random generator): a
+    /// 500, or a 503 when the database cannot be reached. The text is logged,
+    /// never sent.
     Internal(String),
 }
 
@@ -92,12 +101,21 @@ fn refused(code: &'static str, detail: impl Into<String>) -> LoginError {
 /// A successful login.
 #[derive(Debug)]
 pub struct LoggedIn {
+    /// The signed assertion for the relying party, a compact ES256 JWT.
     pub assertion: String,
+    /// The claims inside it about the person and the login, also answered
+    /// beside it as plain JSON; the JWT adds `iss`, `aud`, `sub`, `iat`,
+    /// `nbf`, `exp` and `jti`.
     pub claims: BTreeMap<String, Value>,
 }
 
+/// The login service: opens challenges, checks the signature and the
+/// certificate, records each login once and issues the assertion. One per
+/// process, shared by both listeners.
 pub struct Login {
+    /// Decides on the certificate; the verification service uses it too.
     pub trust: Arc<Trust>,
+    /// Signs the assertions.
     pub assertions: Arc<Assertions>,
     challenges: Challenges,
     records: crate::record::Recorder,
@@ -115,13 +133,12 @@ impl Login {
         let mut fresh = [0u8; 32];
         aws_lc_rs::rand::fill(&mut fresh).map_err(|_| "random generator failed".to_string())?;
         let key = trust
-            .ca()
             .store()
             .login_challenge_key(&fresh)
             .await
             .map_err(|e| format!("database: {e}"))?;
         let challenges = Challenges::new(&key, config.challenge_seconds);
-        let records = crate::record::Recorder::start(trust.ca().store().clone());
+        let records = crate::record::Recorder::start(trust.store().clone());
         Ok(Self {
             trust,
             assertions,
@@ -299,10 +316,12 @@ impl Login {
         Ok(LoggedIn { assertion, claims })
     }
 
+    /// The `[login]` settings it was opened with.
     pub fn config(&self) -> &LoginConfig {
         &self.config
     }
 
+    /// How long a challenge issued now stays usable (`challenge_seconds`).
     pub fn challenge_lifetime(&self) -> Duration {
         Duration::from_secs(self.config.challenge_seconds)
     }

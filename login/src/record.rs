@@ -17,6 +17,8 @@ pub const MAX_GROUP: usize = 512;
 
 type Reply = oneshot::Sender<Result<bool, String>>;
 
+/// Hands logins to the writer task and waits for their group's commit.
+/// Dropping it ends the task once the queue is drained.
 pub struct Recorder {
     tx: mpsc::Sender<(ChallengeUse, Reply)>,
 }

@@ -14,21 +14,32 @@ use muhr_store::rp::RelyingParty;
 use muhr_store::{AuditEvent, Store};
 use sha2::{Digest, Sha256};
 
+/// The classes a relying party is registered in (`--class`); the usage
+/// report bills the commercial ones.
 pub const CLASSES: [&str; 2] = ["state", "commercial"];
 
+/// Why a relying party was not accepted.
 #[derive(Debug)]
 pub enum RpError {
     /// No or bad credentials (401).
     Unauthorized(String),
+    /// The database could not be read (500, or 503 while it is unreachable).
     Internal(String),
 }
 
 /// A relying party's credential, to be handed over once.
 pub struct Credential {
+    /// The public id, `rp-` and 12 base64url characters: the Basic user name,
+    /// and what challenges and usage name the party by.
     pub id: String,
+    /// The Basic password, 43 base64url characters. Only its SHA-256 is
+    /// stored: lost, it cannot be shown again.
     pub secret: String,
 }
 
+/// The registry of relying parties: registration, disabling, and the
+/// check of each request's credentials, with what it read kept in memory for
+/// `cache_seconds`.
 pub struct RelyingParties {
     store: Store,
     ttl: Duration,
@@ -46,10 +57,13 @@ fn random(n: usize) -> Result<String, String> {
 }
 
 impl RelyingParties {
+    /// The database the parties are kept in.
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// A registry over `store`; a party read is trusted from memory for
+    /// `cache_seconds` (0: every request reads the database).
     pub fn new(store: Store, cache_seconds: u64) -> Self {
         Self {
             store,
@@ -196,4 +210,5 @@ impl RelyingParties {
     }
 }
 
+/// The registry behind an `Arc`, the form it is shared in.
 pub type Shared = Arc<RelyingParties>;

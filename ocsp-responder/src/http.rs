@@ -17,6 +17,9 @@ use crate::response::Answer;
 /// Larger requests are refused before parsing.
 const MAX_REQUEST: usize = 16 * 1024;
 
+/// The OCSP routes, `POST /ocsp` and `GET /ocsp/{base64}`, for the public
+/// listener. Every answer is HTTP 200 with an OCSP body, refusals included;
+/// bodies over 16 KiB are answered `malformedRequest`.
 pub fn router(responder: Arc<Responder>) -> Router {
     Router::new()
         .route("/ocsp", post(by_post))

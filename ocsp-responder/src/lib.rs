@@ -15,6 +15,7 @@
 //! key: it reads the store and answers.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod bounded;
 mod http;
@@ -53,18 +54,28 @@ pub mod fuzz {
 }
 pub use request::{HashAlg, Query};
 
+/// How often the `status_changes` feed is read: the longest a cached
+/// response outlives a revocation in the database, while the feed is up.
 pub const FEED_POLL: Duration = Duration::from_millis(200);
 
+/// Why the responder could not be built or could not load its signer.
+/// Answering never fails with it: request problems become OCSP statuses.
 #[derive(Debug, thiserror::Error)]
 pub enum ResponderError {
+    /// The database could not be read.
     #[error("database: {0}")]
     Store(#[from] muhr_store::StoreError),
+    /// The signer's key could not be opened, or its stored key spec is not understood.
     #[error("key store: {0}")]
     Key(#[from] muhr_hsm::HsmError),
+    /// Anything else in the way of serving: no such CA in the database, a
+    /// certificate that does not parse, a failed background task.
     #[error("{0}")]
     Setup(String),
 }
 
+/// The responder's tuning; the default is one hour of validity, re-signed
+/// after half an hour, 16 requests per message and 512 MiB of cache.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// nextUpdate - thisUpdate of every response.
@@ -191,17 +202,34 @@ impl Counters {
     }
 }
 
+/// Totals since the process started, each exported as
+/// `muhr_ocsp_<name>_total`. Updated with relaxed ordering: for metrics
+/// only, never for decisions.
 #[derive(Default)]
 pub struct Counters {
+    /// Every OCSP request received, whatever its answer.
     pub requests: AtomicU64,
+    /// Answered with a fresh pre-signed response, without signing.
     pub cache_hits: AtomicU64,
+    /// Responses signed: cacheable ones, and live ones (a nonce, or several
+    /// certificates in one request).
     pub signed: AtomicU64,
+    /// Cached responses served past their refresh time because a fresh one
+    /// could not be made (stale-if-error).
     pub stale_served: AtomicU64,
+    /// `malformedRequest` answers.
     pub malformed: AtomicU64,
+    /// `unauthorized` answers: a CertID naming another issuer.
     pub unauthorized: AtomicU64,
+    /// `tryLater` answers: the database or the signer failed (or no signer
+    /// is loaded) and no cached response was still within its nextUpdate.
     pub try_later: AtomicU64,
 }
 
+/// The responder for one issuing CA, shared by every request behind an
+/// `Arc`. Build it with [`Responder::new`], load a signer with
+/// [`Responder::reload_signer`], spawn [`Responder::follow`], then mount
+/// [`router`].
 pub struct Responder {
     store: Store,
     keys: Arc<dyn KeyStore>,
@@ -222,6 +250,7 @@ pub struct Responder {
     /// failed. Spares a database in trouble one waiting request per serial.
     db_suspect_until: std::sync::atomic::AtomicI64,
     config: Config,
+    /// What the responder has answered, for `/metrics`.
     pub counters: Counters,
 }
 
@@ -383,8 +412,9 @@ impl Responder {
                             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         for (id, serial) in changes {
                             if let Ok(bytes) = hex::decode(&serial) {
-                                cache.remove(&(HashAlg::Sha1, bytes.clone()));
-                                cache.remove(&(HashAlg::Sha256, bytes.clone()));
+                                for alg in HashAlg::ALL {
+                                    cache.remove(&(alg, bytes.clone()));
+                                }
                                 statuses.remove(&bytes);
                             }
                             last = id;

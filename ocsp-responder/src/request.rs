@@ -3,15 +3,37 @@
 use der::Decode;
 use muhr_pkix::ocsp::{CertId, ID_PKIX_OCSP_NONCE, ID_SHA1, ID_SHA256, OcspRequest};
 
+/// The hash a CertID names its issuer with, and how its parameters are
+/// written (NULL, or absent: both are seen in the field). Part of the cache
+/// key: the response echoes the CertID, and a client that compares CertIDs
+/// byte for byte must get its own form back, never the form of whoever
+/// asked first. Any other algorithm or parameter is `malformedRequest`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HashAlg {
+    /// SHA-1 with NULL parameters, the RFC 5019 default most clients send.
     Sha1,
+    /// SHA-1 with the parameters left out.
+    Sha1Bare,
+    /// SHA-256 with NULL parameters.
     Sha256,
+    /// SHA-256 with the parameters left out.
+    Sha256Bare,
+}
+
+impl HashAlg {
+    /// Every form, for dropping a serial's cached responses.
+    pub const ALL: [HashAlg; 4] = [
+        HashAlg::Sha1,
+        HashAlg::Sha1Bare,
+        HashAlg::Sha256,
+        HashAlg::Sha256Bare,
+    ];
 }
 
 /// One certificate asked about.
 #[derive(Clone, Debug)]
 pub struct Query {
+    /// The hash of the CertID, already checked against the issuer's name and key.
     pub alg: HashAlg,
     /// The serial's minimal big-endian bytes (no sign padding).
     pub serial: Vec<u8>,
@@ -62,14 +84,27 @@ pub(crate) fn parse(
     let mut queries = Vec::with_capacity(list.len());
     for r in list {
         let id = &r.req_cert;
+        let bare = match &id.hash_algorithm.parameters {
+            None => true,
+            Some(p) if der::Tagged::tag(p) == der::Tag::Null && p.value().is_empty() => false,
+            Some(_) => return Err(Refusal::Malformed),
+        };
         let (alg, ok) = match id.hash_algorithm.oid {
             ID_SHA1 => (
-                HashAlg::Sha1,
+                if bare {
+                    HashAlg::Sha1Bare
+                } else {
+                    HashAlg::Sha1
+                },
                 id.issuer_name_hash.as_bytes() == issuer.sha1.0
                     && id.issuer_key_hash.as_bytes() == issuer.sha1.1,
             ),
             ID_SHA256 => (
-                HashAlg::Sha256,
+                if bare {
+                    HashAlg::Sha256Bare
+                } else {
+                    HashAlg::Sha256
+                },
                 id.issuer_name_hash.as_bytes() == issuer.sha256.0
                     && id.issuer_key_hash.as_bytes() == issuer.sha256.1,
             ),
@@ -152,6 +187,32 @@ mod tests {
         }
         .to_der()
         .unwrap()
+    }
+
+    /// `request` with the CertID's hash parameters written as given.
+    fn with_parameters(parameters: Option<der::Any>) -> Vec<u8> {
+        let mut req = OcspRequest::from_der(&request(SHA1, &[1; 20], &[2; 20], 1, None)).unwrap();
+        req.tbs_request.request_list[0]
+            .req_cert
+            .hash_algorithm
+            .parameters = parameters;
+        req.to_der().unwrap()
+    }
+
+    /// A client that writes the parameters one way gets its own CertID
+    /// back, never the cached form of whoever asked first (a client that
+    /// compares CertIDs byte for byte would reject the other), and junk
+    /// parameters are refused rather than echoed into a cached response.
+    #[test]
+    fn hash_parameters_key_the_cache_and_junk_is_refused() {
+        let alg = |body: &[u8]| parse(body, 4, &issuer()).ok().unwrap().queries[0].alg;
+        assert_eq!(alg(&with_parameters(None)), HashAlg::Sha1Bare);
+        assert_eq!(
+            alg(&with_parameters(Some(der::asn1::Null.into()))),
+            HashAlg::Sha1
+        );
+        let junk = der::Any::encode_from(&OctetString::new(vec![1u8]).unwrap()).unwrap();
+        assert_eq!(refused(&with_parameters(Some(junk))), "malformed");
     }
 
     fn refused(body: &[u8]) -> &'static str {

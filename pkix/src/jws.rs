@@ -20,13 +20,19 @@ use serde::Deserialize;
 /// Longest token accepted: real ID tokens are a few kilobytes.
 pub const MAX_TOKEN: usize = 16 * 1024;
 
+/// The signature algorithms accepted. `none`, the HMAC algorithms and every
+/// other name are refused when a header is parsed, so no value of this type
+/// can stand for them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518 §3.3), keys of 2048 to 8192 bits.
     Rs256,
+    /// ECDSA on P-256 with SHA-256 (RFC 7518 §3.4), signature as raw r ‖ s.
     Es256,
 }
 
 impl Alg {
+    /// The JOSE `alg` name, as in headers and error messages.
     pub fn name(self) -> &'static str {
         match self {
             Alg::Rs256 => "RS256",
@@ -51,19 +57,26 @@ impl Alg {
 /// A public key from a JWK Set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PublicKey {
+    /// An RSA key, usable only with RS256.
     Rsa {
+        /// The modulus, big-endian unsigned.
         n: Vec<u8>,
+        /// The public exponent, big-endian unsigned.
         e: Vec<u8>,
     },
     /// The uncompressed point, 0x04 ‖ x ‖ y.
     P256(Vec<u8>),
 }
 
+/// A signature key from a JWK Set, with what limits its use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Jwk {
+    /// The key ID tokens name it by; None when the set gave none, and then
+    /// only a token without `kid` can pick it.
     pub kid: Option<String>,
     /// The JWK's own `alg`, when it names one: the key is used with nothing else.
     pub alg: Option<Alg>,
+    /// The key material; its type alone already fixes the algorithm.
     pub key: PublicKey,
 }
 
@@ -162,7 +175,9 @@ pub fn parse_jwks(json: &[u8]) -> Result<Vec<Jwk>, String> {
 /// A token split and decoded, its signature not yet checked.
 #[derive(Debug)]
 pub struct Unverified {
+    /// The header's `alg`, already one of the accepted algorithms.
     pub alg: Alg,
+    /// The header's `kid`; None when the token names no key.
     pub kid: Option<String>,
     signing_input: String,
     payload: Vec<u8>,
@@ -210,6 +225,10 @@ impl Unverified {
         &self.signing_input
     }
 
+    /// Checks the signature with `key` and gives the decoded payload. Fails
+    /// when the key's type or its JWK `alg` does not allow the token's
+    /// algorithm, or when the signature does not verify. The claims inside
+    /// (`exp`, `aud`, ...) are the caller's to check.
     pub fn verify(self, key: &Jwk) -> Result<Vec<u8>, String> {
         if !key.alg_fits(self.alg) {
             return Err(format!(

@@ -3,6 +3,13 @@
 
 use x509_cert::ext::pkix::CrlReason;
 
+/// `superseded`: a newer card replaced the certificate.
+pub const SUPERSEDED: i64 = 4;
+/// `certificateHold`: a suspension, which a restore lifts.
+pub const CERTIFICATE_HOLD: i64 = 6;
+/// `removeFromCRL`: a delta CRL's entry for a certificate restored from hold.
+pub const REMOVE_FROM_CRL: i64 = 8;
+
 /// The reason of code `code`; `None` for a code RFC 5280 does not define
 /// (7 is unused).
 pub fn from_code(code: i64) -> Option<CrlReason> {

@@ -5,8 +5,11 @@
 
 use x509_cert::serial_number::SerialNumber;
 
+/// Octets in every serial Muhr issues: the RFC 5280 §4.1.2.2 maximum.
 pub const SERIAL_LEN: usize = 20;
 
+/// A fresh random serial, shaped as the module documentation describes.
+/// Fails only when the system random generator does.
 pub fn generate() -> Result<SerialNumber, String> {
     let mut bytes = [0u8; SERIAL_LEN];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "system random generator failed".to_string())?;

@@ -11,6 +11,7 @@ use crate::PolicyError;
 /// Compiled in, so the binary runs from any directory.
 pub const BUILTIN: &str = include_str!("../districts/uzbekistan.toml");
 
+/// The district list in force: seven-digit SOATO code to district name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Districts {
     names: BTreeMap<String, String>,
@@ -23,10 +24,13 @@ struct File {
 }
 
 impl Districts {
+    /// The list shipped in `policies/districts/uzbekistan.toml`.
     pub fn builtin() -> Result<Self, PolicyError> {
         Self::parse("districts/uzbekistan.toml", BUILTIN)
     }
 
+    /// An operator's list, instead of the built-in one; checked as
+    /// [`parse`](Self::parse) checks.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
@@ -66,10 +70,13 @@ impl Districts {
         Ok(Self { names: f.districts })
     }
 
+    /// The name of the district with this SOATO code; `None` when the code is
+    /// not on the list.
     pub fn name(&self, code: &str) -> Option<&str> {
         self.names.get(code).map(String::as_str)
     }
 
+    /// Every code on the list, in ascending order.
     pub fn codes(&self) -> impl Iterator<Item = &str> {
         self.names.keys().map(String::as_str)
     }

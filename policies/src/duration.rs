@@ -4,11 +4,18 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// How long a certificate lives. Parsed from "24 months" or "730 days": a
+/// whole positive number, at most 50 years in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Validity {
+    /// Fixed hours of 3600 seconds.
     Hours(u32),
+    /// Fixed days of 86 400 seconds.
     Days(u32),
+    /// Calendar months: from 31 January, one month ends on the last day of
+    /// February.
     Months(u32),
+    /// Calendar years, counted as twelve calendar months each.
     Years(u32),
 }
 

@@ -13,7 +13,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {rule}")]
 pub struct FieldError {
+    /// The request field at fault, as the request names it (`pinfl`,
+    /// `organization.tin`).
     pub field: String,
+    /// The rule broken, in words the requester can act on.
     pub rule: String,
 }
 
@@ -24,11 +27,15 @@ fn fail(field: &str, rule: impl Into<String>) -> FieldError {
     }
 }
 
+/// The organisation an employee's certificate is issued for.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Organization {
+    /// Registered name: free text, at most 64 characters.
     pub name: String,
+    /// The organisation's TIN: nine digits, starting with 2 or 3.
     pub tin: String,
+    /// The employee's job title; `None` or blank leaves it out.
     #[serde(default)]
     pub title: Option<String>,
 }
@@ -37,17 +44,25 @@ pub struct Organization {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SubjectRequest {
+    /// The 14-digit personal identification number; see [`IdentityRules::pinfl`].
     pub pinfl: String,
+    /// Family name, as on the identity document.
     pub surname: String,
+    /// First name.
     pub given_name: String,
+    /// Father's name; `None` or blank for a person who has none.
     #[serde(default)]
     pub patronymic: Option<String>,
+    /// The person's own TIN (nine digits, starting with 4 to 7), when known.
     #[serde(default)]
     pub tin: Option<String>,
+    /// The employer, for an employee's certificate; `None` for a private person.
     #[serde(default)]
     pub organization: Option<Organization>,
 }
 
+/// The checks on a person's data, with the facts they rest on as
+/// configuration. A key left out of the configuration takes its default.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityRules {
@@ -89,7 +104,9 @@ impl Default for IdentityRules {
 /// A PINFL that passed every check, with the date of birth it encodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pinfl {
+    /// The 14 digits, as given.
     pub digits: String,
+    /// Date of birth as (year, month, day): a real date, not in the future.
     pub birth: (u16, u8, u8),
 }
 
@@ -285,6 +302,8 @@ fn valid_date(y: u16, m: u8, d: u8) -> bool {
     (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)
 }
 
+/// Days in month `m` of year `y`, leap years included. `m` must be 1 to 12:
+/// any other value is counted as February.
 pub fn days_in_month(y: u16, m: u8) -> u8 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,

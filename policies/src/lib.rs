@@ -13,10 +13,12 @@
 //! rules are data and pure functions.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod districts;
 mod duration;
 pub mod identity;
+mod profiles;
 mod template;
 
 use std::collections::BTreeMap;
@@ -29,6 +31,7 @@ use serde::Deserialize;
 
 pub use districts::Districts;
 pub use duration::Validity;
+pub use profiles::Profiles;
 pub use template::Template;
 
 /// Profiles shipped with Muhr, compiled in so the binary runs from any directory.
@@ -64,14 +67,23 @@ pub const BUILTIN: &[(&str, &str)] = &[
 /// The law (ZRU-793) caps a certificate's life at 24 months.
 pub const END_ENTITY_MAX_MONTHS: u32 = 24;
 
+/// Why a profile or district file was refused. Start-up stops on it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}: field `{field}`: {rule}")]
 pub struct PolicyError {
+    /// The file as it was given: a built-in name (`individual-sign.toml`) or a
+    /// path on disk; the directory when a directory could not be read.
     pub file: String,
+    /// The field at fault, in the file's own terms (`key_usage`,
+    /// `subject[2].oid`). When the file could not be read or parsed it names
+    /// no real field: `(directory)`, `-` or `(syntax)`.
     pub field: String,
+    /// The rule broken, in words an operator can act on.
     pub rule: String,
 }
 
+/// What a profile's certificates are: it decides which key usages, subject
+/// fields, lifetimes and extensions the profile may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
@@ -81,14 +93,25 @@ pub enum Kind {
     EndEntity,
 }
 
+/// One keyUsage bit (RFC 5280 4.2.1.3), written in a profile by its RFC name.
+/// Ordered as the bits are numbered, so a sorted list is in bit order.
+/// encipherOnly and decipherOnly are not offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum KeyUsageBit {
+    /// Bit 0: signatures other than on certificates and CRLs, such as logging in.
     DigitalSignature,
+    /// Bit 1, also called contentCommitment: the signature with legal force
+    /// on a document.
     NonRepudiation,
+    /// Bit 2: the key encrypts other keys (RSA key transport).
     KeyEncipherment,
+    /// Bit 3: the key encrypts user data directly.
     DataEncipherment,
+    /// Bit 4: the key takes part in key agreement (ECDH).
     KeyAgreement,
+    /// Bit 5: the key signs certificates. CA profiles only, and required there.
     KeyCertSign,
+    /// Bit 6 (`cRLSign`): the key signs CRLs. CA profiles only.
     CrlSign,
 }
 
@@ -115,8 +138,12 @@ impl FromStr for KeyUsageBit {
 /// Subject key kinds a profile can accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
+    /// ECDSA on NIST P-256 (secp256r1).
     EcdsaP256,
+    /// ECDSA on NIST P-384 (secp384r1).
     EcdsaP384,
+    /// RSA with a modulus of this many bits. A profile can name only 2048,
+    /// 3072 or 4096.
     Rsa(u32),
 }
 
@@ -150,38 +177,81 @@ impl fmt::Display for KeyKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
+    /// UTF8String: any script. The default when a profile names none.
     Utf8,
+    /// PrintableString: ASCII letters, digits, space and `'()+,-./:=?` only.
+    /// For country codes, serial numbers, PINFL and TIN.
     Printable,
+    /// IA5String: any 7-bit ASCII.
     Ia5,
 }
 
+/// One attribute of a profile's subject Name, written as an RDN of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubjectAttribute {
+    /// Short name for messages (`CN`, `PINFL`); not written to the certificate.
     pub name: String,
+    /// Attribute type written to the certificate; unique within a subject.
     pub oid: ObjectIdentifier,
+    /// What the value is made of: fixed text and request fields.
     pub value: Template,
+    /// ASN.1 string type of the value; a value the type cannot hold refuses
+    /// the request.
     pub encoding: Encoding,
+    /// When true, a request that gives none of the template's fields is
+    /// refused. When false, such a request leaves the attribute out.
     pub required: bool,
+    /// Longest rendered value, in characters (1 to 1024); a longer one
+    /// refuses the request.
     pub max_length: usize,
 }
 
+/// One validated certificate profile: what a certificate issued under it
+/// contains, and what a request for it must bring.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
+    /// What requests and the command line call the profile. Always the file's
+    /// stem: lowercase letters, digits and '-'.
     pub name: String,
+    /// The file it was read from, as given: a built-in name or a path.
     pub file: String,
+    /// Free text for operators; empty when the file gives none. Not written
+    /// to certificates.
     pub description: String,
+    /// CA or end entity.
     pub kind: Kind,
+    /// Lifetime counted from notBefore. At most [`END_ENTITY_MAX_MONTHS`] for
+    /// an end entity; the issuer's own notAfter still caps it.
     pub validity: Validity,
+    /// keyUsage bits, in bit order, never empty and never repeated. Written as
+    /// a critical extension.
     pub key_usage: Vec<KeyUsageBit>,
+    /// extendedKeyUsage purposes (RFC 5280 4.2.1.12) in the file's order,
+    /// never repeated. Empty leaves the extension out.
     pub extended_key_usage: Vec<ObjectIdentifier>,
+    /// pathLenConstraint of a CA's basicConstraints (RFC 5280 4.2.1.9): how
+    /// many CAs may follow below it. `None` means no limit, and is the only
+    /// value an end-entity profile has.
     pub path_len: Option<u8>,
+    /// Kinds of public key a request may bring; never empty.
     pub keys: Vec<KeyKind>,
+    /// Subject attributes, in the order they are written. At least one is
+    /// required, so a subject is never empty.
     pub subject: Vec<SubjectAttribute>,
+    /// Write cRLDistributionPoints (RFC 5280 4.2.1.13) pointing at the
+    /// issuer's CRL. Left out when no CRL URL is configured, and on a
+    /// self-signed certificate.
     pub crl_distribution_point: bool,
     /// Freshest CRL (RFC 5280 4.2.1.15): where the delta CRL is.
     pub freshest_crl: bool,
+    /// Name the issuer's OCSP responder in authorityInfoAccess (RFC 5280
+    /// 4.2.2.1). Left out when no OCSP URL is configured.
     pub aia_ocsp: bool,
+    /// Name where the issuer's certificate can be fetched (caIssuers) in
+    /// authorityInfoAccess. Left out when no such URL is configured.
     pub aia_ca_issuers: bool,
+    /// Write id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1), so relying parties do
+    /// not ask about this OCSP signer's own revocation. OCSPSigning profiles only.
     pub ocsp_no_check: bool,
     /// Kinds of subjectAltName a request may carry. When not empty, at least
     /// one is required: a TLS server is found by its alternative names
@@ -193,7 +263,9 @@ pub struct Profile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AltNameKind {
+    /// A DNS host name (dNSName).
     Dns,
+    /// An IPv4 or IPv6 address (iPAddress).
     Ip,
 }
 
@@ -224,6 +296,8 @@ pub const END_ENTITY_FIELDS: &[&str] = &[
     "organization.title",
     "common_name",
 ];
+/// Fields a CA profile's subject may name: the CA's own description, given
+/// at the key ceremony, never a person's data.
 pub const CA_FIELDS: &[&str] = &["common_name", "organization", "country", "locality"];
 
 /// Standard extended key usage names; anything else is written as a dotted OID.
@@ -488,55 +562,6 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
         ocsp_no_check: raw.ocsp_no_check,
         subject_alt_names: raw.subject_alt_names,
     })
-}
-
-/// The validated set of profiles in force.
-#[derive(Debug, Clone)]
-pub struct Profiles {
-    by_name: BTreeMap<String, Profile>,
-}
-
-impl Profiles {
-    /// The profiles shipped in `policies/profiles`.
-    pub fn builtin() -> Result<Self, PolicyError> {
-        Self::from_files(BUILTIN.iter().map(|(f, t)| (f.to_string(), t.to_string())))
-    }
-
-    /// Every `*.toml` file of `dir`, instead of the built-in set.
-    pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
-        let io = |e: std::io::Error| PolicyError {
-            file: dir.display().to_string(),
-            field: "(directory)".into(),
-            rule: e.to_string(),
-        };
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("toml") {
-                let text = std::fs::read_to_string(&path).map_err(io)?;
-                files.push((path.display().to_string(), text));
-            }
-        }
-        files.sort();
-        Self::from_files(files)
-    }
-
-    fn from_files(files: impl IntoIterator<Item = (String, String)>) -> Result<Self, PolicyError> {
-        let mut by_name = BTreeMap::new();
-        for (file, text) in files {
-            let p = parse(&file, &text)?;
-            by_name.insert(p.name.clone(), p);
-        }
-        Ok(Self { by_name })
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Profile> {
-        self.by_name.get(name)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
-    }
 }
 
 #[cfg(test)]

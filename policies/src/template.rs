@@ -11,12 +11,14 @@ enum Part {
     Field(String),
 }
 
+/// A subject attribute's value: fixed text and `{field}` names of request fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     parts: Vec<Part>,
 }
 
 impl Template {
+    /// Refuses a field not in `allowed`, an unclosed `{` and an empty value.
     pub fn parse(s: &str, allowed: &[&str]) -> Result<Self, String> {
         let mut parts = Vec::new();
         let mut rest = s;
@@ -50,6 +52,7 @@ impl Template {
         Ok(Self { parts })
     }
 
+    /// The fields the template names, in order; a field named twice comes twice.
     pub fn fields(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
             Part::Field(f) => Some(f.as_str()),

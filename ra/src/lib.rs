@@ -13,6 +13,7 @@
 //! idempotency are decided here, and the CA is asked only to record and sign.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod card;
 pub mod citizen;

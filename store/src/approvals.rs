@@ -13,29 +13,44 @@ use crate::{Result, Store, StoreError, now_secs};
 /// A request waiting for (or having had) its second person.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Approval {
+    /// The request's id, which the second operator names to approve it.
     pub id: String,
+    /// The act asked for, as audit actions name it (`certificate.suspend`,
+    /// `certificate.restore`, `certificate.revoke`).
     pub action: String,
+    /// What the act is on: for a status change, the certificate's serial.
     pub object: String,
     /// JSON: what the act needs besides its object (a revocation reason).
     pub params: String,
     /// The requesting operator credential's serial, and its name.
     pub requested_by: String,
+    /// The requesting operator's name: the approver's must differ too.
     pub requester_name: String,
     /// The requester's CMS signature over the act's statement.
     pub request_sig: Vec<u8>,
+    /// When it was requested (Unix seconds).
     pub requested_at: i64,
+    /// Until when it may be approved (Unix seconds); after that it lapses.
     pub expires_at: i64,
+    /// `pending` or `approved`. [`Store::request_approval`] stores `pending`
+    /// whatever this says.
     pub state: String,
+    /// The approving operator credential's serial; `None` while pending.
     pub approved_by: Option<String>,
+    /// The approving operator's name; `None` while pending.
     pub approver_name: Option<String>,
+    /// When it was approved (Unix seconds); `None` while pending.
     pub approved_at: Option<i64>,
 }
 
 /// The second person: their credential's serial and name, and their
 /// signature over the request's statement.
 pub struct Approver<'a> {
+    /// Their operator credential's serial: must differ from the requester's.
     pub serial: &'a str,
+    /// Their operator name: must differ from the requester's.
     pub name: &'a str,
+    /// Their CMS signature over the request's statement, kept as evidence.
     pub signature: &'a [u8],
 }
 
@@ -69,6 +84,7 @@ impl Store {
         Ok(())
     }
 
+    /// The request `id` as recorded, approved or not; `None` for an unknown id.
     pub async fn approval(&self, id: &str) -> Result<Option<Approval>> {
         let row = sqlx::query(
             "SELECT id, action, object, params, requested_by, requester_name, request_sig, requested_at, \

@@ -12,9 +12,15 @@ use crate::{Result, Tx, now_micros};
 /// `details` is JSON with whatever else a reader needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
+    /// Who acted: `operator:NAME`, `ca:root`, `ra-client:NAME` and the like.
     pub actor: String,
+    /// What was done, dotted: `certificate.issue`, `certificate.revoke`,
+    /// `crl.sign`.
     pub action: String,
+    /// What was acted on: a serial, a CA name, a card job.
     pub object: String,
+    /// Whatever else a reader needs; stored as JSON text, which the entry's
+    /// hash covers.
     pub details: serde_json::Value,
 }
 
@@ -168,16 +174,39 @@ pub(crate) async fn append_at(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuditFinding {
     /// The entry's fields no longer produce its stored hash.
-    Changed { seq: i64 },
+    Changed {
+        /// The entry that was changed.
+        seq: i64,
+    },
     /// The entry does not follow the one before it (an entry was removed or moved).
-    Broken { seq: i64, expected_seq: i64 },
+    Broken {
+        /// The entry found next.
+        seq: i64,
+        /// The seq that should have come next: equal to `seq` when the entry
+        /// is in place but does not chain to the one before.
+        expected_seq: i64,
+    },
     /// The chain ends before the head says it should.
-    Truncated { last_seq: i64, head_seq: i64 },
+    Truncated {
+        /// The last entry found.
+        last_seq: i64,
+        /// Where the chain should end: the head's seq, or that of a signed
+        /// checkpoint past the last entry.
+        head_seq: i64,
+    },
     /// A signed checkpoint names a hash the chain does not have at its seq.
-    CheckpointMismatch { seq: i64 },
+    CheckpointMismatch {
+        /// The checkpoint's seq: the entry whose hash differs.
+        seq: i64,
+    },
     /// Entries past the head: written without the head (appending moves
     /// both in one transaction), so not by Muhr.
-    BeyondHead { head_seq: i64, last_seq: i64 },
+    BeyondHead {
+        /// The head's seq.
+        head_seq: i64,
+        /// The highest seq stored.
+        last_seq: i64,
+    },
 }
 
 impl std::fmt::Display for AuditFinding {
@@ -187,6 +216,11 @@ impl std::fmt::Display for AuditFinding {
                 f,
                 "audit entry {seq} was changed: its content does not match its hash"
             ),
+            AuditFinding::Broken { seq, .. } if *seq < 1 => write!(
+                f,
+                "audit entry {seq} lies before the chain's start (entry 1): it was written \
+                 around Muhr"
+            ),
             AuditFinding::Broken { seq, expected_seq } if seq != expected_seq => write!(
                 f,
                 "audit entry {expected_seq} is missing or out of order: the next entry found is {seq}"
@@ -195,6 +229,11 @@ impl std::fmt::Display for AuditFinding {
                 f,
                 "audit entry {seq} does not follow entry {}: an entry was removed, replaced or reordered",
                 seq - 1
+            ),
+            AuditFinding::Truncated { last_seq, head_seq } if last_seq == head_seq => write!(
+                f,
+                "the chain's head does not name entry {head_seq}'s hash: the head or the \
+                 last entry was rewritten"
             ),
             AuditFinding::Truncated { last_seq, head_seq } => write!(
                 f,
@@ -216,23 +255,34 @@ impl std::fmt::Display for AuditFinding {
     }
 }
 
+/// What [`Store::verify_audit`](crate::Store::verify_audit) found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditReport {
+    /// How many entries hold, from the first: the whole chain when there is no
+    /// finding, else those before the break.
     pub entries: i64,
+    /// The first break; `None` when the chain holds up to its head.
     pub finding: Option<AuditFinding>,
 }
 
 /// One stored entry, as `muhr audit export` writes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// Position in the chain, from 1.
     pub seq: i64,
     /// Unix microseconds.
     pub at: i64,
+    /// Who acted, as in [`AuditEvent::actor`].
     pub actor: String,
+    /// What was done, as in [`AuditEvent::action`].
     pub action: String,
+    /// What was acted on, as in [`AuditEvent::object`].
     pub object: String,
+    /// The event's details, as the JSON text that was hashed.
     pub details: String,
+    /// The previous entry's hash (32 zero bytes for the first entry).
     pub prev_hash: Vec<u8>,
+    /// SHA-256 over `prev_hash` and this entry's fields (see [`entry_hash`]).
     pub hash: Vec<u8>,
 }
 
@@ -255,14 +305,21 @@ impl Entry {
 /// A signed checkpoint of the chain's head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The last entry it vouches for.
     pub seq: i64,
     /// Unix seconds, by the signer's clock.
     pub at: i64,
+    /// The chain's hash at `seq`.
     pub hash: Vec<u8>,
+    /// Which audit key signed: SHA-256 of its SubjectPublicKeyInfo, hex.
     pub key_id: String,
     /// The checkpoint before this one (0 and 32 zero bytes for the first).
     pub prev_seq: i64,
+    /// That checkpoint's hash. It is signed too, so deleting a checkpoint
+    /// breaks the checkpoints' own chain.
     pub prev_hash: Vec<u8>,
+    /// The audit key's signature over every field above (muhr-ca's
+    /// `audit_anchor::statement`). The store keeps it; callers check it.
     pub signature: Vec<u8>,
 }
 
@@ -353,10 +410,22 @@ pub(crate) async fn verify(
     }
     // The last entry, then the head again: a live node's head only moves
     // forward, so it covers every entry that existed a moment before.
-    let max_seq: Option<i64> = sqlx::query("SELECT MAX(seq) AS m FROM audit_log")
+    let bounds = sqlx::query("SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM audit_log")
         .fetch_one(pool)
-        .await?
-        .try_get("m")?;
+        .await?;
+    let (min_seq, max_seq): (Option<i64>, Option<i64>) =
+        (bounds.try_get("lo")?, bounds.try_get("hi")?);
+    // The chain starts at 1: a row numbered below it is history planted
+    // where the walk never looks (operators' look-ups would show it).
+    if let Some(lo) = min_seq.filter(|lo| *lo < 1) {
+        return Ok(AuditReport {
+            entries: last_seq,
+            finding: Some(AuditFinding::Broken {
+                seq: lo,
+                expected_seq: 1,
+            }),
+        });
+    }
     let head_now: i64 = sqlx::query("SELECT seq FROM audit_head WHERE id = 1")
         .fetch_one(pool)
         .await?

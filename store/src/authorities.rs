@@ -8,15 +8,22 @@ use crate::is_unique_violation;
 use crate::now_secs;
 use crate::{Result, Store};
 
+/// A CA of this installation, as the key ceremony recorded it.
 #[derive(Clone, Debug)]
 pub struct Authority {
+    /// The CA's name (`root`, `issuing`), as certificates' `issuer` records it.
     pub name: String,
+    /// The label of its private key in the key store.
     pub key_label: String,
+    /// The key's kind as muhr-hsm's `KeySpec` writes it (`ecdsa-p384`,
+    /// `rsa-pss-3072`).
     pub key_spec: String,
+    /// The CA's certificate, DER.
     pub der: Vec<u8>,
 }
 
 impl Store {
+    /// The CA `name`; `None` until the key ceremony made it.
     pub async fn authority(&self, name: &str) -> Result<Option<Authority>> {
         let row =
             sqlx::query("SELECT name, key_label, key_spec, der FROM authorities WHERE name = $1")
@@ -34,6 +41,8 @@ impl Store {
         .transpose()
     }
 
+    /// How many CAs are recorded: 0 before the key ceremony, which refuses to
+    /// run twice.
     pub async fn authority_count(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM authorities")
             .fetch_one(&self.pool)

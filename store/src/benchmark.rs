@@ -12,8 +12,12 @@ use crate::{Result, Store};
 /// See [`Store::benchmark_leftovers`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BenchmarkLeftovers {
+    /// Synthetic status-only rows (profile `bench`, never signed).
     pub synthetic: i64,
+    /// Serials, sorted, of certificates the benchmarks' actors issued that are
+    /// not revoked.
     pub issued: Vec<String>,
+    /// Ids of benchmark relying parties (`bench-NNN`) still enabled.
     pub relying_parties: Vec<String>,
 }
 

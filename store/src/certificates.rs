@@ -10,13 +10,22 @@ use crate::{Result, Store, rows};
 /// A certificate whose to-be-signed bytes are fixed, before the key signs them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Intent {
+    /// Upper-case hex, as OpenSSL prints it; unique across all CAs.
     pub serial: String,
+    /// The issuing CA's name (`root`, `issuing`).
     pub issuer: String,
+    /// The certificate profile it was built from.
     pub profile: String,
+    /// The subject as an RFC 4514 string, for people and logs.
     pub subject: String,
+    /// The holder's PINFL; `None` when the certificate names no person.
     pub pinfl: Option<String>,
+    /// Start of validity, Unix seconds.
     pub not_before: i64,
+    /// End of validity, Unix seconds.
     pub not_after: i64,
+    /// The DER TBSCertificate the key is to sign. Emptied once the signed
+    /// certificate is stored, since that holds it.
     pub tbs: Vec<u8>,
     /// The CRL shard written into the certificate's CRL distribution point
     /// (`None`: the CA's whole CRL).
@@ -37,12 +46,21 @@ pub struct IssueOnce {
     pub role: String,
 }
 
+/// A certificate's row: what was recorded before signing, and how far
+/// issuance got.
 #[derive(Clone, Debug)]
 pub struct CertificateRecord {
+    /// The intent as recorded (`tbs` is empty once issued).
     pub intent: Intent,
+    /// The signed certificate, DER; `None` while pending (and for the
+    /// benchmarks' synthetic rows).
     pub der: Option<Vec<u8>>,
+    /// `pending` or `issued`.
     pub status: String,
+    /// When the intent was recorded (Unix seconds).
     pub created_at: i64,
+    /// When the signed certificate was stored (Unix seconds); `None` while
+    /// pending.
     pub issued_at: Option<i64>,
 }
 
@@ -130,6 +148,8 @@ impl Store {
         rows.iter().map(intent_from_row).collect()
     }
 
+    /// The certificate `serial`, pending or issued; `None` for a serial never
+    /// recorded.
     pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>> {
         let row = sqlx::query(
             "SELECT serial, issuer, profile, subject, pinfl, not_before, not_after, tbs, crl_shard, der, \

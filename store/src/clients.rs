@@ -10,11 +10,15 @@ use crate::{Result, Store};
 /// A credential on the mutual-TLS listener, with its certificate's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RaClient {
+    /// The credential's certificate serial.
     pub serial: String,
+    /// The client's name; one name may hold several credentials over time.
     pub name: String,
+    /// `personalization-line` or `operator`.
     pub role: String,
     /// `good`, `suspended` or `revoked`.
     pub revocation: String,
+    /// When the credential's certificate expires (Unix seconds).
     pub not_after: i64,
 }
 

@@ -6,8 +6,11 @@ use sqlx::Row;
 use crate::AuditEvent;
 use crate::{Result, Store, StoreError};
 
+/// A signed CRL as stored, with what schedulers need to know about it
+/// without parsing it.
 #[derive(Clone, Debug)]
 pub struct StoredCrl {
+    /// The name of the CA that signed it.
     pub issuer: String,
     /// 'full' (complete for its scope) or 'delta'.
     pub kind: String,
@@ -15,10 +18,15 @@ pub struct StoredCrl {
     pub shard: Option<i64>,
     /// Deltas: the number of the complete CRL they extend.
     pub base_number: Option<i64>,
+    /// Its CRL number: per issuer, across kinds and shards, never repeated.
     pub number: i64,
+    /// When it was made (Unix seconds).
     pub this_update: i64,
+    /// When the next one is due (Unix seconds).
     pub next_update: i64,
+    /// How many certificates it lists.
     pub entries: i64,
+    /// The signed CRL, DER; empty when read by [`Store::latest_crl_info`].
     pub der: Vec<u8>,
 }
 

@@ -10,6 +10,7 @@
 //! role, one profile per person's key), and reads back. It never signs.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod approvals;
 pub mod audit;
@@ -46,19 +47,28 @@ pub use leadership::Leadership;
 pub use ocsp_signers::OcspSigner;
 pub use status::{Changed, Revoked, Status, Transition};
 
+/// What went wrong in the store. [`StoreError::is_unavailable`] tells an
+/// outage, worth retrying unchanged, from the rest.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A query or connection failed; [`StoreError::is_unavailable`] says whether
+    /// the database was out of reach.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The schema could not be brought up to date when connecting.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// Names only the URL's scheme: the rest may hold a password.
     #[error("unsupported database URL scheme {0:?}: use sqlite://PATH or postgres://...")]
     Url(String),
+    /// What was asked contradicts what is stored (a serial, CRL number or name
+    /// already taken, a state that does not allow the change). The text says
+    /// what, for the caller's refusal.
     #[error("{0}")]
     Conflict(String),
 }
 
+/// The result of every store operation.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 impl StoreError {
@@ -90,13 +100,17 @@ impl StoreError {
     }
 }
 
+/// The database engine behind a [`Store`], chosen by the URL's scheme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// Embedded, single node: `sqlite:PATH`.
     Sqlite,
+    /// Production, shared by several nodes: `postgres://` or `postgresql://`.
     Postgres,
 }
 
 impl Backend {
+    /// The engine's name as logs and status reports show it.
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
@@ -105,6 +119,8 @@ impl Backend {
     }
 }
 
+/// The durable state every service shares. Cloning is cheap: clones share
+/// one pool (and, for bulk reads, one set of typed connections).
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -137,14 +153,20 @@ pub const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::fr
 /// Idle time after which a pooled connection is pinged before use.
 const IDLE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Now in Unix seconds: the unit of certificate, CRL, lease and challenge
+/// times (audit entries and the change feed use microseconds).
 pub fn now_secs() -> i64 {
     unix_secs(SystemTime::now())
 }
 
 /// Now in Unix microseconds: the resolution of recorded events.
 pub fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    unix_micros(SystemTime::now())
+}
+
+/// A time in Unix microseconds; 0 before 1970.
+pub fn unix_micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }
@@ -232,15 +254,20 @@ impl Store {
         })
     }
 
+    /// The engine this store runs on, for logs and status reports.
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
+    /// A trivial query, for health checks. Beyond the wait for a connection it
+    /// has no deadline of its own: callers wrap it in theirs.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
+    /// Closes the pool at shutdown: waits for connections in use to come back
+    /// and closes them. Queries after this fail.
     pub async fn close(&self) {
         self.pool.close().await;
     }

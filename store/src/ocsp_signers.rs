@@ -7,16 +7,25 @@ use crate::{Result, Store};
 /// A delegated OCSP signer: certificate and the label of its key.
 #[derive(Clone, Debug)]
 pub struct OcspSigner {
+    /// Its certificate's serial.
     pub serial: String,
+    /// The name of the CA it answers for, which issued its certificate.
     pub issuer: String,
+    /// The label of its key in the key store, apart from every CA key.
     pub key_label: String,
+    /// The key's kind as muhr-hsm's `KeySpec` writes it.
     pub key_spec: String,
+    /// Start of its certificate's validity (Unix seconds).
     pub not_before: i64,
+    /// End of its certificate's validity (Unix seconds).
     pub not_after: i64,
+    /// Its certificate, DER.
     pub der: Vec<u8>,
 }
 
 impl Store {
+    /// Records a new signer once its certificate is issued. Not audited here:
+    /// the key's generation and the certificate's issuance are.
     pub async fn save_ocsp_signer(&self, s: &OcspSigner) -> Result<()> {
         sqlx::query(
             "INSERT INTO ocsp_signers (serial, issuer, key_label, key_spec, not_before, not_after, der, created_at) \

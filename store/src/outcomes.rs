@@ -9,11 +9,17 @@ use crate::{Result, Store};
 /// One answered personalization request, for the pilot report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// When it was answered (Unix microseconds).
     pub at: i64,
+    /// The district office the request came from (SOATO code).
     pub district: String,
+    /// `issued`, `refused` or `failed`.
     pub outcome: String,
+    /// Refusals: the rule; failures: a short cause; `None` when issued.
     pub reason: Option<String>,
+    /// Certificates issued (0 unless `issued`).
     pub certificates: i64,
+    /// How long the answer took, in microseconds.
     pub latency_us: i64,
 }
 

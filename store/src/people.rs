@@ -8,18 +8,31 @@ use crate::{Result, Store};
 /// A certificate as an operator sees it in a list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertificateSummary {
+    /// Upper-case hex.
     pub serial: String,
+    /// The certificate profile it was built from.
     pub profile: String,
+    /// The subject as an RFC 4514 string.
     pub subject: String,
+    /// Start of validity, Unix seconds.
     pub not_before: i64,
+    /// End of validity, Unix seconds.
     pub not_after: i64,
+    /// `pending` or `issued`.
     pub status: String,
+    /// `good`, `suspended` or `revoked`.
     pub revocation: String,
     /// When it was revoked or suspended (Unix seconds).
     pub revoked_at: Option<i64>,
+    /// RFC 5280 reason code (6, certificateHold, while suspended); `None`
+    /// while good.
     pub revocation_reason: Option<i64>,
+    /// The holder's PINFL; `None` when the certificate names no person.
     pub pinfl: Option<String>,
+    /// The [`IssueOnce`](crate::IssueOnce) key it was issued under (a card
+    /// job), if any.
     pub job: Option<String>,
+    /// Its role under that key (`auth`, `sign`), if any.
     pub role: Option<String>,
 }
 
@@ -89,6 +102,8 @@ impl Store {
             .collect()
     }
 
+    /// One certificate as operators see it, pending or issued; `None` for an
+    /// unknown serial.
     pub async fn certificate_summary(&self, serial: &str) -> Result<Option<CertificateSummary>> {
         let row = sqlx::query(concat!(
             "SELECT ",

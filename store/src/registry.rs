@@ -11,11 +11,17 @@ use crate::{Result, Store};
 /// One line of `muhr registry import`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistryPerson {
+    /// The person's PINFL, the registry's key.
     pub pinfl: String,
+    /// As the registry spells it.
     pub surname: String,
+    /// As the registry spells it.
     pub given_name: String,
+    /// `None` when the person has none.
     pub patronymic: Option<String>,
+    /// `YYYY-MM-DD`.
     pub birth_date: String,
+    /// Date of death, `YYYY-MM-DD`; `None` while alive.
     pub deceased_on: Option<String>,
 }
 
@@ -52,6 +58,8 @@ impl Store {
         Ok(())
     }
 
+    /// What the registry holds on one person; `None` when the extract does not
+    /// list them.
     pub async fn registry_person(&self, pinfl: &str) -> Result<Option<RegistryPerson>> {
         Ok(self.registry_people(&[pinfl]).await?.pop())
     }

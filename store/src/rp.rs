@@ -6,13 +6,20 @@ use sqlx::Row;
 
 use crate::{AuditEvent, Result, Store, audit, now_secs};
 
+/// A state body or business that logs citizens in and verifies signatures
+/// through Muhr.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelyingParty {
+    /// Its id (`rp-…`), made when it is registered; other tables refer to it.
     pub id: String,
+    /// Its name, unique among relying parties.
     pub name: String,
     /// `state` (free of charge) or `commercial` (billed by contract).
     pub class: String,
+    /// SHA-256 of its 32-byte secret; the secret itself is never stored.
     pub secret_hash: Vec<u8>,
+    /// Whether it was disabled. Registering ignores this: a new party is
+    /// always stored enabled.
     pub disabled: bool,
 }
 
@@ -20,11 +27,18 @@ pub struct RelyingParty {
 /// `serial`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChallengeUse {
+    /// The challenge as the relying party presented it: its use is single.
     pub challenge: String,
+    /// The relying party's id.
     pub rp: String,
+    /// `cms` (a signed challenge) or `tls` (a client-certificate login).
     pub kind: &'static str,
+    /// When the challenge expires (Unix seconds).
     pub expires_at: i64,
+    /// The certificate the user logged in with.
     pub serial: String,
+    /// When the login happened (Unix seconds), recorded as the row's creation
+    /// and use.
     pub now: i64,
     /// `serial` is one of this CA's certificates, and the login stands only
     /// if it is neither revoked nor suspended when the login is recorded:
@@ -35,10 +49,15 @@ pub struct ChallengeUse {
 /// One line of a monthly usage report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Usage {
+    /// The relying party's id.
     pub rp: String,
+    /// Its name.
     pub name: String,
+    /// `state` or `commercial`.
     pub class: String,
+    /// Logins recorded in the month.
     pub logins: i64,
+    /// Signature verifications metered in the month.
     pub verifications: i64,
 }
 
@@ -91,6 +110,7 @@ impl Store {
         Ok(true)
     }
 
+    /// The relying party `id`, enabled or not; `None` if there is none.
     pub async fn relying_party(&self, id: &str) -> Result<Option<RelyingParty>> {
         let row = sqlx::query(
             "SELECT id, name, class, secret_hash, disabled_at FROM relying_parties WHERE id = $1",

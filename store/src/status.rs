@@ -8,10 +8,14 @@ use sqlx::Row;
 
 use crate::{AuditEvent, Result, Store, StoreError, audit, now_micros};
 
+/// A change of revocation state, as [`Store::change_status`] applies it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
     /// To revoked, from good or suspended; final.
-    Revoke { reason: i64 },
+    Revoke {
+        /// RFC 5280 reason code.
+        reason: i64,
+    },
     /// good → suspended (certificateHold).
     Suspend,
     /// suspended → good.
@@ -21,19 +25,28 @@ pub enum Transition {
 /// Revocation status as relying parties see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
+    /// Upper-case hex.
     pub serial: String,
+    /// The issuing CA's name.
     pub issuer: String,
+    /// `good`, `suspended` or `revoked`.
     pub revocation: String,
+    /// When it was revoked or suspended (Unix seconds); `None` while good.
     pub revoked_at: Option<i64>,
+    /// RFC 5280 reason code (6 while suspended); `None` while good.
     pub reason: Option<i64>,
 }
 
 /// One entry of a CRL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revoked {
+    /// Upper-case hex.
     pub serial: String,
+    /// When it was revoked or suspended (Unix seconds).
     pub revoked_at: i64,
+    /// RFC 5280 reason code, if any.
     pub reason: Option<i64>,
+    /// The CRL shard the certificate names (`None`: the CA's whole CRL).
     pub crl_shard: Option<i64>,
 }
 
@@ -41,17 +54,21 @@ pub struct Revoked {
 /// what a delta CRL lists (`revocation` 'good' means restored: removeFromCRL).
 #[derive(Clone, Debug)]
 pub struct Changed {
+    /// Upper-case hex.
     pub serial: String,
+    /// As it stands now: `good` (restored), `suspended` or `revoked`.
     pub revocation: String,
+    /// When it was revoked or suspended (Unix seconds); `None` once restored.
     pub revoked_at: Option<i64>,
+    /// RFC 5280 reason code; `None` once restored.
     pub reason: Option<i64>,
+    /// The CRL shard the certificate names (`None`: the CA's whole CRL).
     pub crl_shard: Option<i64>,
     /// Unix seconds of the latest change.
     pub changed_at: i64,
 }
 
-/// RFC 5280 certificateHold.
-pub const CERTIFICATE_HOLD: i64 = 6;
+pub use muhr_pkix::reason::CERTIFICATE_HOLD;
 
 impl Store {
     /// Applies `t` to certificate `serial` with its audit entry; returns the new status.

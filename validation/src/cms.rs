@@ -39,6 +39,7 @@ pub struct CmsError {
     /// `malformed`, `unsupported`, `no_content`, `content_changed`,
     /// `no_signer_certificate`, `bad_signature`.
     pub code: &'static str,
+    /// What exactly failed, in a sentence for people; not to be matched on.
     pub detail: String,
 }
 
@@ -53,7 +54,11 @@ fn fail(code: &'static str, detail: impl Into<String>) -> CmsError {
 /// given, and the signer certificate's key made it.
 #[derive(Debug, Clone)]
 pub struct Verified {
+    /// The certificate the SignerIdentifier names, among those carried. Its
+    /// key made the signature; whether it may be believed is
+    /// [`crate::trust`]'s question.
     pub signer: Certificate,
+    /// `signer` DER-encoded, as [`crate::trust::Trust::assess`] takes it.
     pub signer_der: Vec<u8>,
     /// The other certificates the message carried (intermediates, maybe).
     pub others: Vec<Certificate>,
@@ -62,6 +67,8 @@ pub struct Verified {
     pub content_type: ObjectIdentifier,
     /// The signer's own claim (signingTime), not a time-stamp.
     pub signing_time: Option<SystemTime>,
+    /// The content the signature covers: the message's own when attached,
+    /// else the caller's detached copy.
     pub content: Vec<u8>,
     /// The message carried the content (attached) rather than relying on
     /// the caller's copy (detached).
@@ -302,6 +309,8 @@ pub type SignFn<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, String> + 'a;
 
 /// What [`sign`] needs from a key: its certificate and a way to sign.
 pub struct Signer<'a> {
+    /// The signer's certificate: carried in the message and named as its
+    /// signer by issuer and serial.
     pub certificate: &'a Certificate,
     /// The certificate chain to carry besides the signer's (may be empty).
     pub chain: &'a [Certificate],

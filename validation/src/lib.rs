@@ -11,6 +11,7 @@
 //! write to the store: it only reads status.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod cms;
 pub mod external;

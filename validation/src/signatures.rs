@@ -27,19 +27,29 @@ pub enum TimeSource {
     VerificationTime,
 }
 
+/// The verification service's answer, sent as JSON to relying parties and
+/// printed by `muhr verify`: its fields are part of the API.
 #[derive(Debug, Serialize)]
 pub struct Verdict {
+    /// True exactly when `reasons` is empty.
     pub valid: bool,
+    /// Every reason the signature is not accepted: one CMS failure (a
+    /// [`crate::cms::CmsError`] code), or the signer certificate's problems.
     pub reasons: Vec<Problem>,
     /// Unix seconds the signer's certificate was judged at.
     pub judged_at: i64,
+    /// Where `judged_at` came from; today always the verification time.
     pub judged_at_source: TimeSource,
     /// Why that time, in a sentence for the relying party.
     pub judged_at_why: &'static str,
     /// Unix seconds from the signer's signingTime attribute: a claim, never
     /// used to judge anything.
     pub claimed_signing_time: Option<i64>,
+    /// Whether the message carried its content; None when the CMS check
+    /// failed.
     pub attached: Option<bool>,
+    /// The signer's certificate as assessed; None when the CMS check failed
+    /// (no certificate is assessed then).
     pub signer: Option<Assessment>,
 }
 

@@ -36,20 +36,32 @@ pub enum Purpose {
 /// One reason a signature is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
+    /// A stable code to act on. [`Trust`] gives `untrusted_issuer`,
+    /// `unknown_certificate`, `not_yet_valid`, `expired`, `wrong_purpose`,
+    /// `wrong_key_usage`, `revoked`, `suspended` and `status_unavailable`;
+    /// a verdict adds the [`crate::cms::CmsError`] codes, and login its own.
     pub code: &'static str,
+    /// What exactly is wrong, in a sentence for people; not to be matched on.
     pub detail: String,
 }
 
 /// Everything known about the signer's certificate.
 #[derive(Debug, Clone, Serialize)]
 pub struct Assessment {
+    /// The certificate's serial, upper-case hex.
     pub serial: String,
+    /// The profile this CA issued it under; None for an external CA's
+    /// certificate, or one missing from this CA's records.
     pub profile: Option<String>,
+    /// The subject DN as text (`muhr_pkix::dn_text`).
     pub subject: String,
     /// Identity fields read back from the subject through the profile's
     /// templates: pinfl, surname, given_name, patronymic, tin,
     /// organization.name, organization.tin, organization.title.
     pub identity: BTreeMap<String, String>,
+    /// The issue-once key recorded with the certificate (an RA card job,
+    /// `renewal:<serial>` for a renewal); None when it has none, and for
+    /// external CAs' certificates.
     pub job: Option<String>,
     /// The configured external CA that issued the certificate; None for
     /// this CA's own.
@@ -59,12 +71,18 @@ pub struct Assessment {
     /// The status at the moment checked (`at`), when it differs in meaning
     /// from now: good, suspended, revoked.
     pub status_at: String,
+    /// When it was revoked or suspended, Unix seconds; None when it is not
+    /// (or its status is unknown).
     pub revoked_at: Option<i64>,
+    /// The RFC 5280 reason's name (`keyCompromise`, ...); None when not
+    /// revoked or when no reason was given.
     pub revocation_reason: Option<&'static str>,
+    /// Everything that stands against relying on it; empty when it may be.
     pub problems: Vec<Problem>,
 }
 
 impl Assessment {
+    /// True when nothing stands against the certificate (no problems).
     pub fn valid(&self) -> bool {
         self.problems.is_empty()
     }
@@ -83,6 +101,10 @@ fn judged_until(at: SystemTime) -> i64 {
 
 use muhr_store::unix_secs as secs;
 
+/// Decides whether a signer's certificate may be believed: this CA's (status
+/// from the store) and the configured external CAs' (status from their OCSP
+/// or CRL). One instance is shared by login, renewal and the verification
+/// service; it remembers the certificates of ours it has already seen.
 pub struct Trust {
     ca: Arc<Ca>,
     external: crate::external::External,
@@ -131,8 +153,12 @@ impl Trust {
         }
     }
 
-    pub fn ca(&self) -> &Arc<Ca> {
-        &self.ca
+    /// The database the CA's records are read from, for the services
+    /// built on this trust (login records challenge uses and usage in it).
+    /// The CA itself is not handed out: nothing above validation may issue
+    /// or change a certificate through it.
+    pub fn store(&self) -> &muhr_store::Store {
+        self.ca.store()
     }
 
     /// Checks `cert` as it stood at `at` (the signing time, or now); the
@@ -329,7 +355,7 @@ impl Trust {
         let (status_now, revoked_at, reason) = match self.external.status(i, cert).await {
             Ok((Status::Good, _)) => ("good", None, None),
             Ok((Status::Revoked { at: t, reason }, _)) => (
-                if reason == Some(6) {
+                if reason.map(i64::from) == Some(muhr_pkix::reason::CERTIFICATE_HOLD) {
                     "suspended"
                 } else {
                     "revoked"
@@ -547,6 +573,8 @@ pub fn identity(cert: &Certificate, profile: &Profile) -> BTreeMap<String, Strin
     known
 }
 
+/// The first value of `oid` in `cert`'s subject, as text; None when there
+/// is none or it is not one of the string types names use.
 pub fn attribute(cert: &Certificate, oid: &der::oid::ObjectIdentifier) -> Option<String> {
     cert.tbs_certificate()
         .subject()

@@ -76,6 +76,7 @@ enum ExportLine {
     Checkpoint(CheckpointLine),
 }
 
+/// The `format` of an export's header line; [`verify_export`] refuses any other.
 pub const EXPORT_FORMAT: &str = "muhr-audit-export-v1";
 
 /// Writes the whole chain and its checkpoints as JSON lines: a header, the

@@ -73,12 +73,19 @@ pub fn key_id(spki: &SubjectPublicKeyInfoOwned) -> Result<String, IssueError> {
 /// One line of the local checkpoint file and of an export.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CheckpointLine {
+    /// The newest audit entry the checkpoint vouches for.
     pub seq: i64,
+    /// When it was signed: Unix seconds, by the signer's clock.
     pub at: i64,
+    /// The chain's hash at entry `seq`, hex.
     pub hash: String,
+    /// Which key signed it ([`key_id`]).
     pub key_id: String,
+    /// The previous checkpoint's entry (0 for the first checkpoint).
     pub prev_seq: i64,
+    /// The previous checkpoint's hash, hex (32 zero bytes for the first).
     pub prev_hash: String,
+    /// The audit key's signature over [`statement`], hex.
     pub signature: String,
 }
 
@@ -131,6 +138,9 @@ pub struct AuditSigner {
 }
 
 impl AuditSigner {
+    /// Refuses a key that is not [`KEY_SPEC`]. `local` is this node's own
+    /// checkpoint file; with None, a rollback to an older checkpoint goes
+    /// unnoticed when signing.
     pub fn new(key: Arc<dyn KeySigner>, local: Option<PathBuf>) -> Result<Self, IssueError> {
         if key.spec() != KEY_SPEC {
             return Err(IssueError::Internal(format!(
@@ -142,6 +152,7 @@ impl AuditSigner {
         Ok(Self { key, key_id, local })
     }
 
+    /// The audit key's public half, to check checkpoints and exports against.
     pub fn public_key(&self) -> &SubjectPublicKeyInfoOwned {
         self.key.public_key()
     }
@@ -380,7 +391,9 @@ fn append_local(path: &Path, c: &Checkpoint) -> Result<(), IssueError> {
 /// The outcome of `muhr audit verify`.
 #[derive(Debug, Default)]
 pub struct Verification {
+    /// Entries verified, from the first up to the head or the first break.
     pub entries: i64,
+    /// Checkpoints in the database, valid or not.
     pub checkpoints: usize,
     /// The newest entry a valid checkpoint vouches for.
     pub anchored_to: i64,
@@ -401,6 +414,27 @@ pub async fn verify(
     local: Option<&Path>,
 ) -> Result<Verification, IssueError> {
     let mut v = Verification::default();
+    // Taken before anything is read, so that what a live node writes while
+    // the chain is walked is never mistaken for tampering: the grace cut-off
+    // is checked against checkpoints read after it, and the node's own file
+    // is read before the database's checkpoints (a node saves a checkpoint
+    // to the database first, then to its file, so every line read here is
+    // in the database by the time it is read).
+    let cutoff = muhr_store::now_micros().saturating_sub(grace.as_micros() as i64);
+    let local_lines = match local.filter(|p| p.exists()) {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .map_err(|e| IssueError::Internal(format!("{}: {e}", path.display())))?;
+            let mut lines = Vec::new();
+            for line in std::io::BufReader::new(file).lines() {
+                lines.push(
+                    line.map_err(|e| IssueError::Internal(format!("{}: {e}", path.display())))?,
+                );
+            }
+            Some((path, lines))
+        }
+        None => None,
+    };
     let checkpoints = store.checkpoints().await?;
     v.checkpoints = checkpoints.len();
     let mut hashes = BTreeMap::new();
@@ -434,11 +468,6 @@ pub async fn verify(
     if let Some(f) = report.finding {
         v.problems.push(f.to_string());
     }
-    let now_micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    let cutoff = now_micros.saturating_sub(grace.as_micros() as i64);
     if let Some(old) = store.last_audit_entry_before(cutoff).await?
         && old > v.anchored_to
     {
@@ -458,14 +487,10 @@ pub async fn verify(
             path.display()
         ));
     }
-    if let Some(path) = local.filter(|p| p.exists()) {
+    if let Some((path, lines)) = local_lines {
         let by_seq: BTreeMap<i64, &Checkpoint> = checkpoints.iter().map(|c| (c.seq, c)).collect();
-        let file = std::fs::File::open(path)
-            .map_err(|e| IssueError::Internal(format!("{}: {e}", path.display())))?;
-        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line =
-                line.map_err(|e| IssueError::Internal(format!("{}: {e}", path.display())))?;
-            let mine = serde_json::from_str::<CheckpointLine>(&line)
+        for (n, line) in lines.iter().enumerate() {
+            let mine = serde_json::from_str::<CheckpointLine>(line)
                 .map_err(|e| e.to_string())
                 .and_then(|l| l.decode());
             match mine {

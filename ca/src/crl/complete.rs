@@ -48,7 +48,7 @@ pub async fn generate(
         )));
     }
     let now = crate::build::whole_seconds(SystemTime::now());
-    let this_update = crate::unix(now);
+    let this_update = muhr_store::unix_secs(now);
     let next_update = this_update + validity.as_secs() as i64;
     let first_number = store.next_crl_number(&ca.name).await?;
 

@@ -44,7 +44,7 @@ pub async fn generate(
     let Some(since) = bases.iter().map(|(_, b)| b.this_update).min() else {
         return Ok(Vec::new());
     };
-    let this_update = crate::unix(crate::build::whole_seconds(SystemTime::now()));
+    let this_update = muhr_store::unix_secs(crate::build::whole_seconds(SystemTime::now()));
     let next_update = this_update + validity.as_secs() as i64;
     let changed = store
         .changed_since(&ca.name, since - IN_FLIGHT, this_update)

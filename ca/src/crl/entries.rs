@@ -11,9 +11,7 @@ use x509_cert::time::Time;
 use super::sign::{ext, internal, time};
 use crate::IssueError;
 
-/// removeFromCRL (RFC 5280 5.3.1): in a delta CRL, a certificate restored
-/// from hold.
-pub const REMOVE_FROM_CRL: i64 = 8;
+pub use muhr_pkix::reason::REMOVE_FROM_CRL;
 
 /// The reason as an entry carries it: none for `unspecified` (0), whose
 /// extension RFC 5280 §5.3.1 says to leave out.

@@ -42,6 +42,8 @@ impl Scope {
         }
     }
 
+    /// The inverse of [`Scope::shard`]; None for a stored value no scope has
+    /// (negative or past `u32`).
     pub fn from_shard(shard: Option<i64>) -> Option<Scope> {
         match shard {
             None => Some(Scope::Whole),

@@ -18,11 +18,18 @@ use std::time::Duration;
 
 use crate::{Authority, Ca, IssueError};
 
+/// When [`run`] makes CRLs; `muhr serve` fills it from the `[crl]` configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct Schedule {
+    /// Lifetime of a complete CRL (nextUpdate minus thisUpdate). Replaced CRLs
+    /// of any kind made longer ago than this are pruned.
     pub validity: Duration,
+    /// Longest time between complete CRLs, with changes or without.
     pub refresh: Duration,
+    /// Shortest time between complete CRLs made because of changes.
     pub complete_min: Duration,
+    /// Lifetime of a delta CRL; a delta is remade at half of it even with no
+    /// change.
     pub delta_validity: Duration,
 }
 
@@ -33,6 +40,9 @@ struct Seen {
     delta: Option<i64>,
 }
 
+/// The updater's loop: every second, whatever is due (see the module
+/// documentation). Never returns; only CAs whose key is loaded get CRLs.
+/// Failures are logged and tried again.
 pub async fn run(ca: Arc<Ca>, schedule: Schedule) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -23,6 +23,8 @@ pub struct PersonalizationConfig {
     pub max_batch: usize,
 }
 
+/// What a new card does to the certificates of the person's previous card
+/// (`supersede`, written in lowercase). Default: `revoke`.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SupersedeMode {

@@ -12,6 +12,10 @@
 //! lease is live, then takes the job over and finishes whatever is missing:
 //! signs recorded intents as recorded, issues roles never recorded, and
 //! finishes the job.
+//!
+//! Longer than 600 lines on purpose: a group's path (claim, record, sign,
+//! finish, supersede, take over a stale job) reads as one sequence, and
+//! every step shares the group's private state.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,16 +57,23 @@ impl Drop for HeldLeases {
 /// The longest a process renews the leases of one group's jobs.
 const MAX_HOLD: Duration = Duration::from_secs(600);
 
+/// One certificate of an issued card, as the line gets it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardCertificate {
+    /// The role it was issued for: a key name in the request's `keys`.
     pub role: String,
+    /// Upper-case hex.
     pub serial: String,
+    /// The profile the role is issued under.
     pub profile: String,
+    /// The certificate, DER.
     pub der: Vec<u8>,
 }
 
+/// A card's certificates, new or repeated for a retry (200 on the API).
 #[derive(Debug, Clone)]
 pub struct CardOutcome {
+    /// The line's id for the card job, as it sent it.
     pub request_id: String,
     /// In role order.
     pub certificates: Vec<CardCertificate>,
@@ -72,8 +83,11 @@ pub struct CardOutcome {
     pub superseded: Vec<String>,
 }
 
+/// Why a card got no certificates. The HTTP layer turns each variant into
+/// one status.
 #[derive(Debug, Clone)]
 pub enum CardError {
+    /// A check failed: 422, with the refusal's field and rule.
     Refused(Refusal),
     /// The request id was used with another body.
     Conflict(String),
@@ -85,6 +99,8 @@ pub enum CardError {
     /// retried once it is back, finishes the card without issuing anything
     /// twice.
     Unavailable(String),
+    /// A bug or a record that does not add up: 500. The log has the cause;
+    /// a retry with the same request id is safe.
     Internal(String),
 }
 
@@ -106,6 +122,9 @@ struct Work {
     reply: oneshot::Sender<Result<CardOutcome, CardError>>,
 }
 
+/// Issues the line's cards: each checked card goes to a worker that
+/// handles the cards arriving together as one group. One per process,
+/// made by [`Personalizer::start`] inside a Tokio runtime.
 pub struct Personalizer {
     ca: Arc<Ca>,
     store: Store,
@@ -135,10 +154,14 @@ impl Personalizer {
         p
     }
 
+    /// The checks and settings cards are judged by (the batch route reads
+    /// `max_batch` here).
     pub fn rules(&self) -> &Rules {
         &self.rules
     }
 
+    /// The CA it asks for certificates; the routes take its chain and store
+    /// from it.
     pub fn ca(&self) -> &Ca {
         &self.ca
     }

@@ -6,18 +6,30 @@ use std::collections::BTreeMap;
 use muhr_store::outcomes::Outcome;
 use serde::Serialize;
 
+/// One row of the pilot report: a district's figures, or the total.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Figures {
+    /// SOATO code; `unknown` for refusals naming no known district, `total`
+    /// on the total row.
     pub district: String,
+    /// The district's name; empty when it has none, and on the total row.
     pub name: String,
     /// Every answered card job: issued, refused or failed (a replay is not a new request).
     pub cards_requested: u64,
+    /// Card jobs that got all their certificates.
     pub cards_issued: u64,
+    /// Certificates on those cards.
     pub certificates_issued: u64,
+    /// Refused card jobs per reason, such as `not in pilot` or
+    /// `invalid person.pinfl`.
     pub refusals: BTreeMap<String, u64>,
+    /// Card jobs neither issued nor refused: a conflict, the database or
+    /// key store down, a refusal by the CA, an internal error.
     pub failures: u64,
     /// Issuance latency of the cards issued, milliseconds.
     pub p50_ms: Option<f64>,
+    /// As `p50_ms`, at the 99th percentile. Both are None when no card was
+    /// issued.
     pub p99_ms: Option<f64>,
     #[serde(skip)]
     latencies: Vec<i64>,
@@ -48,6 +60,7 @@ impl Figures {
         self.p99_ms = percentile(&self.latencies, 99.0);
     }
 
+    /// Refusals of every reason together: the CSV's `refusals` column.
     pub fn refusals_total(&self) -> u64 {
         self.refusals.values().sum()
     }
@@ -63,11 +76,17 @@ fn percentile(sorted_us: &[i64], p: f64) -> Option<f64> {
     Some((v as f64 / 1000.0 * 10.0).round() / 10.0)
 }
 
+/// The pilot report over a period, as `muhr report pilot` prints it (CSV
+/// or JSON).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
+    /// The period's first day, as the caller gave it (YYYY-MM-DD).
     pub from: String,
+    /// The period's last day, as the caller gave it (YYYY-MM-DD).
     pub to: String,
+    /// One row per district with an answered card job, by SOATO code.
     pub districts: Vec<Figures>,
+    /// All districts together.
     pub total: Figures,
 }
 

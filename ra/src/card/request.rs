@@ -14,37 +14,53 @@ use spki::SubjectPublicKeyInfoOwned;
 
 use crate::card::config::PersonalizationConfig;
 
+/// One card job as the line sends it: the body of
+/// `POST /api/v1/personalization/cards`, or one of a batch's `cards`.
+/// Unknown fields are refused.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CardRequest {
     /// The line's unique id for this card job: a retry sends the same one.
     pub request_id: String,
+    /// Who the card is for.
     pub person: Person,
+    /// The identity card being personalized.
     pub document: Document,
     /// Certificate role → PKCS#10 request (PEM) made on the card chip.
     pub keys: BTreeMap<String, String>,
 }
 
+/// The card holder: checked by the identity rules, then made into the
+/// certificates' subject.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Person {
+    /// Personal identification number: 14 digits, the birth date among them.
     pub pinfl: String,
+    /// Family name.
     pub surname: String,
+    /// Given name.
     pub given_name: String,
+    /// Absent or empty: the subject has none.
     #[serde(default)]
     pub patronymic: Option<String>,
     /// YYYY-MM-DD; must agree with the date the PINFL encodes.
     pub birth_date: String,
+    /// Taxpayer identification number (9 digits, an individual's), when
+    /// the person has one.
     #[serde(default)]
     pub tin: Option<String>,
 }
 
+/// The identity card: the certificates on it live no longer than it does.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Document {
     /// Two Latin capitals and seven digits, e.g. AA1234567.
     pub number: String,
+    /// YYYY-MM-DD; not in the future, not before the birth date.
     pub issued_on: String,
+    /// YYYY-MM-DD; after `issued_on` and not yet reached.
     pub expires_on: String,
     /// SOATO code of the district office that issued the card.
     pub issuing_office: String,
@@ -54,11 +70,15 @@ pub struct Document {
 /// report counts it under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// The field and the rule it broke, as the 422 answer gives them.
     pub error: FieldError,
+    /// What the pilot report counts it under: `invalid FIELD`,
+    /// `not in pilot`, `unknown district` or `deceased`.
     pub reason: String,
 }
 
 impl Refusal {
+    /// `field` breaks `rule`; counted as `invalid FIELD`.
     pub fn new(field: &str, rule: impl Into<String>) -> Self {
         Self {
             reason: format!("invalid {field}"),
@@ -74,6 +94,8 @@ impl Refusal {
         self
     }
 
+    /// The office's district is known but does not issue with cards yet
+    /// (`pilot_districts`).
     pub fn not_in_pilot(district: &str, name: &str) -> Self {
         Self::new(
             "document.issuing_office",
@@ -84,6 +106,8 @@ impl Refusal {
         .with_reason("not in pilot")
     }
 
+    /// The population registry records the person as deceased. Found by
+    /// [`crate::card::personalize`], which asks the database.
     pub fn deceased() -> Self {
         Self::new(
             "person.pinfl",
@@ -103,22 +127,29 @@ impl From<FieldError> for Refusal {
 /// A request that passed every check that needs no database.
 #[derive(Debug, Clone)]
 pub struct ValidCard {
+    /// The request as the line sent it.
     pub request: CardRequest,
     /// SHA-256 of the request re-encoded canonically: a retry must match it.
     pub body_hash: Vec<u8>,
+    /// The subject's fields, from the person's data.
     pub fields: BTreeMap<String, String>,
     /// Role → (profile, public key), in role order.
     pub keys: Vec<(String, String, SubjectPublicKeyInfoOwned)>,
     /// The document's expiry: no certificate outlives it.
     pub not_after_limit: SystemTime,
+    /// The issuing office's SOATO code: a known district, in the pilot.
     pub district: String,
 }
 
 /// Everything a check needs, loaded once.
 pub struct Rules {
+    /// How PINFLs, names and TINs are checked and become subject fields.
     pub identity: IdentityRules,
+    /// The known districts (SOATO codes and names).
     pub districts: Districts,
+    /// The `[personalization]` section.
     pub config: PersonalizationConfig,
+    /// The loaded profiles; every role's profile is among them.
     pub profiles: std::sync::Arc<Profiles>,
 }
 
@@ -158,6 +189,7 @@ impl Rules {
         })
     }
 
+    /// Whether `district` starts with one of `pilot_districts`.
     pub fn in_pilot(&self, district: &str) -> bool {
         self.config
             .pilot_districts
@@ -313,12 +345,17 @@ impl Rules {
 /// A calendar date (UTC), as the API writes it: YYYY-MM-DD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Date {
+    /// 1800 to 9999 when parsed.
     pub year: u16,
+    /// 1 to 12.
     pub month: u8,
+    /// 1 to the month's last day.
     pub day: u8,
 }
 
 impl Date {
+    /// Reads YYYY-MM-DD; a malformed or impossible date is refused as
+    /// `field`.
     pub fn parse(field: &str, s: &str) -> Result<Self, Refusal> {
         let bad = || Refusal::new(field, format!("{s:?} is not a date (YYYY-MM-DD)"));
         let b = s.as_bytes();
@@ -343,10 +380,12 @@ impl Date {
         Ok(Self { year, month, day })
     }
 
+    /// Today in UTC: what a document's dates are checked against.
     pub fn today() -> Self {
         Self::from_system_time(SystemTime::now())
     }
 
+    /// The UTC date `t` falls on; a time before 1970 gives 1970-01-01.
     pub fn from_system_time(t: SystemTime) -> Self {
         let secs = t
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -27,16 +27,24 @@ const NONCE_PART: u32 = 2;
 /// `PKIData` (RFC 5272 §3.2.1); the module's tags are implicit.
 #[derive(Clone, Debug, Eq, PartialEq, Sequence)]
 pub struct PkiData {
+    /// The controls; [`parse`] accepts only one, the recipientNonce.
     pub control_sequence: Vec<TaggedAttribute>,
+    /// The requests; [`parse`] accepts exactly one.
     pub req_sequence: Vec<TaggedRequest>,
+    /// Nested CMS content; [`parse`] refuses any.
     pub cms_sequence: Vec<Any>,
+    /// Other messages; [`parse`] refuses any.
     pub other_msg_sequence: Vec<Any>,
 }
 
+/// `TaggedAttribute`: one control of a PKIData.
 #[derive(Clone, Debug, Eq, PartialEq, Sequence)]
 pub struct TaggedAttribute {
+    /// Its body part id ([`request`] writes 2); not checked when read.
     pub body_part_id: u32,
+    /// Which control; [`parse`] knows only [`ID_CMC_RECIPIENT_NONCE`].
     pub attr_type: ObjectIdentifier,
+    /// The control's values; the nonce needs exactly one, an OCTET STRING.
     pub attr_values: SetOfVec<Any>,
 }
 
@@ -44,12 +52,15 @@ pub struct TaggedAttribute {
 /// certificate request message (`crm`) or another kind fails to decode.
 #[derive(Clone, Debug, Eq, PartialEq, Choice)]
 pub enum TaggedRequest {
+    /// A PKCS#10 request (`tcr`, tag `[0]`).
     #[asn1(context_specific = "0", tag_mode = "IMPLICIT", constructed = "true")]
     Tcr(TaggedCertificationRequest),
 }
 
+/// `TaggedCertificationRequest`: a PKCS#10 request and its body part id.
 #[derive(Clone, Debug, Eq, PartialEq, Sequence)]
 pub struct TaggedCertificationRequest {
+    /// [`request`] writes 1; not checked when read.
     pub body_part_id: u32,
     /// Kept as it came: its own signature covers these exact bytes.
     pub certification_request: Any,

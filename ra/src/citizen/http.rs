@@ -29,6 +29,10 @@ const CITIZEN_REASONS: [Reason; 4] = [
     Reason::CessationOfOperation,
 ];
 
+/// The citizens' routes, for the public listener; mounted only when
+/// `[citizens]` is configured. Issuing, listing, suspending and
+/// revoking need a bearer ID token; renewal and its challenge are
+/// authenticated by the renewal's signature. Bodies up to 64 KiB.
 pub fn router(citizens: Arc<Citizens>) -> Router {
     Router::new()
         .route("/api/v1/certificates", post(issue))

@@ -21,6 +21,8 @@ pub const MAX_RENEWALS: u32 = 2;
 /// A renewal's outcome.
 #[derive(Debug, Clone)]
 pub struct Renewed {
+    /// The new certificate; `replayed` when a retry of this renewal got it
+    /// back.
     pub certificate: RemoteCertificate,
     /// The certificate that signed the request.
     pub renewed: String,

@@ -23,14 +23,17 @@ use muhr_http::ratelimit::RateLimiter;
 use muhr_login::challenge::Challenges;
 use muhr_validation::trust::Trust;
 
-/// `[citizens]`: remote issuance. Absent, the citizen routes answer 503.
+/// `[citizens]`: remote issuance. Absent, the citizen routes are not mounted (404).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CitizensConfig {
+    /// The identity system's provider, whose ID tokens authenticate citizens.
     pub oidc: OidcConfig,
     /// Profiles a citizen may ask for.
     #[serde(default = "default_profiles")]
     pub profiles: Vec<String>,
+    /// Defaults: 20 acts per person per hour, 120 requests per address per
+    /// minute.
     #[serde(default)]
     pub rate_limits: RateLimits,
 }
@@ -39,6 +42,8 @@ fn default_profiles() -> Vec<String> {
     vec!["individual-auth".into(), "individual-sign".into()]
 }
 
+/// How often one person or one client address may ask; over a limit
+/// answers 429 with Retry-After.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimits {
@@ -61,18 +66,24 @@ impl Default for RateLimits {
     }
 }
 
+/// Why a citizen's request failed; the citizens' API turns each variant
+/// into one HTTP status.
 #[derive(Debug)]
 pub enum CitizenError {
     /// The request breaks a rule: field and rule (4xx, nothing written).
     Refused(FieldError),
     /// Not the caller's, or no such thing (404: the two are not told apart).
     NotFound(String),
+    /// Done already, or not possible in the certificate's state: a used ID
+    /// token or challenge, a key certified before (409).
     Conflict(String),
     /// Allowed to nobody in this way (403).
     Forbidden(String),
+    /// Over a rate limit; retry after this long (429 with Retry-After).
     TooMany(Duration),
     /// The key store or the database is down; the same request succeeds later.
     Unavailable(String),
+    /// A bug or a record that does not add up (500); the log has the cause.
     Internal(String),
 }
 
@@ -107,8 +118,11 @@ pub(super) fn refuse(field: &str, rule: impl Into<String>) -> CitizenError {
 /// A certificate handed to a citizen.
 #[derive(Debug, Clone)]
 pub struct RemoteCertificate {
+    /// Upper-case hex.
     pub serial: String,
+    /// The profile it was issued under.
     pub profile: String,
+    /// The certificate, DER.
     pub der: Vec<u8>,
     /// The same key and profile were certified before; this is that answer.
     pub replayed: bool,
@@ -124,11 +138,14 @@ pub fn origin(job: Option<&str>) -> &'static str {
     }
 }
 
+/// Remote issuance and self-service: issue, renew, list, suspend and
+/// revoke. Made once at start-up when `[citizens]` is configured.
 pub struct Citizens {
     pub(super) ca: Arc<Ca>,
     pub(super) renewal_challenges: Challenges,
     pub(super) identity: IdentityRules,
     pub(super) config: CitizensConfig,
+    /// Checks the ID tokens; the server loads its keys at start-up.
     pub verifier: Verifier,
     pub(super) per_person: RateLimiter,
     pub(super) per_address: RateLimiter,
@@ -168,14 +185,18 @@ impl Citizens {
         })
     }
 
+    /// The CA it issues with; the routes take its chain and store from it.
     pub fn ca(&self) -> &Ca {
         &self.ca
     }
 
+    /// The `[citizens]` section it was made with.
     pub fn config(&self) -> &CitizensConfig {
         &self.config
     }
 
+    /// Counts one request from `address` (a rate key, not a raw header);
+    /// `TooMany` past `address_per_minute`.
     pub fn limit_address(&self, address: &str) -> Result<(), CitizenError> {
         self.per_address
             .take(address, Instant::now())
@@ -188,6 +209,7 @@ impl Citizens {
             .map_err(CitizenError::TooMany)
     }
 
+    /// The audit log's actor for a citizen's acts: `citizen:PINFL`.
     pub fn actor(who: &Citizen) -> String {
         format!("citizen:{}", who.pinfl)
     }

@@ -19,9 +19,13 @@ use crate::card::personalize::Personalizer;
 use muhr_http::answer::{json_error, limit_body, require_json, unavailable_not_internal};
 use muhr_http::clients::{PeerCertificate, Registry, Role};
 
+/// What the RA's routes share; cloned into every request.
 #[derive(Clone)]
 pub struct Api {
+    /// Issues the line's cards; its CA and store serve the operators too.
     pub personalizer: Arc<Personalizer>,
+    /// The mutual-TLS clients and their roles: every route's caller is
+    /// looked up here.
     pub registry: Arc<Registry>,
     /// Life of the complete CRLs an operator asks for.
     pub crl_validity: Duration,
@@ -30,6 +34,9 @@ pub struct Api {
 /// The largest body the RA's machine API takes (a batch of cards).
 const MAX_BODY: usize = 16 << 20;
 
+/// The RA's routes, for the mutual-TLS listener: the line's cards and
+/// batches, the operators' routes, and `/openapi.json`. Bodies up to
+/// 16 MiB.
 pub fn router(api: Api) -> Router {
     let line = Router::new()
         .route("/api/v1/personalization/cards", post(card::card))

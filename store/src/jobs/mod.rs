@@ -22,55 +22,82 @@ const CLAIM_CASTS: &[&str] = &["text", "bytea", "text", "text", "text"];
 const STORED_CASTS: &[&str] = &["text", "bytea"];
 const FINISHED_CASTS: &[&str] = &["text", "text", "text", "text", "bigint", "bigint", "bigint"];
 
-/// RFC 5280 reason `superseded`.
-const SUPERSEDED: i64 = 4;
+use muhr_pkix::reason::SUPERSEDED;
 
 /// What a new card job claims.
 #[derive(Clone, Debug)]
 pub struct JobClaim {
+    /// `CLIENT/REQUEST_ID`: the caller's request id, scoped by client name.
     pub job: String,
+    /// SHA-256 of the request that made the job: a retry under the same id
+    /// with another body is a different request.
     pub body_hash: Vec<u8>,
+    /// The card holder's PINFL.
     pub pinfl: String,
+    /// The identity document's number (e.g. AA1234567).
     pub document: String,
+    /// The district office that issued the card (SOATO code).
     pub district: String,
 }
 
+/// A card job as stored in `card_jobs`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobRow {
+    /// `CLIENT/REQUEST_ID`, as in [`JobClaim::job`].
     pub job: String,
+    /// SHA-256 of the request that made the job.
     pub body_hash: Vec<u8>,
+    /// The card holder's PINFL.
     pub pinfl: String,
+    /// The identity document's number.
     pub document: String,
+    /// The district office that issued the card (SOATO code).
     pub district: String,
+    /// `pending` (claimed) or `done` (its certificates committed).
     pub state: String,
+    /// The process holding the claim, or the last one that did.
     pub owner: String,
+    /// Until when the owner's claim holds (Unix seconds); 0 once released,
+    /// so another process may take the job over at once.
     pub lease_until: i64,
+    /// When the job was claimed (Unix microseconds).
     pub created_at: i64,
+    /// When it was finished (Unix microseconds); `None` while pending.
     pub finished_at: Option<i64>,
 }
 
 /// A job's claim: ours now, or the row another request made first.
 #[derive(Clone, Debug)]
 pub enum Claim {
+    /// This call claimed the job: its certificates are the caller's to issue.
     New,
+    /// Another request claimed it first: its row as read afterwards.
     Existing(JobRow),
 }
 
 /// A job whose certificates are all committed.
 #[derive(Clone, Debug)]
 pub struct FinishedJob {
+    /// `CLIENT/REQUEST_ID`, as in [`JobClaim::job`].
     pub job: String,
+    /// The card holder's PINFL: the job becomes this person's current card.
     pub pinfl: String,
+    /// The identity document's number, recorded with the person's card.
     pub document: String,
+    /// The district office that issued the card (SOATO code), for the report.
     pub district: String,
+    /// How many certificates the card got, for the report.
     pub certificates: i64,
+    /// How long the request took, in microseconds, for the report.
     pub latency_us: i64,
 }
 
 /// Whether finishing a card revokes the person's previous card.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Supersede {
+    /// Revoke the previous card's certificates (reason `superseded`).
     Revoke,
+    /// Leave them as they are; the new card only becomes the current one.
     Keep,
 }
 
@@ -100,6 +127,7 @@ mod claim;
 mod finish;
 
 impl Store {
+    /// The card job `job`; `None` if it was never claimed.
     pub async fn job(&self, job: &str) -> Result<Option<JobRow>> {
         let row = sqlx::query(concat!(
             "SELECT ",

@@ -91,6 +91,8 @@ impl std::fmt::Display for CrlNumber {
 /// The revoked serials (content octets) of one CRL.
 pub struct Index {
     revoked: HashMap<Vec<u8>, (SystemTime, Option<u8>)>,
+    /// The CRL Number: [`super::External`] refuses a CRL whose number is
+    /// lower than the highest already accepted from that CA.
     pub number: CrlNumber,
     /// nextUpdate, or, for a CRL without one, the end of the age it may
     /// reach: the list is not used past this.

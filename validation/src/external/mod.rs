@@ -67,6 +67,7 @@ pub struct ExternalCaConfig {
     pub name: String,
     /// PEM file with the CA certificate that issues the signers'.
     pub certificate: PathBuf,
+    /// The CA's OCSP responder, asked first (RFC 5019: POST, SHA-1 CertID).
     #[serde(default)]
     pub ocsp_url: Option<String>,
     /// A complete CRL (DER or PEM).
@@ -74,6 +75,8 @@ pub struct ExternalCaConfig {
     pub crl_url: Option<String>,
     /// Subject attribute OID (dotted) → identity field; `pinfl` is required.
     pub identity: BTreeMap<String, String>,
+    /// Longest time an OCSP answer or a CRL is reused, even when its
+    /// nextUpdate is later (1 to 3600 s, default 60).
     #[serde(default = "default_cache_seconds")]
     pub status_cache_seconds: u64,
     /// How long an OCSP answer or a CRL without nextUpdate is believed
@@ -116,8 +119,12 @@ pub const CRL_BODY_LIMIT: usize = 32 * 1024 * 1024;
 /// A certificate's status as the other CA states it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// Not revoked: the responder says good, or the CRL does not list it.
     Good,
+    /// Revoked, or on hold (reason 6, certificateHold), which
+    /// [`crate::trust`] reports as suspended.
     Revoked {
+        /// The revocation time the CA states.
         at: SystemTime,
         /// RFC 5280 CRLReason code.
         reason: Option<u8>,
@@ -128,7 +135,10 @@ pub enum Status {
 
 /// One trusted external CA.
 pub struct Anchor {
+    /// The configured name, shown in verdicts, assertions and problems.
     pub name: String,
+    /// The CA certificate that issues the signers' and signs the CRL (and,
+    /// unless it delegates, the OCSP answers).
     pub certificate: Certificate,
     identity: Vec<(der::oid::ObjectIdentifier, String)>,
     ocsp_url: Option<String>,
@@ -230,6 +240,8 @@ impl Anchor {
         .is_ok()
     }
 
+    /// Whether `at` lies within `c`'s notBefore..=notAfter (bounds
+    /// included). Used for a delegated OCSP responder's certificate.
     pub fn within_validity(&self, c: &Certificate, at: SystemTime) -> bool {
         let v = c.tbs_certificate().validity();
         v.not_before.to_system_time() <= at && at <= v.not_after.to_system_time()
@@ -267,12 +279,16 @@ pub struct External {
 /// Where a status came from, for the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// The CA's OCSP responder, asked now.
     Ocsp,
+    /// The CA's CRL, fetched now or still within its reuse time.
     Crl,
+    /// An OCSP answer remembered from an earlier question.
     Cache,
 }
 
 impl External {
+    /// No external CA: only Muhr's own certificates are trusted.
     pub fn none() -> Self {
         Self::from_anchors(Vec::new())
     }
@@ -312,6 +328,7 @@ impl External {
         Ok(Self::from_anchors(anchors))
     }
 
+    /// True when no external CA is configured.
     pub fn is_empty(&self) -> bool {
         self.anchors.is_empty()
     }

@@ -27,6 +27,7 @@ const ID_KP_OCSP_SIGNING: der::oid::ObjectIdentifier =
 
 /// An OCSP answer about one certificate, and until when it may be reused.
 pub struct Answer {
+    /// What the responder said about the certificate asked about.
     pub status: Status,
     /// nextUpdate, or, for an answer without one, the end of the age it
     /// may reach.

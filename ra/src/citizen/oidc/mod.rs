@@ -33,6 +33,8 @@ pub struct OidcConfig {
     /// `jwks_min_refetch_seconds`) when a token names an unknown `kid`.
     #[serde(default = "default_refresh")]
     pub jwks_refresh_seconds: u64,
+    /// Least time between two fetches of the keys (start-up aside): tokens
+    /// naming made-up `kid`s must not flood the provider.
     #[serde(default = "default_min_refetch")]
     pub jwks_min_refetch_seconds: u64,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`.
@@ -43,8 +45,10 @@ pub struct OidcConfig {
     /// proof of who is at the keyboard. At most a day.
     #[serde(default = "default_max_auth_age")]
     pub max_auth_age_seconds: u64,
+    /// The level of assurance required.
     #[serde(default)]
     pub assurance: Assurance,
+    /// Which claims carry the person's identity.
     #[serde(default)]
     pub claims: ClaimNames,
 }
@@ -92,8 +96,11 @@ fn loopback_or_https(url: &str) -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Assurance {
+    /// The claim carrying the level (default `acr`).
     pub claim: String,
+    /// Every level, lowest first; a level not listed is refused.
     pub levels: Vec<String>,
+    /// The lowest level accepted; one of `levels`.
     pub minimum: String,
 }
 
@@ -111,10 +118,15 @@ impl Default for Assurance {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClaimNames {
+    /// Required (default `pinfl`).
     pub pinfl: String,
+    /// Required (default `family_name`).
     pub surname: String,
+    /// Required (default `given_name`).
     pub given_name: String,
+    /// Optional (default `middle_name`).
     pub patronymic: String,
+    /// Optional (default `tin`).
     pub tin: String,
     /// `YYYY-MM-DD`; when present it must agree with the PINFL.
     pub birth_date: String,
@@ -157,6 +169,8 @@ fn numeric_date(
 const MAX_LEEWAY: u64 = 300;
 
 impl OidcConfig {
+    /// Checks the section before use; the error names the setting to fix.
+    /// [`Verifier::new`] calls it.
     pub fn validate(&self) -> Result<(), String> {
         if self.jwks_url.is_some() == self.jwks_file.is_some() {
             return Err("citizens.oidc: set exactly one of jwks_url and jwks_file".into());
@@ -196,22 +210,37 @@ impl OidcConfig {
 /// with), not the caller's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenError {
+    /// Not a valid token for this service: signature, issuer, audience,
+    /// time window or a required claim (401 `invalid_token`).
     Invalid(String),
     /// Valid, but the person's data is not verified to the level required.
     Assurance(String),
+    /// The provider's keys could not be loaded (503; retry later).
     Unavailable(String),
 }
 
 /// Who the token says the caller is, once everything checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Citizen {
+    /// The token's `sub`; `certificate:SERIAL` for an identity read from a
+    /// certificate.
     pub subject: String,
+    /// The person's certificates and rate limit go by it; its format is
+    /// checked only before issuing.
     pub pinfl: String,
+    /// Family name.
     pub surname: String,
+    /// Given name.
     pub given_name: String,
+    /// None when the claim is absent or empty.
     pub patronymic: Option<String>,
+    /// None when the claim is absent or empty.
     pub tin: Option<String>,
+    /// YYYY-MM-DD when the token has it; it must agree with the PINFL.
+    /// None for an identity read from a certificate.
     pub birth_date: Option<String>,
+    /// The token's level of assurance; `certificate` for an identity read
+    /// from a certificate.
     pub assurance: String,
     /// The token this identity came from, for single use: the SHA-256 of
     /// its signing input (header and payload, what its signature covers, so
@@ -221,9 +250,13 @@ pub struct Citizen {
     pub token: Option<TokenId>,
 }
 
+/// What makes an ID token usable once: which token, and how long to
+/// remember it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenId {
+    /// SHA-256 of the token's signing input, hex.
     pub digest: String,
+    /// Unix seconds: `exp` plus the leeway, as long as the token is accepted.
     pub expires_at: i64,
 }
 
@@ -232,6 +265,8 @@ struct Keys {
     fetched: Option<Instant>,
 }
 
+/// Checks ID tokens with the provider's keys, kept and refetched as
+/// [`OidcConfig`] says. One per process.
 pub struct Verifier {
     config: OidcConfig,
     http: reqwest::Client,
@@ -240,6 +275,9 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// Validates `config` and makes the HTTP client (10 s timeout, no
+    /// redirects, `jwks_ca_file` trusted). Fetches no keys: call
+    /// [`Verifier::load`].
     pub fn new(config: OidcConfig) -> Result<Self, String> {
         config.validate()?;
         let mut http = reqwest::Client::builder()
@@ -265,6 +303,7 @@ impl Verifier {
         })
     }
 
+    /// The settings it was made with.
     pub fn config(&self) -> &OidcConfig {
         &self.config
     }
@@ -475,121 +514,4 @@ impl Verifier {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn verifier() -> Verifier {
-        Verifier::new(OidcConfig {
-            issuer: "https://id.example.uz".into(),
-            audience: "muhr".into(),
-            jwks_url: None,
-            jwks_file: Some("/nonexistent".into()),
-            jwks_ca_file: None,
-            jwks_refresh_seconds: 3600,
-            jwks_min_refetch_seconds: 10,
-            leeway_seconds: 60,
-            max_auth_age_seconds: 3600,
-            assurance: Assurance::default(),
-            claims: ClaimNames::default(),
-        })
-        .unwrap()
-    }
-
-    fn claims(now: i64) -> serde_json::Map<String, Value> {
-        serde_json::json!({
-            "iss": "https://id.example.uz", "aud": ["other", "muhr"], "azp": "muhr",
-            "sub": "u1", "exp": now + 300, "iat": now - 10, "auth_time": now - 20,
-            "acr": "high",
-            "pinfl": "31505851234567", "family_name": "Toshmatov", "given_name": "Sardor",
-        })
-        .as_object()
-        .unwrap()
-        .clone()
-    }
-
-    #[test]
-    fn claim_rules() {
-        let v = verifier();
-        let t = SystemTime::now();
-        let now = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let c = v.check_claims(&claims(now), t).unwrap();
-        assert_eq!(
-            (c.pinfl.as_str(), c.assurance.as_str()),
-            ("31505851234567", "high")
-        );
-        assert_eq!(c.patronymic, None);
-        let cases: Vec<(&str, Value, &str)> = vec![
-            ("iss", "https://evil".into(), "iss"),
-            ("aud", "other".into(), "aud"),
-            ("exp", (now - 61).into(), "expired"),
-            ("nbf", (now + 61).into(), "not valid yet"),
-            ("iat", (now + 61).into(), "future"),
-            ("iat", Value::Null, "iat"),
-            ("acr", "low".into(), "below"),
-            ("acr", "unheard-of".into(), "below"),
-            ("pinfl", "".into(), "pinfl"),
-            // A token issued to another client that lists us among several.
-            ("azp", "other".into(), "azp"),
-            ("azp", Value::Null, "azp is required"),
-            // A login older than the configured hour, or none stated.
-            ("auth_time", (now - 3661 - 60).into(), "older than"),
-            ("auth_time", Value::Null, "auth_time"),
-            ("auth_time", (now + 61).into(), "future"),
-        ];
-        for (claim, value, want) in cases {
-            let mut c = claims(now);
-            c.insert(claim.into(), value.clone());
-            let e = v.check_claims(&c, t).unwrap_err();
-            let text = format!("{e:?}");
-            assert!(text.contains(want), "{claim}={value}: {text}");
-        }
-        // A token that does not say when its login was.
-        let mut c = claims(now);
-        c.remove("auth_time");
-        let e = format!("{:?}", v.check_claims(&c, t).unwrap_err());
-        assert!(e.contains("auth_time is required"), "{e}");
-        // One audience needs no azp.
-        let mut c = claims(now);
-        c.insert("aud".into(), "muhr".into());
-        c.remove("azp");
-        assert!(v.check_claims(&c, t).is_ok());
-        // Within the leeway, a just-expired token still counts.
-        let mut c = claims(now);
-        c.insert("exp".into(), (now - 30).into());
-        assert!(v.check_claims(&c, t).is_ok());
-    }
-
-    #[test]
-    fn config_rules() {
-        let mut c = verifier().config().clone();
-        c.jwks_url = Some("http://x".into());
-        assert!(c.validate().is_err());
-        c.jwks_file = None;
-        c.assurance.minimum = "top".into();
-        assert!(c.validate().is_err());
-    }
-
-    /// The key set that decides who a citizen is never crosses the network
-    /// in the clear: a man in the middle would serve their own keys.
-    #[test]
-    fn a_plain_http_key_set_off_this_machine_is_refused() {
-        let mut c = verifier().config().clone();
-        c.jwks_file = None;
-        for (url, ok) in [
-            ("https://id.egov.uz/jwks", true),
-            ("http://127.0.0.1:9000/jwks", true),
-            ("http://localhost/jwks", true),
-            ("http://[::1]:80/jwks", true),
-            ("http://id.egov.uz/jwks", false),
-            ("http://127.0.0.1.evil.example/jwks", false),
-            ("http://localhost@evil.example/jwks", false),
-            ("ftp://127.0.0.1/jwks", false),
-        ] {
-            c.jwks_url = Some(url.into());
-            assert_eq!(c.validate().is_ok(), ok, "{url}");
-        }
-        c.jwks_url = Some("https://id.egov.uz/jwks".into());
-        c.max_auth_age_seconds = 2 * 86_400;
-        assert!(c.validate().is_err(), "more than a day");
-    }
-}
+mod tests;

@@ -10,5 +10,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = muhr_validation::cms::verify(data, None);
     let _ = muhr_validation::cms::verify(data, Some(data));
     // The renewal request inside such a signature.
-    let _ = muhr_ra::cmc::parse(data);
+    let _ = muhr_ra::citizen::cmc::parse(data);
 });
