@@ -19,20 +19,34 @@ use zeroize::Zeroizing;
 use crate::Fail;
 use crate::config::{Backend, Config, secret};
 
+/// An opened installation: what every command that works on one needs. The
+/// CA is opened only on demand, by [`App::ca`].
 pub struct App {
+    /// As loaded from `--config`, or the development defaults.
     pub config: Config,
+    /// `--data`, else the configuration's `data_dir`, else [`DEFAULT_DATA_DIR`].
     pub data_dir: PathBuf,
     /// No configuration file: development defaults, created on first use.
     pub dev: bool,
+    /// The database (`[database]`).
     pub store: Store,
+    /// The key store (`[key_store]`), software or PKCS#11.
     pub keys: Arc<dyn KeyStore>,
+    /// The certificate profiles: `policies.dir`, else the built-in set.
     pub profiles: Arc<Profiles>,
+    /// URLs, policy OIDs, backdating and CRL shards from the configuration,
+    /// checked against the profiles.
     pub policy: IssuancePolicy,
 }
 
+/// The data directory when neither `--data` nor `data_dir` names one.
 pub const DEFAULT_DATA_DIR: &str = "./muhr-data";
 
 impl App {
+    /// Opens the installation: `config_path` is `--config` (None: development
+    /// defaults), `data_override` is `--data`. Refuses a data directory, or a
+    /// secret outside it, that others can read; makes the directory (mode
+    /// 0700) when it is missing; opens the key store and the database.
     pub async fn load(
         config_path: Option<&Path>,
         data_override: Option<&Path>,
@@ -77,6 +91,8 @@ impl App {
         })
     }
 
+    /// The two CAs of `[ceremony]`, as the key ceremony takes them; fails on
+    /// an unknown key kind.
     pub fn ceremony(&self) -> Result<Ceremony, Fail> {
         let spec = |c: &crate::config::CaConfig| -> Result<CaSpec, Fail> {
             Ok(CaSpec {

@@ -196,6 +196,9 @@ fn refuse_existing(out: &Path) -> Result<(), Fail> {
     Ok(())
 }
 
+/// `muhr client request`: a new P-256 key made here, certified by Muhr at
+/// `server` on the strength of the ID token in `token_file`, and kept with
+/// its chain in the new PKCS#12 file `out`. Opens no installation.
 pub async fn request(
     server: &str,
     token_file: &Path,
@@ -279,8 +282,12 @@ pub async fn renew(
 
 /// A key and its certificate chain, opened from a PKCS#12 file.
 pub struct Credential {
+    /// The certificate for the file's private key.
     pub certificate: x509_cert::Certificate,
+    /// The file's other certificates, in the order they are stored.
     pub chain: Vec<x509_cert::Certificate>,
+    /// The signature algorithm for the key: ECDSA with SHA-256 (P-256) or
+    /// SHA-384 (P-384), or RSA PKCS#1 v1.5 with SHA-256.
     pub algorithm: AlgorithmIdentifierOwned,
     key: Key,
 }

@@ -33,6 +33,8 @@ pub async fn ca_audit_key(app: &App) -> Result<(), Fail> {
     Ok(())
 }
 
+/// `muhr ca init`: the key ceremony (root and issuing CAs from
+/// `[ceremony]`) and the audit key; prints where the certificates went.
 pub async fn ca_init(app: &App) -> Result<(), Fail> {
     app.init_ca(&cli_actor()).await?;
     app.audit_signer(true, &cli_actor()).await?;
@@ -47,6 +49,9 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, Fail> {
     std::fs::read(path).map_err(|e| Fail::invalid(format!("{what} {}: {e}", path.display())))
 }
 
+/// `muhr issue`: one certificate for the key in `csr` under `profile`, the
+/// subject taken from the JSON file `subject`; prints the PEM. A bad request
+/// is refused before the CA is opened, so it writes nothing.
 pub async fn issue(app: &App, profile: &str, csr: &Path, subject: &Path) -> Result<(), Fail> {
     // Everything about the request is checked before the CA is even opened, so a
     // bad request writes nothing (not even a development CA).
@@ -91,12 +96,17 @@ pub async fn issue(app: &App, profile: &str, csr: &Path, subject: &Path) -> Resu
     Ok(())
 }
 
+/// A Unix time in seconds as a UTC date for people to read
+/// (`2025-01-31T12:00:00Z`); a time before 1970 shows as 1970, one past
+/// 9999 as the bare number.
 pub fn date(unix: i64) -> String {
     der::DateTime::from_unix_duration(Duration::from_secs(unix.max(0) as u64))
         .map(|d| d.to_string())
         .unwrap_or_else(|_| unix.to_string())
 }
 
+/// `muhr cert show SERIAL` (hex, as OpenSSL prints it): the certificate's
+/// record and status as the database has them, then its PEM once signed.
 pub async fn cert_show(app: &App, serial: &str) -> Result<(), Fail> {
     let serial = muhr_pkix::serial::normalize_hex(serial).map_err(Fail::invalid)?;
     let rec = app
@@ -229,6 +239,9 @@ pub fn audit_verify_export(export: &Path, public_key: &Path) -> Result<(), Fail>
     Ok(())
 }
 
+/// `muhr revoke`, `suspend` or `restore` without an operator credential:
+/// the change is made at once and the new status printed. CA certificates
+/// refuse this path (dual control: see `approval_cli`).
 pub async fn change_status(app: &App, serial: &str, t: muhr_store::Transition) -> Result<(), Fail> {
     let serial = muhr_pkix::serial::normalize_hex(serial)
         .map_err(|e| Fail::invalid(format!("refused: serial: {e}")))?;

@@ -11,30 +11,46 @@ use std::time::Duration;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+/// The whole file (`--config`, or `MUHR_CONFIG`). An unknown key is
+/// refused, so a misspelt one is never silently ignored.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Where the database, keys, CRLs and TLS files live; `--data` overrides
+    /// it, and without either it is `./muhr-data`.
     pub data_dir: Option<PathBuf>,
+    /// `[database]`.
     #[serde(default)]
     pub database: Database,
+    /// `[key_store]`: where every key Muhr signs with is kept.
     #[serde(default)]
     pub key_store: KeyStoreConfig,
+    /// `[server]`: the two listeners.
     #[serde(default)]
     pub server: Server,
+    /// `[urls]`: the URLs written into certificates.
     #[serde(default)]
     pub urls: Urls,
+    /// `[issuance]`.
     #[serde(default)]
     pub issuance: Issuance,
+    /// `[policies]`: where the certificate profiles come from.
     #[serde(default)]
     pub policies: Policies,
+    /// `[crl]`.
     #[serde(default)]
     pub crl: CrlConfig,
+    /// `[ocsp]`.
     #[serde(default)]
     pub ocsp: OcspConfig,
+    /// `[identity]`: the checks on a person's data and the facts they rest on.
     #[serde(default)]
     pub identity: muhr_policies::identity::IdentityRules,
+    /// `[ceremony]`: the CAs `muhr ca init` creates.
     #[serde(default)]
     pub ceremony: CeremonyConfig,
+    /// `[personalization]`: what a card gets, where cards may come from, and
+    /// the district list.
     #[serde(default)]
     pub personalization: muhr_ra::PersonalizationConfig,
     /// Remote issuance to citizens; without it the citizen routes are absent.
@@ -42,6 +58,7 @@ pub struct Config {
     /// Login by certificate and the relying parties' services.
     #[serde(default)]
     pub login: muhr_login::login::LoginConfig,
+    /// `[audit]`: the audit chain's signed checkpoints.
     #[serde(default)]
     pub audit: AuditConfig,
 }
@@ -62,6 +79,7 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
+    /// Refuses values out of range, naming the key; [`Config::load`] calls it.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=1_000_000).contains(&self.checkpoint_entries) {
             return Err("audit.checkpoint_entries: between 1 and 1000000".into());
@@ -94,6 +112,7 @@ impl Default for AuditConfig {
     }
 }
 
+/// `[database]`: which database, and how long a request waits for it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Database {
@@ -116,28 +135,46 @@ impl Default for Database {
     }
 }
 
+/// `key_store.backend`: what holds the keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum Backend {
+    /// `software` (the default): encrypted files under a passphrase. For
+    /// development and tests; a production CA keeps its keys in an HSM.
     Software,
+    /// `pkcs11`: a token (an HSM, or SoftHSM) through its PKCS#11 module.
     Pkcs11,
 }
 
+/// `[key_store]`: where the CA, OCSP signer, audit and assertion keys are
+/// kept, and where the secret that unlocks them comes from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeyStoreConfig {
+    /// `software` (default) or `pkcs11`.
     pub backend: Backend,
     /// Software: directory of encrypted PKCS#8 files (relative to the data dir).
     pub dir: Option<PathBuf>,
+    /// Software: file holding the passphrase, relative to the data directory
+    /// (default `keys/passphrase`). Refused when others can read it.
     pub passphrase_file: Option<PathBuf>,
+    /// Software: environment variable holding the passphrase; when set, it
+    /// is used instead of `passphrase_file`.
     pub passphrase_env: Option<String>,
     /// Development only: create a random passphrase file when it is missing.
     pub generate_passphrase: bool,
     /// PKCS#11: the module, the token and where the user PIN comes from.
     pub module: Option<PathBuf>,
+    /// PKCS#11: the token's label; required with `pkcs11`.
     pub token_label: Option<String>,
+    /// PKCS#11: environment variable holding the user PIN; when set, it is
+    /// used instead of `pin_file`.
     pub pin_env: Option<String>,
+    /// PKCS#11: file holding the user PIN, relative to the working directory.
+    /// Refused when others can read it.
     pub pin_file: Option<PathBuf>,
+    /// PKCS#11: logged-in sessions that sign side by side (default 4, held to
+    /// 1 to 64).
     pub sessions: Option<usize>,
     /// PKCS#11: sign with a session copy of the key kept in the module (default
     /// true; a module that refuses the copy is used through the token object).
@@ -166,9 +203,13 @@ impl Default for KeyStoreConfig {
     }
 }
 
+/// `[server]`: the public listener, the RA's mutual-TLS listener and the
+/// limits of both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
+    /// The public listener, plain HTTP (default [`DEFAULT_LISTEN`]); `--listen`
+    /// overrides it.
     pub listen: String,
     /// The RA's mutual-TLS listener (personalization line, operators).
     pub listen_mtls: String,
@@ -176,7 +217,11 @@ pub struct Server {
     /// the CA issues one (`tls-server` profile) for `tls_names`, kept in
     /// DATA/tls and renewed when it has less than 30 days left.
     pub tls_cert: Option<PathBuf>,
+    /// The key for `tls_cert` (PKCS#8 PEM); set both or neither. Refused when
+    /// others can read it.
     pub tls_key: Option<PathBuf>,
+    /// Host names or IP addresses of the certificate the CA issues when
+    /// `tls_cert` is not set; the first is also its common name.
     pub tls_names: Vec<String>,
     /// Time and count limits of both listeners (`[server.limits]`).
     pub limits: Limits,
@@ -225,6 +270,7 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Refuses values out of range, naming the key; [`Config::load`] calls it.
     pub fn validate(&self) -> Result<(), String> {
         let range = |name: &str, v: u64, lo: u64, hi: u64| {
             if (lo..=hi).contains(&v) {
@@ -284,20 +330,26 @@ impl Limits {
         )?;
         Ok(())
     }
+    /// `header_read_timeout_seconds` as a [`Duration`].
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_seconds)
     }
+    /// `idle_timeout_seconds` as a [`Duration`].
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_seconds)
     }
+    /// `request_timeout_seconds` as a [`Duration`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)
     }
+    /// `max_connection_age_seconds` as a [`Duration`].
     pub fn max_connection_age(&self) -> Duration {
         Duration::from_secs(self.max_connection_age_seconds)
     }
 }
 
+/// The public listener's default address; also the host of the default
+/// `urls.base`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 impl Default for Server {
@@ -317,9 +369,15 @@ impl Default for Server {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Urls {
+    /// Muhr's public address as relying parties reach it (a trailing `/` is
+    /// dropped). Default `http://` + [`DEFAULT_LISTEN`]: set it in production.
     pub base: String,
+    /// The CRL distribution point. It must contain `{crl}`, which becomes
+    /// each CRL's name: whole, shard and delta CRLs each need their own URL.
     pub crl: String,
+    /// The OCSP responder (authorityInfoAccess).
     pub ocsp: String,
+    /// Where the issuer's certificate is fetched (authorityInfoAccess caIssuers).
     pub ca_issuers: String,
 }
 
@@ -334,9 +392,14 @@ impl Default for Urls {
     }
 }
 
+/// `[issuance]`: what the configuration decides for every certificate, and
+/// the recovery of interrupted issuance.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Issuance {
+    /// notBefore is set this far before the moment of issuance, so that
+    /// relying parties whose clocks run behind accept a new certificate
+    /// (default 300).
     pub backdate_seconds: u64,
     /// At start, intents left pending at least this long are signed and stored
     /// (a younger one may be another node's issuance still under way).
@@ -427,6 +490,7 @@ impl Default for OcspConfig {
     }
 }
 
+/// `[policies]`: the certificate profiles.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Policies {
@@ -434,21 +498,36 @@ pub struct Policies {
     pub dir: Option<PathBuf>,
 }
 
+/// One CA made at the key ceremony. A table that is given needs every key;
+/// one left out takes its development default (see [`CeremonyConfig`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaConfig {
+    /// The certificate profile it is issued under (`root-ca`, `issuing-ca`).
     pub profile: String,
+    /// Label of its key in the key store.
     pub key_label: String,
+    /// Key kind: `ecdsa-p256`, `ecdsa-p384`, `rsa-BITS` or `rsa-pss-BITS`
+    /// (BITS 2048, 3072 or 4096).
     pub key: String,
+    /// The subject's commonName.
     pub common_name: String,
+    /// The subject's organizationName; the mTLS listener's certificate
+    /// carries the issuing CA's.
     pub organization: String,
+    /// The subject's countryName, two letters.
     pub country: String,
 }
 
+/// `[ceremony]`: the two CAs `muhr ca init` creates. The defaults make the
+/// development CAs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CeremonyConfig {
+    /// `[ceremony.root]`: the self-signed root (default ECDSA P-384).
     pub root: CaConfig,
+    /// `[ceremony.issuing]`: certified by the root; it signs end-entity
+    /// certificates (default ECDSA P-256).
     pub issuing: CaConfig,
 }
 
@@ -488,6 +567,8 @@ impl Config {
         c
     }
 
+    /// Reads and checks the file: an unknown key, a malformed value or one
+    /// out of range is refused, the message starting with the file's path.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let c: Self =

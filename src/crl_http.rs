@@ -28,6 +28,8 @@ struct Held {
     next_update: i64,
 }
 
+/// The CRLs this process has served, by name: each CRL number's DER is read
+/// from the database once, and served from here while it cannot be reached.
 #[derive(Default)]
 pub struct CrlCache(Mutex<HashMap<String, Held>>);
 

@@ -3,6 +3,8 @@
 //! (`muhr-bench`, in `bench/`) can drive the same server in its own
 //! process without any benchmark code being linked into `muhr`.
 
+#![deny(missing_docs)]
+
 pub mod app;
 pub mod approval_cli;
 pub mod citizen_cli;
@@ -18,7 +20,10 @@ pub mod serve;
 /// A command's failure: the message for stderr and the exit code.
 #[derive(Debug)]
 pub struct Fail {
+    /// The process's exit code: 1 for a refusal or an internal error, 2 when
+    /// `muhr verify` cannot read its input.
     pub code: u8,
+    /// Printed on stderr after `muhr: `, with any password in a URL masked.
     pub message: String,
 }
 

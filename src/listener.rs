@@ -47,6 +47,7 @@ use crate::config::Limits;
 /// Counters of one listener, rendered into `/metrics`.
 #[derive(Default)]
 pub struct Stats {
+    /// The listener's name (`public`, `mtls`): the `listener` label in `/metrics`.
     pub name: &'static str,
     open: AtomicU64,
     accepted: AtomicU64,
@@ -60,6 +61,7 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// All counters at zero, for the listener called `name`.
     pub fn new(name: &'static str) -> Arc<Self> {
         Arc::new(Self {
             name,
@@ -67,6 +69,7 @@ impl Stats {
         })
     }
 
+    /// Connections open now.
     pub fn open(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
     }
@@ -135,6 +138,7 @@ pub fn metrics_header(out: &mut String) {
 /// How a listener's connections are turned into requests.
 #[derive(Clone)]
 pub enum Transport {
+    /// Plain HTTP/1.1 and HTTP/2 (cleartext): the public listener.
     Plain,
     /// Mutual TLS; the client's leaf certificate reaches the router as
     /// [`muhr_http::clients::PeerCertificate`].
@@ -148,6 +152,7 @@ pub struct Listener {
     transport: Transport,
     limits: Limits,
     max_connections: usize,
+    /// This listener's counters; `muhr serve` hands them to `/metrics`.
     pub stats: Arc<Stats>,
 }
 
@@ -188,6 +193,7 @@ impl Listener {
             .map_err(|e| Fail::invalid(format!("listener ({what}): {e}")))
     }
 
+    /// The address bound: with port 0, the port the system chose.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
     }

@@ -26,7 +26,9 @@ const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86400);
 
 /// A certificate chain (leaf first, DER) and its PKCS#8 key.
 pub struct Credential {
+    /// The certificates, leaf first, DER.
     pub chain: Vec<Vec<u8>>,
+    /// The leaf's private key, PKCS#8 DER; wiped when dropped.
     pub key: Zeroizing<Vec<u8>>,
 }
 

@@ -120,9 +120,12 @@ pub async fn registry_import(app: &App, file: &Path) -> Result<(), Fail> {
     Ok(())
 }
 
+/// `--format` of `muhr report pilot` and `muhr report usage`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum ReportFormat {
+    /// CSV with a header line.
     Csv,
+    /// One JSON document.
     Json,
 }
 

@@ -17,12 +17,18 @@ use muhr_store::Store;
 use crate::Fail;
 use crate::app::App;
 
+/// The state of the public listener's own routes ([`router`]).
 #[derive(Clone)]
 pub struct Shared {
+    /// The CA: its certificates for `/ca/`, its counters for `/metrics`.
     pub ca: Arc<Ca>,
+    /// The OCSP responder, for its counters in `/metrics`.
     pub ocsp: Arc<muhr_ocsp_responder::Responder>,
+    /// The database: CRLs, and the certificate counts in `/metrics`.
     pub store: Store,
+    /// CRLs held in memory (see [`crate::crl_http`]).
     pub crls: Arc<crate::crl_http::CrlCache>,
+    /// The key store, for whether it is up (`/healthz`, `/metrics`).
     pub keys: Arc<dyn KeyStore>,
     /// What the last checks of the key store and the database said.
     pub health: Arc<Health>,
@@ -83,6 +89,12 @@ async fn signer_renewal(
     }
 }
 
+/// `muhr serve`: makes or renews the delegated OCSP signer, starts the CRL
+/// updater and the audit checkpoints, and serves both listeners. `listen`
+/// and `listen_mtls` are `--listen` and `--listen-mtls` (None: the
+/// configuration's). Fails when the audit key is missing (a development
+/// installation makes it). Runs until SIGINT or SIGTERM, then gives
+/// requests in progress 10 s to finish.
 pub async fn run(
     app: App,
     listen: Option<String>,
@@ -344,6 +356,9 @@ async fn shutdown() {
     tracing::info!("shutting down");
 }
 
+/// `/healthz`, `/metrics`, `/ca/{file}`, `/crl/{file}` and `/openapi.json`,
+/// and a JSON 404 for any other path. [`run`] merges OCSP, citizens and
+/// login into the same public listener.
 pub fn router(shared: Shared) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -383,6 +398,7 @@ pub struct Health {
 }
 
 impl Health {
+    /// Both taken as up as of now, until the first checks answer.
     pub fn new() -> Self {
         let now = muhr_store::now_secs();
         Self {

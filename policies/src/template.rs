@@ -24,7 +24,13 @@ impl Template {
         let mut rest = s;
         while let Some(open) = rest.find('{') {
             if open > 0 {
-                parts.push(Part::Text(rest[..open].to_string()));
+                let text = &rest[..open];
+                // A stray '}' before a field is the same typo as one after
+                // the last: refused, never written into certificates.
+                if text.contains('}') {
+                    return Err(format!("{s:?}: '}}' without '{{'"));
+                }
+                parts.push(Part::Text(text.to_string()));
             }
             let close = rest[open..]
                 .find('}')

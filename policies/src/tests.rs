@@ -128,6 +128,8 @@ fn templates_fold_missing_optional_fields() {
     assert_eq!(t.render(&f), None);
     assert!(Template::parse("{pinfl", END_ENTITY_FIELDS).is_err());
     assert!(Template::parse("pinfl}", END_ENTITY_FIELDS).is_err());
+    assert!(Template::parse("a}{pinfl}", END_ENTITY_FIELDS).is_err());
+    assert!(Template::parse("{surname}}{pinfl}", END_ENTITY_FIELDS).is_err());
     assert!(Template::parse("{country}", END_ENTITY_FIELDS).is_err());
 }
 
