@@ -88,6 +88,24 @@ pub enum BenchCommand {
         #[arg(long, default_value = "127.0.0.1:18443")]
         listen_mtls: String,
     },
+    /// Registry events per second from a file (`muhr registry events`, in
+    /// this process) on card holders made for it: one event in
+    /// `--changing-every` revokes or suspends two certificates, the rest
+    /// find none. `--kill-half` then applies a second file in a child
+    /// killed half way and run again, and checks every event applied once.
+    Registry {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 10)]
+        changing_every: usize,
+        #[arg(long)]
+        kill_half: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The child of `registry --kill-half`: applies FILE.
+    #[command(hide = true)]
+    RegistryApply { file: std::path::PathBuf },
     /// Signatures per second from the issuing CA's key through the configured
     /// key store (the HSM's own speed, nothing else), from T threads.
     Sign {
@@ -329,6 +347,15 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
     let (count, concurrency, batch, profile, print_serials, json) = match cmd {
         BenchCommand::Crl { entries, json } => return bench_crl(app, entries, json).await,
+        BenchCommand::Registry {
+            events,
+            changing_every,
+            kill_half,
+            json,
+        } => return crate::registry::run(app, events, changing_every, kill_half, json).await,
+        BenchCommand::RegistryApply { file } => {
+            return muhr::registry_cli::registry_events(app, &file).await;
+        }
         // Served by `main`, which hands it the installation.
         BenchCommand::Serve { .. } => return Ok(()),
         BenchCommand::Sign {

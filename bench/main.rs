@@ -18,6 +18,7 @@ mod commands;
 mod http;
 mod login;
 mod personalization;
+mod registry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -241,12 +241,14 @@ pub fn audit_verify_export(export: &Path, public_key: &Path) -> Result<(), Fail>
 
 /// `muhr revoke`, `suspend` or `restore` without an operator credential:
 /// the change is made at once and the new status printed. CA certificates
-/// refuse this path (dual control: see `approval_cli`).
+/// refuse this path (dual control: see `approval_cli`). The holder gets a
+/// notice (docs/notices.md).
 pub async fn change_status(app: &App, serial: &str, t: muhr_store::Transition) -> Result<(), Fail> {
     let serial = muhr_pkix::serial::normalize_hex(serial)
         .map_err(|e| Fail::invalid(format!("refused: serial: {e}")))?;
     let ca = app.ca().await?;
-    let status = ca.change_status(&serial, t, &cli_actor()).await?;
+    // The holder is told: the CA administrator acted on their certificate.
+    let status = ca.change_status_notifying(&serial, t, &cli_actor()).await?;
     let reason = status
         .reason
         .and_then(muhr_ca::revocation::Reason::from_code)

@@ -53,6 +53,9 @@ pub struct Config {
     /// the district list.
     #[serde(default)]
     pub personalization: muhr_ra::PersonalizationConfig,
+    /// `[registry]`: how the population registry's events are applied.
+    #[serde(default)]
+    pub registry: muhr_ra::registry::RegistryConfig,
     /// Remote issuance to citizens; without it the citizen routes are absent.
     pub citizens: Option<muhr_ra::citizen::service::CitizensConfig>,
     /// Login by certificate and the relying parties' services.
@@ -61,6 +64,9 @@ pub struct Config {
     /// `[audit]`: the audit chain's signed checkpoints.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `[notices]`: the notification system's webhook. Without it notices
+    /// are still recorded (citizens see them) but not delivered.
+    pub notices: Option<muhr_notices::NoticesConfig>,
 }
 
 /// The audit chain's anchoring (`ca/src/audit_anchor.rs`).
@@ -576,6 +582,8 @@ impl Config {
         c.audit
             .validate()
             .and_then(|_| c.server.limits.validate())
+            .and_then(|_| c.notices.as_ref().map_or(Ok(()), |n| n.validate()))
+            .and_then(|_| c.registry.check())
             .and_then(|_| {
                 if (100..=60_000).contains(&c.database.acquire_timeout_ms) {
                     Ok(())

@@ -13,7 +13,9 @@ pub mod config;
 pub mod crl_http;
 pub mod listener;
 pub mod mtls;
+pub mod notices_cli;
 pub mod ra_cli;
+pub mod registry_cli;
 pub mod rp_cli;
 pub mod serve;
 

@@ -9,7 +9,10 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use muhr::{Fail, app, approval_cli, citizen_cli, commands, mtls, ra_cli, rp_cli, serve};
+use muhr::{
+    Fail, app, approval_cli, citizen_cli, commands, mtls, notices_cli, ra_cli, registry_cli,
+    rp_cli, serve,
+};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -146,7 +149,7 @@ enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
-    /// The population-registry extract the RA checks people against.
+    /// The population registry: its extract and its events.
     Registry {
         #[command(subcommand)]
         command: RegistryCommand,
@@ -160,6 +163,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Notices to people about their certificates (docs/notices.md).
+    Notices {
+        #[command(subcommand)]
+        command: NoticesCommand,
     },
     /// Relying parties (state bodies, banks) of login and verification.
     Rp {
@@ -304,7 +312,20 @@ enum RpCommand {
 #[derive(Subcommand)]
 enum RegistryCommand {
     /// Load a CSV extract: pinfl,surname,given_name,patronymic,birth_date,deceased_on.
+    /// Deaths it brings are applied as `person.deceased` events.
     Import { file: PathBuf },
+    /// Apply a file of registry events, one JSON object a line (see
+    /// docs/registry-events.md).
+    Events { file: PathBuf },
+    /// End the name reviews that are due now (`muhr serve` does it every
+    /// minute): certificates naming a person's old name are revoked.
+    Review,
+    /// Events that found nobody known here, or were refused; newest first.
+    Unmatched {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -347,6 +368,26 @@ enum AuditCommand {
     /// Write the chain and its signed checkpoints to FILE (JSON lines; see
     /// docs/audit.md) for an offline verifier.
     Export { out: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum NoticesCommand {
+    /// Notices, newest first, tab-separated with a header line.
+    List {
+        /// pending, delivered or failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// One person's notices.
+        #[arg(long)]
+        pinfl: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = notices_cli::DEFAULT_LIST_LIMIT)]
+        limit: i64,
+    },
+    /// Put a failed notice back to pending, due now (audited).
+    Retry { key: String },
+    /// The ES256 key's public half (JWK and PEM), for the receiver.
+    PublicKey,
 }
 
 /// Standard error with every password in a URL masked: log lines quote
@@ -504,6 +545,9 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             | Command::Client { .. }
             | Command::Rp { .. }
             | Command::Registry { .. }
+            | Command::Notices {
+                command: NoticesCommand::Retry { .. } | NoticesCommand::PublicKey
+            }
     );
     let result = run_installed(&app, command).await;
     if appends && result.is_ok() {
@@ -546,10 +590,33 @@ async fn run_installed(app: &app::App, command: Command) -> Result<(), Fail> {
         } => rp_cli::verify(app, &signature, content.as_deref(), json).await,
         Command::Registry {
             command: RegistryCommand::Import { file },
-        } => ra_cli::registry_import(app, &file).await,
+        } => registry_cli::registry_import(app, &file).await,
+        Command::Registry {
+            command: RegistryCommand::Events { file },
+        } => registry_cli::registry_events(app, &file).await,
+        Command::Registry {
+            command: RegistryCommand::Review,
+        } => registry_cli::registry_review(app).await,
+        Command::Registry {
+            command: RegistryCommand::Unmatched { limit },
+        } => registry_cli::registry_unmatched(app, limit).await,
         Command::Report {
             command: ReportCommand::Pilot { from, to, format },
         } => ra_cli::report_pilot(app, &from, &to, format).await,
+        Command::Notices {
+            command:
+                NoticesCommand::List {
+                    state,
+                    pinfl,
+                    limit,
+                },
+        } => notices_cli::list(app, state.as_deref(), pinfl.as_deref(), limit).await,
+        Command::Notices {
+            command: NoticesCommand::Retry { key },
+        } => notices_cli::retry(app, &key).await,
+        Command::Notices {
+            command: NoticesCommand::PublicKey,
+        } => notices_cli::public_key(app).await,
         Command::Ca {
             command: CaCommand::Init,
         } => commands::ca_init(app).await,

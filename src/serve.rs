@@ -139,6 +139,8 @@ pub async fn run(
         app.config.audit.checkpoint_entries,
         Duration::from_secs(app.config.audit.checkpoint_seconds),
     ));
+    // Notices: a key that cannot be used stops the start, before serving.
+    let notices = crate::notices_cli::worker(&app).await?;
     let shared = Shared {
         ca: ca.clone(),
         ocsp: responder.clone(),
@@ -155,6 +157,7 @@ pub async fn run(
     let limits = &app.config.server.limits;
     tokio::spawn(key_store_monitor(app.keys.clone(), shared.health.clone()));
     tokio::spawn(database_monitor(app.store.clone(), shared.health.clone()));
+    tokio::spawn(name_reviews(registry_events(&app)));
     // The RA on its own mutual-TLS listener.
     let listen_mtls = listen_mtls.unwrap_or_else(|| app.config.server.listen_mtls.clone());
     let credential = crate::mtls::server_credential(&app, &ca).await?;
@@ -193,11 +196,17 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     let drain = Duration::from_secs(10);
+    let notices = crate::notices_cli::spawn(&app, notices, stop_rx.clone());
     let mtls = tokio::spawn(mtls.serve(stopped(stop_rx.clone()), drain));
     let public = tokio::spawn(public.serve(stopped(stop_rx), drain));
     shutdown().await;
     let _ = stop_tx.send(true);
     let _ = tokio::join!(public, mtls);
+    // A delivery in flight finishes or is abandoned to its lease (the
+    // notice is sent again later; the receiver drops the repeat).
+    for task in notices {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     app.store.close().await;
     Ok(())
 }
@@ -209,6 +218,36 @@ pub fn ra_api(app: &App, ca: Arc<Ca>, rules: Arc<muhr_ra::Rules>) -> muhr_ra::ht
         personalizer: muhr_ra::Personalizer::start(ca, rules),
         registry: Arc::new(muhr_http::clients::Registry::new(app.store.clone())),
         crl_validity: Duration::from_secs(app.config.crl.validity_hours * 3600),
+        registry_events: registry_events(app),
+    }
+}
+
+/// Applies registry events, for the API and the name reviews.
+pub fn registry_events(app: &App) -> Arc<muhr_ra::registry::apply::RegistryEvents> {
+    Arc::new(muhr_ra::registry::apply::RegistryEvents::new(
+        app.store.clone(),
+        app.config.identity.clone(),
+        app.config.registry.clone(),
+    ))
+}
+
+/// Ends due name reviews once a minute (every node; a review is ended by
+/// one transaction, whichever node gets it).
+async fn name_reviews(events: Arc<muhr_ra::registry::apply::RegistryEvents>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match events.review_names(muhr_store::now_secs(), 500).await {
+            Ok(r) if r.reviews > 0 => {
+                tracing::info!(
+                    reviews = r.reviews,
+                    revoked = r.revoked.len(),
+                    "name reviews ended"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "name reviews: will try again"),
+        }
     }
 }
 

@@ -100,6 +100,8 @@ pub(crate) struct StatusPlan {
     reason: Option<&'static str>,
     profile: String,
     issuer: String,
+    /// The holder's PINFL, when the certificate names a person.
+    pinfl: Option<String>,
 }
 
 impl StatusPlan {
@@ -517,6 +519,67 @@ impl Ca {
         }
     }
 
+    /// [`Ca::change_status`] made by someone other than the holder (an
+    /// operator, the CA administrator): the holder gets a notice (kind
+    /// `suspended`, `restored` or `revoked`, with the reason name) in the
+    /// same transaction as the change. A certificate that names no person
+    /// gets none. The holder's own acts use [`Ca::change_status`]: nobody
+    /// needs telling what they just did.
+    pub async fn change_status_notifying(
+        &self,
+        serial: &str,
+        transition: muhr_store::Transition,
+        actor: &str,
+    ) -> Result<muhr_store::Status, IssueError> {
+        let plan = self.status_plan(serial, transition).await?;
+        if plan.ca_certificate {
+            return Err(refused("serial", dual_control::CA_CERTIFICATE));
+        }
+        let notice = plan.pinfl.as_ref().map(|pinfl| {
+            use muhr_store::notices::{NewNotice, NoticeKind};
+            let now = muhr_store::now_micros();
+            // A revocation is final: one per certificate. A suspension or a
+            // restoration can happen again, each its own notice.
+            let (kind, key) = match transition {
+                muhr_store::Transition::Revoke { .. } => {
+                    (NoticeKind::Revoked, format!("revoked:{}", plan.serial))
+                }
+                muhr_store::Transition::Suspend => (
+                    NoticeKind::Suspended,
+                    format!("suspended:{}:{now}", plan.serial),
+                ),
+                muhr_store::Transition::Restore => (
+                    NoticeKind::Restored,
+                    format!("restored:{}:{now}", plan.serial),
+                ),
+            };
+            let (y, m, d) =
+                muhr_policies::identity::civil_from_days(now.div_euclid(86_400_000_000));
+            NewNotice {
+                key,
+                pinfl: pinfl.clone(),
+                serial: Some(plan.serial.clone()),
+                kind,
+                reason: plan.reason.map(str::to_string),
+                on_date: format!("{y:04}-{m:02}-{d:02}"),
+            }
+        });
+        match self
+            .store
+            .change_status_noticed(
+                serial,
+                transition,
+                &plan.event(actor, serde_json::json!({})),
+                notice.as_ref(),
+            )
+            .await
+        {
+            Ok(s) => Ok(s),
+            Err(muhr_store::StoreError::Conflict(why)) => Err(refused("serial", why)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// What a status change of `serial` would be: the checks every path
     /// shares (the certificate exists, the reason fits it).
     pub(crate) async fn status_plan(
@@ -552,6 +615,7 @@ impl Ca {
             reason,
             profile: record.intent.profile,
             issuer: record.intent.issuer,
+            pinfl: record.intent.pinfl,
         })
     }
 

@@ -24,6 +24,9 @@ pub enum Role {
     /// An operator: reads, revokes, suspends and restores certificates,
     /// reads card jobs and asks for a CRL.
     Operator,
+    /// The population registry's adapter: posts registry events, nothing
+    /// else.
+    Registry,
 }
 
 impl Role {
@@ -32,6 +35,7 @@ impl Role {
         match self {
             Role::PersonalizationLine => "personalization-line",
             Role::Operator => "operator",
+            Role::Registry => "registry",
         }
     }
 }
@@ -42,8 +46,9 @@ impl std::str::FromStr for Role {
         match s {
             "personalization-line" => Ok(Role::PersonalizationLine),
             "operator" => Ok(Role::Operator),
+            "registry" => Ok(Role::Registry),
             _ => Err(format!(
-                "unknown role {s:?} (roles: personalization-line, operator)"
+                "unknown role {s:?} (roles: personalization-line, operator, registry)"
             )),
         }
     }

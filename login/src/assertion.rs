@@ -8,30 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use der::Decode;
-use der::asn1::UintRef;
 use muhr_hsm::{KeySigner, KeySpec};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-/// The key store's ECDSA signature, DER `Ecdsa-Sig-Value` (RFC 3279).
-#[derive(der::Sequence)]
-struct EcdsaSig<'a> {
-    r: UintRef<'a>,
-    s: UintRef<'a>,
-}
 
 /// r ‖ s, each left-padded to 32 bytes, as JWS wants (RFC 7518 3.4).
 fn fixed_p256(der_sig: &[u8]) -> Result<Vec<u8>, String> {
-    let sig = EcdsaSig::from_der(der_sig).map_err(|e| format!("ECDSA signature: {e}"))?;
-    let mut out = vec![0u8; 64];
-    for (i, n) in [sig.r.as_bytes(), sig.s.as_bytes()].into_iter().enumerate() {
-        if n.len() > 32 {
-            return Err("ECDSA signature component longer than 32 bytes".into());
-        }
-        out[i * 32 + 32 - n.len()..(i + 1) * 32].copy_from_slice(n);
-    }
-    Ok(out)
+    muhr_pkix::jws::es256_from_der(der_sig)
 }
 
 /// Issues identity assertions with the assertion key and publishes its
@@ -62,19 +44,9 @@ impl Assertions {
             .public_key()
             .subject_public_key
             .as_bytes()
-            .filter(|p| p.len() == 65 && p[0] == 4)
             .ok_or("the assertion key's public point is not an uncompressed P-256 point")?;
-        let (x, y) = (
-            URL_SAFE_NO_PAD.encode(&point[1..33]),
-            URL_SAFE_NO_PAD.encode(&point[33..]),
-        );
-        // RFC 7638 thumbprint: the required members, in lexical order, no spaces.
-        let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
-        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()));
-        let jwk = json!({
-            "kty": "EC", "crv": "P-256", "x": x, "y": y,
-            "kid": kid, "alg": "ES256", "use": "sig",
-        });
+        let (kid, jwk) = muhr_pkix::jws::p256_jwk(point)
+            .map_err(|e| format!("the assertion key's public point: {e}"))?;
         Ok(Self {
             signer,
             kid,

@@ -268,6 +268,52 @@ impl Unverified {
     }
 }
 
+/// The key store's ECDSA P-256 signature, DER `Ecdsa-Sig-Value` (RFC 3279).
+#[derive(der::Sequence)]
+struct EcdsaSig<'a> {
+    r: der::asn1::UintRef<'a>,
+    s: der::asn1::UintRef<'a>,
+}
+
+/// A DER ECDSA P-256 signature (what key stores make) as JOSE wants it:
+/// r ‖ s, each left-padded to 32 bytes (RFC 7518 §3.4).
+pub fn es256_from_der(der_sig: &[u8]) -> Result<Vec<u8>, String> {
+    use der::Decode;
+    let sig = EcdsaSig::from_der(der_sig).map_err(|e| format!("ECDSA signature: {e}"))?;
+    let mut out = vec![0u8; 64];
+    for (i, n) in [sig.r.as_bytes(), sig.s.as_bytes()].into_iter().enumerate() {
+        if n.len() > 32 {
+            return Err("ECDSA signature component longer than 32 bytes".into());
+        }
+        out[i * 32 + 32 - n.len()..(i + 1) * 32].copy_from_slice(n);
+    }
+    Ok(out)
+}
+
+/// The public JWK (`kty` EC, `crv` P-256, `alg` ES256, `use` sig) of an
+/// uncompressed P-256 point (0x04 ‖ x ‖ y), and its `kid`: the RFC 7638
+/// thumbprint, which changes only when the key does.
+pub fn p256_jwk(point: &[u8]) -> Result<(String, serde_json::Value), String> {
+    if point.len() != 65 || point[0] != 4 {
+        return Err("not an uncompressed P-256 point".into());
+    }
+    let (x, y) = (
+        URL_SAFE_NO_PAD.encode(&point[1..33]),
+        URL_SAFE_NO_PAD.encode(&point[33..]),
+    );
+    // RFC 7638: the required members, in lexical order, no spaces.
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    let kid = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        canonical.as_bytes(),
+    ));
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "x": x, "y": y,
+        "kid": kid, "alg": "ES256", "use": "sig",
+    });
+    Ok((kid, jwk))
+}
+
 /// A compact ES256 JWS over `claims`, the raw r ‖ s signature made by `sign`
 /// (which sees the signing input).
 pub fn sign_es256(

@@ -5,6 +5,9 @@
 //! keys, claims the card job so a retry never issues twice, asks the CA for
 //! the certificates and supersedes the person's previous card. Citizens
 //! already authenticated by the identity system ask remotely ([`citizen`]).
+//! The population registry's events (deaths, lost and invalidated
+//! documents, name changes) change the certificates they concern
+//! ([`registry`]).
 //! Operators look up people and certificates and change their status
 //! ([`http`], the mutual-TLS API of the line and the operators; callers are
 //! known to `muhr_http::clients`).
@@ -18,6 +21,7 @@
 pub mod card;
 pub mod citizen;
 pub mod http;
+pub mod registry;
 
 pub use card::config::PersonalizationConfig;
 pub use card::personalize::{CardError, CardOutcome, Personalizer};

@@ -224,6 +224,111 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Benchmarks only: a card for each `(pinfl, document)` of `holders` (a
+    /// finished card job, the person's current card) with two certificates
+    /// of `issuer` (roles auth and sign, no certificate body), as registry
+    /// events find them. Returns the serials, two per holder.
+    pub async fn insert_synthetic_holders(
+        &self,
+        issuer: &str,
+        holders: &[(String, String)],
+        not_after: i64,
+    ) -> Result<Vec<String>> {
+        const ROWS: usize = 200;
+        let now = crate::now_secs();
+        let mut all = Vec::with_capacity(holders.len() * 2);
+        for group in holders.chunks(20_000) {
+            let mut tx = self.pool.begin().await?;
+            for chunk in group.chunks(ROWS) {
+                let mut certs = String::from(
+                    "INSERT INTO certificates (serial, issuer, profile, subject, pinfl, not_before, not_after, \
+                     tbs, status, created_at, revocation, job, job_role) VALUES ",
+                );
+                let mut jobs = String::from(
+                    "INSERT INTO card_jobs (job, body_hash, pinfl, document, district, state, owner, \
+                     lease_until, created_at, finished_at) VALUES ",
+                );
+                let mut cards = String::from(
+                    "INSERT INTO person_cards (pinfl, job, document, updated_at) VALUES ",
+                );
+                let mut serials = Vec::new();
+                for (i, _) in chunk.iter().enumerate() {
+                    let sep = if i > 0 { "," } else { "" };
+                    // $1 empty bytes; per holder: pinfl, document, job, serial auth, serial sign, issuer.
+                    let p = 2 + i * 6;
+                    certs.push_str(&format!(
+                        "{sep}(${a}, ${iss}, 'bench', 'CN=bench', ${pin}, {now}, {not_after}, $1, 'issued', {now}, 'good', ${job}, 'auth'), \
+                         (${b}, ${iss}, 'bench', 'CN=bench', ${pin}, {now}, {not_after}, $1, 'issued', {now}, 'good', ${job}, 'sign')",
+                        a = p + 3,
+                        b = p + 4,
+                        iss = p + 5,
+                        pin = p,
+                        job = p + 2
+                    ));
+                    jobs.push_str(&format!(
+                        "{sep}(${job}, $1, ${pin}, ${doc}, '1726269', 'done', 'bench', 0, {now}, {now})",
+                        job = p + 2,
+                        pin = p,
+                        doc = p + 1
+                    ));
+                    cards.push_str(&format!(
+                        "{sep}(${pin}, ${job}, ${doc}, {now})",
+                        pin = p,
+                        job = p + 2,
+                        doc = p + 1
+                    ));
+                    let mut pair = Vec::new();
+                    for _ in 0..2 {
+                        let mut b = [0u8; 20];
+                        synthetic_serial_bytes(&mut b);
+                        b[0] = (b[0] & 0x3f) | 0x40;
+                        pair.push(hex::encode_upper(b));
+                    }
+                    serials.push(pair);
+                }
+                for sql in [certs, jobs, cards] {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Vec::<u8>::new());
+                    for ((pinfl, document), pair) in chunk.iter().zip(&serials) {
+                        q = q
+                            .bind(pinfl.clone())
+                            .bind(document.clone())
+                            .bind(format!("bench/{pinfl}"))
+                            .bind(pair[0].clone())
+                            .bind(pair[1].clone())
+                            .bind(issuer.to_string());
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                all.extend(serials.into_iter().flatten());
+            }
+            tx.commit().await?;
+        }
+        Ok(all)
+    }
+}
+
+impl Store {
+    /// Benchmarks only: how many of `serials` have more than one status
+    /// change (an event applied twice would make a second).
+    pub async fn serials_changed_more_than_once(&self, serials: &[String]) -> Result<i64> {
+        let mut twice = 0;
+        for chunk in serials.chunks(crate::rows::CHUNK) {
+            let sql = format!(
+                "SELECT COUNT(*) AS n FROM (SELECT serial FROM status_changes WHERE serial IN ({}) \
+                 GROUP BY serial HAVING COUNT(*) > 1) t",
+                crate::rows::list(chunk.len(), 1)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for s in chunk {
+                q = q.bind(s.as_str());
+            }
+            twice += q.fetch_one(&self.pool).await?.try_get::<i64, _>("n")?;
+        }
+        Ok(twice)
+    }
+}
+
 fn synthetic_serial_bytes(b: &mut [u8]) {
     use sha2::Digest;
     // Uniqueness, not secrecy, is what synthetic serials need.

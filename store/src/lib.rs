@@ -21,11 +21,13 @@ pub mod clients;
 pub mod crls;
 pub mod jobs;
 pub mod leadership;
+pub mod notices;
 pub mod ocsp_signers;
 pub mod outcomes;
 pub mod people;
 pub mod redact;
 pub mod registry;
+pub mod registry_events;
 pub mod rp;
 pub mod status;
 
@@ -76,6 +78,18 @@ impl StoreError {
     /// as the database being unavailable.
     pub fn timed_out() -> Self {
         StoreError::Db(sqlx::Error::PoolTimedOut)
+    }
+
+    /// Another transaction got in the way (a PostgreSQL deadlock or
+    /// serialization failure, a unique key taken meanwhile, a busy SQLite):
+    /// nothing was written, and the same transaction may go through again.
+    pub fn is_contention(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(d)) => d
+                .code()
+                .is_some_and(|c| matches!(&*c, "40P01" | "40001" | "23505" | "5" | "517")),
+            _ => false,
+        }
     }
 
     /// The database could not be reached or did not answer in time: the same

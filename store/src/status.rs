@@ -79,6 +79,18 @@ impl Store {
         t: Transition,
         event: &AuditEvent,
     ) -> Result<Status> {
+        self.change_status_noticed(serial, t, event, None).await
+    }
+
+    /// [`Store::change_status`], recording `notice` for the holder in the
+    /// same transaction when the change is made (never when it is refused).
+    pub async fn change_status_noticed(
+        &self,
+        serial: &str,
+        t: Transition,
+        event: &AuditEvent,
+        notice: Option<&crate::notices::NewNotice>,
+    ) -> Result<Status> {
         let mut tx = self.pool.begin().await?;
         let Some(status) = transition_in(&mut tx, serial, t).await? else {
             drop(tx);
@@ -100,6 +112,9 @@ impl Store {
             };
             return Err(StoreError::Conflict(why));
         };
+        if let Some(n) = notice {
+            crate::notices::queue_in(&mut tx, std::slice::from_ref(n)).await?;
+        }
         audit::append(self.backend(), &mut tx, &[event]).await?;
         tx.commit().await?;
         Ok(status)
@@ -220,12 +235,35 @@ pub(crate) async fn revoke_many_in(
     serials: &[&str],
     reason: i64,
 ) -> Result<Vec<Status>> {
+    change_many_in(tx, serials, "revoked", reason).await
+}
+
+/// Suspends many good certificates as [`revoke_many_in`] revokes; those not
+/// good are left out of the answer.
+pub(crate) async fn suspend_many_in(
+    tx: &mut crate::Tx<'_>,
+    serials: &[&str],
+) -> Result<Vec<Status>> {
+    change_many_in(tx, serials, "suspended", CERTIFICATE_HOLD).await
+}
+
+async fn change_many_in(
+    tx: &mut crate::Tx<'_>,
+    serials: &[&str],
+    to: &str,
+    reason: i64,
+) -> Result<Vec<Status>> {
     let now = crate::now_secs();
+    let from = if to == "revoked" {
+        "revocation <> 'revoked'"
+    } else {
+        "revocation = 'good'"
+    };
     let mut changed = Vec::with_capacity(serials.len());
     for chunk in serials.chunks(crate::rows::CHUNK) {
         let sql = format!(
-            "UPDATE certificates SET revocation = 'revoked', revocation_reason = $1, revoked_at = $2 \
-             WHERE serial IN ({}) AND status = 'issued' AND revocation <> 'revoked' \
+            "UPDATE certificates SET revocation = '{to}', revocation_reason = $1, revoked_at = $2 \
+             WHERE serial IN ({}) AND status = 'issued' AND {from} \
              RETURNING serial, issuer, revocation, revoked_at, revocation_reason",
             crate::rows::list(chunk.len(), 3)
         );

@@ -282,28 +282,24 @@ impl Personalizer {
         }
     }
 
-    /// Refuses the cards of people the registry records as deceased, asking
-    /// the registry once for the whole group; the rest go on.
+    /// Refuses the cards of people the registry records as deceased (by its
+    /// extract or a `person.deceased` event), asking once for the whole
+    /// group; the rest go on.
     async fn living(&self, group: Vec<Work>) -> Vec<Work> {
         let pinfls: Vec<&str> = group
             .iter()
             .map(|w| w.card.request.person.pinfl.as_str())
             .collect();
-        let deceased: std::collections::HashSet<String> =
-            match self.store.registry_people(&pinfls).await {
-                Ok(people) => people
-                    .into_iter()
-                    .filter(|p| p.deceased_on.is_some())
-                    .map(|p| p.pinfl)
-                    .collect(),
-                Err(e) => {
-                    for w in group {
-                        self.fail(&w, "database").await;
-                        let _ = w.reply.send(Err(e.clone_error()));
-                    }
-                    return Vec::new();
+        let deceased: std::collections::HashSet<String> = match self.store.deaths(&pinfls).await {
+            Ok(dead) => dead.into_keys().collect(),
+            Err(e) => {
+                for w in group {
+                    self.fail(&w, "database").await;
+                    let _ = w.reply.send(Err(e.clone_error()));
                 }
-            };
+                return Vec::new();
+            }
+        };
         let mut living = Vec::with_capacity(group.len());
         for w in group {
             if deceased.contains(&w.card.request.person.pinfl) {

@@ -37,6 +37,7 @@ pub fn router(citizens: Arc<Citizens>) -> Router {
     Router::new()
         .route("/api/v1/certificates", post(issue))
         .route("/api/v1/me/certificates", get(mine))
+        .route("/api/v1/me/notices", get(my_notices))
         .route("/api/v1/me/certificates/{serial}/suspend", post(suspend))
         .route("/api/v1/me/certificates/{serial}/revoke", post(revoke))
         // The token is checked before the body's type is judged.
@@ -339,6 +340,30 @@ async fn mine(State(c): State<Arc<Citizens>>, Extension(who): Extension<Citizen>
                 "revocation_reason": s.revocation_reason
                     .and_then(Reason::from_code)
                     .map(|r| r.name()),
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+/// The caller's notices, newest first: the same fields the notification
+/// system receives, and whether it has them yet.
+async fn my_notices(
+    State(c): State<Arc<Citizens>>,
+    Extension(who): Extension<Citizen>,
+) -> Response {
+    match c.notices(&who).await {
+        Ok(list) => Json(json!({
+            "pinfl": who.pinfl,
+            "notices": list.iter().map(|n| json!({
+                "id": n.key,
+                "kind": n.kind,
+                "serial": n.serial,
+                "reason": n.reason,
+                "date": n.on_date,
+                "created_at": n.created_at.div_euclid(1_000_000),
+                "delivered": n.state == "delivered",
             })).collect::<Vec<_>>(),
         }))
         .into_response(),

@@ -257,9 +257,8 @@ impl Citizens {
     }
 
     pub(super) async fn refuse_deceased(&self, who: &Citizen) -> Result<(), CitizenError> {
-        if let Some(p) = self.ca.store().registry_person(&who.pinfl).await?
-            && p.deceased_on.is_some()
-        {
+        // The extract's death record or a `person.deceased` event's.
+        if !self.ca.store().deaths(&[&who.pinfl]).await?.is_empty() {
             return Err(refuse(
                 &format!("token.{}", self.config.oidc.claims.pinfl),
                 "the population registry records this person as deceased",
@@ -516,6 +515,25 @@ impl Citizens {
             }])
             .await?;
         Ok(store.certificates_of_person(&who.pinfl).await?)
+    }
+
+    /// The caller's notices, newest first (at most 200): what they were, or
+    /// will be, told about their certificates. Only their own, whatever
+    /// they ask: the PINFL comes from the verified token. The read is audited.
+    pub async fn notices(
+        &self,
+        who: &Citizen,
+    ) -> Result<Vec<muhr_store::notices::Notice>, CitizenError> {
+        let store = self.ca.store();
+        store
+            .audit(&[&AuditEvent {
+                actor: Self::actor(who),
+                action: "citizen.notices.read".into(),
+                object: who.pinfl.clone(),
+                details: serde_json::json!({}),
+            }])
+            .await?;
+        Ok(store.notices_of_person(&who.pinfl, 200).await?)
     }
 
     /// Suspends or revokes one of the caller's own certificates. Restoring

@@ -29,6 +29,8 @@ pub struct Api {
     pub registry: Arc<Registry>,
     /// Life of the complete CRLs an operator asks for.
     pub crl_validity: Duration,
+    /// Applies the registry client's events.
+    pub registry_events: Arc<crate::registry::apply::RegistryEvents>,
 }
 
 /// The largest body the RA's machine API takes (a batch of cards).
@@ -78,9 +80,18 @@ pub fn router(api: Api) -> Router {
             api.clone(),
             require_operator,
         ));
+    let registry = Router::new()
+        .route("/api/v1/registry/events", post(registry_events))
+        .route_layer(middleware::from_fn_with_state(MAX_BODY, limit_body))
+        .route_layer(middleware::from_fn(require_json))
+        .route_layer(middleware::from_fn_with_state(
+            api.clone(),
+            require_registry,
+        ));
     Router::new()
         .merge(line)
         .merge(operator)
+        .merge(registry)
         .route("/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(
             api.personalizer.ca().store().clone(),
@@ -104,6 +115,18 @@ async fn require_line(State(api): State<Api>, req: Request, next: Next) -> Respo
 
 async fn require_operator(State(api): State<Api>, req: Request, next: Next) -> Response {
     authorize(api, Role::Operator, req, next).await
+}
+
+async fn require_registry(State(api): State<Api>, req: Request, next: Next) -> Response {
+    authorize(api, Role::Registry, req, next).await
+}
+
+async fn registry_events(
+    State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<muhr_http::clients::Caller>,
+    body: axum::body::Bytes,
+) -> Response {
+    crate::registry::http::post_events(&api.registry_events, &caller.actor(), body).await
 }
 
 async fn authorize(api: Api, role: Role, mut req: Request, next: Next) -> Response {

@@ -152,7 +152,8 @@ pub(crate) async fn change(
     match api
         .personalizer
         .ca()
-        .change_status(&serial, t, &caller.actor())
+        // The holder is told: an operator acted on their certificate.
+        .change_status_notifying(&serial, t, &caller.actor())
         .await
     {
         Ok(s) => Json(json!({
