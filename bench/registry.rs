@@ -113,6 +113,10 @@ pub async fn run(
         .insert_synthetic_holders(&ca.issuing.name, &holders, not_after)
         .await
         .map_err(|e| Fail::internal(e.to_string()))?;
+    app.store
+        .analyze_for_benchmark()
+        .await
+        .map_err(|e| Fail::internal(e.to_string()))?;
     eprintln!(
         "{} card holders with {} certificates made in {:.1} s; applying {events} events from {}",
         holders.len(),
@@ -208,6 +212,10 @@ async fn kill_and_rerun(
     let serials = app
         .store
         .insert_synthetic_holders(issuer, &holders, muhr_store::now_secs() + 365 * 86_400)
+        .await
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    app.store
+        .analyze_for_benchmark()
         .await
         .map_err(|e| Fail::internal(e.to_string()))?;
     let before = recorded(app).await?;

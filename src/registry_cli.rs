@@ -195,55 +195,108 @@ pub async fn registry_events(app: &App, file: &Path) -> Result<(), Fail> {
     }
     let actor = crate::commands::cli_actor();
     let mut progress = Progress::new(total);
+    let batch_size = events.config().batch;
+    // Lanes by person: each person's events go through one lane, in the
+    // file's order; lanes apply their batches at the same time (PostgreSQL
+    // works on both cores while the other lane's batch is on its way).
+    let lanes = events.config().lanes_for(app.store.backend());
+    let (results_tx, mut results) = tokio::sync::mpsc::unbounded_channel::<LaneResult>();
+    let mut senders = Vec::with_capacity(lanes);
+    let mut workers = Vec::with_capacity(lanes);
+    for _ in 0..lanes {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(usize, Event)>>(1);
+        senders.push(tx);
+        let (events, actor, results_tx) = (events.clone(), actor.clone(), results_tx.clone());
+        workers.push(tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                let evs: Vec<Event> = batch.iter().map(|(_, e)| e.clone()).collect();
+                let applied = apply_batch(&events, &evs, &actor).await;
+                let lines: Vec<usize> = batch.iter().map(|(n, _)| *n).collect();
+                let stop =
+                    !matches!(&applied, Ok(a) if a.answers.iter().all(|a| a.conflict.is_none()));
+                if results_tx.send((lines, applied)).is_err() || stop {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(results_tx);
     let mut tally: std::collections::BTreeMap<String, usize> = Default::default();
     let mut replayed = 0usize;
     let mut changed = 0usize;
     let mut refused = Vec::new();
-    let mut batch: Vec<(usize, Event)> = Vec::with_capacity(events.config().batch);
-    let mut lines = open()?.lines().enumerate();
-    loop {
-        let next = lines.next();
-        if let Some((i, line)) = &next {
-            let line = line.as_ref().map_err(|e| at(i + 1, e.to_string()))?;
-            if let Some(ev) = parse(i + 1, line)? {
-                batch.push((i + 1, ev));
+    let mut failure: Option<Fail> = None;
+    let mut take = |r: LaneResult, progress: &mut Progress, failure: &mut Option<Fail>| {
+        let (lines, applied) = r;
+        let applied = match applied {
+            Ok(a) => a,
+            Err(f) => {
+                failure.get_or_insert(f);
+                return;
             }
-        }
-        if batch.len() < events.config().batch && next.is_some() {
-            continue;
-        }
-        if !batch.is_empty() {
-            let evs: Vec<Event> = batch.iter().map(|(_, e)| e.clone()).collect();
-            let applied = apply_batch(&events, &evs, &actor).await?;
-            for ((n, _), a) in batch.iter().zip(&applied.answers) {
-                if let Some(why) = &a.conflict {
-                    progress.finish();
-                    return Err(at(
-                        *n,
-                        format!("{why}; nothing of its batch was applied (earlier batches were)"),
+        };
+        for (n, a) in lines.iter().zip(&applied.answers) {
+            if let Some(why) = &a.conflict {
+                failure.get_or_insert(at(
+                    *n,
+                    format!("{why}; nothing of its batch was applied (other batches were)"),
+                ));
+            }
+            if let Some(r) = &a.record {
+                *tally.entry(r.outcome.clone()).or_default() += 1;
+                if a.replayed {
+                    replayed += 1;
+                }
+                if r.outcome == "refused" {
+                    refused.push(format!(
+                        "line {n}: event {}: {}",
+                        r.id,
+                        r.detail.as_deref().unwrap_or("refused")
                     ));
                 }
-                if let Some(r) = &a.record {
-                    *tally.entry(r.outcome.clone()).or_default() += 1;
-                    if a.replayed {
-                        replayed += 1;
-                    }
-                    if r.outcome == "refused" {
-                        refused.push(format!(
-                            "line {n}: event {}: {}",
-                            r.id,
-                            r.detail.as_deref().unwrap_or("refused")
-                        ));
-                    }
-                }
             }
-            changed += applied.changed.len();
-            progress.advance(batch.len());
-            batch.clear();
         }
-        if next.is_none() {
+        changed += applied.changed.len();
+        progress.advance(lines.len());
+    };
+    let mut pending: Vec<Vec<(usize, Event)>> =
+        (0..lanes).map(|_| Vec::with_capacity(batch_size)).collect();
+    for (i, line) in open()?.lines().enumerate() {
+        while let Ok(r) = results.try_recv() {
+            take(r, &mut progress, &mut failure);
+        }
+        if failure.is_some() {
             break;
         }
+        let line = line.map_err(|e| at(i + 1, e.to_string()))?;
+        let Some(ev) = parse(i + 1, &line)? else {
+            continue;
+        };
+        let lane = lane_of(&ev.pinfl, lanes);
+        pending[lane].push((i + 1, ev));
+        if pending[lane].len() >= batch_size {
+            let batch = std::mem::replace(&mut pending[lane], Vec::with_capacity(batch_size));
+            if senders[lane].send(batch).await.is_err() {
+                // The lane stopped on an error, which its result says.
+                break;
+            }
+        }
+    }
+    for (lane, batch) in pending.into_iter().enumerate() {
+        if !batch.is_empty() && failure.is_none() {
+            let _ = senders[lane].send(batch).await;
+        }
+    }
+    drop(senders);
+    while let Some(r) = results.recv().await {
+        take(r, &mut progress, &mut failure);
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    if let Some(f) = failure {
+        progress.finish();
+        return Err(f);
     }
     progress.finish();
     let counts: Vec<String> = tally.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -271,6 +324,17 @@ pub async fn registry_events(app: &App, file: &Path) -> Result<(), Fail> {
         });
     }
     Ok(())
+}
+
+/// A lane's batch: its events' line numbers and what applying it answered.
+type LaneResult = (Vec<usize>, Result<muhr_ra::registry::apply::Applied, Fail>);
+
+/// The lane of a person: the same for all their events.
+fn lane_of(pinfl: &str, lanes: usize) -> usize {
+    let h = pinfl
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    (h % lanes.max(1) as u64) as usize
 }
 
 /// A batch, the database's unavailability worded for an operator.

@@ -263,8 +263,12 @@ impl Store {
                 q
             };
             let certs = bind(format!(
-                "SELECT c.serial, c.pinfl, c.revocation, c.not_after, j.document \
-                 FROM certificates c LEFT JOIN card_jobs j ON j.job = c.job \
+                // The card's document through a lookup per certificate found:
+                // as a join, PostgreSQL hashed the whole card_jobs table
+                // for every batch.
+                "SELECT c.serial, c.pinfl, c.revocation, c.not_after, \
+                 (SELECT j.document FROM card_jobs j WHERE j.job = c.job) AS document \
+                 FROM certificates c \
                  WHERE c.pinfl IN ({list}) AND c.status = 'issued' ORDER BY c.serial"
             ))
             .fetch_all(&mut *tx)

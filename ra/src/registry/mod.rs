@@ -30,6 +30,10 @@ pub struct RegistryConfig {
     /// Largest number of events applied in one transaction (the API's
     /// largest request, a file's batches).
     pub batch: usize,
+    /// Batches a file is applied in at once, each person's events always in
+    /// the same one (default: 4 on PostgreSQL, 1 on SQLite, which has one
+    /// writer).
+    pub lanes: Option<usize>,
 }
 
 impl Default for RegistryConfig {
@@ -37,15 +41,27 @@ impl Default for RegistryConfig {
         Self {
             name_grace_days: 30,
             batch: 1000,
+            lanes: None,
         }
     }
 }
 
 impl RegistryConfig {
+    /// The lanes a file is applied in on `backend`.
+    pub fn lanes_for(&self, backend: muhr_store::Backend) -> usize {
+        self.lanes.unwrap_or(match backend {
+            muhr_store::Backend::Postgres => 4,
+            muhr_store::Backend::Sqlite => 1,
+        })
+    }
+
     /// Refuses values that cannot work.
     pub fn check(&self) -> Result<(), String> {
         if self.batch == 0 || self.batch > 10_000 {
             return Err("registry.batch: 1 to 10000 events".into());
+        }
+        if self.lanes.is_some_and(|l| l == 0 || l > 16) {
+            return Err("registry.lanes: 1 to 16".into());
         }
         if self.name_grace_days > 3650 {
             return Err("registry.name_grace_days: at most 3650".into());
