@@ -101,6 +101,7 @@ fn each_listener_describes_exactly_its_routes_and_fuzzing_finds_no_5xx_nor_undoc
     let (rp_id, rp_secret) = (field("id"), field("secret"));
     let operator = client(&env, "operator", "OP-FUZZ");
     let line = client(&env, "personalization-line", "LINE-FUZZ");
+    let registry = client(&env, "registry", "REGISTRY-FUZZ");
     let (_server, http, mtls) = start_ra(&env);
 
     // Exactly the routes each listener serves.
@@ -151,6 +152,7 @@ fn each_listener_describes_exactly_its_routes_and_fuzzing_finds_no_5xx_nor_undoc
     for (cert, only) in [
         (&operator, "^/(api/v1/operator|api/v1/auth|openapi)"),
         (&line, "^/api/v1/personalization"),
+        (&registry, "^/api/v1/registry"),
     ] {
         schemathesis(
             dir,
