@@ -672,7 +672,53 @@ fn concurrent_one_key_two_purposes(db: Db) {
     }
 }
 
+/// A death reported by the registry's feed after a citizen got a
+/// certificate remotely: the certificate is revoked and nothing more is
+/// issued to that PINFL, whatever token the identity system still signs.
+fn deceased_by_event(db: Db) {
+    let idp = Provider::start();
+    let env = Env::with_extra(db, Keys::Software, &idp.config(""));
+    env.init();
+    // Born on a leap day in 1948.
+    let pinfl = common::pinfl("4290248104007");
+    let mut claims = idp.claims(&pinfl);
+    claims["birthdate"] = json!("1948-02-29");
+    claims["family_name"] = json!("Xoʻjayeva");
+    claims["given_name"] = json!("Maʼmura");
+    let token = idp.es256(&claims);
+    let (_server, port) = start(&env, &[]);
+    let (code, _, v) = call(
+        port,
+        "POST",
+        ISSUE,
+        Some(&token),
+        Some(&request(&csr(&env, "k1"), "individual-auth")),
+    );
+    assert_eq!(code, 201, "{v}");
+    let serial = v["serial"].as_str().unwrap().to_string();
+    let file = env.write(
+        "deaths.jsonl",
+        json!({"id": "spc-d-1", "seq": 1, "kind": "person.deceased", "pinfl": pinfl, "date": "2026-11-29"}).to_string() + "\n",
+    );
+    let out = env.ok(&["registry", "events", file.to_str().unwrap()]);
+    assert!(out.contains("applied 1"), "{out}");
+    let status = env.sql(&format!(
+        "SELECT revocation || ' ' || revocation_reason FROM certificates WHERE serial = '{serial}'"
+    ));
+    assert_eq!(status, ["revoked 5"]);
+    let (code, _, v) = call(
+        port,
+        "POST",
+        ISSUE,
+        Some(&token),
+        Some(&request(&csr(&env, "k2"), "individual-sign")),
+    );
+    assert_eq!(code, 422, "{v}");
+    assert!(rule(&v).contains("deceased"), "{v}");
+}
+
 both_databases! {
+    a_death_reported_by_the_registry_revokes_and_stops_remote_issuance => deceased_by_event;
     remote_issuance_self_service_and_refusals => remote_issuance;
     one_key_sent_for_two_purposes_at_once_gets_one => concurrent_one_key_two_purposes;
     concurrent_duplicate_requests_get_the_one_certificate => concurrent_duplicates;

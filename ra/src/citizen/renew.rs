@@ -175,6 +175,9 @@ impl Citizens {
             assurance: "certificate".into(),
             token: None,
         };
+        // A death recorded since the renewed certificate was issued (its
+        // revocation may still be on its way to the responders).
+        self.refuse_deceased(&who).await?;
         let (fields, parsed) = self.checked(&who, &request.csr, &profile).await?;
         self.one_role_per_key(&who.pinfl, &parsed.public_key, &profile)
             .await?;
