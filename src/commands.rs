@@ -79,6 +79,20 @@ pub async fn issue(app: &App, profile: &str, csr: &Path, subject: &Path) -> Resu
     csr.verify()
         .map_err(|e| Fail::invalid(format!("refused: csr: {e}")))?;
     let public_key = csr.public_key;
+    // Nothing is issued to a person whose death is recorded (by the
+    // registry's extract or an event), whoever asks.
+    if let Some(pinfl) = fields.get("pinfl")
+        && let Some(date) = app
+            .store
+            .deaths(&[pinfl.as_str()])
+            .await
+            .map_err(|e| Fail::internal(e.to_string()))?
+            .get(pinfl)
+    {
+        return Err(Fail::invalid(format!(
+            "refused: pinfl: the population registry records this person as deceased ({date})"
+        )));
+    }
 
     let ca = app.ca().await?;
     let issued = ca

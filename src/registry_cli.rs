@@ -114,21 +114,14 @@ pub async fn registry_import(app: &App, file: &Path) -> Result<(), Fail> {
         object: file.display().to_string(),
         details: serde_json::json!({ "people": people.len(), "deceased": deceased }),
     };
-    // Deaths the extract brings that nothing recorded yet become
-    // `person.deceased` events, applied as the feed's are: their
-    // certificates are revoked. The id is the death's, so importing the same
-    // extract again applies nothing twice.
-    let pinfls: Vec<&str> = people.iter().map(|p| p.pinfl.as_str()).collect();
-    let known_deaths = app
-        .store
-        .deaths(&pinfls)
-        .await
-        .map_err(|e| Fail::internal(e.to_string()))?;
+    // Every death the extract lists becomes a `person.deceased` event,
+    // applied as the feed's are: their certificates are revoked. The id is
+    // the death's, so an extract imported again (or an import interrupted
+    // between the two steps, or loaded by an earlier version) is answered as
+    // before where it was applied and applied where it was not.
     let mut deaths = Vec::new();
     for p in &people {
-        if let Some(d) = &p.deceased_on
-            && known_deaths.get(&p.pinfl) != Some(d)
-        {
+        if let Some(d) = &p.deceased_on {
             deaths.push(Event {
                 id: format!("import:deceased:{}:{d}", p.pinfl),
                 seq: 1,
@@ -143,21 +136,24 @@ pub async fn registry_import(app: &App, file: &Path) -> Result<(), Fail> {
         .map_err(|e| Fail::internal(e.to_string()))?;
     let events = crate::serve::registry_events(app);
     let mut revoked = 0;
+    let mut new = 0;
     for batch in deaths.chunks(events.config().batch) {
         let applied = events
             .apply(batch, &crate::commands::cli_actor())
             .await
             .map_err(|e| Fail::internal(e.to_string()))?;
         revoked += applied.changed.len();
+        new += applied
+            .answers
+            .iter()
+            .filter(|a| !a.replayed && a.record.as_ref().is_some_and(|r| r.outcome == "applied"))
+            .count();
     }
     println!(
         "imported {} people ({deceased} recorded as deceased)",
         people.len()
     );
-    println!(
-        "{} new deaths applied as person.deceased events: {revoked} certificates revoked",
-        deaths.len()
-    );
+    println!("{new} new deaths applied as person.deceased events: {revoked} certificates revoked");
     Ok(())
 }
 
@@ -354,9 +350,21 @@ async fn apply_batch(
     })
 }
 
-/// `muhr registry review`: the name reviews due now.
+/// `muhr registry review`: the name reviews due now, and the certificates
+/// issued while their holder's death was being recorded (the last hour).
 pub async fn registry_review(app: &App) -> Result<(), Fail> {
     let events = crate::serve::registry_events(app);
+    let swept = events
+        .sweep_deaths(muhr_store::now_secs(), 3600)
+        .await
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    if !swept.is_empty() {
+        println!(
+            "{} certificates of people recorded as deceased revoked: {}",
+            swept.len(),
+            swept.join(" ")
+        );
+    }
     let mut total = muhr_ra::registry::review::Reviewed::default();
     loop {
         let r = events

@@ -231,12 +231,20 @@ pub fn registry_events(app: &App) -> Arc<muhr_ra::registry::apply::RegistryEvent
     ))
 }
 
-/// Ends due name reviews once a minute (every node; a review is ended by
+/// Once a minute on every node: revokes what was issued while its
+/// holder's death was being recorded, and ends due name reviews (each by
 /// one transaction, whichever node gets it).
 async fn name_reviews(events: Arc<muhr_ra::registry::apply::RegistryEvents>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
+        match events.sweep_deaths(muhr_store::now_secs(), 3600).await {
+            Ok(r) if !r.is_empty() => {
+                tracing::warn!(revoked = r.len(), "certificates of the dead swept")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "death sweep: will try again"),
+        }
         match events.review_names(muhr_store::now_secs(), 500).await {
             Ok(r) if r.reviews > 0 => {
                 tracing::info!(

@@ -275,7 +275,7 @@ fn lifecycle(db: Db) {
     let line = client(&env, "personalization-line", "LINE-01");
     let registry = client(&env, "registry", "SPC-ADAPTER");
     let operator = client(&env, "operator", "OP-01");
-    let (_server, http, port) = start_ra(&env);
+    let (server, http, port) = start_ra(&env);
 
     let people: Vec<Person> = (0..8).map(person).collect();
     let dead = &people[0];
@@ -615,9 +615,29 @@ fn lifecycle(db: Db) {
         assert_eq!(status(&env, s).0, "good");
     }
 
-    // The name change's grace period (0 days here) has passed: the
-    // certificates naming the old surname are revoked, affiliationChanged.
+    // The server sweeps and reviews every minute: stopped, so that what
+    // follows is the command's doing.
+    drop(server);
+
+    // A certificate stored valid after its holder's death was recorded (an
+    // issuance that checked just before): the sweep revokes it.
+    env.sql(&format!(
+        "UPDATE certificates SET revocation = 'good', revocation_reason = NULL, revoked_at = NULL WHERE serial = '{}'",
+        dead_certs.1
+    ));
     let out = env.ok(&["registry", "review"]);
+    assert!(
+        out.contains(&format!(
+            "1 certificates of people recorded as deceased revoked: {}",
+            dead_certs.1
+        )),
+        "{out}"
+    );
+    assert_eq!(status(&env, &dead_certs.1), ("revoked".into(), "5".into()));
+
+    // The name change's grace period (0 days here) has passed: the
+    // certificates naming the old surname are revoked, affiliationChanged
+    // (by the same command).
     assert!(
         out.contains("1 name reviews ended; 2 certificates revoked"),
         "{out}"
@@ -658,6 +678,57 @@ fn lifecycle(db: Db) {
         "{out}"
     );
     assert_eq!(changes_of(&env, &imported_certs.0), 1);
+
+    // A death an earlier version loaded from an extract (the extract's row
+    // only, no event): the next import of an extract listing it revokes.
+    let line = |p: &Person, died: &str| {
+        format!(
+            "{},{},{},{},{},{died}\n",
+            p.pinfl,
+            p.surname,
+            p.given,
+            p.patronymic.unwrap_or(""),
+            p.birth
+        )
+    };
+    let header = "pinfl,surname,given_name,patronymic,birth_date,deceased_on\n";
+    let alive = env.write("alive.csv", format!("{header}{}", line(bystander, "")));
+    env.ok(&["registry", "import", alive.to_str().unwrap()]);
+    env.sql(&format!(
+        "UPDATE population_registry SET deceased_on = '2026-11-10' WHERE pinfl = '{}'",
+        bystander.pinfl
+    ));
+    let dead_now = env.write(
+        "dead.csv",
+        format!("{header}{}", line(bystander, "2026-11-10")),
+    );
+    let out = env.ok(&["registry", "import", dead_now.to_str().unwrap()]);
+    assert!(
+        out.contains("1 new deaths applied as person.deceased events: 2 certificates revoked"),
+        "{out}"
+    );
+    assert_eq!(
+        status(&env, &bystander_certs.1),
+        ("revoked".into(), "5".into())
+    );
+
+    // A death is final: an extract that no longer lists it brings nobody
+    // back, and nothing is issued to them, not even by `muhr issue`.
+    env.ok(&["registry", "import", alive.to_str().unwrap()]);
+    let subject = env.write(
+        "dead-subject.json",
+        json!({"pinfl": bystander.pinfl, "surname": bystander.surname, "given_name": bystander.given}).to_string(),
+    );
+    let err = env.refused(&[
+        "issue",
+        "--profile",
+        "individual-auth",
+        "--csr",
+        env.csr("dead-issue", "ec").to_str().unwrap(),
+        "--subject",
+        subject.to_str().unwrap(),
+    ]);
+    assert!(err.contains("deceased"), "{err}");
 
     // The audit chain holds it all and still verifies.
     let out = env.ok(&["audit", "verify"]);

@@ -43,7 +43,8 @@ pub struct RecordedEvent {
     pub detail: Option<String>,
 }
 
-/// One of a person's issued certificates, as an event may change it.
+/// One of a person's certificates, issued or under way (its intent
+/// recorded), as an event may change it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersonCertificate {
     /// Upper-case hex.
@@ -65,7 +66,8 @@ pub struct PersonFacts {
     pub known: bool,
     /// The seq of the newest name change applied (0: none).
     pub names_seq: i64,
-    /// The date of death events or the registry extract recorded.
+    /// The date of death a `person.deceased` event recorded (the extract's
+    /// own date is not this: see [`Store::deaths`]).
     pub deceased_on: Option<String>,
     /// The document of the person's current card.
     pub current_document: Option<String>,
@@ -188,7 +190,7 @@ impl Store {
                 Backend::Postgres => {
                     let sql = format!(
                         "SELECT pg_advisory_xact_lock({REGISTRY_LOCK_CLASS}, hashtext(v.p)) \
-                         FROM (VALUES {}) AS v (p) ORDER BY v.p",
+                         FROM (VALUES {}) AS v (p) ORDER BY hashtext(v.p)",
                         rows::values(Backend::Postgres, chunk.len(), 1, 1, &["text"])
                     );
                     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -269,7 +271,7 @@ impl Store {
                 "SELECT c.serial, c.pinfl, c.revocation, c.not_after, \
                  (SELECT j.document FROM card_jobs j WHERE j.job = c.job) AS document \
                  FROM certificates c \
-                 WHERE c.pinfl IN ({list}) AND c.status = 'issued' ORDER BY c.serial"
+                 WHERE c.pinfl IN ({list}) AND c.status IN ('pending', 'issued') ORDER BY c.serial"
             ))
             .fetch_all(&mut *tx)
             .await?;
@@ -296,19 +298,17 @@ impl Store {
                 p.known = true;
                 p.current_document = Some(r.try_get("document")?);
             }
+            // The extract only makes a person known here: its date of death
+            // is not the events' record (a later extract without it must not
+            // bring the person back), so a death event always writes its own.
             for r in bind(format!(
-                "SELECT pinfl, deceased_on FROM population_registry WHERE pinfl IN ({list})"
+                "SELECT pinfl FROM population_registry WHERE pinfl IN ({list})"
             ))
             .fetch_all(&mut *tx)
             .await?
             {
                 let pinfl: String = r.try_get("pinfl")?;
-                let died: Option<String> = r.try_get("deceased_on")?;
-                let p = people.entry(pinfl).or_default();
-                p.known = true;
-                if p.deceased_on.is_none() {
-                    p.deceased_on = died;
-                }
+                people.entry(pinfl).or_default().known = true;
             }
         }
         Ok(EventBatch {
@@ -385,6 +385,53 @@ impl Store {
         Ok(dead)
     }
 
+    /// Certificates not revoked, issued or under way, of people whose death
+    /// was recorded at or after `since` (Unix seconds): those whose
+    /// issuance checked for a death just before it was recorded. At most
+    /// `limit`, as (serial, PINFL).
+    pub async fn live_certificates_of_the_recently_dead(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT c.serial, c.pinfl FROM registry_state s JOIN certificates c ON c.pinfl = s.pinfl \
+             WHERE s.deceased_on IS NOT NULL AND s.updated_at >= $1 \
+             AND c.status IN ('pending', 'issued') AND c.revocation <> 'revoked' AND c.not_after >= $2 \
+             ORDER BY c.serial LIMIT $3",
+        )
+        .bind(since)
+        .bind(now_secs())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("serial")?, r.try_get("pinfl")?)))
+            .collect()
+    }
+
+    /// Revokes `serials` (issued or under way) with `reason`, the audit
+    /// entry and a `notice` for each certificate revoked, in one
+    /// transaction; answers the serials revoked (not those revoked before).
+    pub async fn revoke_noticed(
+        &self,
+        serials: &[&str],
+        reason: i64,
+        event: &AuditEvent,
+        notice: impl Fn(&str) -> crate::notices::NewNotice,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let changed = status::revoke_many_in_flight(&mut tx, serials, reason).await?;
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let notices: Vec<_> = changed.iter().map(|s| notice(&s.serial)).collect();
+        crate::notices::queue_in(&mut tx, &notices).await?;
+        audit::append(self.backend(), &mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(changed.into_iter().map(|s| s.serial).collect())
+    }
+
     /// Name reviews due at `now` (Unix seconds), oldest first, at most `limit`.
     pub async fn due_name_reviews(&self, now: i64, limit: i64) -> Result<Vec<NameReview>> {
         let rows = sqlx::query(
@@ -431,7 +478,7 @@ impl Store {
         if gone.rows_affected() != 1 {
             return Ok(None);
         }
-        let changed = status::revoke_many_in(&mut tx, serials, reason).await?;
+        let changed = status::revoke_many_in_flight(&mut tx, serials, reason).await?;
         let notices: Vec<_> = changed.iter().map(|s| notice(&s.serial)).collect();
         crate::notices::queue_in(&mut tx, &notices).await?;
         audit::append(self.backend(), &mut tx, &[event]).await?;
@@ -480,12 +527,12 @@ impl EventBatch {
         let mut reasons: Vec<_> = by_reason.into_iter().collect();
         reasons.sort();
         for (reason, serials) in reasons {
-            for s in status::revoke_many_in(tx, &serials, reason).await? {
+            for s in status::revoke_many_in_flight(tx, &serials, reason).await? {
                 changed.push(s.serial);
             }
         }
         let suspend: Vec<&str> = plan.suspend.iter().map(String::as_str).collect();
-        for s in status::suspend_many_in(tx, &suspend).await? {
+        for s in status::suspend_many_in_flight(tx, &suspend).await? {
             changed.push(s.serial);
         }
         for chunk in plan.state.chunks(BIG) {

@@ -235,16 +235,29 @@ pub(crate) async fn revoke_many_in(
     serials: &[&str],
     reason: i64,
 ) -> Result<Vec<Status>> {
-    change_many_in(tx, serials, "revoked", reason).await
+    change_many_in(tx, serials, "revoked", reason, false).await
 }
 
-/// Suspends many good certificates as [`revoke_many_in`] revokes; those not
-/// good are left out of the answer.
-pub(crate) async fn suspend_many_in(
+/// As [`revoke_many_in`], certificates still being issued included: their
+/// intent is recorded, they are not stored yet, and they will be stored
+/// revoked (storing a certificate leaves its revocation as it is). What a
+/// registry event does, so that a certificate under way when a death is
+/// recorded is not stored valid afterwards.
+pub(crate) async fn revoke_many_in_flight(
+    tx: &mut crate::Tx<'_>,
+    serials: &[&str],
+    reason: i64,
+) -> Result<Vec<Status>> {
+    change_many_in(tx, serials, "revoked", reason, true).await
+}
+
+/// Suspends many good certificates as [`revoke_many_in_flight`] revokes;
+/// those not good are left out of the answer.
+pub(crate) async fn suspend_many_in_flight(
     tx: &mut crate::Tx<'_>,
     serials: &[&str],
 ) -> Result<Vec<Status>> {
-    change_many_in(tx, serials, "suspended", CERTIFICATE_HOLD).await
+    change_many_in(tx, serials, "suspended", CERTIFICATE_HOLD, true).await
 }
 
 async fn change_many_in(
@@ -252,7 +265,13 @@ async fn change_many_in(
     serials: &[&str],
     to: &str,
     reason: i64,
+    pending_too: bool,
 ) -> Result<Vec<Status>> {
+    let statuses = if pending_too {
+        "status IN ('pending', 'issued')"
+    } else {
+        "status = 'issued'"
+    };
     let now = crate::now_secs();
     let from = if to == "revoked" {
         "revocation <> 'revoked'"
@@ -263,7 +282,7 @@ async fn change_many_in(
     for chunk in serials.chunks(crate::rows::CHUNK) {
         let sql = format!(
             "UPDATE certificates SET revocation = '{to}', revocation_reason = $1, revoked_at = $2 \
-             WHERE serial IN ({}) AND status = 'issued' AND {from} \
+             WHERE serial IN ({}) AND {statuses} AND {from} \
              RETURNING serial, issuer, revocation, revoked_at, revocation_reason",
             crate::rows::list(chunk.len(), 3)
         );

@@ -128,10 +128,15 @@ impl Event {
             field: field(name),
             rule,
         };
-        if w.id.is_empty() || w.id.len() > MAX_ID || !w.id.bytes().all(|b| b.is_ascii_graphic()) {
+        // No ':' either: notices are keyed `registry:ID:SERIAL`, and an id
+        // holding one could take another event's notice key.
+        if w.id.is_empty()
+            || w.id.len() > MAX_ID
+            || !w.id.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        {
             return Err(fail(
                 "id",
-                format!("1 to {MAX_ID} printable ASCII characters, no spaces"),
+                format!("1 to {MAX_ID} printable ASCII characters, no spaces and no ':'"),
             ));
         }
         if w.seq < 1 {
@@ -190,7 +195,12 @@ impl Event {
                 let date = required("date", &w.date)?;
                 let f = field("date");
                 let d = Date::parse(&f, &date).map_err(|r| r.error)?;
-                if d > Date::today() {
+                // Today in Tashkent (UTC+5) is tomorrow in UTC for five
+                // hours: a day of slack, never more.
+                let tomorrow = Date::from_system_time(
+                    std::time::SystemTime::now() + std::time::Duration::from_secs(86_400),
+                );
+                if d > tomorrow {
                     return Err(fail("date", "is in the future".into()));
                 }
                 if (d.year, d.month, d.day) < checked.birth {
@@ -209,7 +219,7 @@ impl Event {
             },
             "document.invalidated" => Kind::Invalidated {
                 document: document(&w.document)?,
-                reason: rules.text(&field("reason"), &required("reason", &w.reason)?)?,
+                reason: reason_text(&field("reason"), &required("reason", &w.reason)?)?,
             },
             "person.data_changed" => Kind::DataChanged {
                 surname: rules.name(&field("surname"), &required("surname", &w.surname)?)?,
@@ -270,4 +280,17 @@ impl Event {
         }
         h.finalize().to_vec()
     }
+}
+
+/// The registry's reason for invalidating a document: free text kept in
+/// the audit entry, printable, at most 256 characters.
+fn reason_text(field: &str, s: &str) -> Result<String, FieldError> {
+    let s = s.trim();
+    if s.is_empty() || s.chars().count() > 256 || s.chars().any(char::is_control) {
+        return Err(FieldError {
+            field: field.to_string(),
+            rule: "1 to 256 printable characters".into(),
+        });
+    }
+    Ok(s.to_string())
 }

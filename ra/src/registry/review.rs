@@ -82,10 +82,55 @@ impl RegistryEvents {
     }
 }
 
+impl RegistryEvents {
+    /// Revokes (`cessationOfOperation`) the certificates of people whose
+    /// death was recorded in the last `lookback` seconds and that are still
+    /// valid or under way: an issuance checks for a death before it records
+    /// its intent, and a death recorded in between would otherwise miss it.
+    /// Every node runs it each minute.
+    pub async fn sweep_deaths(&self, now: i64, lookback: i64) -> Result<Vec<String>, StoreError> {
+        let live = self
+            .store()
+            .live_certificates_of_the_recently_dead(now - lookback, 1000)
+            .await?;
+        let mut revoked = Vec::new();
+        for (serial, pinfl) in live {
+            let event = AuditEvent {
+                actor: "ra:registry".into(),
+                action: "registry.death_sweep".into(),
+                object: serial.clone(),
+                details: json!({ "pinfl": pinfl, "reason": "cessationOfOperation" }),
+            };
+            let done = self
+                .store()
+                .revoke_noticed(&[serial.as_str()], CESSATION_OF_OPERATION, &event, |s| {
+                    NewNotice {
+                        key: format!("death-sweep:{s}"),
+                        pinfl: pinfl.clone(),
+                        serial: Some(s.to_string()),
+                        kind: NoticeKind::Revoked,
+                        reason: Some("cessationOfOperation".into()),
+                        on_date: super::decide::utc_date(now),
+                    }
+                })
+                .await?;
+            if !done.is_empty() {
+                tracing::warn!(%serial, "a certificate issued while its holder's death was being recorded: revoked");
+            }
+            revoked.extend(done);
+        }
+        Ok(revoked)
+    }
+}
+
+/// RFC 5280: the subject no longer needs the certificate.
+const CESSATION_OF_OPERATION: i64 = 5;
+
 /// Whether a certificate names the person otherwise than `review`: any of
 /// its surname, name, givenName or commonName attributes differs from the
-/// new names, ignoring case (a name written in capitals is the same name).
-/// A certificate that does not parse is left alone and logged.
+/// new names once both are [`folded`] (a name written in capitals, with
+/// another apostrophe, or in the other script is the same name). A
+/// certificate that does not parse is left alone and logged.
 pub fn names_differ(der: &[u8], review: &NameReview) -> bool {
     let cert = match Certificate::from_der(der) {
         Ok(c) => c,
@@ -94,26 +139,20 @@ pub fn names_differ(der: &[u8], review: &NameReview) -> bool {
             return false;
         }
     };
-    let norm = |s: &str| {
-        s.split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
-    };
-    let full = norm(&format!(
+    let full = folded(&format!(
         "{} {} {}",
         review.surname,
         review.given_name,
         review.patronymic.as_deref().unwrap_or("")
     ));
-    let surname = norm(&review.surname);
-    let given = norm(&review.given_name);
+    let surname = folded(&review.surname);
+    let given = folded(&review.given_name);
     for rdn in cert.tbs_certificate().subject().iter_rdn() {
         for atv in rdn.iter() {
             let Some(value) = muhr_pkix::dn_text::value_text(&atv.value) else {
                 continue;
             };
-            let value = norm(value);
+            let value = folded(value);
             let expected = match atv.oid.to_string().as_str() {
                 SURNAME => &surname,
                 NAME | GIVEN_NAME => &given,
@@ -126,4 +165,93 @@ pub fn names_differ(der: &[u8], review: &NameReview) -> bool {
         }
     }
     false
+}
+
+/// A name's skeleton for comparison: Unicode NFC, lower case, Cyrillic
+/// (Uzbek and Russian letters) written in the Uzbek Latin alphabet,
+/// apostrophes of every form (ʻ ʼ ‘ ’ ` ') dropped, `ye` read as `e` (Е is
+/// written both ways), spaces and hyphens collapsed. Two spellings of one
+/// name meet; a changed letter still shows.
+pub fn folded(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let mut out = String::with_capacity(name.len());
+    for c in name.nfc().flat_map(char::to_lowercase) {
+        let latin: &str = match c {
+            'а' => "a",
+            'б' => "b",
+            'в' => "v",
+            'г' | 'ғ' => "g",
+            'д' => "d",
+            'е' | 'э' => "e",
+            'ё' => "yo",
+            'ж' => "j",
+            'з' => "z",
+            'и' | 'ы' => "i",
+            'й' => "y",
+            'к' => "k",
+            'қ' => "q",
+            'л' => "l",
+            'м' => "m",
+            'н' => "n",
+            'о' | 'ў' => "o",
+            'п' => "p",
+            'р' => "r",
+            'с' => "s",
+            'т' => "t",
+            'у' => "u",
+            'ф' => "f",
+            'х' => "x",
+            'ҳ' => "h",
+            'ц' => "ts",
+            'ч' => "ch",
+            'ш' | 'щ' => "sh",
+            'ю' => "yu",
+            'я' => "ya",
+            'ъ' | 'ь' | 'ʻ' | 'ʼ' | '‘' | '’' | '`' | '\'' | 'ʹ' => "",
+            '-' => " ",
+            _ => {
+                out.push(c);
+                continue;
+            }
+        };
+        out.push_str(latin);
+    }
+    out.replace("ye", "e")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::folded;
+
+    #[test]
+    fn one_name_in_every_spelling_folds_to_one_skeleton() {
+        for same in [
+            ["Oʻrinboyev", "O'rinboyev", "ORINBOYEV"],
+            ["Gʻayrat", "G‘ayrat", "Ғайрат"],
+            ["Ўринбоев", "Oʻrinboev", "o`rinboyev"],
+            ["Иванов", "Ivanov", "IVANOV"],
+            ["Raʼno", "Раъно", "RA'NO"],
+            ["Abdullayevna", "Абдуллаевна", "Abdullaevna"],
+        ] {
+            let f = folded(same[0]);
+            for s in &same[1..] {
+                assert_eq!(folded(s), f, "{s} and {}", same[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_name_still_differs() {
+        for [a, b] in [
+            ["Karimova", "Karimov"],
+            ["Иванова", "Ivanov"],
+            ["Abdurahmonova-Oʻrinova", "Abdurahmonov"],
+            ["Dilnoza", "Dilafruz"],
+        ] {
+            assert_ne!(folded(a), folded(b), "{a} and {b}");
+        }
+    }
 }

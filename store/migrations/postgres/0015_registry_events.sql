@@ -35,6 +35,9 @@ CREATE TABLE registry_state (
     deceased_on  TEXT,
     updated_at   BIGINT NOT NULL
 );
+-- Deaths recorded lately: a certificate whose issuance checked for a death
+-- just before one was recorded is found here and revoked.
+CREATE INDEX registry_state_deaths ON registry_state (updated_at) WHERE deceased_on IS NOT NULL;
 
 -- Certificates naming a person by an old name are revoked once the grace
 -- period has passed, against the names of the newest change.

@@ -39,6 +39,9 @@ CREATE TABLE registry_state (
     deceased_on  TEXT,
     updated_at   BIGINT NOT NULL
 );
+-- Deaths recorded lately: a certificate whose issuance checked for a death
+-- just before one was recorded is found here and revoked.
+CREATE INDEX registry_state_deaths ON registry_state (updated_at) WHERE deceased_on IS NOT NULL;
 
 CREATE TABLE name_reviews (
     pinfl        TEXT PRIMARY KEY,
