@@ -29,6 +29,32 @@ pub async fn signer(app: &App, c: &NoticesConfig, actor: &str) -> Result<Signer,
             "notices: set hmac_key_file or es256_key (how notices are signed)",
         ));
     };
+    // A key that speaks for something else (a CA, the audit chain, login
+    // assertions, an OCSP signer) must never sign webhook messages: a
+    // configuration mistake would hand the notification system signatures
+    // by that key over bytes of Muhr's choosing.
+    let mut reserved = vec![
+        app.config.ceremony.root.key_label.clone(),
+        app.config.ceremony.issuing.key_label.clone(),
+        app.config.audit.key.clone(),
+        app.config.login.assertion_key.clone(),
+    ];
+    for ca in ["root", "issuing"] {
+        if let Some(a) = app
+            .store
+            .authority(ca)
+            .await
+            .map_err(|e| Fail::internal(e.to_string()))?
+        {
+            reserved.push(a.key_label);
+        }
+    }
+    if reserved.contains(label) || label.starts_with("muhr-ocsp-") {
+        return Err(Fail::invalid(format!(
+            "refused: notices.es256_key: {label:?} is the key of a CA, the audit chain, login \
+             assertions or an OCSP signer; notices need a key of their own"
+        )));
+    }
     let spec = muhr_hsm::KeySpec::EcdsaP256;
     let key = match app.keys.open(label, spec) {
         Ok(k) => k,

@@ -131,8 +131,10 @@ impl Signer {
     }
 
     /// The `X-Muhr-Signature` value for `body` sent at `timestamp` (Unix
-    /// seconds). Fails only when the key store does.
-    pub fn sign(&self, timestamp: i64, body: &[u8]) -> Result<String, String> {
+    /// seconds). Fails only when the key store does. The key store is asked
+    /// on a blocking thread: an HSM that stalls holds that thread, never the
+    /// runtime serving OCSP and the RA.
+    pub async fn sign(&self, timestamp: i64, body: &[u8]) -> Result<String, String> {
         let mut input = Vec::with_capacity(body.len() + 24);
         input.extend_from_slice(timestamp.to_string().as_bytes());
         input.push(b'.');
@@ -140,7 +142,11 @@ impl Signer {
         match self {
             Signer::Hmac { key, .. } => Ok(format!("hmac-sha256={}", hmac_sha256_hex(key, &input))),
             Signer::Es256 { key, .. } => {
-                let der = key.sign(&input).map_err(|e| format!("key store: {e}"))?;
+                let key = key.clone();
+                let der = tokio::task::spawn_blocking(move || key.sign(&input))
+                    .await
+                    .map_err(|e| format!("key store: {e}"))?
+                    .map_err(|e| format!("key store: {e}"))?;
                 let raw = muhr_pkix::jws::es256_from_der(&der)?;
                 Ok(format!("es256={}", URL_SAFE_NO_PAD.encode(raw)))
             }
@@ -179,7 +185,11 @@ mod tests {
         assert_eq!(s.key_id(), "hmac-1");
         assert!(!format!("{s:?}").contains("0123"));
         assert_eq!(
-            s.sign(1_700_000_000, b"{}").unwrap(),
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(s.sign(1_700_000_000, b"{}"))
+                .unwrap(),
             format!(
                 "hmac-sha256={}",
                 hmac_sha256_hex(b"0123456789abcdef0123456789abcdef", b"1700000000.{}")

@@ -312,7 +312,7 @@ impl Worker {
         })
         .map_err(|e| format!("encoding: {e}"))?;
         let timestamp = muhr_store::now_secs();
-        let signature = inner.signer.sign(timestamp, &body)?;
+        let signature = inner.signer.sign(timestamp, &body).await?;
         let mut headers = HeaderMap::new();
         let value = |s: &str| HeaderValue::from_str(s).map_err(|e| format!("header: {e}"));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
