@@ -601,6 +601,36 @@ fn lifecycle(db: Db) {
     assert_eq!(code, 422, "{v}");
     assert!(v.to_string().contains("deceased"), "{v}");
 
+    // A card reported stolen before it was personalized is never
+    // personalized: the report came first, and stands.
+    let early = person(8);
+    let (code, v) = post_events(
+        &env,
+        port,
+        &registry,
+        &[
+            json!({"id": "spc-20", "seq": 120, "kind": "document.stolen", "pinfl": early.pinfl, "document": "AK1000011"}),
+        ],
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(result_of(&v, "spc-20")["outcome"], "unknown_person");
+    let (code, v) = call(
+        &env,
+        port,
+        Some(&line),
+        "POST",
+        "/api/v1/personalization/cards",
+        Some(&json!({
+            "request_id": "c-stolen-early",
+            "person": {"pinfl": early.pinfl, "surname": early.surname, "given_name": early.given, "patronymic": early.patronymic, "birth_date": early.birth},
+            "document": {"number": "AK1000011", "issued_on": "2025-03-01", "expires_on": "2035-02-28", "issuing_office": early.district},
+            "keys": {"auth": chip_csr(&env, "c-stolen-early-auth"), "sign": chip_csr(&env, "c-stolen-early-sign")}
+        })),
+    );
+    assert_eq!(code, 422, "{v}");
+    assert_eq!(v["error"]["field"], "document.number", "{v}");
+    assert!(v.to_string().contains("stolen"), "{v}");
+
     // The card is found: an operator restores its certificates.
     for s in [&lost_certs.0, &lost_certs.1] {
         let (code, v) = call(

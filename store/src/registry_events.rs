@@ -135,6 +135,9 @@ pub struct Plan {
     pub audit: Vec<AuditEvent>,
     /// Notices to the people whose certificates the events changed.
     pub notices: Vec<crate::notices::NewNotice>,
+    /// Documents reported lost, stolen or invalidated: (document, PINFL,
+    /// kind, event id). The first report of a document stands.
+    pub block: Vec<(String, String, String, String)>,
 }
 
 /// How a commit ended.
@@ -432,6 +435,28 @@ impl Store {
         Ok(changed.into_iter().map(|s| s.serial).collect())
     }
 
+    /// Which of `documents` the registry reported lost, stolen or
+    /// invalidated, with the event's kind.
+    pub async fn blocked_documents(&self, documents: &[&str]) -> Result<HashMap<String, String>> {
+        let mut blocked = HashMap::new();
+        for chunk in documents.chunks(rows::CHUNK) {
+            let n = rows::padded(chunk.len());
+            let sql = format!(
+                "SELECT document, kind FROM blocked_documents WHERE document IN ({})",
+                rows::list(n, 1)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for d in chunk {
+                q = q.bind(*d);
+            }
+            q = rows::bind_nulls(q, n - chunk.len(), &["text"]);
+            for r in q.fetch_all(&self.pool).await? {
+                blocked.insert(r.try_get("document")?, r.try_get("kind")?);
+            }
+        }
+        Ok(blocked)
+    }
+
     /// Name reviews due at `now` (Unix seconds), oldest first, at most `limit`.
     pub async fn due_name_reviews(&self, now: i64, limit: i64) -> Result<Vec<NameReview>> {
         let rows = sqlx::query(
@@ -573,6 +598,23 @@ impl EventBatch {
             q.execute(&mut **tx).await?;
         }
         crate::notices::queue_in(tx, &plan.notices).await?;
+        for chunk in plan.block.chunks(BIG) {
+            let sql = format!(
+                "INSERT INTO blocked_documents (document, pinfl, kind, event, at) VALUES {} \
+                 ON CONFLICT (document) DO NOTHING",
+                rows::values(Backend::Sqlite, chunk.len(), 5, 1, &[])
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (document, pinfl, kind, event) in chunk {
+                q = q
+                    .bind(document)
+                    .bind(pinfl)
+                    .bind(kind)
+                    .bind(event)
+                    .bind(at / 1_000_000);
+            }
+            q.execute(&mut **tx).await?;
+        }
         let audit: Vec<&AuditEvent> = plan.audit.iter().collect();
         audit::append(self.backend, tx, &audit).await?;
         self.tx.commit().await?;

@@ -283,15 +283,32 @@ impl Personalizer {
     }
 
     /// Refuses the cards of people the registry records as deceased (by its
-    /// extract or a `person.deceased` event), asking once for the whole
+    /// extract or a `person.deceased` event) and cards whose document it
+    /// reported lost, stolen or invalidated, asking once for the whole
     /// group; the rest go on.
     async fn living(&self, group: Vec<Work>) -> Vec<Work> {
         let pinfls: Vec<&str> = group
             .iter()
             .map(|w| w.card.request.person.pinfl.as_str())
             .collect();
-        let deceased: std::collections::HashSet<String> = match self.store.deaths(&pinfls).await {
-            Ok(dead) => dead.into_keys().collect(),
+        let documents: Vec<&str> = group
+            .iter()
+            .map(|w| w.card.request.document.number.as_str())
+            .collect();
+        let facts = match self.store.deaths(&pinfls).await {
+            Ok(dead) => self
+                .store
+                .blocked_documents(&documents)
+                .await
+                .map(|blocked| (dead, blocked)),
+            Err(e) => Err(e),
+        };
+        let (deceased, blocked) = match facts {
+            Ok((dead, blocked)) => (
+                dead.into_keys()
+                    .collect::<std::collections::HashSet<String>>(),
+                blocked,
+            ),
             Err(e) => {
                 for w in group {
                     self.fail(&w, "database").await;
@@ -305,6 +322,11 @@ impl Personalizer {
             if deceased.contains(&w.card.request.person.pinfl) {
                 let refusal = self
                     .refuse(&w.card.district, Refusal::deceased(), w.started)
+                    .await;
+                let _ = w.reply.send(Err(refusal));
+            } else if let Some(kind) = blocked.get(&w.card.request.document.number) {
+                let refusal = self
+                    .refuse(&w.card.district, Refusal::document_blocked(kind), w.started)
                     .await;
                 let _ = w.reply.send(Err(refusal));
             } else {

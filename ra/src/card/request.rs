@@ -117,6 +117,21 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// The registry reported the card's document lost, stolen or
+    /// invalidated (`kind`, the event's): the card is not personalized.
+    pub fn document_blocked(kind: &str) -> Self {
+        Self::new(
+            "document.number",
+            format!(
+                "the population registry reported this document {}",
+                kind.trim_start_matches("document.")
+            ),
+        )
+        .with_reason("document reported")
+    }
+}
+
 impl From<FieldError> for Refusal {
     fn from(e: FieldError) -> Self {
         let reason = format!("invalid {}", e.field);

@@ -72,6 +72,19 @@ pub fn decide(events: &[Event], facts: &Facts, grace: i64, actor: &str) -> (Plan
         let (outcome, serials, detail) =
             apply(ev, person, facts.now, grace, &mut plan, &mut reviews);
         notify(ev, &serials, facts.now, grace, outcome, &mut plan);
+        if let Kind::Lost { document }
+        | Kind::Stolen { document }
+        | Kind::Invalidated { document, .. } = &ev.kind
+        {
+            // Known person or not, a card with this document is never
+            // personalized from now on.
+            plan.block.push((
+                document.clone(),
+                ev.pinfl.clone(),
+                ev.kind.name().to_string(),
+                ev.id.clone(),
+            ));
+        }
         if matches!(outcome, "applied" | "refused") || !serials.is_empty() {
             plan.audit.push(AuditEvent {
                 actor: actor.to_string(),

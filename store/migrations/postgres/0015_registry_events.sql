@@ -50,3 +50,13 @@ CREATE TABLE name_reviews (
     patronymic   TEXT
 );
 CREATE INDEX name_reviews_due ON name_reviews (due_at);
+
+-- Documents the registry reported lost, stolen or invalidated: a card with
+-- one of them is never personalized, even when the report came first.
+CREATE TABLE blocked_documents (
+    document     TEXT PRIMARY KEY,
+    pinfl        TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    event        TEXT NOT NULL,
+    at           BIGINT NOT NULL       -- Unix seconds
+);
