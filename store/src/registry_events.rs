@@ -158,10 +158,16 @@ pub struct EventBatch {
     pub facts: Facts,
 }
 
-/// Rows per statement here: a batch's thousand events in one round trip
-/// per table (10,000 parameters for the widest, far under both engines'
-/// limits).
-const BIG: usize = 1000;
+/// Rows per statement here. PostgreSQL: a batch's thousand events in one
+/// round trip per table (10,000 parameters for the widest, far under its
+/// limit). SQLite has no round trips, and binding costs grow faster than the
+/// parameter count: its statements stay at [`rows::CHUNK`] rows.
+fn big(backend: Backend) -> usize {
+    match backend {
+        Backend::Postgres => 1000,
+        Backend::Sqlite => rows::CHUNK,
+    }
+}
 
 /// The first key of the advisory locks on people ("muhr" in ASCII), apart
 /// from any other advisory lock.
@@ -188,7 +194,7 @@ impl Store {
         // per person (nothing written for the many people an event finds
         // nothing about), then their state is read. SQLite has one writer:
         // an upsert of the people's rows takes the write lock at once.
-        for chunk in pinfls.chunks(BIG) {
+        for chunk in pinfls.chunks(big(self.backend())) {
             let rows = match self.backend() {
                 Backend::Postgres => {
                     let sql = format!(
@@ -244,7 +250,7 @@ impl Store {
             .into_iter()
             .collect();
         let mut recorded = HashMap::new();
-        for chunk in ids.chunks(BIG) {
+        for chunk in ids.chunks(big(self.backend())) {
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM registry_events WHERE id IN ({})",
                 rows::list(chunk.len(), 1)
@@ -258,7 +264,7 @@ impl Store {
                 recorded.insert(e.id.clone(), e);
             }
         }
-        for chunk in pinfls.chunks(BIG) {
+        for chunk in pinfls.chunks(big(self.backend())) {
             let list = rows::list(chunk.len(), 1);
             let bind = |sql: String| {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -520,7 +526,7 @@ impl EventBatch {
     pub async fn commit(mut self, plan: &Plan) -> Result<Committed> {
         let at = now_micros();
         let tx = &mut self.tx;
-        for chunk in plan.events.chunks(BIG) {
+        for chunk in plan.events.chunks(big(self.backend)) {
             let sql = format!(
                 "INSERT INTO registry_events ({EVENT_COLUMNS}) VALUES {} \
                  ON CONFLICT (id) DO NOTHING RETURNING id",
@@ -560,7 +566,7 @@ impl EventBatch {
         for s in status::suspend_many_in_flight(tx, &suspend).await? {
             changed.push(s.serial);
         }
-        for chunk in plan.state.chunks(BIG) {
+        for chunk in plan.state.chunks(big(self.backend)) {
             let sql = format!(
                 "INSERT INTO registry_state (pinfl, names_seq, deceased_on, updated_at) VALUES {} \
                  ON CONFLICT (pinfl) DO UPDATE SET names_seq = excluded.names_seq, \
@@ -598,7 +604,7 @@ impl EventBatch {
             q.execute(&mut **tx).await?;
         }
         crate::notices::queue_in(tx, &plan.notices).await?;
-        for chunk in plan.block.chunks(BIG) {
+        for chunk in plan.block.chunks(big(self.backend)) {
             let sql = format!(
                 "INSERT INTO blocked_documents (document, pinfl, kind, event, at) VALUES {} \
                  ON CONFLICT (document) DO NOTHING",
