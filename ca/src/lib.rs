@@ -500,23 +500,8 @@ impl Ca {
         transition: muhr_store::Transition,
         actor: &str,
     ) -> Result<muhr_store::Status, IssueError> {
-        let plan = self.status_plan(serial, transition).await?;
-        if plan.ca_certificate {
-            return Err(refused("serial", dual_control::CA_CERTIFICATE));
-        }
-        match self
-            .store
-            .change_status(
-                serial,
-                transition,
-                &plan.event(actor, serde_json::json!({})),
-            )
+        self.change_end_entity_status(serial, transition, actor, false)
             .await
-        {
-            Ok(s) => Ok(s),
-            Err(muhr_store::StoreError::Conflict(why)) => Err(refused("serial", why)),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// [`Ca::change_status`] made by someone other than the holder (an
@@ -531,11 +516,22 @@ impl Ca {
         transition: muhr_store::Transition,
         actor: &str,
     ) -> Result<muhr_store::Status, IssueError> {
+        self.change_end_entity_status(serial, transition, actor, true)
+            .await
+    }
+
+    async fn change_end_entity_status(
+        &self,
+        serial: &str,
+        transition: muhr_store::Transition,
+        actor: &str,
+        notify: bool,
+    ) -> Result<muhr_store::Status, IssueError> {
         let plan = self.status_plan(serial, transition).await?;
         if plan.ca_certificate {
             return Err(refused("serial", dual_control::CA_CERTIFICATE));
         }
-        let notice = plan.pinfl.as_ref().map(|pinfl| {
+        let notice = plan.pinfl.as_ref().filter(|_| notify).map(|pinfl| {
             use muhr_store::notices::{NewNotice, NoticeKind};
             let now = muhr_store::now_micros();
             // A revocation is final: one per certificate. A suspension or a

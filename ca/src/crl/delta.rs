@@ -31,19 +31,7 @@ pub async fn generate(
     ca: &Authority,
     validity: Duration,
 ) -> Result<Vec<StoredCrl>, IssueError> {
-    // Each CRL takes the next number before it is signed: when another
-    // process (a node's updater, an operator's `muhr crl`) stored that number
-    // first, this one is made again under the next.
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match generate_once(store, ca, validity).await {
-            Err(IssueError::Store(muhr_store::StoreError::Conflict(why))) if attempt < 5 => {
-                tracing::info!(ca = %ca.name, %why, "CRL number taken by another process; signing again");
-            }
-            r => return r,
-        }
-    }
+    super::again_if_number_taken(&ca.name, || generate_once(store, ca, validity)).await
 }
 
 async fn generate_once(

@@ -125,3 +125,26 @@ mod tests {
         );
     }
 }
+
+/// Runs `make` (which signs CRLs under the next CRL number) again when
+/// another process (a node's updater, an operator's `muhr crl`) stored that
+/// number first, at most five times.
+pub(crate) async fn again_if_number_taken<F, Fut>(
+    ca: &str,
+    mut make: F,
+) -> Result<Vec<muhr_store::StoredCrl>, crate::IssueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<muhr_store::StoredCrl>, crate::IssueError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match make().await {
+            Err(crate::IssueError::Store(muhr_store::StoreError::Conflict(why))) if attempt < 5 => {
+                tracing::info!(%ca, %why, "CRL number taken by another process; signing again");
+            }
+            r => return r,
+        }
+    }
+}
