@@ -143,15 +143,16 @@ fn stranger(n: usize) -> String {
     ))
 }
 
-/// A card for `p` with `document`; answers its (auth, sign) serials.
-fn issue_card(
+/// Submits a card for `p` with `document` (fresh chip keys named after
+/// the job): the HTTP status and answer.
+fn submit_card(
     env: &Env,
     port: u16,
     line: &Path,
     job: &str,
     p: &Person,
     document: &str,
-) -> (String, String) {
+) -> (u16, Value) {
     let body = json!({
         "request_id": job,
         "person": {
@@ -172,14 +173,26 @@ fn issue_card(
             "sign": chip_csr(env, &format!("{job}-sign")),
         }
     });
-    let (code, v) = call(
+    call(
         env,
         port,
         Some(line),
         "POST",
         "/api/v1/personalization/cards",
         Some(&body),
-    );
+    )
+}
+
+/// A card for `p` with `document`; answers its (auth, sign) serials.
+fn issue_card(
+    env: &Env,
+    port: u16,
+    line: &Path,
+    job: &str,
+    p: &Person,
+    document: &str,
+) -> (String, String) {
+    let (code, v) = submit_card(env, port, line, job, p, document);
     assert_eq!(code, 200, "{job}: {v}");
     let s = |role: &str| {
         v["certificates"][role]["serial"]
@@ -585,19 +598,7 @@ fn lifecycle(db: Db) {
     assert!(out.trim().ends_with("OK"), "{out}");
 
     // The dead get nothing issued from now on.
-    let (code, v) = call(
-        &env,
-        port,
-        Some(&line),
-        "POST",
-        "/api/v1/personalization/cards",
-        Some(&json!({
-            "request_id": "c-dead-2",
-            "person": {"pinfl": dead.pinfl, "surname": dead.surname, "given_name": dead.given, "patronymic": dead.patronymic, "birth_date": dead.birth},
-            "document": {"number": "AA9000001", "issued_on": "2025-03-01", "expires_on": "2035-02-28", "issuing_office": dead.district},
-            "keys": {"auth": chip_csr(&env, "c-dead-2-auth"), "sign": chip_csr(&env, "c-dead-2-sign")}
-        })),
-    );
+    let (code, v) = submit_card(&env, port, &line, "c-dead-2", dead, "AA9000001");
     assert_eq!(code, 422, "{v}");
     assert!(v.to_string().contains("deceased"), "{v}");
 
@@ -614,19 +615,7 @@ fn lifecycle(db: Db) {
     );
     assert_eq!(code, 200, "{v}");
     assert_eq!(result_of(&v, "spc-20")["outcome"], "unknown_person");
-    let (code, v) = call(
-        &env,
-        port,
-        Some(&line),
-        "POST",
-        "/api/v1/personalization/cards",
-        Some(&json!({
-            "request_id": "c-stolen-early",
-            "person": {"pinfl": early.pinfl, "surname": early.surname, "given_name": early.given, "patronymic": early.patronymic, "birth_date": early.birth},
-            "document": {"number": "AK1000011", "issued_on": "2025-03-01", "expires_on": "2035-02-28", "issuing_office": early.district},
-            "keys": {"auth": chip_csr(&env, "c-stolen-early-auth"), "sign": chip_csr(&env, "c-stolen-early-sign")}
-        })),
-    );
+    let (code, v) = submit_card(&env, port, &line, "c-stolen-early", &early, "AK1000011");
     assert_eq!(code, 422, "{v}");
     assert_eq!(v["error"]["field"], "document.number", "{v}");
     assert!(v.to_string().contains("stolen"), "{v}");
