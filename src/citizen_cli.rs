@@ -433,14 +433,30 @@ pub fn open_password(file: Option<&Path>) -> Result<Zeroizing<String>, Fail> {
 }
 
 /// `muhr client sign FILE --p12 me.p12`: a CMS signature of FILE, detached
-/// unless `attached`, written to `out` (FILE.p7s by default), DER.
-pub fn sign(
+/// unless `attached`, written to `out` (FILE.p7s by default), DER; with a
+/// signature time-stamp from `timestamp` (a TSA URL; empty: MUHR_TSA_URL).
+pub async fn sign(
     file: &Path,
     p12: &Path,
     password_file: Option<&Path>,
     out: Option<&Path>,
     attached: bool,
+    timestamp: Option<&str>,
 ) -> Result<(), Fail> {
+    let tsa_url = match timestamp {
+        None => None,
+        Some("") => Some(std::env::var("MUHR_TSA_URL").map_err(|_| {
+            Fail::invalid("refused: timestamp: give the TSA's URL, or set MUHR_TSA_URL")
+        })?),
+        Some(u) => Some(u.to_string()),
+    };
+    if let Some(u) = &tsa_url
+        && !(u.starts_with("https://") || u.starts_with("http://"))
+    {
+        return Err(Fail::invalid(format!(
+            "refused: timestamp: {u:?} is not an http(s) URL"
+        )));
+    }
     let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
         let mut o = file.as_os_str().to_owned();
         o.push(".p7s");
@@ -458,7 +474,16 @@ pub fn sign(
         .map_err(|e| Fail::invalid(format!("refused: p12: {}: {e}", p12.display())))?;
     let password = open_password(password_file)?;
     let credential = Credential::open(&bytes, &password)?;
-    let cms = credential.sign_cms(&content, attached)?;
+    let mut cms = credential.sign_cms(&content, attached)?;
+    let mut stamped = None;
+    if let Some(url) = &tsa_url {
+        let (req, nonce) = muhr_validation::cades::request(&cms).map_err(Fail::internal)?;
+        let reply = post_time_stamp_query(url, req).await?;
+        let token = muhr_validation::cades::token_from_reply(&cms, &reply, &nonce)
+            .map_err(|e| Fail::invalid(format!("refused: timestamp: {e}")))?;
+        cms = muhr_validation::cades::add_token(&cms, &token).map_err(Fail::internal)?;
+        stamped = Some(url);
+    }
     std::fs::write(&out, cms)
         .map_err(|e| Fail::invalid(format!("refused: out: {}: {e}", out.display())))?;
     println!(
@@ -471,5 +496,36 @@ pub fn sign(
         muhr_pkix::dn_text::to_string(credential.certificate.tbs_certificate().subject())
     );
     println!("signature  {}", out.display());
+    if let Some(url) = stamped {
+        println!("time-stamp {} (CAdES-T)", muhr_store::redact::redact(url));
+    }
     Ok(())
+}
+
+/// Sends a TimeStampReq by HTTP POST (RFC 3161 3.4); the reply's body.
+async fn post_time_stamp_query(url: &str, req: Vec<u8>) -> Result<Vec<u8>, Fail> {
+    let shown = muhr_store::redact::redact(url);
+    let url_text = url;
+    let url = shown.as_str();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| Fail::internal(e.to_string()))?;
+    let resp = client
+        .post(url_text)
+        .header("content-type", "application/timestamp-query")
+        .body(req)
+        .send()
+        .await
+        .map_err(|e| Fail::invalid(format!("refused: timestamp: {url}: {}", e.without_url())))?;
+    if !resp.status().is_success() {
+        return Err(Fail::invalid(format!(
+            "refused: timestamp: {url} answered HTTP {}",
+            resp.status()
+        )));
+    }
+    resp.bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| Fail::invalid(format!("refused: timestamp: {url}: {}", e.without_url())))
 }

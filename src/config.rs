@@ -43,6 +43,9 @@ pub struct Config {
     /// `[ocsp]`.
     #[serde(default)]
     pub ocsp: OcspConfig,
+    /// `[tsa]`: the time-stamping authority (docs/time-stamping.md).
+    #[serde(default)]
+    pub tsa: TsaConfig,
     /// `[identity]`: the checks on a person's data and the facts they rest on.
     #[serde(default)]
     pub identity: muhr_policies::identity::IdentityRules,
@@ -496,6 +499,149 @@ impl Default for OcspConfig {
     }
 }
 
+/// `[tsa]`: the time-stamping authority (RFC 3161) on the public listener
+/// (`POST /tsa`), in `muhr serve` and alone in `muhr tsa`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TsaConfig {
+    /// Serve `POST /tsa` in `muhr serve`, and make the TSA certificate.
+    /// Off unless turned on: a TSA promises a registered policy and a clock
+    /// kept synchronised, both the operator's to provide.
+    pub enabled: bool,
+    /// The policy tokens are issued under, unless a request names another
+    /// of `allowed_policies`. The default, 1.3.6.1.4.1.32473.3161.1, sits in the
+    /// example arc (X.660): a development TSA promises nothing. Production
+    /// names the OID its registered TSA policy gives.
+    pub policy: String,
+    /// Further policies a request may name.
+    pub allowed_policies: Vec<String>,
+    /// The accuracy tokens state, in milliseconds (at least 1000: genTime
+    /// is in whole seconds). The clock must be within it less half a
+    /// second, or requests get timeNotAvailable.
+    pub accuracy_ms: u64,
+    /// Key kind of the TSA key (its own key, only for tokens).
+    pub signer_key: String,
+    /// `muhr serve` certifies a new TSA key when the current certificate
+    /// has less left than this (the certificate lives 24 months: the key
+    /// stamps for about a year, and the certificate still verifies its
+    /// tokens a year after).
+    pub renew_days_before: u64,
+    /// The TSA certificate's commonName.
+    pub name: String,
+    /// The TSA certificate's organizationName, when not empty.
+    pub organization: String,
+    /// `[tsa.clock]`: how the clock is checked.
+    pub clock: TsaClock,
+}
+
+/// `[tsa.clock]`: where the TSA learns that its clock is right.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TsaClock {
+    /// `kernel`: the kernel's synchronisation state and maximum error
+    /// (adjtimex), as chrony or ntpd keep them; `ntp`: ask `ntp_servers`.
+    pub source: String,
+    /// NTP servers, `host:port`, asked every `ntp_interval_seconds`.
+    pub ntp_servers: Vec<String>,
+    /// Between NTP polls; an answer counts for three intervals.
+    pub ntp_interval_seconds: u64,
+}
+
+impl Default for TsaClock {
+    fn default() -> Self {
+        Self {
+            source: "kernel".into(),
+            ntp_servers: Vec::new(),
+            ntp_interval_seconds: 16,
+        }
+    }
+}
+
+impl Default for TsaConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            policy: "1.3.6.1.4.1.32473.3161.1".into(),
+            allowed_policies: Vec::new(),
+            accuracy_ms: 1000,
+            signer_key: "ecdsa-p256".into(),
+            renew_days_before: 365,
+            name: "Muhr Time-Stamping Authority".into(),
+            organization: String::new(),
+            clock: TsaClock::default(),
+        }
+    }
+}
+
+impl TsaConfig {
+    /// The TSA's settings, or which key is wrong.
+    pub fn validate(&self) -> Result<muhr_tsa::Config, String> {
+        let oid = |key: &str, s: &str| {
+            s.parse::<const_oid::ObjectIdentifier>()
+                .map_err(|_| format!("tsa.{key}: {s:?} is not a dotted OID"))
+        };
+        let default = oid("policy", &self.policy)?;
+        let allowed = self
+            .allowed_policies
+            .iter()
+            .map(|p| oid("allowed_policies", p))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !(1000..=60_000).contains(&self.accuracy_ms) {
+            return Err("tsa.accuracy_ms: between 1000 and 60000".into());
+        }
+        self.signer_key
+            .parse::<muhr_hsm::KeySpec>()
+            .map_err(|e| format!("tsa.signer_key: {e}"))?;
+        if !(1..=700).contains(&self.renew_days_before) {
+            return Err("tsa.renew_days_before: between 1 and 700".into());
+        }
+        if self.name.trim().is_empty() || self.name.chars().count() > 64 {
+            return Err("tsa.name: 1 to 64 characters".into());
+        }
+        if self.organization.chars().count() > 64 {
+            return Err("tsa.organization: at most 64 characters".into());
+        }
+        self.clock_source()?;
+        Ok(muhr_tsa::Config {
+            policies: muhr_tsa::request::Policies { default, allowed },
+            accuracy: std::time::Duration::from_millis(self.accuracy_ms),
+        })
+    }
+
+    /// The clock check `[tsa.clock]` describes.
+    pub fn clock_source(&self) -> Result<muhr_tsa::clock::ClockSource, String> {
+        match self.clock.source.as_str() {
+            "kernel" => Ok(muhr_tsa::clock::ClockSource::Kernel),
+            "ntp" => {
+                if self.clock.ntp_servers.is_empty() {
+                    return Err("tsa.clock.ntp_servers: at least one host:port".into());
+                }
+                if !(1..=1024).contains(&self.clock.ntp_interval_seconds) {
+                    return Err("tsa.clock.ntp_interval_seconds: between 1 and 1024".into());
+                }
+                Ok(muhr_tsa::clock::ClockSource::Ntp {
+                    servers: self.clock.ntp_servers.clone(),
+                    interval: std::time::Duration::from_secs(self.clock.ntp_interval_seconds),
+                    timeout: std::time::Duration::from_secs(2),
+                })
+            }
+            other => Err(format!(
+                "tsa.clock.source: {other:?} is neither kernel nor ntp"
+            )),
+        }
+    }
+
+    /// The TSA certificate's subject fields.
+    pub fn subject(&self) -> std::collections::BTreeMap<String, String> {
+        let mut f =
+            std::collections::BTreeMap::from([("common_name".to_string(), self.name.clone())]);
+        if !self.organization.is_empty() {
+            f.insert("organization.name".into(), self.organization.clone());
+        }
+        f
+    }
+}
+
 /// `[policies]`: the certificate profiles.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -584,6 +730,7 @@ impl Config {
             .and_then(|_| c.server.limits.validate())
             .and_then(|_| c.notices.as_ref().map_or(Ok(()), |n| n.validate()))
             .and_then(|_| c.registry.check())
+            .and_then(|_| c.tsa.validate().map(|_| ()))
             .and_then(|_| {
                 if (100..=60_000).contains(&c.database.acquire_timeout_ms) {
                     Ok(())

@@ -69,6 +69,13 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Run the time-stamping authority alone (`POST /tsa`): its key and
+    /// certificate (made by `muhr serve`), its clock check and token log.
+    Tsa {
+        /// Address to listen on (default: the configuration's server.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Certification authority management.
     Ca {
         #[command(subcommand)]
@@ -288,6 +295,12 @@ enum ClientCommand {
         /// Carry the content inside the signature instead of beside it.
         #[arg(long)]
         attached: bool,
+        /// Add a signature time-stamp from this TSA (CAdES-BASELINE-T): the
+        /// proof that the signature existed then, which keeps it valid if
+        /// the certificate is later revoked for a reason other than key
+        /// compromise. Without a URL, MUHR_TSA_URL.
+        #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "URL")]
+        timestamp: Option<String>,
     },
 }
 
@@ -493,6 +506,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 password_file,
                 out,
                 attached,
+                timestamp,
             },
     } = &cli.command
     {
@@ -502,7 +516,9 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             password_file.as_deref(),
             out.as_deref(),
             *attached,
-        );
+            timestamp.as_deref(),
+        )
+        .await;
     }
     if let Command::Audit {
         command:
@@ -525,6 +541,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         } => {
             serve::refuse_benchmark_database(&app).await?;
             return serve::run(app, listen, listen_mtls).await;
+        }
+        Command::Tsa { listen } => {
+            serve::refuse_benchmark_database(&app).await?;
+            return serve::run_tsa(app, listen).await;
         }
         Command::Ocsp { listen } => {
             serve::refuse_benchmark_database(&app).await?;
@@ -559,7 +579,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
 async fn run_installed(app: &app::App, command: Command) -> Result<(), Fail> {
     match command {
         // Answered by `run`, which hands them the installation.
-        Command::Serve { .. } | Command::Ocsp { .. } => Ok(()),
+        Command::Serve { .. } | Command::Ocsp { .. } | Command::Tsa { .. } => Ok(()),
         Command::Client {
             command:
                 ClientCommand::Add {

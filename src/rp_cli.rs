@@ -153,6 +153,35 @@ pub async fn verify(
             crate::commands::date(verdict.judged_at),
             verdict.judged_at_why
         );
+        if let Some(t) = &verdict.time_stamp {
+            println!(
+                "time-stamp    {}",
+                if t.valid {
+                    "valid"
+                } else {
+                    "NOT VALID (ignored)"
+                }
+            );
+            if let Some(g) = t.gen_time {
+                println!(
+                    "  gen time    {} (accuracy {} ms)",
+                    crate::commands::date(g),
+                    t.accuracy_ms.unwrap_or(0)
+                );
+            }
+            if let Some(a) = &t.tsa {
+                println!("  TSA         {} (serial {})", a.subject, a.serial);
+            }
+            if let Some(s) = &t.serial {
+                println!("  serial      {s}");
+            }
+            if let Some(l) = t.logged {
+                println!("  in the log  {}", if l { "yes" } else { "NO" });
+            }
+            for p in &t.problems {
+                println!("  problem     {}: {}", p.code, p.detail);
+            }
+        }
         match verdict.claimed_signing_time {
             Some(t) => println!(
                 "signing time  {} (claimed by the signer, not proven)",

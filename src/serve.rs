@@ -24,6 +24,8 @@ pub struct Shared {
     pub ca: Arc<Ca>,
     /// The OCSP responder, for its counters in `/metrics`.
     pub ocsp: Arc<muhr_ocsp_responder::Responder>,
+    /// The time-stamping authority, when enabled, for `/metrics`.
+    pub tsa: Option<Arc<muhr_tsa::Tsa>>,
     /// The database: CRLs, and the certificate counts in `/metrics`.
     pub store: Store,
     /// CRLs held in memory (see [`crate::crl_http`]).
@@ -69,12 +71,14 @@ pub async fn ocsp_responder(app: &App) -> Result<Arc<muhr_ocsp_responder::Respon
     Ok(responder)
 }
 
-/// Checks hourly that the delegated signer has enough life left.
+/// Checks hourly that the delegated OCSP signer and the TSA certificate
+/// have enough life left.
 async fn signer_renewal(
     ca: Arc<Ca>,
     keys: Arc<dyn KeyStore>,
     spec: muhr_hsm::KeySpec,
     renew: Duration,
+    tsa: Option<crate::config::TsaConfig>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     tick.tick().await;
@@ -86,7 +90,62 @@ async fn signer_renewal(
         {
             tracing::warn!(error = %e, "renewing the delegated OCSP signer failed; will retry");
         }
+        if let Some(t) = &tsa
+            && let Err(e) = ensure_tsa_signer(&ca, keys.as_ref(), t).await
+        {
+            tracing::warn!(error = %e.message, "renewing the TSA certificate failed; will retry");
+        }
     }
+}
+
+/// Makes the TSA key and certificate, or a new pair when the current
+/// certificate has less than `renew_days_before` left.
+async fn ensure_tsa_signer(
+    ca: &Ca,
+    keys: &dyn KeyStore,
+    t: &crate::config::TsaConfig,
+) -> Result<(), Fail> {
+    let spec: muhr_hsm::KeySpec = t
+        .signer_key
+        .parse()
+        .map_err(|e: muhr_hsm::HsmError| Fail::invalid(format!("tsa.signer_key: {e}")))?;
+    ca.ensure_tsa_signer(
+        keys,
+        spec,
+        Duration::from_secs(t.renew_days_before * 86400),
+        t.subject(),
+        "serve",
+    )
+    .await?;
+    Ok(())
+}
+
+/// The time-stamping authority: its clock check started, its certificate
+/// loaded, following renewals.
+pub async fn tsa(app: &App) -> Result<Arc<muhr_tsa::Tsa>, Fail> {
+    let config = app.config.tsa.validate().map_err(Fail::invalid)?;
+    let source = app.config.tsa.clock_source().map_err(Fail::invalid)?;
+    let clock = muhr_tsa::clock::ClockCheck::start(source, config.clock_tolerance());
+    let tsa = muhr_tsa::Tsa::new(
+        app.store.clone(),
+        app.keys.clone(),
+        muhr_ca::ISSUING,
+        config,
+        clock,
+    )
+    .map_err(|e| Fail::invalid(format!("TSA: {e}")))?;
+    if !tsa
+        .reload_signer()
+        .await
+        .map_err(|e| Fail::invalid(format!("TSA: {e}")))?
+    {
+        tracing::warn!(
+            "no TSA certificate yet: /tsa answers systemFailure until `muhr serve` makes one"
+        );
+    }
+    let tsa = Arc::new(tsa);
+    tokio::spawn(tsa.clone().follow());
+    Ok(tsa)
 }
 
 /// `muhr serve`: makes or renews the delegated OCSP signer, starts the CRL
@@ -112,8 +171,23 @@ pub async fn run(
     let renew = Duration::from_secs(app.config.ocsp.renew_days_before * 86400);
     ca.ensure_ocsp_signer(app.keys.as_ref(), spec, renew, "serve")
         .await?;
-    tokio::spawn(signer_renewal(ca.clone(), app.keys.clone(), spec, renew));
+    // The TSA key and certificate: made or renewed here too.
+    let tsa_config = app.config.tsa.enabled.then(|| app.config.tsa.clone());
+    if let Some(t) = &tsa_config {
+        ensure_tsa_signer(&ca, app.keys.as_ref(), t).await?;
+    }
+    tokio::spawn(signer_renewal(
+        ca.clone(),
+        app.keys.clone(),
+        spec,
+        renew,
+        tsa_config.clone(),
+    ));
     let responder = ocsp_responder(&app).await?;
+    let time_stamps = match tsa_config {
+        Some(_) => Some(tsa(&app).await?),
+        None => None,
+    };
     let listen = listen.unwrap_or_else(|| app.config.server.listen.clone());
     let c = &app.config.crl;
     tokio::spawn(muhr_ca::crl::updater::run(
@@ -144,6 +218,7 @@ pub async fn run(
     let shared = Shared {
         ca: ca.clone(),
         ocsp: responder.clone(),
+        tsa: time_stamps.clone(),
         store: app.store.clone(),
         crls: Default::default(),
         keys: app.keys.clone(),
@@ -178,6 +253,9 @@ pub async fn run(
         public = public.merge(muhr_ra::citizen::http::router(citizens));
     }
     public = public.merge(muhr_login::http::router(rp));
+    if let Some(t) = time_stamps {
+        public = public.merge(muhr_tsa::http::router(t));
+    }
     let public = crate::listener::Listener::bind(
         &listen,
         "public",
@@ -392,6 +470,43 @@ pub async fn run_ocsp(app: App, listen: Option<String>) -> Result<(), Fail> {
     Ok(())
 }
 
+/// `muhr tsa`: only the time-stamping authority, for scaling out. It
+/// reads its certificate and writes its token log; it never opens a CA key
+/// nor reads a certificate's status.
+pub async fn run_tsa(app: App, listen: Option<String>) -> Result<(), Fail> {
+    if !app.config.tsa.enabled {
+        return Err(Fail::invalid(
+            "refused: tsa.enabled is false: turn the TSA on in [tsa] (with its policy and clock)",
+        ));
+    }
+    let tsa = tsa(&app).await?;
+    let listen = listen.unwrap_or_else(|| app.config.server.listen.clone());
+    let limits = &app.config.server.limits;
+    let (max_public, _) = crate::listener::fit_connection_caps(limits);
+    let metrics = {
+        let tsa = tsa.clone();
+        Router::new().route(
+            "/metrics",
+            get(move || {
+                let tsa = tsa.clone();
+                async move { tsa.render_metrics() }
+            }),
+        )
+    };
+    let listener = crate::listener::Listener::bind(
+        &listen,
+        "public",
+        muhr_tsa::http::router(tsa).merge(metrics),
+        crate::listener::Transport::Plain,
+        limits,
+        max_public,
+    )?;
+    tracing::info!(%listen, database = app.store.backend().name(), "time-stamping authority serving");
+    listener.serve(shutdown(), Duration::from_secs(10)).await;
+    app.store.close().await;
+    Ok(())
+}
+
 async fn shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -577,6 +692,9 @@ async fn metrics(State(s): State<Shared>) -> Response {
     use std::fmt::Write;
     let mut body = s.ca.metrics.render();
     body.push_str(&s.ocsp.render_metrics());
+    if let Some(t) = &s.tsa {
+        body.push_str(&t.render_metrics());
+    }
     let _ = writeln!(
         body,
         "# HELP muhr_key_store_up 1 while the key store signs, 0 while it is down and reconnecting.\n# TYPE muhr_key_store_up gauge\nmuhr_key_store_up {}",

@@ -21,6 +21,7 @@ command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v curl >/dev/null || need_pkgs+=(curl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v pip3 >/dev/null || command -v pip >/dev/null || need_pkgs+=(python3-pip)
+command -v chronyd >/dev/null || [ -x /usr/sbin/chronyd ] || need_pkgs+=(chrony)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need_pkgs[*]} (run as root to install them)" >&2; exit 1
@@ -46,6 +47,13 @@ if ! command -v schemathesis >/dev/null; then
   python3 -m pip install -q schemathesis 2>/dev/null || python3 -m pip install -q --break-system-packages schemathesis
 fi
 command -v schemathesis >/dev/null || { echo "schemathesis did not install" >&2; exit 1; }
+# pyHanko: an independent PDF signer (its CLI is the separate pyhanko-cli
+# package) that makes the signed PDFs validation/tests/pdf.rs reads back.
+if ! command -v pyhanko >/dev/null || ! python3 -m pyhanko --version >/dev/null 2>&1; then
+  log "installing pyhanko"
+  python3 -m pip install -q pyhanko pyhanko-cli 2>/dev/null || python3 -m pip install -q --break-system-packages pyhanko pyhanko-cli
+fi
+command -v pyhanko >/dev/null && python3 -m pyhanko --version >/dev/null 2>&1 || { echo "pyhanko did not install" >&2; exit 1; }
 
 # --- throw-away PostgreSQL ---------------------------------------------------
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)

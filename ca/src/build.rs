@@ -231,7 +231,7 @@ pub fn extensions(
     out.push(ext(true, &KeyUsage(usages))?);
     if !profile.extended_key_usage.is_empty() {
         out.push(ext(
-            false,
+            profile.extended_key_usage_critical,
             &ExtendedKeyUsage(profile.extended_key_usage.clone()),
         )?);
     }

@@ -101,7 +101,11 @@ pub fn lint(tbs_der: &[u8], profile: &Profile, issuer: Option<&IssuerView<'_>>) 
         if !seen.insert(e.extn_id) {
             f.push(format!("extension {} appears twice", e.extn_id));
         }
-        let may_be_critical = e.extn_id == KeyUsage::OID || e.extn_id == BasicConstraints::OID;
+        // extendedKeyUsage only where the profile says (a TSA's, RFC 3161
+        // 2.3); the check against the profile is below.
+        let may_be_critical = e.extn_id == KeyUsage::OID
+            || e.extn_id == BasicConstraints::OID
+            || (e.extn_id == ExtendedKeyUsage::OID && profile.extended_key_usage_critical);
         if e.critical && !may_be_critical {
             f.push(format!("extension {} must not be critical", e.extn_id));
         }
@@ -162,6 +166,11 @@ pub fn lint(tbs_der: &[u8], profile: &Profile, issuer: Option<&IssuerView<'_>>) 
         .and_then(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok());
     if eku.map(|e| e.0).unwrap_or_default() != profile.extended_key_usage {
         f.push("extendedKeyUsage does not match the profile".into());
+    }
+    if find(ExtendedKeyUsage::OID)
+        .is_some_and(|e| e.critical != profile.extended_key_usage_critical)
+    {
+        f.push("extendedKeyUsage's criticality does not match the profile".into());
     }
     let ski = find(SubjectKeyIdentifier::OID)
         .and_then(|e| SubjectKeyIdentifier::from_der(e.extn_value.as_bytes()).ok());

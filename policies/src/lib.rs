@@ -58,6 +58,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../profiles/legal-entity-sign.toml"),
     ),
     ("ra-client.toml", include_str!("../profiles/ra-client.toml")),
+    ("tsa.toml", include_str!("../profiles/tsa.toml")),
     (
         "tls-server.toml",
         include_str!("../profiles/tls-server.toml"),
@@ -229,6 +230,10 @@ pub struct Profile {
     /// extendedKeyUsage purposes (RFC 5280 4.2.1.12) in the file's order,
     /// never repeated. Empty leaves the extension out.
     pub extended_key_usage: Vec<ObjectIdentifier>,
+    /// The extendedKeyUsage extension is marked critical: a relying party
+    /// that does not understand it must refuse the certificate rather than
+    /// use the key for anything else. RFC 3161 2.3 demands it of a TSA.
+    pub extended_key_usage_critical: bool,
     /// pathLenConstraint of a CA's basicConstraints (RFC 5280 4.2.1.9): how
     /// many CAs may follow below it. `None` means no limit, and is the only
     /// value an end-entity profile has.
@@ -300,6 +305,9 @@ pub const END_ENTITY_FIELDS: &[&str] = &[
 /// at the key ceremony, never a person's data.
 pub const CA_FIELDS: &[&str] = &["common_name", "organization", "country", "locality"];
 
+/// id-kp-timeStamping (RFC 3161 2.3).
+pub const TIME_STAMPING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8");
+
 /// Standard extended key usage names; anything else is written as a dotted OID.
 const EKU_NAMES: &[(&str, &str)] = &[
     ("serverAuth", "1.3.6.1.5.5.7.3.1"),
@@ -342,6 +350,8 @@ struct RawProfile {
     key_usage: Vec<String>,
     #[serde(default)]
     extended_key_usage: Vec<String>,
+    #[serde(default)]
+    extended_key_usage_critical: bool,
     path_len: Option<u8>,
     keys: Vec<String>,
     subject: Vec<RawAttribute>,
@@ -530,6 +540,25 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
             "only an OCSPSigning profile may carry id-pkix-ocsp-nocheck".into(),
         ));
     }
+    if raw.extended_key_usage_critical && extended_key_usage.is_empty() {
+        return Err(err(
+            "extended_key_usage_critical",
+            "there is no extended key usage to mark critical".into(),
+        ));
+    }
+    // RFC 3161 2.3: a time-stamping key does nothing else, and says so in a
+    // critical extension; a key that stamps and also logs in or signs
+    // documents would let one compromise forge both.
+    if extended_key_usage.contains(&TIME_STAMPING)
+        && (extended_key_usage.len() != 1 || !raw.extended_key_usage_critical)
+    {
+        return Err(err(
+            "extended_key_usage",
+            "timeStamping must be the only extended key usage, and critical \
+             (extended_key_usage_critical = true; RFC 3161 2.3)"
+                .into(),
+        ));
+    }
     const SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
     if extended_key_usage.contains(&SERVER_AUTH) && raw.subject_alt_names.is_empty() {
         return Err(err(
@@ -552,6 +581,7 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
         validity,
         key_usage,
         extended_key_usage,
+        extended_key_usage_critical: raw.extended_key_usage_critical,
         path_len: raw.path_len,
         keys,
         subject,

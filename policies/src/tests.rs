@@ -19,9 +19,13 @@ fn shipped_profiles_load() {
         "legal-entity-sign",
         "ocsp-signer",
         "root-ca",
+        "tsa",
     ] {
         assert!(names.contains(&n), "{n} missing");
     }
+    let tsa = p.get("tsa").unwrap();
+    assert_eq!(tsa.extended_key_usage, vec![TIME_STAMPING]);
+    assert!(tsa.extended_key_usage_critical);
     let sign = p.get("individual-sign").unwrap();
     assert_eq!(
         sign.key_usage,
@@ -172,4 +176,31 @@ fn templates_read_back_what_they_rendered() {
     assert_eq!(sn.extract("IDCUZ-31505851234562", &known), None);
     let fixed = Template::parse("UZ", &f).unwrap();
     assert_eq!(fixed.extract("UZ", &known), None, "no field to learn");
+}
+
+#[test]
+fn a_time_stamping_profile_that_could_also_log_in_is_refused() {
+    let tsa = builtin("tsa");
+    // Another purpose beside timeStamping: one stolen key would forge both.
+    let two = tsa.replace(
+        "extended_key_usage = [\"timeStamping\"]",
+        "extended_key_usage = [\"timeStamping\", \"clientAuth\"]",
+    );
+    let e = parse("tsa.toml", &two).unwrap_err().to_string();
+    assert!(e.contains("extended_key_usage"), "{e}");
+    // Not critical: a relying party that ignores the extension could take
+    // the key for anything.
+    let lax = tsa.replace("extended_key_usage_critical = true", "");
+    let e = parse("tsa.toml", &lax).unwrap_err().to_string();
+    assert!(e.contains("critical"), "{e}");
+    // Critical with nothing to mark.
+    let none = "extended_key_usage_critical = true\n".to_string()
+        + &builtin("ocsp-signer")
+            .replace("extended_key_usage = [\"OCSPSigning\"]\n", "")
+            .replace("ocsp_no_check = true\n", "");
+    let e = parse("ocsp-signer.toml", &none).unwrap_err().to_string();
+    assert!(
+        e.contains("nothing to mark") || e.contains("no extended key usage"),
+        "{e}"
+    );
 }

@@ -30,6 +30,7 @@ pub mod registry;
 pub mod registry_events;
 pub mod rp;
 pub mod status;
+pub mod timestamps;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -46,7 +47,7 @@ pub use certificates::{CertificateRecord, Intent, IssueOnce};
 pub(crate) use certificates::{INTENT_CASTS, bind_intent};
 pub use crls::StoredCrl;
 pub use leadership::Leadership;
-pub use ocsp_signers::OcspSigner;
+pub use ocsp_signers::{OcspSigner, SignerRole, TsaSigner};
 pub use status::{Changed, Revoked, Status, Transition};
 
 /// What went wrong in the store. [`StoreError::is_unavailable`] tells an

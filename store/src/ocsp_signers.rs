@@ -1,10 +1,12 @@
-//! The delegated OCSP signers: certificate and key label, newest valid first.
+//! The delegated signers, a key each apart from every CA key: OCSP's
+//! (`ocsp_signers`) and the time-stamping authority's (`tsa_signers`).
+//! Certificate and key label, newest valid first.
 
 use sqlx::Row;
 
 use crate::{Result, Store};
 
-/// A delegated OCSP signer: certificate and the label of its key.
+/// A delegated signer: certificate and the label of its key.
 #[derive(Clone, Debug)]
 pub struct OcspSigner {
     /// Its certificate's serial.
@@ -23,14 +25,46 @@ pub struct OcspSigner {
     pub der: Vec<u8>,
 }
 
+/// A time-stamping authority's signer: the same record as OCSP's.
+pub type TsaSigner = OcspSigner;
+
+/// Whose signer: each has its own table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignerRole {
+    /// The delegated OCSP signer (RFC 6960 4.2.2.2).
+    Ocsp,
+    /// The time-stamping authority (RFC 3161).
+    Tsa,
+}
+
+impl SignerRole {
+    fn table(self) -> &'static str {
+        match self {
+            SignerRole::Ocsp => "ocsp_signers",
+            SignerRole::Tsa => "tsa_signers",
+        }
+    }
+}
+
 impl Store {
     /// Records a new signer once its certificate is issued. Not audited here:
     /// the key's generation and the certificate's issuance are.
     pub async fn save_ocsp_signer(&self, s: &OcspSigner) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO ocsp_signers (serial, issuer, key_label, key_spec, not_before, not_after, der, created_at) \
+        self.save_signer(SignerRole::Ocsp, s).await
+    }
+
+    /// The OCSP signer of `issuer` valid longest, if any is valid now.
+    pub async fn current_ocsp_signer(&self, issuer: &str) -> Result<Option<OcspSigner>> {
+        self.current_signer(SignerRole::Ocsp, issuer).await
+    }
+
+    /// Records a new signer of `role` (see [`Store::save_ocsp_signer`]).
+    pub async fn save_signer(&self, role: SignerRole, s: &OcspSigner) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {} (serial, issuer, key_label, key_spec, not_before, not_after, der, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
+            role.table()
+        )))
         .bind(&s.serial)
         .bind(&s.issuer)
         .bind(&s.key_label)
@@ -44,13 +78,22 @@ impl Store {
         Ok(())
     }
 
-    /// The signer of `issuer` valid longest, if any is valid now.
-    pub async fn current_ocsp_signer(&self, issuer: &str) -> Result<Option<OcspSigner>> {
+    /// The signer of `role` for `issuer` valid longest, if any is valid now.
+    /// A revoked or suspended one is passed over: its key is not to sign
+    /// again, and `muhr serve` makes a new one in its place.
+    pub async fn current_signer(
+        &self,
+        role: SignerRole,
+        issuer: &str,
+    ) -> Result<Option<OcspSigner>> {
         let now = crate::now_secs();
-        let row = sqlx::query(
-            "SELECT serial, issuer, key_label, key_spec, not_before, not_after, der FROM ocsp_signers \
-             WHERE issuer = $1 AND not_before <= $2 AND not_after > $2 ORDER BY not_after DESC LIMIT 1",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT s.serial, s.issuer, s.key_label, s.key_spec, s.not_before, s.not_after, s.der \
+             FROM {} s WHERE s.issuer = $1 AND s.not_before <= $2 AND s.not_after > $2 \
+             AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.serial = s.serial AND c.revocation <> 'good') \
+             ORDER BY s.not_after DESC LIMIT 1",
+            role.table()
+        )))
         .bind(issuer)
         .bind(now)
         .fetch_optional(&self.pool)

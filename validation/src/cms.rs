@@ -32,6 +32,10 @@ use x509_cert::attr::Attribute;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
 use x509_cert::time::Time;
 
+/// id-aa-signatureTimeStampToken (RFC 3161 Appendix A).
+pub const ID_AA_SIGNATURE_TIME_STAMP_TOKEN: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.14");
+
 /// Why a message is not a valid signature, as a stable code and a sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {detail}")]
@@ -73,6 +77,11 @@ pub struct Verified {
     /// The message carried the content (attached) rather than relying on
     /// the caller's copy (detached).
     pub attached: bool,
+    /// The signature value: what a signature time-stamp covers.
+    pub signature: Vec<u8>,
+    /// The signature time-stamp tokens (unsigned attribute
+    /// id-aa-signatureTimeStampToken), each a DER ContentInfo, unchecked.
+    pub time_stamp_tokens: Vec<Vec<u8>>,
 }
 
 /// Reads a CMS message in DER or PEM (`CMS`, `PKCS7`).
@@ -185,7 +194,18 @@ pub fn verify(input: &[u8], detached: Option<&[u8]>) -> Result<Verified, CmsErro
     let signer_der = signer
         .to_der()
         .map_err(|e| fail("malformed", format!("signer certificate: {e}")))?;
+    let time_stamp_tokens = si
+        .unsigned_attrs
+        .iter()
+        .flat_map(|a| a.iter())
+        .filter(|a| a.oid == ID_AA_SIGNATURE_TIME_STAMP_TOKEN)
+        .flat_map(|a| a.values.iter())
+        .map(|v| v.to_der())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail("malformed", format!("signature time-stamp: {e}")))?;
     Ok(Verified {
+        signature: si.signature.as_bytes().to_vec(),
+        time_stamp_tokens,
         signer,
         signer_der,
         others,

@@ -13,7 +13,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cades;
 pub mod cms;
 pub mod external;
+pub mod pdf;
 pub mod signatures;
+pub mod timestamp;
 pub mod trust;

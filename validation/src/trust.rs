@@ -31,6 +31,9 @@ pub enum Purpose {
     Authentication,
     /// A document signature: nonRepudiation or digitalSignature.
     Document,
+    /// A time-stamp token: timeStamping as the only extended key usage
+    /// (RFC 3161 2.3), digitalSignature or nonRepudiation.
+    TimeStamping,
 }
 
 /// One reason a signature is not accepted.
@@ -90,9 +93,11 @@ impl Assessment {
 
 /// The latest revocation time that counts for a judgement at `at`. A
 /// judgement of now counts every revocation, even one stamped a little
-/// ahead by a node (or an external CA) whose clock runs fast.
-fn judged_until(at: SystemTime) -> i64 {
-    if at + std::time::Duration::from_secs(300) >= SystemTime::now() {
+/// ahead by a node (or an external CA) whose clock runs fast. A proven
+/// time (a time-stamp's) is a bound already: a revocation after it does
+/// not count, however recent.
+fn judged_until(at: SystemTime, proven: bool) -> i64 {
+    if !proven && at + std::time::Duration::from_secs(300) >= SystemTime::now() {
         i64::MAX
     } else {
         secs(at)
@@ -136,6 +141,8 @@ enum StatusRead {
     Now,
     /// The caller confirms it where it records the act.
     Deferred,
+    /// Read now, and judged at a proven time (see [`Trust::assess_proven`]).
+    Proven,
 }
 
 impl Trust {
@@ -173,6 +180,21 @@ impl Trust {
         at: SystemTime,
     ) -> Result<Assessment, String> {
         self.assess_with(cert, der, purpose, at, StatusRead::Now)
+            .await
+    }
+
+    /// As [`Trust::assess`] at `proven`, a time a proof of existence (a
+    /// time-stamp) vouches for: a revocation after it does not count
+    /// however recent it is, where [`Trust::assess`] counts every
+    /// revocation of the last minutes in case a node's clock ran fast.
+    pub async fn assess_proven(
+        &self,
+        cert: &Certificate,
+        der: &[u8],
+        purpose: Purpose,
+        proven: SystemTime,
+    ) -> Result<Assessment, String> {
+        self.assess_with(cert, der, purpose, proven, StatusRead::Proven)
             .await
     }
 
@@ -218,12 +240,15 @@ impl Trust {
             .get(&digest)
             .cloned();
         let issued_here = known.is_some() || self.issued_here(cert);
+        let proven = read == StatusRead::Proven;
         if !issued_here && let Some((i, anchor)) = self.external.issuer_of(cert) {
-            return Ok(self.assess_external(cert, purpose, at, i, anchor).await);
+            return Ok(self
+                .assess_external(cert, purpose, at, proven, i, anchor)
+                .await);
         }
         // The record: read when the status is wanted now, or when the
         // certificate is not yet known.
-        let summary = if issued_here && (read == StatusRead::Now || known.is_none()) {
+        let summary = if issued_here && (read != StatusRead::Deferred || known.is_none()) {
             self.ca
                 .store()
                 .certificate_summary(&serial)
@@ -288,7 +313,7 @@ impl Trust {
         // before it standing; one before `at` does not. Suspensions lifted
         // since are not replayed: the current state decides.
         let status_at = match revoked_at {
-            Some(t) if t <= judged_until(at) => status_now.clone(),
+            Some(t) if t <= judged_until(at, proven) => status_now.clone(),
             _ if known.is_some() => "good".to_string(),
             _ => "unknown".to_string(),
         };
@@ -336,6 +361,7 @@ impl Trust {
         cert: &Certificate,
         purpose: Purpose,
         at: SystemTime,
+        proven: bool,
         i: usize,
         anchor: &crate::external::Anchor,
     ) -> Assessment {
@@ -381,7 +407,7 @@ impl Trust {
             }
         };
         let status_at = match revoked_at {
-            Some(t) if t <= judged_until(at) => status_now,
+            Some(t) if t <= judged_until(at, proven) => status_now,
             Some(_) => "good",
             None => status_now,
         };
@@ -473,6 +499,9 @@ fn certificate_problems(cert: &Certificate, purpose: Purpose, at: SystemTime) ->
                 Purpose::Document => {
                     "the key may not sign documents (neither nonRepudiation nor digitalSignature)"
                 }
+                Purpose::TimeStamping => {
+                    "the key may not sign time-stamps (neither nonRepudiation nor digitalSignature)"
+                }
             }
             .into(),
         );
@@ -493,7 +522,7 @@ fn key_usage_allows(cert: &Certificate, purpose: Purpose) -> bool {
     };
     match purpose {
         Purpose::Login | Purpose::Authentication => ku.0.contains(KeyUsages::DigitalSignature),
-        Purpose::Document => {
+        Purpose::Document | Purpose::TimeStamping => {
             ku.0.contains(KeyUsages::NonRepudiation) || ku.0.contains(KeyUsages::DigitalSignature)
         }
     }
@@ -501,6 +530,8 @@ fn key_usage_allows(cert: &Certificate, purpose: Purpose) -> bool {
 
 const CLIENT_AUTH: der::oid::ObjectIdentifier =
     der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+const TIME_STAMPING: der::oid::ObjectIdentifier =
+    der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8");
 const ANY_EKU: der::oid::ObjectIdentifier = der::oid::ObjectIdentifier::new_unwrap("2.5.29.37.0");
 /// emailProtection (S/MIME) and id-kp-documentSigning (RFC 9336): the
 /// extended key usages that name signing documents.
@@ -532,6 +563,10 @@ fn extended_key_usage_refuses(cert: &Certificate, purpose: Purpose) -> Option<St
         (Purpose::Login, Some(e)) if !e.contains(&CLIENT_AUTH) => Some(
             "the certificate is not made for authentication (clientAuth is not among its \
              extended key usages)"
+                .into(),
+        ),
+        (Purpose::TimeStamping, e) if e.as_deref() != Some(&[TIME_STAMPING][..]) => Some(
+            "not a time-stamping certificate (timeStamping must be its only extended key usage)"
                 .into(),
         ),
         (Purpose::Document, Some(e))

@@ -1,0 +1,56 @@
+//! The token log's writer: tokens made at the same moment are logged by one
+//! transaction (group commit), and each reply waits for the commit that
+//! holds its token. A token is never sent before it is logged, and logging
+//! costs a commit per batch rather than one per token.
+
+use muhr_store::Store;
+use muhr_store::timestamps::TokenRecord;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most tokens in one transaction.
+const BATCH: usize = 1000;
+
+type Entry = (TokenRecord, oneshot::Sender<Result<(), String>>);
+
+/// A handle on the writer task; cheap to clone.
+#[derive(Clone)]
+pub struct TokenLog {
+    tx: mpsc::Sender<Entry>,
+}
+
+impl TokenLog {
+    /// Starts the writer on the current runtime.
+    pub fn start(store: Store) -> Self {
+        let (tx, rx) = mpsc::channel(4 * BATCH);
+        tokio::spawn(write(store, rx));
+        Self { tx }
+    }
+
+    /// Logs `record`; returns once it is committed, or why it is not.
+    pub async fn record(&self, record: TokenRecord) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send((record, done))
+            .await
+            .map_err(|_| "the token log's writer has stopped".to_string())?;
+        wait.await
+            .map_err(|_| "the token log's writer has stopped".to_string())?
+    }
+}
+
+async fn write(store: Store, mut rx: mpsc::Receiver<Entry>) {
+    let mut batch: Vec<Entry> = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let (records, waiters): (Vec<TokenRecord>, Vec<_>) = batch.drain(..).unzip();
+        let result = store
+            .log_timestamp_tokens(&records)
+            .await
+            .map_err(|e| format!("the token log could not be written: {e}"));
+        if let Err(e) = &result {
+            tracing::error!(tokens = records.len(), error = %e, "time-stamp tokens not logged: none sent");
+        }
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+}
