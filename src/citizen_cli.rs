@@ -442,6 +442,7 @@ pub async fn sign(
     out: Option<&Path>,
     attached: bool,
     timestamp: Option<&str>,
+    long_term: bool,
 ) -> Result<(), Fail> {
     let tsa_url = match timestamp {
         None => None,
@@ -478,11 +479,19 @@ pub async fn sign(
     let mut stamped = None;
     if let Some(url) = &tsa_url {
         let (req, nonce) = muhr_validation::cades::request(&cms).map_err(Fail::internal)?;
-        let reply = post_time_stamp_query(url, req).await?;
+        let reply = post_der(url, "application/timestamp-query", req, "timestamp").await?;
         let token = muhr_validation::cades::token_from_reply(&cms, &reply, &nonce)
+            .map_err(|e| Fail::invalid(format!("refused: timestamp: {e}")))?;
+        // The reply may have crossed a network in the clear (RFC 3161 over
+        // HTTP): a TSA certificate the holder's own CA did not issue is
+        // someone else's word for the time.
+        muhr_validation::cades::tsa_issued_by(&token, &credential.chain)
             .map_err(|e| Fail::invalid(format!("refused: timestamp: {e}")))?;
         cms = muhr_validation::cades::add_token(&cms, &token).map_err(Fail::internal)?;
         stamped = Some(url);
+        if long_term {
+            cms = with_validation_data(&cms, &credential.chain).await?;
+        }
     }
     std::fs::write(&out, cms)
         .map_err(|e| Fail::invalid(format!("refused: out: {}: {e}", out.display())))?;
@@ -502,8 +511,50 @@ pub async fn sign(
     Ok(())
 }
 
-/// Sends a TimeStampReq by HTTP POST (RFC 3161 3.4); the reply's body.
-async fn post_time_stamp_query(url: &str, req: Vec<u8>) -> Result<Vec<u8>, Fail> {
+/// CAdES-LT: the OCSP responses for the signer's and the TSA's
+/// certificates, each checked (signed by the issuer or its delegated
+/// responder, about that certificate, current, good), embedded with the
+/// certificates that validate them.
+async fn with_validation_data(
+    cms: &[u8],
+    chain: &[x509_cert::Certificate],
+) -> Result<Vec<u8>, Fail> {
+    use muhr_validation::external::{Anchor, Status, ocsp};
+    let needed = muhr_validation::cades::status_needed(cms, chain)
+        .map_err(|e| Fail::invalid(format!("refused: level lt: {e}")))?;
+    let mut certificates = chain.to_vec();
+    let mut responses = Vec::new();
+    for n in needed {
+        let subject = muhr_pkix::dn_text::to_string(n.certificate.tbs_certificate().subject());
+        let anchor = Anchor::issuer("issuer", n.issuer.clone());
+        let serial = n.certificate.tbs_certificate().serial_number().as_bytes();
+        let req = ocsp::request(&anchor, serial).map_err(Fail::internal)?;
+        let der = post_der(&n.ocsp_url, "application/ocsp-request", req, "level lt").await?;
+        let answer = ocsp::answer(&anchor, serial, &der, std::time::SystemTime::now())
+            .map_err(|e| Fail::invalid(format!("refused: level lt: {subject}: {e}")))?;
+        if !matches!(answer.status, Status::Good) {
+            return Err(Fail::invalid(format!(
+                "refused: level lt: {subject} is not good ({:?})",
+                answer.status
+            )));
+        }
+        responses.push(der);
+        certificates.push(n.issuer);
+        certificates.push(n.certificate);
+    }
+    muhr_validation::cades::add_validation_data(cms, &certificates, &responses)
+        .map_err(Fail::internal)
+}
+
+/// Sends `body` by HTTP POST as `content_type` (a TimeStampReq, RFC 3161
+/// 3.4; an OCSP request); the reply's body. `what` names the option in
+/// errors.
+async fn post_der(
+    url: &str,
+    content_type: &str,
+    req: Vec<u8>,
+    what: &str,
+) -> Result<Vec<u8>, Fail> {
     let shown = muhr_store::redact::redact(url);
     let url_text = url;
     let url = shown.as_str();
@@ -513,19 +564,32 @@ async fn post_time_stamp_query(url: &str, req: Vec<u8>) -> Result<Vec<u8>, Fail>
         .map_err(|e| Fail::internal(e.to_string()))?;
     let resp = client
         .post(url_text)
-        .header("content-type", "application/timestamp-query")
+        .header("content-type", content_type)
         .body(req)
         .send()
         .await
-        .map_err(|e| Fail::invalid(format!("refused: timestamp: {url}: {}", e.without_url())))?;
+        .map_err(|e| Fail::invalid(format!("refused: {what}: {url}: {}", e.without_url())))?;
     if !resp.status().is_success() {
         return Err(Fail::invalid(format!(
-            "refused: timestamp: {url} answered HTTP {}",
+            "refused: {what}: {url} answered HTTP {}",
             resp.status()
         )));
     }
-    resp.bytes()
+    // A reply is a few kilobytes; a server sending more is not one.
+    const LIMIT: usize = 1 << 20;
+    let mut resp = resp;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map(|b| b.to_vec())
-        .map_err(|e| Fail::invalid(format!("refused: timestamp: {url}: {}", e.without_url())))
+        .map_err(|e| Fail::invalid(format!("refused: {what}: {url}: {}", e.without_url())))?
+    {
+        if body.len() + chunk.len() > LIMIT {
+            return Err(Fail::invalid(format!(
+                "refused: {what}: {url} answered more than 1 MiB"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

@@ -181,10 +181,10 @@ enum Command {
         #[command(subcommand)]
         command: RpCommand,
     },
-    /// Check a CMS signature as the verification service does: exit 0 valid,
-    /// 1 invalid (with the reasons), 2 when the input cannot be read.
+    /// Check a CMS signature or a signed PDF as the verification service does:
+    /// exit 0 valid, 1 invalid (with the reasons), 2 when the input cannot be read.
     Verify {
-        /// The signature (CMS SignedData, DER or PEM).
+        /// The signature (CMS SignedData, DER or PEM), or a signed PDF (`%PDF-`).
         signature: PathBuf,
         /// The signed content, for a detached signature.
         #[arg(long)]
@@ -301,6 +301,12 @@ enum ClientCommand {
         /// compromise. Without a URL, MUHR_TSA_URL.
         #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "URL")]
         timestamp: Option<String>,
+        /// `t` (the default with --timestamp): CAdES-BASELINE-T; `lt` also
+        /// embeds the certificates and the OCSP responses that validate the
+        /// signer's and the TSA's certificates later without the network
+        /// (CAdES-BASELINE-LT).
+        #[arg(long, value_parser = ["t", "lt"], requires = "timestamp")]
+        level: Option<String>,
     },
 }
 
@@ -507,6 +513,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 out,
                 attached,
                 timestamp,
+                level,
             },
     } = &cli.command
     {
@@ -517,6 +524,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             out.as_deref(),
             *attached,
             timestamp.as_deref(),
+            level.as_deref() == Some("lt"),
         )
         .await;
     }

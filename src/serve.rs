@@ -227,6 +227,7 @@ pub async fn run(
         openapi: Arc::new(muhr_http::openapi::openapi_for(
             "public",
             app.config.citizens.is_some(),
+            app.config.tsa.enabled,
         )),
     };
     let limits = &app.config.server.limits;
@@ -471,8 +472,8 @@ pub async fn run_ocsp(app: App, listen: Option<String>) -> Result<(), Fail> {
 }
 
 /// `muhr tsa`: only the time-stamping authority, for scaling out. It
-/// reads its certificate and writes its token log; it never opens a CA key
-/// nor reads a certificate's status.
+/// reads its certificate (and whether it is revoked) and writes its token
+/// log; it never opens a CA key nor reads another certificate's status.
 pub async fn run_tsa(app: App, listen: Option<String>) -> Result<(), Fail> {
     if !app.config.tsa.enabled {
         return Err(Fail::invalid(

@@ -89,7 +89,13 @@ fn each_listener_describes_exactly_its_routes_and_fuzzing_finds_no_5xx_nor_undoc
     require("schemathesis");
     require("curl");
     let idp = Provider::start();
-    let env = Env::with_extra(Db::Sqlite, Keys::Software, &idp.config(""));
+    // The TSA too (its clock unchecked here: answers timeNotAvailable
+    // unless the kernel says synchronised, after parsing every request).
+    let env = Env::with_extra(
+        Db::Sqlite,
+        Keys::Software,
+        &(idp.config("") + "\n[tsa]\nenabled = true\n"),
+    );
     env.init();
     let rp = env.ok(&["rp", "add", "--name", "Fuzz Bank", "--class", "commercial"]);
     let field = |k: &str| {

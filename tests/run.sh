@@ -82,7 +82,7 @@ export MUHR_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"
 # is the one failure the build output explains badly.
 export CARGO_INCREMENTAL=0
 df -h . | tail -1
-# Both fuzz targets are one crate (fuzz/): built once, run one after the
+# Every fuzz target is in one crate (fuzz/): built once, run one after the
 # other; the build is deleted once they have run, before the test binaries
 # are linked.
 FUZZ_TARGET="$ROOT/target/fuzz"
@@ -121,6 +121,57 @@ if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$FUZZ_TARGET" --fuzz-dir fuz
   tail -40 /tmp/muhr-fuzz-cms.log; echo "the CMS fuzzer found a crash" >&2; exit 1
 fi
 grep -E "^Done [0-9]+ runs" /tmp/muhr-fuzz-cms.log
+log "fuzzing the time-stamp request parser (${MUHR_FUZZ_SECONDS:-60} s)"
+# Seeds: OpenSSL's own queries (SHA-256 with certReq and nonce, SHA-512
+# with a policy and no nonce), so the fuzzer starts inside TimeStampReq.
+SEEDS=fuzz/corpus/tsa_request
+mkdir -p "$SEEDS"
+printf 'a document' > "$SEEDS.data"
+openssl ts -query -data "$SEEDS.data" -sha256 -cert -out "$SEEDS/sha256-cert" 2>/dev/null
+openssl ts -query -data "$SEEDS.data" -sha512 -no_nonce -tspolicy 1.3.6.1.4.1.32473.3161.2 \
+  -out "$SEEDS/sha512-policy" 2>/dev/null
+rm -f "$SEEDS.data"
+if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$FUZZ_TARGET" --fuzz-dir fuzz tsa_request -- \
+    -max_total_time="${MUHR_FUZZ_SECONDS:-60}" > /tmp/muhr-fuzz-tsa.log 2>&1; then
+  tail -40 /tmp/muhr-fuzz-tsa.log; echo "the time-stamp request fuzzer found a crash" >&2; exit 1
+fi
+grep -E "^Done [0-9]+ runs" /tmp/muhr-fuzz-tsa.log
+log "fuzzing the PDF signature reader (${MUHR_FUZZ_SECONDS:-60} s)"
+# Seeds: a minimal PDF and pyHanko's signatures over it (plain, PAdES, and
+# a second signature after the first), so the fuzzer starts inside real
+# signature dictionaries and byte ranges.
+SEEDS=fuzz/corpus/pdf_signatures
+mkdir -p "$SEEDS"
+SEEDTMP=$(mktemp -d)
+python3 - "$SEEDS/minimal.pdf" <<'PY'
+import sys
+from pyhanko.pdf_utils.writer import PdfFileWriter
+from pyhanko.pdf_utils import generic
+w = PdfFileWriter()
+w.insert_page(generic.DictionaryObject({
+    generic.NameObject('/Type'): generic.NameObject('/Page'),
+    generic.NameObject('/MediaBox'): generic.ArrayObject([generic.NumberObject(x) for x in (0, 0, 595, 842)]),
+}))
+with open(sys.argv[1], "wb") as o:
+    w.write(o)
+PY
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=seed -days 2 \
+  -keyout "$SEEDTMP/k.pem" -out "$SEEDTMP/c.pem" 2>/dev/null
+for style in plain pades; do
+  extra=(); [ "$style" = pades ] && extra=(--use-pades)
+  python3 -m pyhanko sign addsig --field Sig1 "${extra[@]}" pemder --no-pass \
+    --key "$SEEDTMP/k.pem" --cert "$SEEDTMP/c.pem" "$SEEDS/minimal.pdf" "$SEEDS/$style.pdf" \
+    >/dev/null 2>&1 || { echo "pyhanko could not sign the fuzz seeds" >&2; exit 1; }
+done
+python3 -m pyhanko sign addsig --field Sig2 pemder --no-pass --key "$SEEDTMP/k.pem" \
+  --cert "$SEEDTMP/c.pem" "$SEEDS/pades.pdf" "$SEEDS/two.pdf" >/dev/null 2>&1 \
+  || { echo "pyhanko could not sign the fuzz seeds" >&2; exit 1; }
+rm -rf "$SEEDTMP"
+if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$FUZZ_TARGET" --fuzz-dir fuzz pdf_signatures -- \
+    -max_total_time="${MUHR_FUZZ_SECONDS:-60}" > /tmp/muhr-fuzz-pdf.log 2>&1; then
+  tail -40 /tmp/muhr-fuzz-pdf.log; echo "the PDF signature fuzzer found a crash" >&2; exit 1
+fi
+grep -E "^Done [0-9]+ runs" /tmp/muhr-fuzz-pdf.log
 rm -rf "$FUZZ_TARGET"
 
 log "tests (SQLite, PostgreSQL, SoftHSM2, OpenSSL)"

@@ -9,80 +9,12 @@
 //! touching the system clock) on loopback.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::tsa::*;
 use common::*;
-
-/// chronyd serving the local clock on a free loopback port; killed on drop.
-struct Chronyd {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    addr: String,
-}
-
-impl Chronyd {
-    fn start() -> Self {
-        let chronyd = ["/usr/sbin/chronyd", "/sbin/chronyd", "/usr/bin/chronyd"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .expect("chronyd is not installed: install Debian's chrony (tests/run.sh does)");
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("chrony.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 8\n\
-                 cmdport 0\nbindcmdaddress /\npidfile {}\n",
-                dir.path().join("chronyd.pid").display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("chronyd.log")).unwrap();
-        let child = Command::new(chronyd)
-            .args(["-x", "-d", "-U", "-t", "600", "-f"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Self {
-            child: Some(child),
-            dir,
-            addr: format!("127.0.0.1:{port}"),
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Chronyd {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = self.dir.path();
-    }
-}
-
-fn tsa_config(ntp: &Chronyd) -> String {
-    format!(
-        "\n[tsa]\nenabled = true\npolicy = \"1.3.6.1.4.1.32473.3161.1\"\nallowed_policies = [\"1.3.6.1.4.1.32473.3161.2\"]\n\
-         accuracy_ms = 1500\nname = \"Muhr TSA test\"\norganization = \"Raqamli texnologiyalar vazirligi\"\n\
-         [tsa.clock]\nsource = \"ntp\"\nntp_servers = [\"{}\"]\nntp_interval_seconds = 1\n",
-        ntp.addr
-    )
-}
 
 fn text(out: &std::process::Output) -> String {
     format!(
@@ -169,41 +101,19 @@ fn ts_verify(
     openssl_output(&args)
 }
 
-/// A citizen's signing key and certificate in a PKCS#12 file.
-struct Signer {
-    p12: PathBuf,
-    password: PathBuf,
-    serial: String,
-}
-
-fn signer(env: &Env, name: &str, subject: serde_json::Value) -> Signer {
-    let csr = env.csr(name, "ec");
-    let cert = env.issue("individual-sign", &csr, &subject.to_string(), name);
-    let password = env.write(&format!("{name}.pw"), "a long pkcs12 password\n");
-    let p12 = env.path(&format!("{name}.p12"));
-    openssl(&[
-        "pkcs12",
-        "-export",
-        "-inkey",
-        env.path(&format!("{name}.key")).to_str().unwrap(),
-        "-in",
-        cert.to_str().unwrap(),
-        "-certfile",
-        env.issuing_pem().to_str().unwrap(),
-        "-passout",
-        &format!("file:{}", password.display()),
-        "-out",
-        p12.to_str().unwrap(),
-    ]);
-    Signer {
-        p12,
-        password,
-        serial: serial_of(&cert),
-    }
-}
-
 /// `muhr client sign` (needs no configuration); the signature's path.
 fn client_sign(env: &Env, who: &Signer, file: &Path, out: &str, tsa: Option<&str>) -> PathBuf {
+    client_sign_with(env, who, file, out, tsa, &[])
+}
+
+fn client_sign_with(
+    env: &Env,
+    who: &Signer,
+    file: &Path,
+    out: &str,
+    tsa: Option<&str>,
+    extra: &[&str],
+) -> PathBuf {
     let out = env.path(out);
     let mut c = Command::new(env!("CARGO_BIN_EXE_muhr"));
     c.args(["client", "sign"])
@@ -217,9 +127,38 @@ fn client_sign(env: &Env, who: &Signer, file: &Path, out: &str, tsa: Option<&str
     if let Some(u) = tsa {
         c.args(["--timestamp", u]);
     }
+    c.args(extra);
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     out
+}
+
+/// `openssl cms -verify` of a detached DER signature against the root, with
+/// `certfiles` as untrusted intermediates; panics with OpenSSL's words.
+fn openssl_cms_verify(env: &Env, sig: &Path, content: &Path, certfiles: &[&Path]) {
+    let root = env.root_pem();
+    let mut args = vec![
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        sig.to_str().unwrap(),
+        "-content",
+        content.to_str().unwrap(),
+        "-CAfile",
+        root.to_str().unwrap(),
+        "-purpose",
+        "any",
+        "-out",
+        "/dev/null",
+    ];
+    for c in certfiles {
+        args.extend(["-certfile", c.to_str().unwrap()]);
+    }
+    let out = openssl_output(&args);
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// `muhr verify --json`: (exit code, verdict).
@@ -236,21 +175,20 @@ fn verify(env: &Env, sig: &Path, content: &Path) -> (i32, serde_json::Value) {
     (o.status.code().unwrap(), v)
 }
 
-fn person(pinfl13: &str, surname: &str, given: &str, patronymic: &str) -> serde_json::Value {
-    serde_json::json!({
-        "pinfl": pinfl(pinfl13),
-        "surname": surname,
-        "given_name": given,
-        "patronymic": patronymic,
-    })
-}
-
 fn timestamping(db: Db, keys: Keys) {
     require("openssl");
     let mut ntp = Chronyd::start();
-    let env = Env::with_extra(db, keys, &tsa_config(&ntp));
+    let port = free_port();
+    let env = Env::with_extra(
+        db,
+        keys,
+        &format!(
+            "{}\n[urls]\nbase = \"http://127.0.0.1:{port}\"\n",
+            tsa_config(&ntp)
+        ),
+    );
     env.init();
-    let (_server, port) = start(&env, &[]);
+    let _server = serve_on(&env, port);
     let url = format!("http://127.0.0.1:{port}/tsa");
     let data = env.write("contract.txt", "Shartnoma: Toshkent, 2026-yil 1-dekabr\n");
     let with_cert = query(&env, &data, "q1.tsq", &["-sha256", "-cert"]);
@@ -406,30 +344,11 @@ fn timestamping(db: Db, keys: Keys) {
         &env,
         "aziza",
         // Born 29 February 1928 in Chilonzor.
-        person("4290228269001", "OʻRINBOYEVA", "GʻULSANAM", "TOʻLQIN QIZI"),
+        citizen_subject("4290228269001", "OʻRINBOYEVA", "GʻULSANAM", "TOʻLQIN QIZI"),
     );
     let stamped = client_sign(&env, &aziza, &data, "stamped.p7s", Some(&url));
     // OpenSSL accepts the signature, unsigned attribute and all...
-    let out = openssl_output(&[
-        "cms",
-        "-verify",
-        "-binary",
-        "-inform",
-        "DER",
-        "-in",
-        stamped.to_str().unwrap(),
-        "-content",
-        data.to_str().unwrap(),
-        "-CAfile",
-        env.root_pem().to_str().unwrap(),
-        "-certfile",
-        issuing.to_str().unwrap(),
-        "-purpose",
-        "any",
-        "-out",
-        "/dev/null",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    openssl_cms_verify(&env, &stamped, &data, &[issuing.as_path()]);
     // ...and the token over the signature value.
     let v = muhr_validation::cms::verify(
         &std::fs::read(&stamped).unwrap(),
@@ -454,11 +373,60 @@ fn timestamping(db: Db, keys: Keys) {
     assert_eq!(verdict["time_stamp"]["accuracy_ms"], 1500, "{verdict}");
     let plain = client_sign(&env, &aziza, &data, "plain.p7s", None);
 
+    // CAdES-LT: the OCSP responses for the signer's and the TSA's
+    // certificates and the certificates that check them, embedded.
+    let lt = client_sign_with(
+        &env,
+        &aziza,
+        &data,
+        "lt.p7s",
+        Some(&url),
+        &["--level", "lt"],
+    );
+    // The issuing CA's certificate is carried now.
+    openssl_cms_verify(&env, &lt, &data, &[]);
+    let printed = openssl(&[
+        "cms",
+        "-cmsout",
+        "-print",
+        "-inform",
+        "DER",
+        "-in",
+        lt.to_str().unwrap(),
+    ]);
+    // OpenSSL reads both as RFC 5940 OCSP responses (it names the OID only).
+    assert_eq!(
+        printed
+            .matches("otherRevInfoFormat: undefined (1.3.6.1.5.5.7.16.2)")
+            .count(),
+        2,
+        "{printed}"
+    );
+    let wire = muhr_validation::cms::decode_wire(&std::fs::read(&lt).unwrap()).unwrap();
+    // The signer, the issuing CA and the TSA; version 5 for revocation
+    // values of type other (RFC 5652 5.1).
+    assert_eq!(wire.certificates.as_ref().unwrap().0.len(), 3);
+    assert_eq!(format!("{:?}", wire.version), "V5");
+    let (code, verdict) = verify(&env, &lt, &data);
+    assert_eq!(code, 0, "{verdict}");
+    assert_eq!(verdict["judged_at_source"], "time_stamp", "{verdict}");
+    // LT without a time-stamp means nothing: refused by the command line.
+    let o = env.run(&[
+        "client",
+        "sign",
+        data.to_str().unwrap(),
+        "--p12",
+        aziza.p12.to_str().unwrap(),
+        "--level",
+        "lt",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
     // Revoked for a reason other than key compromise: the stamped
     // signature keeps the force it had; the plain one is judged now.
-    // Past genTime plus the accuracy, rounded up: 2 s (and 0.5 s of
-    // genTime's rounding).
-    std::thread::sleep(Duration::from_millis(3100));
+    // Past genTime plus the accuracy, rounded up (2 s), genTime's rounding
+    // (0.5 s) and the revocation time's truncation to its second (1 s).
+    std::thread::sleep(Duration::from_millis(4100));
     env.ok(&["revoke", &aziza.serial, "--reason", "superseded"]);
     let (code, verdict) = verify(&env, &stamped, &data);
     assert_eq!(code, 0, "{verdict}");
@@ -477,11 +445,11 @@ fn timestamping(db: Db, keys: Keys) {
         &env,
         "bobur",
         // Born 17 March 2004 in Yunusobod; Cyrillic name.
-        person("5170304266017", "ТОШМАТОВ", "БОБУР", "АЗИЗОВИЧ"),
+        citizen_subject("5170304266017", "ТОШМАТОВ", "БОБУР", "АЗИЗОВИЧ"),
     );
     let stolen = client_sign(&env, &bobur, &data, "stolen.p7s", Some(&url));
     assert_eq!(verify(&env, &stolen, &data).0, 0);
-    std::thread::sleep(Duration::from_millis(3100));
+    std::thread::sleep(Duration::from_millis(4100));
     env.ok(&["revoke", &bobur.serial, "--reason", "keyCompromise"]);
     let (code, verdict) = verify(&env, &stolen, &data);
     assert_eq!(code, 1, "{verdict}");
@@ -495,7 +463,7 @@ fn timestamping(db: Db, keys: Keys) {
         &env,
         "carol",
         // Born 1 January 1961 in Tashkent.
-        person("3010161266002", "XOLMATOV", "SHERZOD", "ALI OʻGʻLI"),
+        citizen_subject("3010161266002", "XOLMATOV", "SHERZOD", "ALI OʻGʻLI"),
     );
     let unstamped = client_sign(&env, &carol, &data, "carol.p7s", None);
     let grafted = muhr_validation::cades::add_token(
@@ -530,6 +498,8 @@ fn timestamping(db: Db, keys: Keys) {
     assert_eq!(code, 1, "{verdict}");
     assert_eq!(verdict["time_stamp"]["logged"], false, "{verdict}");
 
+    a_signature_stamped_while_suspended_stays_invalid(&env, &url, &data);
+
     // The clock: with chrony gone, the TSA stops stamping within three
     // polls rather than stamp a time nobody vouches for.
     ntp.kill();
@@ -559,6 +529,208 @@ fn timestamping(db: Db, keys: Keys) {
 fn verdict_serial(env: &Env, sig: &Path, content: &Path) -> String {
     let (_, v) = verify(env, sig, content);
     v["time_stamp"]["serial"].as_str().unwrap().to_string()
+}
+
+/// Waits until the TSA at `port` refuses; its reply text.
+fn wait_until_refusing(env: &Env, port: u16, query: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let t = reply_text(&ask(env, port, query, "refusing.tsr"));
+        if t.contains("Status: Rejected") {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a revoked TSA key still stamps:\n{t}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A stolen TSA key: once its certificate is revoked for keyCompromise the
+/// TSA stops stamping within seconds, without falling back on the key the
+/// last renewal retired, every token it made proves nothing (the thief
+/// could stamp any time), and the next start makes a new key.
+#[test]
+fn a_compromised_tsa_key_stops_stamping_and_its_tokens_prove_nothing() {
+    let ntp = Chronyd::start();
+    let env = Env::with_extra(Db::Sqlite, Keys::Software, &tsa_config(&ntp));
+    env.init();
+    let (server, port) = start(&env, &[]);
+    let url = format!("http://127.0.0.1:{port}/tsa");
+    let data = env.write("deed.txt", "Uy-joy oldi-sotdi shartnomasi\n");
+    let q = query(&env, &data, "q.tsq", &["-sha256", "-cert"]);
+    wait_until_granting(&env, port, &q);
+    let dilnoza = signer(
+        &env,
+        "dilnoza",
+        // Born 31 December 1999 in Bukhara.
+        citizen_subject("4311299301004", "RAHIMOVA", "DILNOZA", "ERKIN QIZI"),
+    );
+    let by_first = client_sign(&env, &dilnoza, &data, "deed.p7s", Some(&url));
+    assert_eq!(verify(&env, &by_first, &data).0, 0);
+    let first = env.sql("SELECT serial FROM tsa_signers");
+    assert_eq!(first.len(), 1);
+
+    // A renewal: the first certificate's record is made to run out within
+    // tsa.renew_days_before, so the next start certifies a new key; the
+    // first stays valid (it verifies its tokens) but no longer stamps.
+    drop(server);
+    env.sql(&format!(
+        "UPDATE tsa_signers SET not_after = {} WHERE serial = '{}'",
+        common_now() + 100 * 86400,
+        first[0]
+    ));
+    let (server, port) = start(&env, &[]);
+    wait_until_granting(&env, port, &q);
+    let both = env.sql("SELECT serial FROM tsa_signers ORDER BY created_at");
+    assert_eq!(both.len(), 2, "{both:?}");
+    let second = both[1].clone();
+    let url = format!("http://127.0.0.1:{port}/tsa");
+    let by_second = client_sign(&env, &dilnoza, &data, "deed2.p7s", Some(&url));
+    let (_, v) = verify(&env, &by_second, &data);
+    assert_eq!(v["time_stamp"]["tsa"]["serial"], second.as_str(), "{v}");
+
+    // The current key stolen: stamping stops, and the retired first key,
+    // valid and unrevoked, does not stand in.
+    env.ok(&["revoke", &second, "--reason", "keyCompromise"]);
+    let t = wait_until_refusing(&env, port, &q);
+    assert!(t.contains("system failure"), "{t}");
+    std::thread::sleep(Duration::from_secs(6));
+    let t = reply_text(&ask(&env, port, &q, "still.tsr"));
+    assert!(
+        t.contains("Status: Rejected"),
+        "fell back on a retired key:\n{t}"
+    );
+    // Its tokens prove nothing; the signer's certificate is good, so the
+    // signature stands, judged now.
+    let (code, v) = verify(&env, &by_second, &data);
+    assert_eq!(v["judged_at_source"], "verification_time", "{v}");
+    assert!(
+        v["time_stamp"]["problems"]
+            .to_string()
+            .contains("keyCompromise"),
+        "{v}"
+    );
+    assert_eq!(code, 0, "{v}");
+    // The first key's tokens still prove their time.
+    let (code, v) = verify(&env, &by_first, &data);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["judged_at_source"], "time_stamp", "{v}");
+
+    // A restart makes a new TSA key and certificate, and stamps again.
+    drop(server);
+    let (_server, port) = start(&env, &[]);
+    wait_until_granting(&env, port, &q);
+    let all = env.sql("SELECT serial FROM tsa_signers ORDER BY created_at");
+    assert_eq!(all.len(), 3, "{all:?}");
+    let url = format!("http://127.0.0.1:{port}/tsa");
+    let again = client_sign(&env, &dilnoza, &data, "deed3.p7s", Some(&url));
+    let (code, v) = verify(&env, &again, &data);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["judged_at_source"], "time_stamp", "{v}");
+    assert_eq!(v["time_stamp"]["tsa"]["serial"], all[2].as_str(), "{v}");
+}
+
+fn common_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A stolen card: suspended when reported, then revoked (superseded) when
+/// the card is replaced. What the thief signed and had time-stamped while
+/// it was suspended never becomes valid, whatever the certificate's row
+/// says later; nor after a suspension is lifted.
+fn a_signature_stamped_while_suspended_stays_invalid(env: &Env, url: &str, data: &Path) {
+    let eldor = signer(
+        env,
+        "eldor",
+        // Born 15 August 1975 in Namangan.
+        citizen_subject("3150875271009", "QODIROV", "ELDOR", "ANVAR OʻGʻLI"),
+    );
+    env.ok(&["suspend", &eldor.serial]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let by_thief = client_sign(env, &eldor, data, "thief.p7s", Some(url));
+    let (code, v) = verify(env, &by_thief, data);
+    assert_eq!(code, 1, "{v}");
+    std::thread::sleep(Duration::from_millis(4100));
+    env.ok(&["revoke", &eldor.serial, "--reason", "superseded"]);
+    let (code, v) = verify(env, &by_thief, data);
+    assert_eq!(
+        code, 1,
+        "a thief's signature revived by the replacement: {v}"
+    );
+    assert_eq!(v["judged_at_source"], "time_stamp", "{v}");
+    assert_eq!(v["signer"]["status_at"], "suspended", "{v}");
+
+    let feruza = signer(
+        env,
+        "feruza",
+        // Born 8 March 1990 in Nukus.
+        citizen_subject("4080390351012", "JUMANIYAZOVA", "FERUZA", "BAXTIYAR QIZI"),
+    );
+    env.ok(&["suspend", &feruza.serial]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let during = client_sign(env, &feruza, data, "during.p7s", Some(url));
+    std::thread::sleep(Duration::from_millis(4100));
+    env.ok(&["restore", &feruza.serial]);
+    let (code, v) = verify(env, &during, data);
+    assert_eq!(
+        code, 1,
+        "signed while suspended, valid after the restore: {v}"
+    );
+    let after = client_sign(env, &feruza, data, "after.p7s", Some(url));
+    assert_eq!(verify(env, &after, data).0, 0);
+}
+
+/// `muhr tsa` beside `muhr serve` on one database: both stamp, with their
+/// own serials, into one log; neither needs the CA key. Disabled in the
+/// configuration, `muhr tsa` refuses to start.
+#[test]
+fn tsa_nodes_scale_out_on_one_log() {
+    let ntp = Chronyd::start();
+    let env = Env::with_extra(Db::Postgres, Keys::Software, &tsa_config(&ntp));
+    env.init();
+    let (_serve, port) = start(&env, &[]);
+    let (_tsa, tsa_port) = start_with(&env, "tsa", &[]);
+    let data = env.write("x.txt", "Ariza\n");
+    let q = query(&env, &data, "q.tsq", &["-sha384", "-cert"]);
+    wait_until_granting(&env, port, &q);
+    wait_until_granting(&env, tsa_port, &q);
+    let before = env.count("timestamp_tokens");
+    let mut serials = std::collections::BTreeSet::new();
+    for i in 0..10 {
+        let p = if i % 2 == 0 { port } else { tsa_port };
+        let r = ask(&env, p, &q, &format!("r{i}.tsr"));
+        let t = reply_text(&r);
+        assert!(t.contains("Status: Granted"), "{t}");
+        let serial = t
+            .lines()
+            .find_map(|l| l.strip_prefix("Serial number: "))
+            .unwrap()
+            .to_string();
+        assert!(serials.insert(serial), "a serial repeated:\n{t}");
+        let out = ts_verify(
+            &env,
+            &["-data", data.to_str().unwrap()],
+            &r,
+            false,
+            &env.issuing_pem(),
+        );
+        assert!(text(&out).contains("Verification: OK"), "{}", text(&out));
+    }
+    assert_eq!(env.count("timestamp_tokens"), before + 10);
+    let (_, _, metrics) = get(tsa_port, "/metrics");
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains("muhr_tsa_tokens_total"), "{metrics}");
+    assert!(metrics.contains("muhr_tsa_clock_synchronised"), "{metrics}");
+
+    let off = Env::with_extra(Db::Sqlite, Keys::Software, "");
+    off.init();
+    let refused = off.refused(&["tsa", "--listen", "127.0.0.1:1"]);
+    assert!(refused.contains("tsa.enabled"), "{refused}");
 }
 
 #[test]

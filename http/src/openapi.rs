@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The description of exactly what one listener serves: its paths, with the
-/// citizens' routes only when `[citizens]` is configured.
-pub fn openapi_for(listener: &str, citizens: bool) -> String {
+/// citizens' routes only when `[citizens]` is configured and `/tsa` only
+/// when the TSA is enabled.
+pub fn openapi_for(listener: &str, citizens: bool, tsa: bool) -> String {
     let mut doc: Value = match serde_json::from_str(OPENAPI) {
         Ok(d) => d,
         Err(e) => return json!({ "error": e.to_string() }).to_string(),
@@ -19,7 +20,12 @@ pub fn openapi_for(listener: &str, citizens: bool) -> String {
         paths.retain(|_, item| {
             let on = item.get("x-muhr-listener").and_then(Value::as_str);
             let needs = item.get("x-muhr-needs").and_then(Value::as_str);
-            (on == Some(listener) || on == Some("both")) && (needs != Some("citizens") || citizens)
+            (on == Some(listener) || on == Some("both"))
+                && match needs {
+                    Some("citizens") => citizens,
+                    Some("tsa") => tsa,
+                    _ => true,
+                }
         });
     }
     doc["servers"] = json!([{ "url": "/", "description": listener }]);

@@ -29,8 +29,19 @@ pub struct RpApi {
     pub parties: Arc<RelyingParties>,
 }
 
-/// Largest document a verification request may carry (base64 inside JSON).
-pub const MAX_VERIFY_BODY: usize = 16 << 20;
+/// Largest document (a signed PDF, or a detached signature's content) a
+/// verification request may carry: 20 MiB, a long contract with scanned
+/// annexes. Documents relying parties verify are rarely larger, and the
+/// limit bounds each request's memory (see [`MAX_VERIFY_BODY`]).
+pub const MAX_VERIFY_DOCUMENT: usize = 20 << 20;
+
+/// Largest verification request: the document in base64 (four bytes for
+/// three) inside JSON, with 1 MiB for the signature and the JSON around it
+/// (27.7 MiB). A PDF request then holds about 70 MiB at most: the body,
+/// freed once parsed, or the document, plus one signature's copy of the
+/// bytes it covers at a time (`pdf::signatures_one_by_one`) and the CMS
+/// check's own copy of them.
+pub const MAX_VERIFY_BODY: usize = MAX_VERIFY_DOCUMENT / 3 * 4 + (1 << 20);
 
 /// The relying parties' routes of the public listener: challenges, login
 /// by signature and signature verification, each behind HTTP Basic (401
@@ -228,32 +239,86 @@ async fn verify(
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
-        signature: String,
+        /// A CMS signature (base64 DER or PEM).
+        signature: Option<String>,
         /// base64 of the signed content, for a detached signature.
         content: Option<String>,
+        /// base64 of a signed PDF, instead of `signature`.
+        pdf: Option<String>,
     }
     let b: Body = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "body", &e.to_string()),
     };
-    let sig = match muhr_validation::cms::from_text(&b.signature) {
-        Ok(s) => s,
-        Err(rule) => return json_error(StatusCode::BAD_REQUEST, "signature", &rule),
-    };
-    let content = match b.content.as_deref().map(|c| STANDARD.decode(c.trim())) {
-        None => None,
-        Some(Ok(c)) => Some(c),
-        Some(Err(_)) => {
+    // Freed before the document is decoded: a request holds the JSON or
+    // the document, not both.
+    drop(bytes);
+    let trust = &api.login.trust;
+    let answer = match (b.signature, b.pdf) {
+        (Some(_), Some(_)) => {
             return json_error(
                 StatusCode::BAD_REQUEST,
-                "content",
-                "base64 of the signed content",
+                "pdf",
+                "either signature (a CMS signature) or pdf (a signed PDF), not both",
             );
         }
+        (None, None) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "signature",
+                "a signature (a CMS signature) or a pdf (a signed PDF) is required",
+            );
+        }
+        (None, Some(text)) => {
+            if b.content.is_some() {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "content",
+                    "a PDF carries its signed content: send the pdf alone",
+                );
+            }
+            let decoded = STANDARD.decode(text.trim());
+            drop(text);
+            let pdf = match decoded {
+                Ok(p) => p,
+                Err(_) => {
+                    return json_error(StatusCode::BAD_REQUEST, "pdf", "base64 of the signed PDF");
+                }
+            };
+            if pdf.len() > MAX_VERIFY_DOCUMENT {
+                return json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "pdf",
+                    &format!("at most {MAX_VERIFY_DOCUMENT} bytes"),
+                );
+            }
+            muhr_validation::signatures::verify_pdf(trust, &pdf)
+                .await
+                .map(|v| Json(v).into_response())
+        }
+        (Some(signature), None) => {
+            let sig = match muhr_validation::cms::from_text(&signature) {
+                Ok(s) => s,
+                Err(rule) => return json_error(StatusCode::BAD_REQUEST, "signature", &rule),
+            };
+            let content = match b.content.as_deref().map(|c| STANDARD.decode(c.trim())) {
+                None => None,
+                Some(Ok(c)) => Some(c),
+                Some(Err(_)) => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        "content",
+                        "base64 of the signed content",
+                    );
+                }
+            };
+            muhr_validation::signatures::verify(trust, &sig, content.as_deref())
+                .await
+                .map(|v| Json(v).into_response())
+        }
     };
-    let trust = &api.login.trust;
-    match muhr_validation::signatures::verify(trust, &sig, content.as_deref()).await {
-        Ok(verdict) => {
+    match answer {
+        Ok(response) => {
             let store = trust.store();
             if let Err(e) = store
                 .meter(&rp.id, &month(muhr_store::now_secs()), "verification")
@@ -261,7 +326,7 @@ async fn verify(
             {
                 return internal(&format!("database: {e}"));
             }
-            Json(verdict).into_response()
+            response
         }
         Err(why) => internal(&why),
     }

@@ -78,9 +78,10 @@ impl Store {
         Ok(())
     }
 
-    /// The signer of `role` for `issuer` valid longest, if any is valid now.
-    /// A revoked or suspended one is passed over: its key is not to sign
-    /// again, and `muhr serve` makes a new one in its place.
+    /// The signer of `role` for `issuer` valid longest, if any is valid now
+    /// and not revoked or suspended: a revoked newest one gives None (its
+    /// key is not to sign again, and no older one stands in), and `muhr
+    /// serve` makes a new one in its place.
     pub async fn current_signer(
         &self,
         role: SignerRole,
@@ -88,9 +89,9 @@ impl Store {
     ) -> Result<Option<OcspSigner>> {
         let now = crate::now_secs();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT s.serial, s.issuer, s.key_label, s.key_spec, s.not_before, s.not_after, s.der \
+            "SELECT s.serial, s.issuer, s.key_label, s.key_spec, s.not_before, s.not_after, s.der, \
+             (SELECT c.revocation FROM certificates c WHERE c.serial = s.serial) AS revocation \
              FROM {} s WHERE s.issuer = $1 AND s.not_before <= $2 AND s.not_after > $2 \
-             AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.serial = s.serial AND c.revocation <> 'good') \
              ORDER BY s.not_after DESC LIMIT 1",
             role.table()
         )))
@@ -98,6 +99,15 @@ impl Store {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
+        // The newest only: when it is revoked, an older one (retired at the
+        // last renewal, maybe destroyed, maybe just as exposed) is no
+        // fallback.
+        if let Some(r) = &row {
+            let revocation: Option<String> = r.try_get("revocation")?;
+            if revocation.as_deref().is_some_and(|v| v != "good") {
+                return Ok(None);
+            }
+        }
         row.map(|r| {
             Ok(OcspSigner {
                 serial: r.try_get("serial")?,

@@ -377,3 +377,38 @@ pub(crate) async fn transition_in(
         .await?;
     Ok(Some(status))
 }
+
+/// One entry of a certificate's status history, as the change feed has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// When the change was committed, Unix microseconds.
+    pub at_micros: i64,
+    /// The status from then on: `good`, `suspended` or `revoked`.
+    pub revocation: String,
+    /// The RFC 5280 reason code, when revoked or suspended.
+    pub reason: Option<i64>,
+}
+
+impl Store {
+    /// Every status change of `serial`, oldest first: what judging a
+    /// signature at a proven past time needs, since the certificate's row
+    /// keeps only the latest (a suspension later turned into a revocation
+    /// leaves no trace there).
+    pub async fn status_history(&self, serial: &str) -> Result<Vec<HistoryEntry>> {
+        let rows = sqlx::query(
+            "SELECT at, revocation, reason FROM status_changes WHERE serial = $1 ORDER BY id",
+        )
+        .bind(serial)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryEntry {
+                    at_micros: r.try_get("at")?,
+                    revocation: r.try_get("revocation")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+}

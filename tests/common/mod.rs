@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 pub mod oidc;
 pub mod ra;
+pub mod tsa;
 
 pub const PIN: &str = "4711-test-pin";
 

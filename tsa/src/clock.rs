@@ -138,6 +138,15 @@ impl KernelReading {
         if self.state == TIME_ERROR {
             return Err("kernel reports a clock error (TIME_ERROR)".into());
         }
+        // chrony and ntpd keep maxerror as a real bound that grows between
+        // updates; a simple SNTP client (systemd-timesyncd) writes zero
+        // after each answer of one unauthenticated server, which bounds
+        // nothing.
+        if self.max_error_us == 0 {
+            return Err("kernel maximum error 0: no bound (an SNTP client such as \
+                 systemd-timesyncd sets the clock; run chrony or ntpd, or use the ntp source)"
+                .into());
+        }
         let max_error = Duration::from_micros(self.max_error_us.max(0).unsigned_abs());
         if self.max_error_us < 0 || max_error > accuracy {
             return Err(format!(
@@ -1200,6 +1209,12 @@ mod tests {
             est_error_us: 16_000_000,
         };
         assert!(sandbox.verdict(Duration::from_secs(3600)).is_err());
+        // Zero is what systemd-timesyncd leaves after each SNTP answer.
+        let timesyncd = KernelReading {
+            max_error_us: 0,
+            ..synced
+        };
+        assert!(timesyncd.verdict(Duration::from_secs(1)).is_err());
         let max_only = KernelReading {
             max_error_us: 16_000_000,
             ..synced

@@ -13,8 +13,8 @@
 //! - Every token is logged before its reply leaves ([`log`]); serials are
 //!   random and the log's key makes them unique across nodes.
 //!
-//! It must never read or write a certificate's status, nor sign anything
-//! but tokens with its key.
+//! It must never write a certificate's status, nor read any but its own
+//! certificate's, nor sign anything but tokens with its key.
 
 #![deny(missing_docs)]
 
@@ -40,6 +40,10 @@ use x509_cert::ext::pkix::ExtendedKeyUsage;
 use asn1::{Accuracy, FailureInfo};
 use request::Policies;
 use token::Stamper;
+
+/// How often the TSA reads which certificate is current: the longest a
+/// revoked TSA key goes on stamping (one indexed read each time).
+pub const RELOAD: Duration = Duration::from_secs(5);
 
 /// id-kp-timeStamping.
 pub const TIME_STAMPING: der::oid::ObjectIdentifier =
@@ -172,6 +176,13 @@ impl Tsa {
         if self.current().is_some_and(|s| s.serial == rec.serial) {
             return Ok(true);
         }
+        // Another certificate is current: the one in use stops now, before
+        // the new key is opened (should that fail, nothing stamps rather
+        // than a key that may have been revoked).
+        self.stamper
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let spec = rec.key_spec.parse()?;
         let keys = self.keys.clone();
         let label = rec.key_label.clone();
@@ -184,9 +195,10 @@ impl Tsa {
         Ok(true)
     }
 
-    /// Picks up renewed TSA certificates; runs forever.
+    /// Picks up renewed TSA certificates, and stops stamping within
+    /// [`RELOAD`] of the current one's revocation; runs forever.
     pub async fn follow(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut tick = tokio::time::interval(RELOAD);
         loop {
             tick.tick().await;
             if let Err(e) = self.reload_signer().await {
@@ -357,5 +369,47 @@ mod tests {
             }
         );
         assert_eq!(c(1000).clock_tolerance(), Duration::from_millis(500));
+    }
+}
+
+/// Entry points for `cargo fuzz` (fuzz/): the request path with no key,
+/// clock or database behind it.
+#[doc(hidden)]
+pub mod fuzz {
+    use der::{Decode, Encode};
+
+    /// Parses `data` as a TimeStampReq as `POST /tsa` does and, when it is
+    /// accepted, encodes the TSTInfo a token would carry; also reads it as
+    /// the replies and tokens a verifier is handed.
+    pub fn request(data: &[u8]) {
+        let policies = crate::request::Policies {
+            default: der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.4.1.32473.3161.1"),
+            allowed: vec![der::oid::ObjectIdentifier::new_unwrap(
+                "1.3.6.1.4.1.32473.3161.2",
+            )],
+        };
+        if let Ok(a) = crate::request::parse(data, &policies) {
+            let info = crate::asn1::TstInfo {
+                version: 1,
+                policy: a.policy,
+                message_imprint: a.imprint,
+                serial_number: der::asn1::Int::new(&[1]).expect("one octet"),
+                gen_time: der::asn1::GeneralizedTime::from_unix_duration(
+                    std::time::Duration::from_secs(1_800_000_000),
+                )
+                .expect("a 2027 time"),
+                accuracy: None,
+                ordering: false,
+                nonce: a.nonce,
+                tsa: None,
+                extensions: None,
+            };
+            let der = info
+                .to_der()
+                .expect("an accepted request's TSTInfo encodes");
+            assert_eq!(crate::asn1::TstInfo::from_der(&der).ok(), Some(info));
+        }
+        let _ = crate::asn1::TimeStampResp::from_der(data);
+        let _ = crate::asn1::TstInfo::from_der(data);
     }
 }

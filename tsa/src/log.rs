@@ -10,6 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Most tokens in one transaction.
 const BATCH: usize = 1000;
 
+/// The longest a reply waits for its token's commit.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 type Entry = (TokenRecord, oneshot::Sender<Result<(), String>>);
 
 /// A handle on the writer task; cheap to clone.
@@ -33,8 +36,13 @@ impl TokenLog {
             .send((record, done))
             .await
             .map_err(|_| "the token log's writer has stopped".to_string())?;
-        wait.await
-            .map_err(|_| "the token log's writer has stopped".to_string())?
+        // A database that does not answer must not hold the requester:
+        // the token is then never sent (it may still be logged later, a
+        // token nobody holds).
+        match tokio::time::timeout(WAIT, wait).await {
+            Ok(r) => r.map_err(|_| "the token log's writer has stopped".to_string())?,
+            Err(_) => Err("the token log did not answer in time".to_string()),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::net::UdpSocket;
 fn kernel_says_synchronised(r: &KernelReading, accuracy: Duration) -> bool {
     r.state != 5
         && r.status & 0x40 == 0
-        && r.max_error_us >= 0
+        && r.max_error_us > 0
         && r.max_error_us as u128 <= accuracy.as_micros()
 }
 

@@ -84,8 +84,32 @@ pub struct Verified {
     pub time_stamp_tokens: Vec<Vec<u8>>,
 }
 
-/// Reads a CMS message in DER or PEM (`CMS`, `PKCS7`).
-pub fn decode(input: &[u8]) -> Result<SignedData, CmsError> {
+/// SignedData as it travels, its `crls` kept as opaque values. The `cms`
+/// crate (0.3.0-pre.1) declares OtherRevocationInfoFormat's first field an
+/// AlgorithmIdentifier where RFC 5652 10.2.1 has an OBJECT IDENTIFIER, so
+/// it can neither read nor write the OCSP responses a CAdES-LT signature
+/// carries there (RFC 5940); everything else is its types.
+#[derive(Clone, Debug, PartialEq, Eq, der::Sequence)]
+pub struct SignedDataWire {
+    /// 1 for id-data content, 3 otherwise (RFC 5652 5.1).
+    pub version: CmsVersion,
+    /// The digests the signers used.
+    pub digest_algorithms: SetOfVec<AlgorithmIdentifierOwned>,
+    /// What was signed, or only its type when detached.
+    pub encap_content_info: EncapsulatedContentInfo,
+    /// Certificates carried for whoever verifies.
+    #[asn1(context_specific = "0", tag_mode = "IMPLICIT", optional = "true")]
+    pub certificates: Option<cms::signed_data::CertificateSet>,
+    /// RevocationInfoChoices, each as it was encoded.
+    #[asn1(context_specific = "1", tag_mode = "IMPLICIT", optional = "true")]
+    pub crls: Option<Vec<Any>>,
+    /// The signers.
+    pub signer_infos: SignerInfos,
+}
+
+/// Reads a CMS message in DER or PEM (`CMS`, `PKCS7`), revocation values
+/// and all.
+pub fn decode_wire(input: &[u8]) -> Result<SignedDataWire, CmsError> {
     let der_bytes;
     let bytes = if input.trim_ascii_start().starts_with(b"-----BEGIN") {
         let (label, d) = der::pem::decode_vec(input.trim_ascii())
@@ -111,8 +135,22 @@ pub fn decode(input: &[u8]) -> Result<SignedData, CmsError> {
         ));
     }
     ci.content
-        .decode_as::<SignedData>()
+        .decode_as::<SignedDataWire>()
         .map_err(|e| fail("malformed", format!("SignedData: {e}")))
+}
+
+/// Reads a CMS message in DER or PEM (`CMS`, `PKCS7`); the revocation
+/// values it may carry are left out (see [`SignedDataWire`]).
+pub fn decode(input: &[u8]) -> Result<SignedData, CmsError> {
+    let w = decode_wire(input)?;
+    Ok(SignedData {
+        version: w.version,
+        digest_algorithms: w.digest_algorithms,
+        encap_content_info: w.encap_content_info,
+        certificates: w.certificates,
+        crls: None,
+        signer_infos: w.signer_infos,
+    })
 }
 
 /// Checks `input` as a signature over `detached` (or over the content it

@@ -103,22 +103,45 @@ pub struct PdfSignature {
 /// signer writes it makes the whole file an error: a verifier that skipped
 /// it would let an attacker choose which signatures are shown.
 pub fn signatures(pdf: &[u8]) -> Result<Vec<PdfSignature>, PdfError> {
+    Ok(signatures_one_by_one(pdf)?.collect())
+}
+
+/// As [`signatures`], with each signature's copy of its signed bytes
+/// ([`PdfSignature::signed`]) made only when the iterator reaches it: every
+/// dictionary is checked before the first is returned (an error anywhere
+/// is still the whole file's), but a verifier that drops each signature
+/// before taking the next holds one copy at a time, not
+/// [`MAX_SIGNATURES`] of them (64 copies of a 20 MiB upload are 1.3 GB).
+pub fn signatures_one_by_one(
+    pdf: &[u8],
+) -> Result<impl Iterator<Item = PdfSignature> + '_, PdfError> {
     let header = &pdf[..pdf.len().min(HEADER_WINDOW)];
     if find(header, b"%PDF-", 0).is_none() {
         return Err(fail("not_pdf", "no %PDF- header in the first 1024 bytes"));
     }
     let scan = Scanner::new(pdf).run()?;
-    scan.found
+    let checked = scan
+        .found
         .iter()
         .map(|f| {
-            let mut sig = check(pdf, f, &scan.eofs)?;
+            let (mut sig, ranges) = check(pdf, f, &scan.eofs)?;
             sig.field = match f.parent {
                 Some(id) => scan.direct_names.get(&id).cloned(),
                 None => f.object.and_then(|n| scan.field_names.get(&n).cloned()),
             };
-            Ok(sig)
+            Ok((sig, ranges))
         })
-        .collect()
+        .collect::<Result<Vec<_>, PdfError>>()?;
+    Ok(checked.into_iter().map(|(mut sig, [first, second])| {
+        // Both ranges were read once already by `check`: they are inside
+        // the file.
+        sig.signed = [
+            pdf.get(first).unwrap_or_default(),
+            pdf.get(second).unwrap_or_default(),
+        ]
+        .concat();
+        sig
+    }))
 }
 
 /// A signature dictionary as the scan saw it, before its range is judged.
@@ -135,7 +158,13 @@ struct Found {
     parent: Option<usize>,
 }
 
-fn check(pdf: &[u8], f: &Found, eofs: &[usize]) -> Result<PdfSignature, PdfError> {
+/// The signature as its byte range was judged, without its copy of the
+/// signed bytes, and the two ranges that copy is made of.
+fn check(
+    pdf: &[u8],
+    f: &Found,
+    eofs: &[usize],
+) -> Result<(PdfSignature, [Range<usize>; 2]), PdfError> {
     let [a, b, c, d] = f.byte_range;
     let range_err = |detail: String| fail("bad_byte_range", detail);
     let len = pdf.len() as u64;
@@ -172,25 +201,26 @@ fn check(pdf: &[u8], f: &Found, eofs: &[usize]) -> Result<PdfSignature, PdfError
     // a panic, if that reasoning is ever wrong.
     let to = |v: u64| usize::try_from(v).map_err(|_| range_err(format!("{v} exceeds memory")));
     let (b, c, end) = (to(b)?, to(c)?, to(end)?);
-    let first = pdf
-        .get(..b)
-        .ok_or_else(|| range_err("first range outside the file".into()))?;
-    let second = pdf
-        .get(c..end)
-        .ok_or_else(|| range_err("second range outside the file".into()))?;
+    if pdf.get(..b).is_none() {
+        return Err(range_err("first range outside the file".into()));
+    }
+    if pdf.get(c..end).is_none() {
+        return Err(range_err("second range outside the file".into()));
+    }
     let hex = pdf
         .get(f.contents.start + 1..f.contents.end - 1)
         .ok_or_else(|| fail("bad_contents", "the /Contents string is cut off"))?;
     let cms = strip_padding(decode_hex(hex)?)?;
-    Ok(PdfSignature {
+    let sig = PdfSignature {
         field: None,
         byte_range: f.byte_range,
         cms,
-        signed: [first, second].concat(),
+        signed: Vec::new(),
         covers_whole_file: end == pdf.len(),
         later_revisions: eofs.iter().filter(|&&p| p >= end).count(),
         sub_filter: f.sub_filter.clone(),
-    })
+    };
+    Ok((sig, [0..b, c..end]))
 }
 
 /// The PDF syntax allows whitespace and an odd count in hex strings; no

@@ -168,6 +168,21 @@ pub async fn verify(trust: &Trust, token: &[u8], datum: &[u8]) -> Result<TimeSta
             format!("the TSA certificate: {}: {}", p.code, p.detail),
         ));
     }
+    // Another CA the operator trusts for logins is not thereby trusted to
+    // say what time it is: its tokens could revive signatures of this CA's
+    // revoked certificates, and no log here confirms them.
+    if let Some(other) = &tsa.external_ca {
+        problems.push(problem(
+            "timestamp_untrusted",
+            format!("the token is from {other}'s TSA: only this CA's TSA is trusted for time"),
+        ));
+    }
+    if gen_time > SystemTime::now() + Duration::from_secs(300) {
+        problems.push(problem(
+            "timestamp_invalid",
+            "the token's genTime is in the future",
+        ));
+    }
     if tsa.revocation_reason == Some("keyCompromise") && tsa.status_at == "good" {
         problems.push(problem(
             "timestamp_untrusted",
@@ -178,7 +193,9 @@ pub async fn verify(trust: &Trust, token: &[u8], datum: &[u8]) -> Result<TimeSta
         ));
     }
     let serial = hex::encode_upper(info.serial_number.as_bytes());
-    let logged = if tsa.profile.as_deref() == Some(muhr_ca::ocsp_signer::TSA_PROFILE) {
+    // Every certificate of this CA's records (whatever its profile) that
+    // stamped must have logged the token.
+    let logged = if tsa.external_ca.is_none() && tsa.profile.is_some() {
         let sent = digest::digest(&digest::SHA256, token);
         let record = trust
             .store()
@@ -215,7 +232,7 @@ pub async fn verify(trust: &Trust, token: &[u8], datum: &[u8]) -> Result<TimeSta
 
 /// RFC 5816 / RFC 5035: the signed attributes name the signer's
 /// certificate by hash (v2, or the SHA-1 v1 of older TSAs).
-fn binds_certificate(token: &[u8], signer_der: &[u8]) -> Result<(), String> {
+pub(crate) fn binds_certificate(token: &[u8], signer_der: &[u8]) -> Result<(), String> {
     let sd = crate::cms::decode(token).map_err(|e| e.to_string())?;
     let si = sd
         .signer_infos

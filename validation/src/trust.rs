@@ -312,24 +312,40 @@ impl Trust {
         // A revocation or suspension after `at` leaves a signature made
         // before it standing; one before `at` does not. Suspensions lifted
         // since are not replayed: the current state decides.
-        let status_at = match revoked_at {
+        let mut status_at = match revoked_at {
             Some(t) if t <= judged_until(at, proven) => status_now.clone(),
             _ if known.is_some() => "good".to_string(),
             _ => "unknown".to_string(),
         };
+        let mut since = revoked_at;
+        // At a proven past time the row is not enough: it keeps only the
+        // latest change, and a suspension turned into a revocation (a
+        // stolen card replaced) or lifted since leaves no trace there. The
+        // change feed has every change: the last one before that second
+        // decides (one in the same second counts, to be safe).
+        if proven && known.is_some() {
+            let history = self
+                .ca
+                .store()
+                .status_history(&serial)
+                .await
+                .map_err(|e| format!("database: {e}"))?;
+            let cutoff = (secs(at) + 1).saturating_mul(1_000_000);
+            if let Some(h) = history.iter().rev().find(|h| h.at_micros < cutoff) {
+                status_at = h.revocation.clone();
+                since = Some(h.at_micros / 1_000_000);
+            }
+        }
         match status_at.as_str() {
             "revoked" => problem(
                 "revoked",
                 format!(
                     "revoked ({}) at {}",
                     reason.unwrap_or("unspecified"),
-                    revoked_at.unwrap_or(0)
+                    since.unwrap_or(0)
                 ),
             ),
-            "suspended" => problem(
-                "suspended",
-                format!("suspended at {}", revoked_at.unwrap_or(0)),
-            ),
+            "suspended" => problem("suspended", format!("suspended at {}", since.unwrap_or(0))),
             _ => {}
         }
         Ok(Assessment {

@@ -28,3 +28,8 @@ CREATE TABLE timestamp_tokens (
     token_sha256    BYTEA NOT NULL
 );
 CREATE INDEX timestamp_tokens_imprint ON timestamp_tokens (imprint);
+
+-- A certificate's status history, read when a signature is judged at a
+-- time a time-stamp proves (a suspension since lifted or turned into a
+-- revocation is only here).
+CREATE INDEX status_changes_serial ON status_changes (serial);
