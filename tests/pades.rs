@@ -137,29 +137,11 @@ impl Site {
     /// A citizen's `individual-sign` certificate and key in a PKCS#12
     /// file, with the issuing CA's certificate.
     fn citizen(&self, name: &str, subject: Value) -> Citizen {
-        let env = &self.env;
-        let csr = env.csr(name, "ec");
-        let cert = env.issue("individual-sign", &csr, &subject.to_string(), name);
-        let password = env.write(&format!("{name}.pw"), "a long pkcs12 password\n");
-        let p12 = env.path(&format!("{name}.p12"));
-        openssl(&[
-            "pkcs12",
-            "-export",
-            "-inkey",
-            env.path(&format!("{name}.key")).to_str().unwrap(),
-            "-in",
-            cert.to_str().unwrap(),
-            "-certfile",
-            env.issuing_pem().to_str().unwrap(),
-            "-passout",
-            &format!("file:{}", password.display()),
-            "-out",
-            p12.to_str().unwrap(),
-        ]);
+        let s = signer(&self.env, name, subject.clone());
         Citizen {
-            p12,
-            password,
-            serial: serial_of(&cert),
+            p12: s.p12,
+            password: s.password,
+            serial: s.serial,
             pinfl: subject["pinfl"].as_str().unwrap().to_string(),
         }
     }
@@ -501,9 +483,10 @@ fn codes(problems: &Value) -> Vec<String> {
 /// The signer's time-stamp proves the signing time: a later revocation for
 /// any reason but key compromise leaves the signature standing.
 fn sleep_past_the_proven_time() {
-    // genTime plus the 1.5 s accuracy, rounded up to 2 s, and genTime's
-    // own rounding to the second.
-    std::thread::sleep(Duration::from_millis(3100));
+    // genTime plus the 1.5 s accuracy, rounded up to 2 s, genTime's own
+    // rounding to the second, and the revocation time's truncation to its
+    // second.
+    std::thread::sleep(Duration::from_millis(4100));
 }
 
 fn pades_b_t_is_valid_for_muhr_and_for_pyhanko(db: Db, keys: Keys) {

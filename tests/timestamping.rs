@@ -501,9 +501,9 @@ fn timestamping(db: Db, keys: Keys) {
     a_signature_stamped_while_suspended_stays_invalid(&env, &url, &data);
 
     // The clock: with chrony gone, the TSA stops stamping within three
-    // polls rather than stamp a time nobody vouches for.
+    // polls (12 s) rather than stamp a time nobody vouches for.
     ntp.kill();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let t = reply_text(&ask(&env, port, &with_cert, "late.tsr"));
         if t.contains("Status: Rejected") {

@@ -95,7 +95,7 @@ pub fn tsa_config(ntp: &Chronyd) -> String {
     format!(
         "\n[tsa]\nenabled = true\npolicy = \"1.3.6.1.4.1.32473.3161.1\"\nallowed_policies = [\"1.3.6.1.4.1.32473.3161.2\"]\n\
          accuracy_ms = 1500\nname = \"Muhr TSA test\"\norganization = \"Raqamli texnologiyalar vazirligi\"\n\
-         [tsa.clock]\nsource = \"ntp\"\nntp_servers = [\"{}\"]\nntp_interval_seconds = 1\n",
+         [tsa.clock]\nsource = \"ntp\"\nntp_servers = [\"{}\"]\nntp_interval_seconds = 4\n",
         ntp.addr
     )
 }
