@@ -88,6 +88,46 @@ pub enum BenchCommand {
         #[arg(long, default_value = "127.0.0.1:18443")]
         listen_mtls: String,
     },
+    /// Time-stamp tokens per second over HTTP (`POST /tsa`, measured by
+    /// wrk) next to live OCSP responses with a nonce (`POST /ocsp`) and
+    /// nginx serving a static file of a token reply's size, back to back
+    /// in one run, on `muhr serve`'s listener with the TSA's clock vouched
+    /// for by chronyd on loopback. Every reply is checked; any that is not
+    /// a granted token fails the run.
+    Tsa {
+        /// Seconds each measurement lasts.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds of TSA and OCSP requests before the first measurement
+        /// (checked, not reported).
+        #[arg(long, default_value_t = 1)]
+        warmup: u64,
+        /// wrk's keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        /// wrk's threads.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// TSA, OCSP and nginx measured this many times, alternating.
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
+        /// The key store of the benchmark's own installation: software
+        /// keys (default), or a SoftHSM2 token made for it. Not with
+        /// --config, whose key store is used.
+        #[arg(long, value_enum)]
+        keys: Option<crate::tsa::KeyChoice>,
+        /// Then time a token's parts in this process (parsing, signing,
+        /// DER, the token log by group size, `Tsa::respond` without HTTP).
+        #[arg(long)]
+        breakdown: bool,
+        /// The database of the benchmark's own installation (default:
+        /// SQLite in its data directory), e.g. postgres://HOST/DB of an
+        /// empty database or one muhr-bench made. Not with --config.
+        #[arg(long)]
+        database: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Registry events per second from a file (`muhr registry events`, in
     /// this process) on card holders made for it: one event in
     /// `--changing-every` revokes or suspends two certificates, the rest
@@ -356,8 +396,8 @@ pub async fn run(app: &App, cmd: BenchCommand) -> Result<(), Fail> {
         BenchCommand::RegistryApply { file } => {
             return muhr::registry_cli::registry_events(app, &file).await;
         }
-        // Served by `main`, which hands it the installation.
-        BenchCommand::Serve { .. } => return Ok(()),
+        // Served by `main`, which hands them the installation.
+        BenchCommand::Serve { .. } | BenchCommand::Tsa { .. } => return Ok(()),
         BenchCommand::Sign {
             signatures,
             threads,

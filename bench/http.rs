@@ -28,11 +28,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(u16, Vec<u8>), Fail> {
+        self.send("POST", path, Some("application/json"), headers, body)
+            .await
+    }
+
+    /// Sends `method` with `body` (sent with its Content-Length unless
+    /// empty on a GET) of `content_type`; returns the status and the
+    /// response body.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), Fail> {
         let io = |e: std::io::Error| Fail::internal(format!("HTTP: {e}"));
-        let mut request = format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+        if let Some(t) = content_type {
+            request.push_str(&format!("Content-Type: {t}\r\n"));
+        }
+        if method != "GET" || !body.is_empty() {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }

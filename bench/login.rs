@@ -269,7 +269,7 @@ async fn login(
 
 /// CPU time from /proc, in clock ticks (Linux's USER_HZ, 100 per second on
 /// every architecture's ABI); 0 where /proc cannot be read.
-mod cpu {
+pub mod cpu {
     pub const TICKS_PER_S: f64 = 100.0;
 
     /// user + system ticks from a `stat` file (fields 14 and 15; the name
@@ -278,6 +278,27 @@ mod cpu {
         let rest = &stat[stat.rfind(')')? + 1..];
         let f: Vec<&str> = rest.split_whitespace().collect();
         Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    }
+
+    /// CPU of this process (user + system, all its threads).
+    pub fn own() -> u64 {
+        std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| ticks(&s))
+            .unwrap_or(0)
+    }
+
+    /// CPU of this process's children that have exited and been waited
+    /// for (cutime + cstime, fields 16 and 17 of `/proc/self/stat`).
+    pub fn children() -> u64 {
+        std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let rest = &s[s.rfind(')')? + 1..];
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(13)?.parse::<u64>().ok()? + f.get(14)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0)
     }
 
     /// Busy time of the whole machine, all cores (everything but idle and

@@ -19,6 +19,7 @@ mod http;
 mod login;
 mod personalization;
 mod registry;
+mod tsa;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,13 +47,22 @@ struct Cli {
 
 fn main() -> ExitCode {
     muhr::app::private_files();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("MUHR_LOG").unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // Made before the runtime starts: `tsa --keys softhsm` sets
+    // SOFTHSM2_CONF while this process has one thread.
+    let _scratch = match prepare(&mut cli) {
+        Ok(s) => s,
+        Err(f) => {
+            eprintln!("muhr-bench: {}", f.message);
+            return ExitCode::from(f.code);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,7 +73,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A server a benchmark ran in this process stops with it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("muhr-bench: {}", f.message);
@@ -83,21 +96,53 @@ impl Drop for Scratch {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Fail> {
-    // A configuration names its own data directory; with neither, a new one.
-    let (data, _scratch) = match (&cli.data, &cli.config) {
-        (Some(d), _) => (Some(d.clone()), Scratch(None)),
-        (None, Some(_)) => (None, Scratch(None)),
-        (None, None) => {
-            let mut id = [0u8; 8];
-            aws_lc_rs::rand::fill(&mut id).map_err(|_| Fail::internal("no randomness"))?;
-            let dir = std::env::temp_dir().join(format!("muhr-bench-{}", hex::encode(id)));
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Fail::invalid(format!("{}: {e}", dir.display())))?;
-            (Some(dir.clone()), Scratch(Some(dir)))
-        }
+/// With neither `--data` nor `--config`, a new data directory, removed
+/// after the run. `tsa --keys`/`--database` write the configuration of
+/// the benchmark's own installation into the data directory.
+fn prepare(cli: &mut Cli) -> Result<Scratch, Fail> {
+    let scratch = if cli.data.is_none() && cli.config.is_none() {
+        let mut id = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut id).map_err(|_| Fail::internal("no randomness"))?;
+        let dir = std::env::temp_dir().join(format!("muhr-bench-{}", hex::encode(id)));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Fail::invalid(format!("{}: {e}", dir.display())))?;
+        cli.data = Some(dir.clone());
+        Scratch(Some(dir))
+    } else {
+        Scratch(None)
     };
-    let app = muhr::app::App::load(cli.config.as_deref(), data.as_deref()).await?;
+    if let commands::BenchCommand::Tsa { keys, database, .. } = &cli.command
+        && (keys.is_some() || database.is_some())
+    {
+        if cli.config.is_some() {
+            return Err(Fail::invalid(
+                "--keys and --database describe the benchmark's own installation; \
+                 with --config, its key store and database are used",
+            ));
+        }
+        let dir = cli
+            .data
+            .clone()
+            .ok_or_else(|| Fail::internal("no data directory"))?;
+        let made = tsa::own_installation(
+            &dir,
+            keys.unwrap_or(tsa::KeyChoice::Software),
+            database.as_deref(),
+        )?;
+        if let Some(conf) = made.softhsm_conf {
+            // SAFETY: no other thread exists yet (the runtime starts
+            // after this), so nothing reads the environment concurrently.
+            unsafe { std::env::set_var("SOFTHSM2_CONF", conf) };
+        }
+        cli.config = Some(made.config);
+    }
+    Ok(scratch)
+}
+
+async fn run(cli: Cli) -> Result<(), Fail> {
+    // A configuration names its own data directory; with neither, `main`
+    // made a new one.
+    let app = muhr::app::App::load(cli.config.as_deref(), cli.data.as_deref()).await?;
     let claimed = app
         .store
         .claim_for_benchmark()
@@ -125,6 +170,28 @@ async fn run(cli: Cli) -> Result<(), Fail> {
     } = cli.command
     {
         return muhr::serve::run(app, Some(listen), Some(listen_mtls)).await;
+    }
+    if let commands::BenchCommand::Tsa {
+        seconds,
+        warmup,
+        connections,
+        threads,
+        rounds,
+        breakdown,
+        json,
+        ..
+    } = cli.command
+    {
+        let options = tsa::Options {
+            seconds,
+            warmup,
+            connections,
+            threads,
+            rounds,
+            breakdown,
+            json,
+        };
+        return tsa::run(app, options).await;
     }
     let result = commands::run(&app, cli.command).await;
     app.anchor_audit().await;

@@ -58,6 +58,90 @@ fn a_benchmark_runs_on_a_throw_away_installation() {
     );
 }
 
+/// `muhr-bench tsa` on its own throw-away installation (SQLite, software
+/// keys): briefly, to see that it serves, measures granted tokens next to
+/// live OCSP and nginx, prints the ratio and removes what it made. Not a
+/// timing: the figures are whatever this machine gives.
+#[test]
+fn the_tsa_benchmark_measures_granted_tokens() {
+    require("wrk");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muhr-bench"))
+        .args([
+            "tsa",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+            "--connections",
+            "8",
+            "--json",
+        ])
+        .env_remove("MUHR_CONFIG")
+        .env("TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert!(report["tokens_granted"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["tokens_logged"].as_u64().unwrap() >= report["tokens_granted"].as_u64().unwrap(),
+        "{report}"
+    );
+    assert_eq!(report["replies_failed"], 0, "{report}");
+    assert_eq!(report["tsa_refusals"], 0, "{report}");
+    for figure in [
+        "tokens_per_s",
+        "ocsp_live_per_s",
+        "nginx_static_per_s",
+        "ratio_tsa_ocsp_live",
+    ] {
+        assert!(report[figure].as_f64().unwrap() > 0.0, "{figure}: {report}");
+    }
+    assert_eq!(report["database"], "sqlite", "{report}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the throw-away installation and the run's files are removed"
+    );
+}
+
+/// The same on PostgreSQL with a SoftHSM2 token the benchmark makes, in
+/// the text report.
+#[test]
+fn the_tsa_benchmark_runs_on_postgres_and_softhsm() {
+    require("wrk");
+    require("softhsm2-util");
+    let url = postgres_database();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muhr-bench"))
+        .args([
+            "tsa",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+            "--connections",
+            "8",
+        ])
+        .args(["--keys", "softhsm", "--database", &url])
+        .env_remove("MUHR_CONFIG")
+        .env_remove("SOFTHSM2_CONF")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("(postgres, pkcs11 token"), "{text}");
+    assert!(text.contains("ratio TSA / OCSP live: "), "{text}");
+    assert!(text.contains(" 0 failed checks, 0 refusals"), "{text}");
+    let granted: u64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" token replies"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(0);
+    assert!(granted > 0, "{text}");
+}
+
 /// A benchmark pointed at a real installation by mistake: it writes
 /// nothing, not even its marker.
 fn refuses_real_database(db: Db) {
@@ -69,6 +153,7 @@ fn refuses_real_database(db: Db) {
         vec!["issue", "--count", "5"],
         vec!["crl", "--entries", "10"],
         vec!["sign", "--signatures", "10"],
+        vec!["tsa", "--seconds", "1"],
     ] {
         let out = env.bench().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
@@ -77,6 +162,17 @@ fn refuses_real_database(db: Db) {
             "{out:?}"
         );
     }
+    // Nor does it make an installation of its own beside a configuration.
+    let out = env
+        .bench()
+        .args(["tsa", "--keys", "softhsm"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("with --config"),
+        "{out:?}"
+    );
     assert_eq!((env.count("certificates"), env.count("audit_log")), before);
     assert_eq!(env.count("benchmark_marker"), 0);
 }

@@ -22,6 +22,8 @@ command -v curl >/dev/null || need_pkgs+=(curl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v pip3 >/dev/null || command -v pip >/dev/null || need_pkgs+=(python3-pip)
 command -v chronyd >/dev/null || [ -x /usr/sbin/chronyd ] || need_pkgs+=(chrony)
+command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need_pkgs[*]} (run as root to install them)" >&2; exit 1

@@ -103,6 +103,13 @@ pub trait KeySigner: Send + Sync {
     fn parallelism(&self) -> usize {
         1
     }
+    /// True when a signature is computation of tens of microseconds that
+    /// never waits on a device: an async caller then signs in place, as
+    /// telling the runtime it blocks (`block_in_place`) costs about as much
+    /// as the signature. False for a device or a slow scheme (RSA).
+    fn is_quick(&self) -> bool {
+        false
+    }
 }
 
 /// Where keys live. Generation happens inside the store; keys never leave it.

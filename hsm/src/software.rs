@@ -130,6 +130,10 @@ impl KeySigner for SoftwareKey {
     fn parallelism(&self) -> usize {
         std::thread::available_parallelism().map_or(1, usize::from)
     }
+    /// ECDSA signs in tens of microseconds; RSA takes milliseconds.
+    fn is_quick(&self) -> bool {
+        matches!(self.material, Material::Ecdsa(_))
+    }
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
         match &self.material {
             Material::Ecdsa(kp) => Ok(kp

@@ -223,7 +223,7 @@ impl Responder {
         // In place rather than on the blocking pool: a software signature takes
         // microseconds, and the hop would cost as much; block_in_place still
         // moves this worker's other tasks away while an HSM is busy.
-        let signed = tokio::task::block_in_place(|| {
+        let sign_now = || {
             sign(
                 &signer,
                 &queries,
@@ -232,7 +232,12 @@ impl Responder {
                 now,
                 validity,
             )
-        });
+        };
+        let signed = if signer.key.is_quick() {
+            sign_now()
+        } else {
+            tokio::task::block_in_place(sign_now)
+        };
         match signed {
             Ok(der) => {
                 self.counters.signed.fetch_add(1, Ordering::Relaxed);

@@ -121,6 +121,11 @@ impl Stamper {
         })
     }
 
+    /// Whether the key signs without waiting on a device (`KeySigner::is_quick`).
+    pub fn is_quick(&self) -> bool {
+        self.key.is_quick()
+    }
+
     /// The TSA certificate.
     pub fn certificate(&self) -> &Certificate {
         &self.cert
