@@ -124,6 +124,24 @@ fn prepare(cli: &mut Cli) -> Result<Scratch, Fail> {
             .data
             .clone()
             .ok_or_else(|| Fail::internal("no data directory"))?;
+        // Its configuration, token and keys go into the data directory:
+        // only into one of the benchmark's own, never beside real keys.
+        let marked = dir.join(muhr::app::BENCHMARK_MARKER).is_file();
+        let empty = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
+        if !marked && !empty {
+            return Err(Fail::invalid(format!(
+                "refused: the data directory {} is not empty and was not made by muhr-bench; \
+                 benchmarks run only in a directory of their own",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Fail::invalid(format!("{}: {e}", dir.display())))?;
+        std::fs::write(
+            dir.join(muhr::app::BENCHMARK_MARKER),
+            "made by muhr-bench: a throw-away installation; muhr refuses its database\n",
+        )
+        .map_err(|e| Fail::invalid(format!("{}: {e}", dir.display())))?;
         let made = tsa::own_installation(
             &dir,
             keys.unwrap_or(tsa::KeyChoice::Software),
@@ -142,7 +160,8 @@ fn prepare(cli: &mut Cli) -> Result<Scratch, Fail> {
 async fn run(cli: Cli) -> Result<(), Fail> {
     // A configuration names its own data directory; with neither, `main`
     // made a new one.
-    let app = muhr::app::App::load(cli.config.as_deref(), cli.data.as_deref()).await?;
+    let app =
+        muhr::app::App::load_for_benchmark(cli.config.as_deref(), cli.data.as_deref()).await?;
     let claimed = app
         .store
         .claim_for_benchmark()

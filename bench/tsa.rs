@@ -537,8 +537,16 @@ impl Run {
         ticks as f64 * 1e6 / cpu::TICKS_PER_S / self.requests.max(1) as f64
     }
 
+    /// Replies that failed their check, and requests that got no reply at
+    /// all (a stalled TSA shows only as timeouts).
     fn failures(&self) -> u64 {
-        self.bad + self.non200 + self.status_errors
+        self.bad
+            + self.non200
+            + self.status_errors
+            + self.connect_errors
+            + self.read_errors
+            + self.write_errors
+            + self.timeouts
     }
 }
 
@@ -691,7 +699,9 @@ pub async fn run(mut app: App, o: Options) -> Result<(), Fail> {
     t.enabled = true;
     t.clock.source = "ntp".into();
     t.clock.ntp_servers = vec![ntp.addr.clone()];
-    t.clock.ntp_interval_seconds = 1;
+    // Answers stay valid for 3 intervals: 12 s, as in the tests, since
+    // wrk and the server saturate both cores and delay the polls.
+    t.clock.ntp_interval_seconds = 4;
     t.validate()
         .map_err(|e| Fail::invalid(format!("[tsa]: {e}")))?;
 
@@ -1139,8 +1149,8 @@ async fn measure(o: &Options, s: Setup<'_>) -> Result<(), Fail> {
     }
     if failures > 0 || refused > 0 {
         return Err(Fail::internal(format!(
-            "{failures} replies failed their check and the TSA refused {refused} requests: \
-             these figures measure refusals, not tokens"
+            "{failures} requests failed their check or got no reply, and the TSA refused \
+             {refused}: these figures measure failures, not tokens"
         )));
     }
     if ocsp_signed < ocsp_replies || ocsp_cached > 0 {
@@ -1239,21 +1249,14 @@ async fn breakdown(
     })?;
     // The token log alone, wall time and CPU per token: in groups of 1
     // and of 32 (a loaded TSA's commits hold tens) as the TSA logs today
-    // (random serials; random imprints, as documents differ); then with
-    // time-ordered serials (8 octets of the time in µs, 8 random), and
-    // with those and one imprint for all (what the imprint index costs).
+    // (time-ordered serials: 0x40, the time in µs, 64 random bits; random
+    // imprints, as documents differ); then with wholly random serials, what
+    // the log cost before (each insert on a random page of the key's index).
     let mut log = serde_json::Map::new();
-    for (name, group, total, ordered, same_imprint) in [
-        ("log_group_1", 1usize, 512usize, false, false),
-        ("log_group_32", 32, 4096, false, false),
-        ("log_group_32_ordered_serials", 32, 4096, true, false),
-        (
-            "log_group_32_ordered_serials_one_imprint",
-            32,
-            4096,
-            true,
-            true,
-        ),
+    for (name, group, total, ordered) in [
+        ("log_group_1", 1usize, 512usize, true),
+        ("log_group_32", 32, 4096, true),
+        ("log_group_32_random_serials", 32, 4096, false),
     ] {
         let records: Vec<_> = (0..total)
             .map(|_| {
@@ -1265,9 +1268,7 @@ async fn breakdown(
                         .unwrap_or_default()
                         .as_micros() as u64;
                     r[..8].copy_from_slice(&us.to_be_bytes());
-                }
-                if same_imprint {
-                    r[16..48].fill(0x5a);
+                    r[0] = 0x40;
                 }
                 Ok(muhr_store::timestamps::TokenRecord {
                     serial: hex::encode_upper(&r[..16]),

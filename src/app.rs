@@ -51,6 +51,27 @@ impl App {
         config_path: Option<&Path>,
         data_override: Option<&Path>,
     ) -> Result<Self, Fail> {
+        Self::load_inner(config_path, data_override, false).await
+    }
+
+    /// As [`App::load`], for `muhr-bench`: before it writes anything (a
+    /// migration, a key, a passphrase file), it refuses a database that
+    /// holds real certificates, and a data directory that is not empty and
+    /// not a benchmark's (`--data REAL --database EMPTY` would otherwise
+    /// put benchmark keys beside the real ones). A directory it accepts
+    /// gets the [`BENCHMARK_MARKER`] file.
+    pub async fn load_for_benchmark(
+        config_path: Option<&Path>,
+        data_override: Option<&Path>,
+    ) -> Result<Self, Fail> {
+        Self::load_inner(config_path, data_override, true).await
+    }
+
+    async fn load_inner(
+        config_path: Option<&Path>,
+        data_override: Option<&Path>,
+        benchmark: bool,
+    ) -> Result<Self, Fail> {
         let (config, dev) = match config_path {
             Some(p) => (Config::load(p).map_err(Fail::invalid)?, false),
             None => (Config::development(), true),
@@ -60,6 +81,9 @@ impl App {
             .or_else(|| config.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         refuse_shared_secrets(&config, &data_dir)?;
+        if benchmark {
+            refuse_real_for_benchmark(&config, &data_dir).await?;
+        }
         if data_dir.exists() {
             refuse_shared(&data_dir)?;
         } else {
@@ -311,6 +335,84 @@ fn policy(config: &Config, profiles: &Profiles) -> Result<IssuancePolicy, Fail> 
         policy_oids,
         backdate: Duration::from_secs(config.issuance.backdate_seconds),
         crl_shards: config.crl.shards,
+    })
+}
+
+/// The file that marks a data directory as a benchmark's own.
+pub const BENCHMARK_MARKER: &str = "MUHR-BENCH";
+
+/// See [`App::load_for_benchmark`].
+async fn refuse_real_for_benchmark(config: &Config, data_dir: &Path) -> Result<(), Fail> {
+    let marked_dir = data_dir.join(BENCHMARK_MARKER).is_file();
+    let empty_dir = std::fs::read_dir(data_dir).map_or(true, |mut d| d.next().is_none());
+    let url = database_url_unchecked(config, data_dir)?;
+    // A SQLite file that does not exist yet is a new database: nothing to
+    // read, and connecting would create it before the directory check.
+    let probe = match sqlite_path(&url, data_dir) {
+        Some(p) if !p.exists() => muhr_store::benchmark::BenchmarkProbe::Empty,
+        _ => muhr_store::benchmark::probe_for_benchmark(&url)
+            .await
+            .map_err(|e| Fail::invalid(format!("database: {e}")))?,
+    };
+    use muhr_store::benchmark::BenchmarkProbe::*;
+    match probe {
+        Real => {
+            return Err(Fail::invalid(
+                "refused: this database holds real certificates (it was not made by \
+                 muhr-bench); benchmarks run only on a database of their own",
+            ));
+        }
+        Empty if !empty_dir && !marked_dir => {
+            return Err(Fail::invalid(format!(
+                "refused: the data directory {} is not empty and was not made by muhr-bench; \
+                 benchmarks run only in a directory of their own",
+                data_dir.display()
+            )));
+        }
+        _ => {}
+    }
+    if !marked_dir {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| Fail::invalid(format!("data directory {}: {e}", data_dir.display())))?;
+        owner_only(data_dir, 0o700)?;
+        std::fs::write(
+            data_dir.join(BENCHMARK_MARKER),
+            "made by muhr-bench: a throw-away installation; muhr refuses its database\n",
+        )
+        .map_err(|e| Fail::invalid(format!("data directory {}: {e}", data_dir.display())))?;
+    }
+    Ok(())
+}
+
+/// The SQLite file a `sqlite://` URL names, relative paths under the data directory.
+fn sqlite_path(url: &str, data_dir: &Path) -> Option<PathBuf> {
+    let path = url.strip_prefix("sqlite://")?;
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    Some(if Path::new(path).is_absolute() {
+        PathBuf::from(path)
+    } else {
+        data_dir.join(path)
+    })
+}
+
+/// The configured URL as written, without creating or checking anything.
+fn database_url_unchecked(config: &Config, data_dir: &Path) -> Result<String, Fail> {
+    let url = match &config.database.url_env {
+        Some(var) => std::env::var(var).map_err(|_| {
+            Fail::invalid(format!(
+                "database.url_env: environment variable {var} is not set"
+            ))
+        })?,
+        None => config
+            .database
+            .url
+            .clone()
+            .ok_or_else(|| Fail::invalid("database: set url or url_env"))?,
+    };
+    // SQLite is opened read-only: the probe writes nothing, not even a journal.
+    Ok(match sqlite_path(&url, data_dir) {
+        Some(full) => format!("sqlite://{}?mode=ro", full.display()),
+        None => url,
     })
 }
 

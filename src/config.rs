@@ -61,6 +61,8 @@ pub struct Config {
     pub registry: muhr_ra::registry::RegistryConfig,
     /// Remote issuance to citizens; without it the citizen routes are absent.
     pub citizens: Option<muhr_ra::citizen::service::CitizensConfig>,
+    /// `[portal]`: the citizens' web page (docs/portal.md); needs `[citizens]`.
+    pub portal: Option<muhr_portal::PortalConfig>,
     /// Login by certificate and the relying parties' services.
     #[serde(default)]
     pub login: muhr_login::login::LoginConfig,
@@ -731,6 +733,13 @@ impl Config {
             .and_then(|_| c.notices.as_ref().map_or(Ok(()), |n| n.validate()))
             .and_then(|_| c.registry.check())
             .and_then(|_| c.tsa.validate().map(|_| ()))
+            .and_then(|_| match (&c.portal, &c.citizens) {
+                (Some(_), None) => Err("portal: needs [citizens] (its identity provider and \
+                                        profiles)"
+                    .into()),
+                (Some(p), Some(_)) => p.validate(),
+                _ => Ok(()),
+            })
             .and_then(|_| {
                 if (100..=60_000).contains(&c.database.acquire_timeout_ms) {
                     Ok(())

@@ -251,6 +251,12 @@ pub async fn run(
     )?;
     let mut public = router(shared.clone()).merge(muhr_ocsp_responder::router(responder));
     if let Some(citizens) = citizens(&app, &ca).await? {
+        if let Some(config) = app.config.portal.clone() {
+            let portal = muhr_portal::Portal::new(config, citizens.clone())
+                .await
+                .map_err(|e| Fail::invalid(format!("portal: {e}")))?;
+            public = public.merge(muhr_portal::router(Arc::new(portal)));
+        }
         public = public.merge(muhr_ra::citizen::http::router(citizens));
     }
     public = public.merge(muhr_login::http::router(rp));

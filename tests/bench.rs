@@ -175,6 +175,70 @@ fn refuses_real_database(db: Db) {
     );
     assert_eq!((env.count("certificates"), env.count("audit_log")), before);
     assert_eq!(env.count("benchmark_marker"), 0);
+
+    // A newer muhr-bench than the installation: it must refuse before
+    // migrating (the product binary would then not start on its own
+    // database). The newest migration is held back to play the older schema.
+    let newest = env.sql("SELECT MAX(version) FROM _sqlx_migrations")[0].clone();
+    env.sql(&format!(
+        "DELETE FROM _sqlx_migrations WHERE version = {newest}"
+    ));
+    let migrations = env.count("_sqlx_migrations");
+    let out = env
+        .bench()
+        .args(["sign", "--signatures", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds real certificates"),
+        "{out:?}"
+    );
+    assert_eq!(
+        env.count("_sqlx_migrations"),
+        migrations,
+        "the real database was migrated by a benchmark"
+    );
+
+    // The real data directory with an empty database of the benchmark's
+    // own: refused before its configuration, token or keys are written
+    // beside the real keys.
+    let data = env.dir.path().join("data");
+    let listing = |d: &std::path::Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let files = listing(&data);
+    let empty = postgres_database();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muhr-bench"))
+        .arg("--data")
+        .arg(&data)
+        .args(["tsa", "--seconds", "1", "--database", &empty])
+        .env_remove("MUHR_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not made by muhr-bench"),
+        "{out:?}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muhr-bench"))
+        .arg("--data")
+        .arg(&data)
+        .args(["sign", "--signatures", "1"])
+        .env_remove("MUHR_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        listing(&data),
+        files,
+        "nothing written into the real data directory"
+    );
 }
 
 /// An installation where `muhr bench` of an earlier version ran: synthetic

@@ -24,6 +24,10 @@ command -v pip3 >/dev/null || command -v pip >/dev/null || need_pkgs+=(python3-p
 command -v chronyd >/dev/null || [ -x /usr/sbin/chronyd ] || need_pkgs+=(chrony)
 command -v wrk >/dev/null || need_pkgs+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light)
+# The browser tests drive Debian's headless Chromium through its chromedriver,
+# at these paths (tests/common/browser.rs).
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_pkgs+=(chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need_pkgs[*]} (run as root to install them)" >&2; exit 1
@@ -91,7 +95,7 @@ FUZZ_TARGET="$ROOT/target/fuzz"
 log "cargo fmt --check"
 cargo fmt --all --check
 log "cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 log "building the fuzz targets (cargo fuzz)"
 command -v cargo-fuzz >/dev/null || cargo install -q cargo-fuzz --locked
 # cargo fuzz needs unstable compiler flags; this toolchain is stable.

@@ -21,6 +21,56 @@ pub struct BenchmarkLeftovers {
     pub relying_parties: Vec<String>,
 }
 
+/// What a database is, read before anything is written to it (no
+/// migration, no marker): see [`probe_for_benchmark`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchmarkProbe {
+    /// No schema, or one with no certificate and no CA: a benchmark may take it.
+    Empty,
+    /// It carries the benchmark marker.
+    Benchmark,
+    /// It holds certificates or a CA and no marker: never a benchmark's.
+    Real,
+}
+
+/// Looks at the database at `url` with one connection and reads only:
+/// a benchmark pointed at a real installation by mistake must refuse before
+/// migrating it (a newer benchmark's migrations would leave the product
+/// binary unable to start on it).
+pub async fn probe_for_benchmark(url: &str) -> Result<BenchmarkProbe> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let options: sqlx::any::AnyConnectOptions = url.parse()?;
+    let mut conn = sqlx::AnyConnection::connect_with(&options).await?;
+    let count = |sql: &'static str| sqlx::query(sql);
+    let marked = match count("SELECT COUNT(*) AS n FROM benchmark_marker")
+        .fetch_one(&mut conn)
+        .await
+    {
+        Ok(r) => r.try_get::<i64, _>("n")? > 0,
+        // No such table: a schema older than the marker, or none at all.
+        Err(_) => false,
+    };
+    if marked {
+        return Ok(BenchmarkProbe::Benchmark);
+    }
+    let mut used = 0i64;
+    for sql in [
+        "SELECT COUNT(*) AS n FROM certificates",
+        "SELECT COUNT(*) AS n FROM authorities",
+    ] {
+        if let Ok(r) = count(sql).fetch_one(&mut conn).await {
+            used += r.try_get::<i64, _>("n")?;
+        }
+    }
+    let _ = conn.close().await;
+    Ok(if used > 0 {
+        BenchmarkProbe::Real
+    } else {
+        BenchmarkProbe::Empty
+    })
+}
+
 impl Store {
     /// Claims the database for benchmarks: true when it already carries the
     /// benchmark marker, or had no certificate and no CA at all and carries

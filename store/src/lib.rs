@@ -25,6 +25,7 @@ pub mod notices;
 pub mod ocsp_signers;
 pub mod outcomes;
 pub mod people;
+pub mod portal;
 pub mod redact;
 pub mod registry;
 pub mod registry_events;

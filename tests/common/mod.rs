@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod browser;
 pub mod oidc;
 pub mod ra;
 pub mod tsa;
@@ -217,7 +218,8 @@ impl Env {
         c.env("MUHR_DATABASE_URL", &self.db_url)
             .env("MUHR_PKCS11_PIN", PIN)
             .env("MUHR_KEY_PASSPHRASE", "example passphrase for tests")
-            .env("MUHR_LOG", "warn");
+            .env("MUHR_LOG", "warn")
+            .env("MUHR_PORTAL_CLIENT_SECRET", PORTAL_CLIENT_SECRET);
         if let Some(conf) = &self.softhsm_conf {
             c.env("SOFTHSM2_CONF", conf);
         }
@@ -566,6 +568,23 @@ pub fn post(port: u16, path: &str, content_type: &str, body: &[u8]) -> (u16, Str
     exchange(port, head.as_bytes(), body)
 }
 
+/// Any request with extra header lines (each ending in CRLF); a body
+/// gets its Content-Length.
+#[allow(dead_code)]
+pub fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    exchange(port, head.as_bytes(), body)
+}
+
 /// Sends one request on a fresh connection and reads the whole response.
 fn exchange(port: u16, head: &[u8], body: &[u8]) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -603,6 +622,16 @@ pub fn start(env: &Env, extra_args: &[&str]) -> (Server, u16) {
     start_with(env, "serve", extra_args)
 }
 
+/// The portal's client secret at the test identity provider, in every
+/// server's environment as `MUHR_PORTAL_CLIENT_SECRET`.
+pub const PORTAL_CLIENT_SECRET: &str = "portal client secret for tests";
+
+/// `muhr serve` on a port chosen before (the portal's redirect URI names it).
+#[allow(dead_code)]
+pub fn start_at(env: &Env, port: u16) -> Server {
+    start_ports_at(env, "serve", &[], Some(port)).0
+}
+
 /// Starts `muhr SUBCOMMAND --listen 127.0.0.1:PORT` and waits until it accepts connections.
 pub fn start_with(env: &Env, subcommand: &str, extra_args: &[&str]) -> (Server, u16) {
     let (server, port, _) = start_ports(env, subcommand, extra_args);
@@ -623,7 +652,16 @@ pub fn start_ra(env: &Env) -> (Server, u16, u16) {
 
 /// Every `serve` gets its own mTLS port, so tests never meet on the default one.
 fn start_ports(env: &Env, subcommand: &str, extra_args: &[&str]) -> (Server, u16, Option<u16>) {
-    let port = free_port();
+    start_ports_at(env, subcommand, extra_args, None)
+}
+
+fn start_ports_at(
+    env: &Env,
+    subcommand: &str,
+    extra_args: &[&str],
+    port: Option<u16>,
+) -> (Server, u16, Option<u16>) {
+    let port = port.unwrap_or_else(free_port);
     let listen = format!("127.0.0.1:{port}");
     let mtls = (subcommand == "serve").then(free_port);
     let mtls_args = match mtls {

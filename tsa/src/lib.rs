@@ -11,7 +11,8 @@
 //!   known to be within the configured accuracy, the answer is
 //!   `timeNotAvailable`, never a wrong time.
 //! - Every token is logged before its reply leaves ([`log`]); serials are
-//!   random and the log's key makes them unique across nodes.
+//!   the checked time and 64 random bits, and the log's key makes them
+//!   unique across nodes.
 //!
 //! It must never write a certificate's status, nor read any but its own
 //! certificate's, nor sign anything but tokens with its key.
@@ -255,7 +256,7 @@ impl Tsa {
                 "the TSA certificate has expired and no newer one is loaded",
             ));
         }
-        let serial = random_serial().map_err(|e| reject(FailureInfo::SystemFailure, e))?;
+        let serial = random_serial(now).map_err(|e| reject(FailureInfo::SystemFailure, e))?;
         let info = stamper
             .tst_info(&req, serial.clone(), gen_time, Some(self.accuracy))
             .map_err(|e| reject(FailureInfo::SystemFailure, e))?;
@@ -334,10 +335,15 @@ fn nearest_second(t: SystemTime) -> SystemTime {
 /// comes first so that the log's primary-key index grows at its right edge:
 /// wholly random keys made every insert touch a random page, which halved
 /// the TSA's rate on SQLite (docs/benchmarks.md).
-fn random_serial() -> Result<Int, String> {
+///
+/// `now` is the time the clock vouched for (the same reading genTime is
+/// rounded from), so the serial reveals nothing beyond genTime's accuracy
+/// that the clock did not check; it is no claim of order (`ordering` is
+/// false).
+fn random_serial(now: SystemTime) -> Result<Int, String> {
     let mut b = [0u8; 16];
     aws_lc_rs::rand::fill(&mut b[8..]).map_err(|_| "random generator failed".to_string())?;
-    let micros = SystemTime::now()
+    let micros = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros() as u64;
@@ -359,16 +365,17 @@ mod tests {
 
     #[test]
     fn serials_are_positive_sixteen_octets_and_differ() {
-        let a = random_serial().unwrap();
-        let b = random_serial().unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let a = random_serial(t).unwrap();
+        let b = random_serial(t).unwrap();
         assert_eq!(a.as_bytes().len(), 16);
         assert_eq!(a.as_bytes()[0], 0x40);
         assert_ne!(a, b);
         // Later serials sort after earlier ones (the log's index grows at
         // its edge), except within one microsecond.
-        std::thread::sleep(Duration::from_millis(2));
-        let c = random_serial().unwrap();
+        let c = random_serial(t + Duration::from_micros(1)).unwrap();
         assert!(c.as_bytes() > b.as_bytes());
+        assert!(c.as_bytes() > a.as_bytes());
     }
 
     #[test]

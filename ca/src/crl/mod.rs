@@ -99,6 +99,29 @@ pub fn url(template: &str, ca: &str, scope: Scope, delta: bool) -> String {
     template.replace("{crl}", &name(ca, scope, delta))
 }
 
+/// Runs `make` (which signs CRLs under the next CRL number) again when
+/// another process (a node's updater, an operator's `muhr crl`) stored that
+/// number first, at most five times.
+pub(crate) async fn again_if_number_taken<F, Fut>(
+    ca: &str,
+    mut make: F,
+) -> Result<Vec<muhr_store::StoredCrl>, crate::IssueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<muhr_store::StoredCrl>, crate::IssueError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match make().await {
+            Err(crate::IssueError::Store(muhr_store::StoreError::Conflict(why))) if attempt < 5 => {
+                tracing::info!(%ca, %why, "CRL number taken by another process; signing again");
+            }
+            r => return r,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,28 +146,5 @@ mod tests {
             url("http://h/crl/{crl}.crl", "root", Scope::Whole, true),
             "http://h/crl/root-delta.crl"
         );
-    }
-}
-
-/// Runs `make` (which signs CRLs under the next CRL number) again when
-/// another process (a node's updater, an operator's `muhr crl`) stored that
-/// number first, at most five times.
-pub(crate) async fn again_if_number_taken<F, Fut>(
-    ca: &str,
-    mut make: F,
-) -> Result<Vec<muhr_store::StoredCrl>, crate::IssueError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<muhr_store::StoredCrl>, crate::IssueError>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match make().await {
-            Err(crate::IssueError::Store(muhr_store::StoreError::Conflict(why))) if attempt < 5 => {
-                tracing::info!(%ca, %why, "CRL number taken by another process; signing again");
-            }
-            r => return r,
-        }
     }
 }

@@ -176,7 +176,11 @@ fn client_address(trust_forwarded_for: bool, req: &Request) -> String {
 /// The key one client's requests are counted under: the address the proxy
 /// forwarded (when trusted) or the peer's, with any port taken off, and an
 /// IPv6 address counted by its /64. Every rate-limited path uses it.
-fn rate_key(trust_forwarded_for: bool, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+pub fn rate_key(
+    trust_forwarded_for: bool,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> String {
     let forwarded = trust_forwarded_for
         .then(|| forwarded_for(headers))
         .flatten()

@@ -51,6 +51,17 @@ pub struct OidcConfig {
     /// Which claims carry the person's identity.
     #[serde(default)]
     pub claims: ClaimNames,
+    /// The portal's client id at the provider (authorization code flow);
+    /// `audience` when absent, as ID tokens are issued to it.
+    pub client_id: Option<String>,
+    /// The environment variable holding the portal's client secret (the
+    /// secret itself never sits in a file Muhr reads or in its logs).
+    pub client_secret_env: Option<String>,
+    /// The provider's authorization endpoint; with `token_endpoint`, or both
+    /// absent for discovery from `issuer` (`/.well-known/openid-configuration`).
+    pub authorization_endpoint: Option<String>,
+    /// The provider's token endpoint (https, or http to this machine).
+    pub token_endpoint: Option<String>,
 }
 
 fn default_refresh() -> u64 {
@@ -71,7 +82,7 @@ const MAX_AUTH_AGE: u64 = 24 * 3600;
 
 /// An `http` URL is accepted only to this machine: on the network the key
 /// set that decides who a citizen is must come over TLS.
-fn loopback_or_https(url: &str) -> bool {
+pub fn loopback_or_https(url: &str) -> bool {
     if url.starts_with("https://") {
         return true;
     }
@@ -185,6 +196,28 @@ impl OidcConfig {
                 "citizens.oidc.jwks_url: must be https (plain http only to localhost)".into(),
             );
         }
+        if self.authorization_endpoint.is_some() != self.token_endpoint.is_some() {
+            return Err(
+                "citizens.oidc: set both authorization_endpoint and token_endpoint, \
+                        or neither (discovery from issuer)"
+                    .into(),
+            );
+        }
+        for (name, url) in [
+            ("authorization_endpoint", &self.authorization_endpoint),
+            ("token_endpoint", &self.token_endpoint),
+        ] {
+            if let Some(u) = url
+                && !loopback_or_https(u)
+            {
+                return Err(format!(
+                    "citizens.oidc.{name}: must be https (plain http only to localhost)"
+                ));
+            }
+        }
+        if self.client_id.as_deref() == Some("") {
+            return Err("citizens.oidc.client_id: must not be empty".into());
+        }
         if self.leeway_seconds > MAX_LEEWAY {
             return Err(format!(
                 "citizens.oidc.leeway_seconds: at most {MAX_LEEWAY}"
@@ -220,7 +253,7 @@ pub enum TokenError {
 }
 
 /// Who the token says the caller is, once everything checked out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Citizen {
     /// The token's `sub`; `certificate:SERIAL` for an identity read from a
     /// certificate.
@@ -252,7 +285,7 @@ pub struct Citizen {
 
 /// What makes an ID token usable once: which token, and how long to
 /// remember it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct TokenId {
     /// SHA-256 of the token's signing input, hex.
     pub digest: String,
@@ -398,6 +431,28 @@ impl Verifier {
 
     /// Checks an ID token and returns the person it names.
     pub async fn verify(&self, token: &str, now: SystemTime) -> Result<Citizen, TokenError> {
+        self.verify_inner(token, now, None).await
+    }
+
+    /// Checks an ID token from the authorization code flow: as
+    /// [`Verifier::verify`], and its `nonce` must be the one the login sent
+    /// (OpenID Connect Core 3.1.3.7), so a token from another login cannot
+    /// be injected into this one.
+    pub async fn verify_login(
+        &self,
+        token: &str,
+        now: SystemTime,
+        nonce: &str,
+    ) -> Result<Citizen, TokenError> {
+        self.verify_inner(token, now, Some(nonce)).await
+    }
+
+    async fn verify_inner(
+        &self,
+        token: &str,
+        now: SystemTime,
+        nonce: Option<&str>,
+    ) -> Result<Citizen, TokenError> {
         let unverified = jws::Unverified::parse(token).map_err(TokenError::Invalid)?;
         let digest = hex::encode(aws_lc_rs::digest::digest(
             &aws_lc_rs::digest::SHA256,
@@ -408,6 +463,18 @@ impl Verifier {
         let claims: serde_json::Map<String, Value> = serde_json::from_slice(&payload)
             .map_err(|_| TokenError::Invalid("the payload is not a JSON object".into()))?;
         let mut citizen = self.check_claims(&claims, now)?;
+        if let Some(expected) = nonce {
+            let got = claims.get("nonce").and_then(Value::as_str);
+            let same = got.is_some_and(|g| {
+                aws_lc_rs::constant_time::verify_slices_are_equal(g.as_bytes(), expected.as_bytes())
+                    .is_ok()
+            });
+            if !same {
+                return Err(TokenError::Invalid(
+                    "the ID token's nonce is not this login's".into(),
+                ));
+            }
+        }
         // As long as the token is accepted (exp, a fraction included, plus
         // the leeway), its use must be remembered.
         let exp = numeric_date(&claims, "exp")?.unwrap_or(i64::MAX);

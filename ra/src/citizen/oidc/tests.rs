@@ -15,6 +15,10 @@ fn verifier() -> Verifier {
         max_auth_age_seconds: 3600,
         assurance: Assurance::default(),
         claims: ClaimNames::default(),
+        client_id: None,
+        client_secret_env: None,
+        authorization_endpoint: None,
+        token_endpoint: None,
     })
     .unwrap()
 }

@@ -1,0 +1,221 @@
+//! The portal as an OpenID Connect client of the identity system: the
+//! authorization code flow with PKCE (RFC 7636, S256), the code exchanged at
+//! the token endpoint with the client's secret, and the ID token checked by
+//! the same verifier as the API's bearer tokens, plus its nonce.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use muhr_ra::citizen::oidc::{OidcConfig, loopback_or_https};
+use serde::Deserialize;
+
+/// The provider's endpoints and this client's credentials.
+pub struct Provider {
+    authorization_endpoint: url::Url,
+    token_endpoint: String,
+    client_id: String,
+    /// From the environment at start-up; never logged.
+    client_secret: Option<String>,
+    redirect_uri: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field(
+                "authorization_endpoint",
+                &self.authorization_endpoint.as_str(),
+            )
+            .field("token_endpoint", &self.token_endpoint)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    id_token: Option<String>,
+    error: Option<String>,
+}
+
+/// Why a code could not be exchanged; said to the citizen as "try again".
+#[derive(Debug)]
+pub struct ExchangeError(pub String);
+
+/// Random URL-safe text of `bytes` random bytes.
+pub fn random_text(bytes: usize) -> Result<String, String> {
+    let mut b = vec![0u8; bytes];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| "random generator failed".to_string())?;
+    Ok(URL_SAFE_NO_PAD.encode(b))
+}
+
+/// BASE64URL(SHA-256(verifier)): the S256 code challenge.
+pub fn code_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        verifier.as_bytes(),
+    ))
+}
+
+impl Provider {
+    /// Uses the configured endpoints, or discovers them from the issuer
+    /// (whose document must name the same issuer). Reads the client secret
+    /// from the environment variable `client_secret_env` names.
+    pub async fn new(oidc: &OidcConfig, redirect_uri: &str) -> Result<Self, String> {
+        let mut http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(f) = &oidc.jwks_ca_file {
+            let pem = std::fs::read(f)
+                .map_err(|e| format!("citizens.oidc.jwks_ca_file {}: {e}", f.display()))?;
+            for c in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("citizens.oidc.jwks_ca_file: {e}"))?
+            {
+                http = http.add_root_certificate(c);
+            }
+        }
+        let http = http.build().map_err(|e| format!("HTTP client: {e}"))?;
+        let (authorization, token) = match (&oidc.authorization_endpoint, &oidc.token_endpoint) {
+            (Some(a), Some(t)) => (a.clone(), t.clone()),
+            _ => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    oidc.issuer.trim_end_matches('/')
+                );
+                if !loopback_or_https(&url) {
+                    return Err("citizens.oidc.issuer: discovery needs https".into());
+                }
+                let d: Discovery = http
+                    .get(&url)
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .map_err(|e| format!("OpenID discovery {url}: {e}"))?
+                    .json()
+                    .await
+                    .map_err(|e| format!("OpenID discovery {url}: {e}"))?;
+                if d.issuer != oidc.issuer {
+                    return Err(format!(
+                        "OpenID discovery: the document names issuer {:?}, not {:?}",
+                        d.issuer, oidc.issuer
+                    ));
+                }
+                for (name, u) in [
+                    ("authorization_endpoint", &d.authorization_endpoint),
+                    ("token_endpoint", &d.token_endpoint),
+                ] {
+                    if !loopback_or_https(u) {
+                        return Err(format!(
+                            "OpenID discovery: {name} must be https (plain http only to localhost)"
+                        ));
+                    }
+                }
+                (d.authorization_endpoint, d.token_endpoint)
+            }
+        };
+        let client_secret = match &oidc.client_secret_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                format!("citizens.oidc.client_secret_env: environment variable {var} is not set")
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            authorization_endpoint: url::Url::parse(&authorization)
+                .map_err(|e| format!("citizens.oidc.authorization_endpoint: {e}"))?,
+            token_endpoint: token,
+            client_id: oidc
+                .client_id
+                .clone()
+                .unwrap_or_else(|| oidc.audience.clone()),
+            client_secret,
+            redirect_uri: redirect_uri.to_string(),
+            http,
+        })
+    }
+
+    /// The origin of the authorization endpoint, for the CSP's form-action.
+    pub fn authorization_origin(&self) -> String {
+        self.authorization_endpoint.origin().ascii_serialization()
+    }
+
+    /// Where to send the citizen: the authorization request (OpenID Connect
+    /// Core 3.1.2.1) with state, nonce and the S256 challenge.
+    pub fn authorization_url(
+        &self,
+        state: &str,
+        nonce: &str,
+        verifier: &str,
+        lang: &str,
+    ) -> String {
+        let mut u = self.authorization_endpoint.clone();
+        u.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("redirect_uri", &self.redirect_uri)
+            .append_pair("scope", "openid")
+            .append_pair("state", state)
+            .append_pair("nonce", nonce)
+            .append_pair("code_challenge", &code_challenge(verifier))
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("ui_locales", lang);
+        u.into()
+    }
+
+    /// Exchanges `code` for an ID token (RFC 6749 4.1.3), with the PKCE
+    /// verifier and, when configured, the client secret (HTTP Basic).
+    pub async fn exchange(&self, code: &str, verifier: &str) -> Result<String, ExchangeError> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("code_verifier", verifier),
+            ("client_id", self.client_id.as_str()),
+        ];
+        let mut req = self.http.post(&self.token_endpoint).form(&form);
+        if let Some(secret) = &self.client_secret {
+            // RFC 6749 2.3.1: both form-urlencoded before Basic.
+            let enc =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            req = req.basic_auth(enc(&self.client_id), Some(enc(secret)));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ExchangeError(format!("token endpoint: {}", e.without_url())))?;
+        let status = resp.status();
+        let body: TokenResponse = resp
+            .json()
+            .await
+            .map_err(|_| ExchangeError(format!("token endpoint: HTTP {status}, not JSON")))?;
+        match (body.id_token, body.error) {
+            (Some(t), None) if status.is_success() => Ok(t),
+            (_, Some(e)) => Err(ExchangeError(format!("token endpoint: {e}"))),
+            _ => Err(ExchangeError(format!(
+                "token endpoint: HTTP {status} without an ID token"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s256_is_rfc7636s_example() {
+        // RFC 7636 Appendix B.
+        assert_eq!(
+            code_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+}
