@@ -409,9 +409,11 @@ fn database_url_unchecked(config: &Config, data_dir: &Path) -> Result<String, Fa
             .clone()
             .ok_or_else(|| Fail::invalid("database: set url or url_env"))?,
     };
-    // SQLite is opened read-only: the probe writes nothing, not even a journal.
+    // SQLite is opened read-only and immutable: the probe writes nothing,
+    // not even the WAL's shared-memory file. (A WAL not yet checkpointed is
+    // not read; the data directory's own check still refuses a real one.)
     Ok(match sqlite_path(&url, data_dir) {
-        Some(full) => format!("sqlite://{}?mode=ro", full.display()),
+        Some(full) => format!("sqlite://{}?mode=ro&immutable=true", full.display()),
         None => url,
     })
 }

@@ -227,6 +227,7 @@ pub async fn run(
         openapi: Arc::new(muhr_http::openapi::openapi_for(
             "public",
             app.config.citizens.is_some(),
+            app.config.citizens.is_some() && app.config.portal.is_some(),
             app.config.tsa.enabled,
         )),
     };

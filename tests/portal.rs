@@ -186,8 +186,12 @@ fn set_cookie(head: &str, name: &str) -> Option<String> {
     })
 }
 
+/// Where the screenshots go: `MUHR_SCREENSHOTS`, else `target/portal-screenshots`
+/// (docs/portal/ holds a run's copies: `MUHR_SCREENSHOTS=docs/portal`).
 fn screenshots() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/portal");
+    let d = std::env::var_os("MUHR_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/portal-screenshots"));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -412,6 +416,34 @@ fn a_citizen_gets_a_certificate_in_the_browser_and_manages_it() {
         asked_at.elapsed() < Duration::from_secs(5),
         "OCSP followed the suspension at once"
     );
+    // The delta CRL follows too (within a second; the deadline allows for
+    // a loaded machine).
+    let crl = p.env.path("delta.crl");
+    let deadline = asked_at + Duration::from_secs(3);
+    loop {
+        let (status, _, body) = common::get(p.port, "/crl/issuing-delta.crl");
+        if status == 200 {
+            std::fs::write(&crl, &body).unwrap();
+            let text = openssl(&[
+                "crl",
+                "-inform",
+                "DER",
+                "-in",
+                crl.to_str().unwrap(),
+                "-noout",
+                "-text",
+            ]);
+            if text.contains(&serial) {
+                assert!(text.contains("Certificate Hold"), "{text}");
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the delta CRL did not list the suspension"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     b.screenshot_both(&shots, "07-suspended");
 
     // Log out; the old cookie and CSRF token then open nothing.
@@ -443,6 +475,100 @@ fn a_citizen_gets_a_certificate_in_the_browser_and_manages_it() {
         "not revoked by the stale session: {ocsp}"
     );
 
+    // A new login for an authentication certificate, then its renewal: the
+    // current file loaded into the page, its key signing the CMC request.
+    b.goto(&p.url("/portal/"));
+    b.click("#login");
+    b.wait_for(&format!("#person-{n_oygul}"), WAIT);
+    b.click(&format!("#person-{n_oygul}"));
+    b.click("#continue");
+    b.wait_for_text("#who", "Qoʻchqorova", WAIT);
+    b.click("#profile-individual-auth");
+    b.fill("#password", password);
+    b.fill("#password2", password);
+    b.click("#request-button");
+    wait_until("the authentication certificate", || {
+        b.attr("body", "data-issued").is_some()
+    });
+    let auth_serial = b.attr("body", "data-issued").unwrap();
+    let auth_p12 = b.wait_for_download(downloads.path(), "p12", WAIT);
+    b.goto(&p.url("/portal/"));
+    let auth_row = format!("tr[data-serial=\"{auth_serial}\"]");
+    b.wait_for(&format!("{auth_row} button.renew"), WAIT);
+    b.click(&format!("{auth_row} button.renew"));
+    b.wait_for("#renew-dialog[open]", WAIT);
+    b.fill("#renew-file", auth_p12.to_str().unwrap());
+    b.fill("#renew-password", password);
+    let new_password = "Yangi parol: Samarqand 2027";
+    b.fill("#renew-new-password", new_password);
+    b.fill("#renew-new-password2", new_password);
+    b.screenshot_both(&shots, "10-renew");
+    b.click("#renew-ok");
+    wait_until("the renewed certificate", || {
+        b.attr("body", "data-renewed").is_some()
+    });
+    let renewed_serial = b.attr("body", "data-renewed").unwrap();
+    assert_ne!(renewed_serial, auth_serial);
+    let renewed = b.wait_for_download(downloads.path(), "p12", WAIT);
+    b.screenshot_both(&shots, "11-renewed");
+    let new_pass = format!("pass:{new_password}");
+    let renewed_leaf = p.env.write(
+        "renewed.pem",
+        openssl(&[
+            "pkcs12",
+            "-in",
+            renewed.to_str().unwrap(),
+            "-passin",
+            &new_pass,
+            "-nokeys",
+            "-clcerts",
+        ]),
+    );
+    common::verify_chain(&p.env.data(), &renewed_leaf);
+    let text = openssl(&[
+        "x509",
+        "-in",
+        renewed_leaf.to_str().unwrap(),
+        "-noout",
+        "-subject",
+        "-serial",
+        "-nameopt",
+        "utf8",
+    ]);
+    assert!(
+        text.contains(&oygul.pinfl) && text.contains(&format!("serial={renewed_serial}")),
+        "{text}"
+    );
+    let old_key = openssl(&[
+        "pkcs12",
+        "-in",
+        auth_p12.to_str().unwrap(),
+        "-passin",
+        &pass,
+        "-nokeys",
+        "-clcerts",
+    ]);
+    let old_leaf = p.env.write("old-auth.pem", old_key);
+    assert_ne!(
+        openssl(&[
+            "x509",
+            "-in",
+            old_leaf.to_str().unwrap(),
+            "-noout",
+            "-pubkey"
+        ]),
+        openssl(&[
+            "x509",
+            "-in",
+            renewed_leaf.to_str().unwrap(),
+            "-noout",
+            "-pubkey"
+        ]),
+        "a renewal certifies a new key"
+    );
+    b.click("#logout");
+    b.wait_for("#message", WAIT);
+
     // A deceased person: refused, said in words (in Russian, switched on the page).
     b.goto(&p.url("/portal/lang/ru"));
     b.wait_for("#login", WAIT);
@@ -459,7 +585,7 @@ fn a_citizen_gets_a_certificate_in_the_browser_and_manages_it() {
     assert!(!said.contains('{'), "a sentence, not JSON: {said}");
     b.screenshot_both(&shots, "09-refused-deceased");
     let files = std::fs::read_dir(downloads.path()).unwrap().count();
-    assert_eq!(files, 1, "nothing downloaded for the refused request");
+    assert_eq!(files, 3, "nothing downloaded for the refused request");
     b.quit();
 }
 
@@ -552,6 +678,70 @@ fn csrf_is_required_and_the_headers_hold() {
     assert_eq!(
         status, 404,
         "a renewal challenge for another person's certificate: {v}"
+    );
+
+    // A database administrator writes a session by hand: a cookie of their
+    // own, the victim's PINFL, an ID token signed with their own key, sealed
+    // properly. It opens nothing: the provider's signature is checked again.
+    let forged_cookie = "forged-by-a-database-administrator";
+    let mut claims = me.claims(&p.idp);
+    claims["nonce"] = json!("n");
+    let token = common::oidc::sign_es256(&common::oidc::ec_key(), "es-1", &claims);
+    let sealed = muhr_portal::session::seal(
+        forged_cookie,
+        &muhr_portal::session::Login {
+            id_token: token,
+            nonce: "n".into(),
+        },
+    )
+    .unwrap();
+    let now = muhr_store::now_secs();
+    p.env.sql(&format!(
+        "INSERT INTO portal_sessions (id_hash, pinfl, sealed, csrf, created_at, expires_at) \
+         VALUES ('{}', '{}', '{sealed}', 'c', {now}, {})",
+        muhr_portal::session::digest(forged_cookie),
+        me.pinfl,
+        now + 600
+    ));
+    let forged = format!("muhr_session={forged_cookie}");
+    let (status, v) = p.call(
+        "/portal/api/certificates",
+        &forged,
+        "X-CSRF-Token: c\r\n",
+        &json!({"csr": std::fs::read_to_string(p.env.csr("k3", "ec")).unwrap(), "profile": "individual-sign"}),
+    );
+    assert_eq!(status, 401, "a hand-written session issues nothing: {v}");
+    let (_, _, page) = send(
+        p.port,
+        "GET",
+        "/portal/",
+        &format!("Cookie: {forged}\r\n"),
+        b"",
+    );
+    assert!(
+        String::from_utf8_lossy(&page).contains("id=\"login\""),
+        "a hand-written session shows no one's home"
+    );
+
+    // The OpenAPI document lists the portal's calls, not its pages.
+    let (_, _, doc) = common::get(p.port, "/openapi.json");
+    let doc: Value = serde_json::from_slice(&doc).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for api in [
+        "/portal/api/certificates",
+        "/portal/api/certificates/{serial}/suspend",
+        "/portal/api/certificates/{serial}/revoke",
+        "/portal/api/renewal/challenge",
+        "/portal/api/renewal",
+    ] {
+        assert!(paths.contains_key(api), "{api} is documented");
+    }
+    assert!(
+        paths
+            .keys()
+            .filter(|k| k.starts_with("/portal/"))
+            .all(|k| k.starts_with("/portal/api/")),
+        "pages are not APIs"
     );
 
     // The headers of every page.

@@ -188,3 +188,18 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast --lib --bins --tests
 fi
+
+log "portal bundle: rebuilt from its lockfile, byte for byte, and its tests"
+# The served portal/assets/pki.js must be exactly what portal/web/build.sh
+# makes from the pinned packages (npm ci, no install scripts); its own tests
+# check its PKCS#12 and renewal requests against OpenSSL and this build's muhr.
+committed=$(mktemp)
+cp portal/assets/pki.js "$committed"
+bash portal/web/build.sh
+if ! cmp -s portal/assets/pki.js "$committed"; then
+  cp "$committed" portal/assets/pki.js
+  echo "portal/assets/pki.js is not what portal/web/build.sh makes from the lockfile" >&2
+  exit 1
+fi
+rm -f "$committed"
+MUHR_BIN="$PWD/target/debug/muhr" node --test portal/web/test/

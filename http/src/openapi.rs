@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The description of exactly what one listener serves: its paths, with the
-/// citizens' routes only when `[citizens]` is configured and `/tsa` only
-/// when the TSA is enabled.
-pub fn openapi_for(listener: &str, citizens: bool, tsa: bool) -> String {
+/// citizens' routes only when `[citizens]` is configured, the portal's calls
+/// only with `[portal]` (its pages are not APIs and are not listed), and
+/// `/tsa` only when the TSA is enabled.
+pub fn openapi_for(listener: &str, citizens: bool, portal: bool, tsa: bool) -> String {
     let mut doc: Value = match serde_json::from_str(OPENAPI) {
         Ok(d) => d,
         Err(e) => return json!({ "error": e.to_string() }).to_string(),
@@ -23,6 +24,7 @@ pub fn openapi_for(listener: &str, citizens: bool, tsa: bool) -> String {
             (on == Some(listener) || on == Some("both"))
                 && match needs {
                     Some("citizens") => citizens,
+                    Some("portal") => portal,
                     Some("tsa") => tsa,
                     _ => true,
                 }

@@ -79,6 +79,11 @@ pw?.addEventListener("input", async () => {
   meterText.textContent = pw.value ? t(`strength_${s.score}`) : "";
 });
 
+const renewPw = document.getElementById("renew-new-password");
+renewPw?.addEventListener("input", async () => {
+  document.getElementById("renew-strength").value = (await pki()).passwordStrength(renewPw.value).score;
+});
+
 async function checkPassword(a, b) {
   if (a !== b) throw new Error(t("passwords_differ"));
   if (!(await pki()).passwordStrength(a).acceptable) throw new Error(t("password_weak"));
@@ -164,9 +169,10 @@ document.querySelectorAll("button.renew").forEach((b) =>
     const file = document.getElementById("renew-file").files[0];
     const oldPassword = document.getElementById("renew-password").value;
     const newPassword = document.getElementById("renew-new-password").value;
+    const newPassword2 = document.getElementById("renew-new-password2").value;
     try {
       if (!file) throw new Error(t("bad_file"));
-      await checkPassword(newPassword, newPassword);
+      await checkPassword(newPassword, newPassword2);
       const p = await pki();
       const current = await p.readPkcs12(new Uint8Array(await file.arrayBuffer()), oldPassword);
       const { challenge } = await call("/portal/api/renewal/challenge", { serial: b.dataset.serial });

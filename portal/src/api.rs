@@ -77,7 +77,7 @@ async fn caller(
     )) {
         return Err(refusal(p, lang, sentences::of(&e)));
     }
-    let live = match session::find(p.store(), headers, p.secure()).await {
+    let live = match session::find(&p.citizens, headers, p.secure()).await {
         Ok(Some(l)) => l,
         Ok(None) => {
             return Err(refused(
@@ -194,22 +194,31 @@ pub(crate) async fn issue(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let fresh = live
-        .citizen
-        .token
-        .as_ref()
-        .is_some_and(|t| muhr_store::now_secs() <= t.expires_at);
-    if !fresh {
-        return refused(
-            &p,
-            lang,
-            StatusCode::CONFLICT,
-            "session",
-            "the login's ID token has expired: log in again to be issued a certificate",
-            "refused_login_again",
-        );
-    }
-    match p.citizens.issue(&live.citizen, &b.csr, &b.profile).await {
+    // Issuance needs the login's ID token valid now, checked again by the
+    // provider's keys: the session row alone never issues.
+    let who = match p
+        .citizens
+        .verifier
+        .verify_login(
+            &live.login.id_token,
+            std::time::SystemTime::now(),
+            &live.login.nonce,
+        )
+        .await
+    {
+        Ok(w) if w.pinfl == live.citizen.pinfl => w,
+        _ => {
+            return refused(
+                &p,
+                lang,
+                StatusCode::CONFLICT,
+                "session",
+                "the login's ID token is no longer current: log in again to be issued a certificate",
+                "refused_login_again",
+            );
+        }
+    };
+    match p.citizens.issue(&who, &b.csr, &b.profile).await {
         Ok(c) => certificate(
             &p,
             &c.serial,
@@ -374,7 +383,7 @@ pub(crate) async fn renew(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let (_live, lang) = match caller(&p, peer, &headers).await {
+    let (live, lang) = match caller(&p, peer, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -400,9 +409,9 @@ pub(crate) async fn renew(
             );
         }
     };
-    // The challenge was given for one of this person's certificates, and
-    // the RA renews only the certificate whose key signed the request.
-    match p.citizens.renew(&sig).await {
+    // Only a certificate of the session's person, and only by its own key
+    // (the RA's rule); the audit records the session's act.
+    match p.citizens.renew_for(&live.citizen.pinfl, &sig).await {
         Ok(r) => certificate(
             &p,
             &r.certificate.serial,

@@ -103,10 +103,23 @@ pub(crate) async fn to_portal() -> Redirect {
     Redirect::permanent("/portal/")
 }
 
-/// The welcome page, or the citizen's home when logged in.
-pub(crate) async fn home(State(p): State<Arc<Portal>>, headers: HeaderMap) -> Response {
+/// The welcome page, or the citizen's home when logged in (its reads are
+/// audited, so they count against the address's limit).
+pub(crate) async fn home(
+    State(p): State<Arc<Portal>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     let lang = Lang::of(&headers);
-    let live = match session::find(p.store(), &headers, p.secure()).await {
+    if let Err(e) = p.citizens.limit_address(&muhr_ra::citizen::http::rate_key(
+        p.citizens.config().rate_limits.trust_forwarded_for,
+        &headers,
+        Some(peer),
+    )) {
+        let r = crate::sentences::of(&e);
+        return p.message(r.status, lang, r.sentence, false);
+    }
+    let live = match session::find(&p.citizens, &headers, p.secure()).await {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "portal: sessions unavailable");
@@ -256,9 +269,17 @@ pub(crate) async fn login(
         tracing::warn!(error = %e, "portal: could not record a login");
         return p.message(StatusCode::SERVICE_UNAVAILABLE, lang, "unavailable", false);
     }
-    let to = p
+    let to = match p
         .provider
-        .authorization_url(&state, &nonce, &verifier, lang.code());
+        .authorization_url(&state, &nonce, &verifier, lang.code())
+        .await
+    {
+        Ok(to) => to,
+        Err(e) => {
+            tracing::warn!(error = %e, "portal: the identity provider is unreachable");
+            return p.message(StatusCode::SERVICE_UNAVAILABLE, lang, "unavailable", false);
+        }
+    };
     let mut r = Redirect::to(&to).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
@@ -361,9 +382,22 @@ pub(crate) async fn callback(
     };
     let now = muhr_store::now_secs();
     let lifetime = (p.config.session_minutes * 60) as i64;
+    let sealed = match session::seal(
+        &id,
+        &session::Login {
+            id_token: token.clone(),
+            nonce: pending.nonce.clone(),
+        },
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "portal: a session could not be sealed");
+            return fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        }
+    };
     let record = Session {
         pinfl: citizen.pinfl.clone(),
-        citizen: serde_json::to_string(&citizen).unwrap_or_default(),
+        sealed,
         csrf,
         created_at: now,
         expires_at: now + lifetime,
@@ -376,15 +410,25 @@ pub(crate) async fn callback(
         tracing::warn!(error = %e, "portal: could not open a session");
         return fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     }
-    let _ = p
+    // A login the audit chain cannot record does not happen.
+    if let Err(e) = p
         .store()
         .audit(&[&muhr_store::audit::AuditEvent {
             actor: muhr_ra::citizen::service::Citizens::actor(&citizen),
             action: "portal.login".into(),
             object: citizen.pinfl.clone(),
-            details: json!({"assurance": citizen.assurance}),
+            details: json!({"assurance": citizen.assurance, "session": &session::digest(&id)[..16]}),
         }])
-        .await;
+        .await
+    {
+        tracing::error!(error = %e, "portal: a login could not be audited; refused");
+        let _ = p.store().end_portal_session(&session::digest(&id)).await;
+        return fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    }
+    // The browser's previous session, if it brought one, ends now.
+    if let Some(old) = session::cookie(&headers, session::session_cookie_name(p.secure())) {
+        let _ = p.store().end_portal_session(&session::digest(&old)).await;
+    }
     // The session cookie is SameSite=Strict, and this response ends a
     // navigation that began at the provider: the browser keeps the cookie
     // but would not send it on a redirect from here. A page that moves on
@@ -420,7 +464,7 @@ pub(crate) async fn callback(
             p.secure(),
         ),
     );
-    h.append(header::SET_COOKIE, lang_cookie(lang));
+    h.append(header::SET_COOKIE, lang_cookie(lang, p.secure()));
     r
 }
 
@@ -437,7 +481,7 @@ pub(crate) async fn logout(
     Form(f): Form<LogoutForm>,
 ) -> Response {
     let lang = Lang::of(&headers);
-    let live = match session::find(p.store(), &headers, p.secure()).await {
+    let live = match session::find(&p.citizens, &headers, p.secure()).await {
         Ok(Some(l)) => l,
         Ok(None) => return p.message(StatusCode::OK, lang, "signed_out", false),
         Err(_) => return p.message(StatusCode::SERVICE_UNAVAILABLE, lang, "unavailable", false),
@@ -464,34 +508,39 @@ async fn end(p: &Portal, live: &Live) {
     if let Err(e) = p.store().end_portal_session(&live.id_hash).await {
         tracing::warn!(error = %e, "portal: a session could not be ended");
     }
-    let _ = p
+    if let Err(e) = p
         .store()
         .audit(&[&muhr_store::audit::AuditEvent {
             actor: muhr_ra::citizen::service::Citizens::actor(&live.citizen),
             action: "portal.logout".into(),
             object: live.citizen.pinfl.clone(),
-            details: json!({}),
+            details: json!({"session": &live.id_hash[..16]}),
         }])
-        .await;
+        .await
+    {
+        // The session is ended already: safer than keeping it for the record.
+        tracing::error!(error = %e, "portal: a logout could not be audited");
+    }
 }
 
-fn lang_cookie(lang: Lang) -> HeaderValue {
+fn lang_cookie(lang: Lang, secure: bool) -> HeaderValue {
     // Not a secret and read by no script: Lax, a year.
     HeaderValue::from_str(&format!(
-        "{}={}; Path=/portal/; Max-Age=31536000; SameSite=Lax",
+        "{}={}; Path=/portal/; Max-Age=31536000; SameSite=Lax{}",
         i18n::COOKIE,
-        lang.code()
+        lang.code(),
+        if secure { "; Secure" } else { "" }
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("muhr_lang=uz; Path=/portal/"))
 }
 
 /// `GET /portal/lang/{code}`: remembers the language and goes back home.
-pub(crate) async fn language(Path(code): Path<String>) -> Response {
+pub(crate) async fn language(State(p): State<Arc<Portal>>, Path(code): Path<String>) -> Response {
     let Some(lang) = Lang::from_code(&code) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let mut r = Redirect::to("/portal/").into_response();
     r.headers_mut()
-        .append(header::SET_COOKIE, lang_cookie(lang));
+        .append(header::SET_COOKIE, lang_cookie(lang, p.secure()));
     r
 }

@@ -10,10 +10,21 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use muhr_ra::citizen::oidc::{OidcConfig, loopback_or_https};
 use serde::Deserialize;
 
+/// Where the provider's endpoints are.
+#[derive(Clone)]
+struct Endpoints {
+    authorization: url::Url,
+    token: String,
+}
+
 /// The provider's endpoints and this client's credentials.
 pub struct Provider {
-    authorization_endpoint: url::Url,
-    token_endpoint: String,
+    /// Configured, or discovered (at start, else at the first login after
+    /// the provider answers: a provider down at start must not stop OCSP,
+    /// CRLs and the card line with it).
+    endpoints: tokio::sync::RwLock<Option<Endpoints>>,
+    last_discovery: std::sync::Mutex<Option<std::time::Instant>>,
+    issuer: String,
     client_id: String,
     /// From the environment at start-up; never logged.
     client_secret: Option<String>,
@@ -24,11 +35,7 @@ pub struct Provider {
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Provider")
-            .field(
-                "authorization_endpoint",
-                &self.authorization_endpoint.as_str(),
-            )
-            .field("token_endpoint", &self.token_endpoint)
+            .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
     }
@@ -84,43 +91,13 @@ impl Provider {
             }
         }
         let http = http.build().map_err(|e| format!("HTTP client: {e}"))?;
-        let (authorization, token) = match (&oidc.authorization_endpoint, &oidc.token_endpoint) {
-            (Some(a), Some(t)) => (a.clone(), t.clone()),
-            _ => {
-                let url = format!(
-                    "{}/.well-known/openid-configuration",
-                    oidc.issuer.trim_end_matches('/')
-                );
-                if !loopback_or_https(&url) {
-                    return Err("citizens.oidc.issuer: discovery needs https".into());
-                }
-                let d: Discovery = http
-                    .get(&url)
-                    .send()
-                    .await
-                    .and_then(|r| r.error_for_status())
-                    .map_err(|e| format!("OpenID discovery {url}: {e}"))?
-                    .json()
-                    .await
-                    .map_err(|e| format!("OpenID discovery {url}: {e}"))?;
-                if d.issuer != oidc.issuer {
-                    return Err(format!(
-                        "OpenID discovery: the document names issuer {:?}, not {:?}",
-                        d.issuer, oidc.issuer
-                    ));
-                }
-                for (name, u) in [
-                    ("authorization_endpoint", &d.authorization_endpoint),
-                    ("token_endpoint", &d.token_endpoint),
-                ] {
-                    if !loopback_or_https(u) {
-                        return Err(format!(
-                            "OpenID discovery: {name} must be https (plain http only to localhost)"
-                        ));
-                    }
-                }
-                (d.authorization_endpoint, d.token_endpoint)
-            }
+        let configured = match (&oidc.authorization_endpoint, &oidc.token_endpoint) {
+            (Some(a), Some(t)) => Some(Endpoints {
+                authorization: url::Url::parse(a)
+                    .map_err(|e| format!("citizens.oidc.authorization_endpoint: {e}"))?,
+                token: t.clone(),
+            }),
+            _ => None,
         };
         let client_secret = match &oidc.client_secret_env {
             Some(var) => Some(std::env::var(var).map_err(|_| {
@@ -128,10 +105,10 @@ impl Provider {
             })?),
             None => None,
         };
-        Ok(Self {
-            authorization_endpoint: url::Url::parse(&authorization)
-                .map_err(|e| format!("citizens.oidc.authorization_endpoint: {e}"))?,
-            token_endpoint: token,
+        let me = Self {
+            endpoints: tokio::sync::RwLock::new(configured),
+            last_discovery: std::sync::Mutex::new(None),
+            issuer: oidc.issuer.clone(),
             client_id: oidc
                 .client_id
                 .clone()
@@ -139,24 +116,85 @@ impl Provider {
             client_secret,
             redirect_uri: redirect_uri.to_string(),
             http,
-        })
+        };
+        if let Err(e) = me.endpoints().await {
+            tracing::warn!(error = %e, "portal: the identity provider's endpoints are not known yet; \
+                logins wait for its discovery document");
+        }
+        Ok(me)
     }
 
-    /// The origin of the authorization endpoint, for the CSP's form-action.
-    pub fn authorization_origin(&self) -> String {
-        self.authorization_endpoint.origin().ascii_serialization()
+    /// The endpoints, discovering them when not known (at most every 5 s).
+    async fn endpoints(&self) -> Result<Endpoints, String> {
+        if let Some(e) = self.endpoints.read().await.clone() {
+            return Ok(e);
+        }
+        {
+            let mut last = self
+                .last_discovery
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5)) {
+                return Err("the identity provider's discovery failed moments ago".into());
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let e = self.discover().await?;
+        *self.endpoints.write().await = Some(e.clone());
+        Ok(e)
+    }
+
+    async fn discover(&self) -> Result<Endpoints, String> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
+        );
+        if !loopback_or_https(&url) {
+            return Err("citizens.oidc.issuer: discovery needs https".into());
+        }
+        let d: Discovery = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("OpenID discovery {url}: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("OpenID discovery {url}: {e}"))?;
+        if d.issuer != self.issuer {
+            return Err(format!(
+                "OpenID discovery: the document names issuer {:?}, not {:?}",
+                d.issuer, self.issuer
+            ));
+        }
+        for (name, u) in [
+            ("authorization_endpoint", &d.authorization_endpoint),
+            ("token_endpoint", &d.token_endpoint),
+        ] {
+            if !loopback_or_https(u) {
+                return Err(format!(
+                    "OpenID discovery: {name} must be https (plain http only to localhost)"
+                ));
+            }
+        }
+        Ok(Endpoints {
+            authorization: url::Url::parse(&d.authorization_endpoint)
+                .map_err(|e| format!("OpenID discovery: authorization_endpoint: {e}"))?,
+            token: d.token_endpoint,
+        })
     }
 
     /// Where to send the citizen: the authorization request (OpenID Connect
     /// Core 3.1.2.1) with state, nonce and the S256 challenge.
-    pub fn authorization_url(
+    pub async fn authorization_url(
         &self,
         state: &str,
         nonce: &str,
         verifier: &str,
         lang: &str,
-    ) -> String {
-        let mut u = self.authorization_endpoint.clone();
+    ) -> Result<String, String> {
+        let mut u = self.endpoints().await?.authorization;
         u.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.client_id)
@@ -167,7 +205,7 @@ impl Provider {
             .append_pair("code_challenge", &code_challenge(verifier))
             .append_pair("code_challenge_method", "S256")
             .append_pair("ui_locales", lang);
-        u.into()
+        Ok(u.into())
     }
 
     /// Exchanges `code` for an ID token (RFC 6749 4.1.3), with the PKCE
@@ -180,7 +218,8 @@ impl Provider {
             ("code_verifier", verifier),
             ("client_id", self.client_id.as_str()),
         ];
-        let mut req = self.http.post(&self.token_endpoint).form(&form);
+        let token_endpoint = self.endpoints().await.map_err(ExchangeError)?.token;
+        let mut req = self.http.post(&token_endpoint).form(&form);
         if let Some(secret) = &self.client_secret {
             // RFC 6749 2.3.1: both form-urlencoded before Basic.
             let enc =

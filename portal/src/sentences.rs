@@ -99,3 +99,51 @@ pub fn of(e: &CitizenError) -> Refusal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(field: &str, rule: &str) -> CitizenError {
+        CitizenError::Refused(muhr_ca::FieldError {
+            field: field.into(),
+            rule: rule.into(),
+        })
+    }
+
+    #[test]
+    fn each_refusal_the_ra_gives_has_its_sentence() {
+        let cases = [
+            (
+                refused("token.pinfl", "the population registry records this person as deceased"),
+                "refused_deceased",
+            ),
+            (
+                refused("csr", "this key already holds a individual-auth certificate (serial 0A): each purpose needs its own key"),
+                "refused_key_purpose",
+            ),
+            (
+                CitizenError::Conflict("this ID token has already been used to issue a certificate: log in to the identity system again for another".into()),
+                "refused_login_again",
+            ),
+            (
+                CitizenError::Forbidden("certificate 0A is already the result of 2 renewals in a row: authenticate with the identity system and request a new certificate".into()),
+                "refused_renewals_used",
+            ),
+            (
+                CitizenError::TooMany(std::time::Duration::from_secs(7)),
+                "refused_rate_limit",
+            ),
+            (CitizenError::NotFound("you hold no certificate with serial 0A".into()), "refused_not_yours"),
+            (CitizenError::Unavailable("database".into()), "unavailable"),
+            (refused("profile", "one of individual-auth"), "refused_generic"),
+        ];
+        for (e, key) in cases {
+            assert_eq!(of(&e).sentence, key, "{e:?}");
+        }
+        assert_eq!(
+            of(&CitizenError::TooMany(std::time::Duration::from_secs(7))).retry_after,
+            Some(8)
+        );
+    }
+}

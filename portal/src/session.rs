@@ -82,17 +82,91 @@ pub fn same(a: &str, b: &str) -> bool {
 pub struct Live {
     /// SHA-256 of the cookie, the session's key.
     pub id_hash: String,
-    /// Who logged in.
+    /// Who logged in, as the identity provider's signature on the login's
+    /// ID token says (checked again for this request).
     pub citizen: Citizen,
+    /// The login's ID token and nonce: issuance checks them again, now.
+    pub login: Login,
     /// The CSRF token the page carries.
     pub csrf: String,
     /// Unix seconds.
     pub expires_at: i64,
 }
 
-/// The session the request's cookie names, if live.
+/// What a session keeps of its login, sealed in the database.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct Login {
+    /// The ID token as the provider issued it.
+    pub id_token: String,
+    /// The nonce the login sent.
+    pub nonce: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Login { .. }")
+    }
+}
+
+/// The AES-256-GCM key of one session: derived from the cookie's value,
+/// which only the browser holds (the database keeps its SHA-256, another
+/// derivation).
+fn sealing_key(cookie_value: &str) -> aws_lc_rs::aead::LessSafeKey {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(b"muhr portal session sealing key v1\0");
+    ctx.update(cookie_value.as_bytes());
+    let key = ctx.finish();
+    // A 32-byte key always makes an AES-256 key.
+    let unbound = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, key.as_ref())
+        .unwrap_or_else(|_| unreachable!("a SHA-256 digest is an AES-256 key"));
+    aws_lc_rs::aead::LessSafeKey::new(unbound)
+}
+
+/// Seals `login` for the session whose cookie is `cookie_value`.
+pub fn seal(cookie_value: &str, login: &Login) -> Result<String, String> {
+    use base64::Engine;
+    let mut nonce = [0u8; 12];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "random generator failed".to_string())?;
+    let mut data = serde_json::to_vec(login).map_err(|e| e.to_string())?;
+    sealing_key(cookie_value)
+        .seal_in_place_append_tag(
+            aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
+            aws_lc_rs::aead::Aad::from(b"portal_sessions.sealed"),
+            &mut data,
+        )
+        .map_err(|_| "sealing failed".to_string())?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&data);
+    Ok(base64::engine::general_purpose::STANDARD.encode(out))
+}
+
+/// Opens what [`seal`] made, with the same cookie; None for anything else.
+pub fn open(cookie_value: &str, sealed: &str) -> Option<Login> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .ok()?;
+    if raw.len() < 12 + 16 {
+        return None;
+    }
+    let (nonce, data) = raw.split_at(12);
+    let mut data = data.to_vec();
+    let plain = sealing_key(cookie_value)
+        .open_in_place(
+            aws_lc_rs::aead::Nonce::try_assume_unique_for_key(nonce).ok()?,
+            aws_lc_rs::aead::Aad::from(b"portal_sessions.sealed"),
+            &mut data,
+        )
+        .ok()?;
+    serde_json::from_slice(plain).ok()
+}
+
+/// The session the request's cookie names, if live: its row not ended nor
+/// expired, its sealed login opened with the cookie, and the login's ID
+/// token checked again by the provider's keys as of the login's time and
+/// with its nonce. A row someone wrote by hand fails the last two.
 pub async fn find(
-    store: &muhr_store::Store,
+    citizens: &muhr_ra::citizen::service::Citizens,
     headers: &HeaderMap,
     secure: bool,
 ) -> Result<Option<Live>, muhr_store::StoreError> {
@@ -103,18 +177,32 @@ pub async fn find(
         return Ok(None);
     }
     let id_hash = digest(&id);
-    let Some(s) = store.portal_session(&id_hash).await? else {
+    let Some(s) = citizens.ca().store().portal_session(&id_hash).await? else {
         return Ok(None);
     };
-    match serde_json::from_str::<Citizen>(&s.citizen) {
-        Ok(citizen) => Ok(Some(Live {
+    let Some(login) = open(&id, &s.sealed) else {
+        tracing::warn!("portal: a session row does not open with its cookie");
+        return Ok(None);
+    };
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.created_at.max(0) as u64);
+    match citizens
+        .verifier
+        .verify_login(&login.id_token, at, &login.nonce)
+        .await
+    {
+        Ok(citizen) if citizen.pinfl == s.pinfl => Ok(Some(Live {
             id_hash,
             citizen,
+            login,
             csrf: s.csrf,
             expires_at: s.expires_at,
         })),
+        Ok(_) => {
+            tracing::warn!("portal: a session row names another person than its ID token");
+            Ok(None)
+        }
         Err(e) => {
-            tracing::error!(error = %e, "portal: a session's identity does not read back");
+            tracing::warn!(error = ?e, "portal: a session's ID token no longer checks out");
             Ok(None)
         }
     }
@@ -151,8 +239,31 @@ mod tests {
     }
 
     #[test]
+    fn a_sealed_login_opens_only_with_its_cookie() {
+        let login = Login {
+            id_token: "eyJ.a.b".into(),
+            nonce: "n-1".into(),
+        };
+        let sealed = seal("cookie-1", &login).unwrap();
+        assert_eq!(open("cookie-1", &sealed).unwrap().id_token, "eyJ.a.b");
+        assert!(open("cookie-2", &sealed).is_none(), "another cookie");
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 3;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert!(open("cookie-1", std::str::from_utf8(&tampered).unwrap()).is_none());
+        assert!(
+            !sealed.contains("eyJ"),
+            "the token is not readable in the row"
+        );
+    }
+
+    #[test]
     fn csrf_needs_the_token_and_a_same_origin_request() {
         let live = Live {
+            login: Login {
+                id_token: String::new(),
+                nonce: String::new(),
+            },
             id_hash: "h".into(),
             citizen: serde_json::from_value(serde_json::json!({
                 "subject": "s", "pinfl": "31505851234567", "surname": "A", "given_name": "B",

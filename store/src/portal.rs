@@ -23,9 +23,10 @@ pub struct PendingLogin {
 /// A live session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
-    /// The person, as the verified ID token gave them (JSON).
-    pub citizen: String,
-    /// The person's PINFL (also inside `citizen`), for ending all their sessions.
+    /// The login's ID token and nonce, sealed under a key only the cookie
+    /// gives (base64 of nonce and ciphertext).
+    pub sealed: String,
+    /// The person's PINFL, for ending all their sessions.
     pub pinfl: String,
     /// The CSRF token of this session.
     pub csrf: String,
@@ -94,12 +95,12 @@ impl Store {
             .execute(&self.pool)
             .await?;
         sqlx::query(
-            "INSERT INTO portal_sessions (id_hash, pinfl, citizen, csrf, created_at, expires_at) \
+            "INSERT INTO portal_sessions (id_hash, pinfl, sealed, csrf, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id_hash)
         .bind(&s.pinfl)
-        .bind(&s.citizen)
+        .bind(&s.sealed)
         .bind(&s.csrf)
         .bind(s.created_at)
         .bind(s.expires_at)
@@ -111,7 +112,7 @@ impl Store {
     /// The session with this id hash if it is live now: not ended, not expired.
     pub async fn portal_session(&self, id_hash: &str) -> Result<Option<Session>> {
         let row = sqlx::query(
-            "SELECT pinfl, citizen, csrf, created_at, expires_at FROM portal_sessions \
+            "SELECT pinfl, sealed, csrf, created_at, expires_at FROM portal_sessions \
              WHERE id_hash = $1 AND ended_at IS NULL AND expires_at > $2",
         )
         .bind(id_hash)
@@ -121,7 +122,7 @@ impl Store {
         row.map(|r| {
             Ok(Session {
                 pinfl: r.try_get("pinfl")?,
-                citizen: r.try_get("citizen")?,
+                sealed: r.try_get("sealed")?,
                 csrf: r.try_get("csrf")?,
                 created_at: r.try_get("created_at")?,
                 expires_at: r.try_get("expires_at")?,

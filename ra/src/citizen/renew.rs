@@ -75,6 +75,21 @@ impl Citizens {
     /// citizen may revoke it). The law allows two renewals in a row; a
     /// third needs the person to authenticate with the identity system.
     pub async fn renew(&self, signature: &[u8]) -> Result<Renewed, CitizenError> {
+        self.renew_checked(signature, None).await
+    }
+
+    /// As [`Citizens::renew`], for a caller already known to be `pinfl`
+    /// (the portal's session): a request signed with another person's
+    /// certificate is refused before its challenge is used.
+    pub async fn renew_for(&self, pinfl: &str, signature: &[u8]) -> Result<Renewed, CitizenError> {
+        self.renew_checked(signature, Some(pinfl)).await
+    }
+
+    async fn renew_checked(
+        &self,
+        signature: &[u8],
+        expected_pinfl: Option<&str>,
+    ) -> Result<Renewed, CitizenError> {
         let v = muhr_validation::cms::verify(signature, None)
             .map_err(|e| refuse("signature", format!("{}: {}", e.code, e.detail)))?;
         if !v.attached {
@@ -103,6 +118,14 @@ impl Citizens {
             .map_err(CitizenError::Internal)?;
         if let Some(p) = signer.problems.first() {
             return Err(refuse("signature", format!("{}: {}", p.code, p.detail)));
+        }
+        if let Some(expected) = expected_pinfl
+            && signer.identity.get("pinfl").map(String::as_str) != Some(expected)
+        {
+            return Err(CitizenError::NotFound(format!(
+                "you hold no certificate with serial {}",
+                signer.serial
+            )));
         }
         let request = crate::citizen::cmc::parse(&v.content).map_err(|e| refuse("signature", e))?;
         let challenge = std::str::from_utf8(&request.recipient_nonce)

@@ -104,7 +104,7 @@ pub fn router(api: Api) -> Router {
 async fn openapi() -> Response {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let doc = DOC
-        .get_or_init(|| muhr_http::openapi::openapi_for("mtls", false, false))
+        .get_or_init(|| muhr_http::openapi::openapi_for("mtls", false, false, false))
         .clone();
     ([(header::CONTENT_TYPE, "application/json")], doc).into_response()
 }

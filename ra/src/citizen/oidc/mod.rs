@@ -51,8 +51,8 @@ pub struct OidcConfig {
     /// Which claims carry the person's identity.
     #[serde(default)]
     pub claims: ClaimNames,
-    /// The portal's client id at the provider (authorization code flow);
-    /// `audience` when absent, as ID tokens are issued to it.
+    /// The portal's client id at the provider (authorization code flow):
+    /// `audience`, which ID tokens are issued to; set only to say so.
     pub client_id: Option<String>,
     /// The environment variable holding the portal's client secret (the
     /// secret itself never sits in a file Muhr reads or in its logs).
@@ -215,8 +215,15 @@ impl OidcConfig {
                 ));
             }
         }
-        if self.client_id.as_deref() == Some("") {
-            return Err("citizens.oidc.client_id: must not be empty".into());
+        if self.client_id.as_ref().is_some_and(|c| *c != self.audience) {
+            // The portal's ID tokens are checked by the API's rules, whose
+            // `aud` (and `azp`) is `audience`: another client id would
+            // never log in.
+            return Err(
+                "citizens.oidc.client_id: must equal audience (the portal's ID tokens are \
+                 checked as the API's, aud = audience); leave it out"
+                    .into(),
+            );
         }
         if self.leeway_seconds > MAX_LEEWAY {
             return Err(format!(
