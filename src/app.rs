@@ -348,7 +348,20 @@ async fn refuse_real_for_benchmark(config: &Config, data_dir: &Path) -> Result<(
     let url = database_url_unchecked(config, data_dir)?;
     // A SQLite file that does not exist yet is a new database: nothing to
     // read, and connecting would create it before the directory check.
-    let probe = match sqlite_path(&url, data_dir) {
+    let sqlite_file = sqlite_path(&url, data_dir);
+    if let Some(p) = &sqlite_file {
+        // An immutable read skips the WAL: a database with one not yet
+        // checkpointed (in use, or not closed cleanly) is not judged.
+        let wal = PathBuf::from(format!("{}-wal", p.display()));
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+            return Err(Fail::invalid(format!(
+                "refused: {} has a write-ahead log not yet checkpointed (is a server using \
+                 it?); benchmarks run only on a database of their own",
+                p.display()
+            )));
+        }
+    }
+    let probe = match sqlite_file {
         Some(p) if !p.exists() => muhr_store::benchmark::BenchmarkProbe::Empty,
         _ => muhr_store::benchmark::probe_for_benchmark(&url)
             .await
@@ -395,20 +408,26 @@ fn sqlite_path(url: &str, data_dir: &Path) -> Option<PathBuf> {
     })
 }
 
-/// The configured URL as written, without creating or checking anything.
-fn database_url_unchecked(config: &Config, data_dir: &Path) -> Result<String, Fail> {
-    let url = match &config.database.url_env {
+/// The URL as configured (`url`, or the variable `url_env` names).
+fn configured_url(config: &Config) -> Result<String, Fail> {
+    match &config.database.url_env {
         Some(var) => std::env::var(var).map_err(|_| {
             Fail::invalid(format!(
                 "database.url_env: environment variable {var} is not set"
             ))
-        })?,
+        }),
         None => config
             .database
             .url
             .clone()
-            .ok_or_else(|| Fail::invalid("database: set url or url_env"))?,
-    };
+            .ok_or_else(|| Fail::invalid("database: set url or url_env")),
+    }
+}
+
+/// The configured URL for the benchmark's probe, without creating or
+/// checking anything.
+fn database_url_unchecked(config: &Config, data_dir: &Path) -> Result<String, Fail> {
+    let url = configured_url(config)?;
     // SQLite is opened read-only and immutable: the probe writes nothing,
     // not even the WAL's shared-memory file. (A WAL not yet checkpointed is
     // not read; the data directory's own check still refuses a real one.)
@@ -419,18 +438,7 @@ fn database_url_unchecked(config: &Config, data_dir: &Path) -> Result<String, Fa
 }
 
 fn database_url(config: &Config, data_dir: &Path) -> Result<String, Fail> {
-    let url = match &config.database.url_env {
-        Some(var) => std::env::var(var).map_err(|_| {
-            Fail::invalid(format!(
-                "database.url_env: environment variable {var} is not set"
-            ))
-        })?,
-        None => config
-            .database
-            .url
-            .clone()
-            .ok_or_else(|| Fail::invalid("database: set url or url_env"))?,
-    };
+    let url = configured_url(config)?;
     if let Some(path) = url.strip_prefix("sqlite://") {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let full = if Path::new(path).is_absolute() {

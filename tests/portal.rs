@@ -196,6 +196,14 @@ fn screenshots() -> PathBuf {
     d
 }
 
+/// From a page with the login button: the provider's page, person `n`, back.
+fn log_in(b: &Browser, n: usize) {
+    b.click("#login");
+    b.wait_for(&format!("#person-{n}"), WAIT);
+    b.click(&format!("#person-{n}"));
+    b.click("#continue");
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !f() {
@@ -478,10 +486,7 @@ fn a_citizen_gets_a_certificate_in_the_browser_and_manages_it() {
     // A new login for an authentication certificate, then its renewal: the
     // current file loaded into the page, its key signing the CMC request.
     b.goto(&p.url("/portal/"));
-    b.click("#login");
-    b.wait_for(&format!("#person-{n_oygul}"), WAIT);
-    b.click(&format!("#person-{n_oygul}"));
-    b.click("#continue");
+    log_in(&b, n_oygul);
     b.wait_for_text("#who", "Qoʻchqorova", WAIT);
     b.click("#profile-individual-auth");
     b.fill("#password", password);
@@ -502,7 +507,7 @@ fn a_citizen_gets_a_certificate_in_the_browser_and_manages_it() {
     let new_password = "Yangi parol: Samarqand 2027";
     b.fill("#renew-new-password", new_password);
     b.fill("#renew-new-password2", new_password);
-    b.screenshot_both(&shots, "10-renew");
+    b.screenshot_both(&shots, "09-renew");
     b.click("#renew-ok");
     wait_until("the renewed certificate", || {
         b.attr("body", "data-renewed").is_some()
@@ -510,7 +515,7 @@ fn a_citizen_gets_a_certificate_in_the_browser_and_manages_it() {
     let renewed_serial = b.attr("body", "data-renewed").unwrap();
     assert_ne!(renewed_serial, auth_serial);
     let renewed = b.wait_for_download(downloads.path(), "p12", WAIT);
-    b.screenshot_both(&shots, "11-renewed");
+    b.screenshot_both(&shots, "10-renewed");
     let new_pass = format!("pass:{new_password}");
     let renewed_leaf = p.env.write(
         "renewed.pem",
@@ -573,17 +578,10 @@ fn a_citizen_gets_a_certificate_in_the_browser_and_manages_it() {
     b.goto(&p.url("/portal/lang/ru"));
     b.wait_for("#login", WAIT);
     assert_eq!(b.attr("html", "lang").as_deref(), Some("ru"));
-    b.click("#login");
-    b.wait_for(&format!("#person-{n_dead}"), WAIT);
-    b.click(&format!("#person-{n_dead}"));
-    b.click("#continue");
-    b.wait_for_text("#who", "Раҳимова", WAIT);
-    b.fill("#password", password);
-    b.fill("#password2", password);
-    b.click("#request-button");
-    let said = b.wait_for_text("#status.problem", "умершим", WAIT);
+    log_in(&b, n_dead);
+    let said = b.wait_for_text("#message", "умершим", WAIT);
     assert!(!said.contains('{'), "a sentence, not JSON: {said}");
-    b.screenshot_both(&shots, "09-refused-deceased");
+    b.screenshot_both(&shots, "11-refused-deceased");
     let files = std::fs::read_dir(downloads.path()).unwrap().count();
     assert_eq!(files, 3, "nothing downloaded for the refused request");
     b.quit();
@@ -689,6 +687,7 @@ fn csrf_is_required_and_the_headers_hold() {
     let token = common::oidc::sign_es256(&common::oidc::ec_key(), "es-1", &claims);
     let sealed = muhr_portal::session::seal(
         forged_cookie,
+        &me.pinfl,
         &muhr_portal::session::Login {
             id_token: token,
             nonce: "n".into(),
@@ -721,6 +720,43 @@ fn csrf_is_required_and_the_headers_hold() {
     assert!(
         String::from_utf8_lossy(&page).contains("id=\"login\""),
         "a hand-written session shows no one's home"
+    );
+
+    // The same with a genuine ID token of the provider's, replayed after
+    // its login's session time: refused however the row is dated.
+    let old = muhr_store::now_secs() - 3 * 3600;
+    let mut claims = me.claims(&p.idp);
+    claims["iat"] = json!(old);
+    claims["auth_time"] = json!(old);
+    claims["exp"] = json!(old + 300);
+    claims["nonce"] = json!("n");
+    let genuine = p.idp.es256(&claims);
+    let replay_cookie = "replayed-by-a-database-administrator";
+    let sealed = muhr_portal::session::seal(
+        replay_cookie,
+        &me.pinfl,
+        &muhr_portal::session::Login {
+            id_token: genuine,
+            nonce: "n".into(),
+        },
+    )
+    .unwrap();
+    p.env.sql(&format!(
+        "INSERT INTO portal_sessions (id_hash, pinfl, sealed, csrf, created_at, expires_at) \
+         VALUES ('{}', '{}', '{sealed}', 'c', {old}, {})",
+        muhr_portal::session::digest(replay_cookie),
+        me.pinfl,
+        now + 600
+    ));
+    let (status, v) = p.call(
+        &format!("/portal/api/certificates/{serial}/suspend"),
+        &format!("muhr_session={replay_cookie}"),
+        "X-CSRF-Token: c\r\n",
+        &json!({}),
+    );
+    assert_eq!(
+        status, 401,
+        "an old genuine token replayed in a hand-written row: {v}"
     );
 
     // The OpenAPI document lists the portal's calls, not its pages.

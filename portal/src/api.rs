@@ -77,7 +77,7 @@ async fn caller(
     )) {
         return Err(refusal(p, lang, sentences::of(&e)));
     }
-    let live = match session::find(&p.citizens, headers, p.secure()).await {
+    let live = match session::find(&p.citizens, headers, p.secure(), p.session_seconds()).await {
         Ok(Some(l)) => l,
         Ok(None) => {
             return Err(refused(
@@ -93,7 +93,7 @@ async fn caller(
             return Err(refusal(
                 p,
                 lang,
-                sentences::of(&CitizenError::Unavailable(e.to_string())),
+                sentences::of(&CitizenError::Unavailable(e)),
             ));
         }
     };
@@ -410,7 +410,7 @@ pub(crate) async fn renew(
         }
     };
     // Only a certificate of the session's person, and only by its own key
-    // (the RA's rule); the audit records the session's act.
+    // (the RA's rule).
     match p.citizens.renew_for(&live.citizen.pinfl, &sig).await {
         Ok(r) => certificate(
             &p,

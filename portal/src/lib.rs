@@ -78,6 +78,10 @@ impl Portal {
     pub(crate) fn secure(&self) -> bool {
         self.config.secure()
     }
+
+    pub(crate) fn session_seconds(&self) -> i64 {
+        (self.config.session_minutes * 60) as i64
+    }
 }
 
 /// The portal's routes, for the public listener. Bodies up to 64 KiB.

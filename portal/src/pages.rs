@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::Portal;
 use crate::i18n::{self, Lang};
 use crate::provider::random_text;
-use crate::session::{self, Live};
+use crate::session;
 
 /// The templates, parsed once; a template that does not parse stops the
 /// start, not a page.
@@ -119,7 +119,7 @@ pub(crate) async fn home(
         let r = crate::sentences::of(&e);
         return p.message(r.status, lang, r.sentence, false);
     }
-    let live = match session::find(&p.citizens, &headers, p.secure()).await {
+    let live = match session::find(&p.citizens, &headers, p.secure(), p.session_seconds()).await {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "portal: sessions unavailable");
@@ -261,14 +261,6 @@ pub(crate) async fn login(
         verifier: verifier.clone(),
         return_lang: lang.code().to_string(),
     };
-    if let Err(e) = p
-        .store()
-        .begin_portal_login(&session::digest(&state), &pending, expires)
-        .await
-    {
-        tracing::warn!(error = %e, "portal: could not record a login");
-        return p.message(StatusCode::SERVICE_UNAVAILABLE, lang, "unavailable", false);
-    }
     let to = match p
         .provider
         .authorization_url(&state, &nonce, &verifier, lang.code())
@@ -280,6 +272,19 @@ pub(crate) async fn login(
             return p.message(StatusCode::SERVICE_UNAVAILABLE, lang, "unavailable", false);
         }
     };
+    if let Err(e) = p
+        .store()
+        .begin_portal_login(&session::digest(&state), &pending, expires)
+        .await
+    {
+        tracing::warn!(error = %e, "portal: could not record a login");
+        return p.message(StatusCode::SERVICE_UNAVAILABLE, lang, "unavailable", false);
+    }
+    // A new login ends the session this browser holds (this is a same-site
+    // navigation, so the Strict cookie came along).
+    if let Some(old) = session::cookie(&headers, session::session_cookie_name(p.secure())) {
+        let _ = p.store().end_portal_session(&session::digest(&old)).await;
+    }
     let mut r = Redirect::to(&to).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
@@ -377,6 +382,15 @@ pub(crate) async fn callback(
             return fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
         }
     };
+    // A person the registry records as deceased gets no session.
+    match p.store().deaths(&[citizen.pinfl.as_str()]).await {
+        Ok(d) if d.is_empty() => {}
+        Ok(_) => return fail(StatusCode::FORBIDDEN, "refused_deceased"),
+        Err(e) => {
+            tracing::warn!(error = %e, "portal: deaths unavailable");
+            return fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        }
+    }
     let (Ok(id), Ok(csrf)) = (random_text(32), random_text(32)) else {
         return fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     };
@@ -384,6 +398,7 @@ pub(crate) async fn callback(
     let lifetime = (p.config.session_minutes * 60) as i64;
     let sealed = match session::seal(
         &id,
+        &citizen.pinfl,
         &session::Login {
             id_token: token.clone(),
             nonce: pending.nonce.clone(),
@@ -424,10 +439,6 @@ pub(crate) async fn callback(
         tracing::error!(error = %e, "portal: a login could not be audited; refused");
         let _ = p.store().end_portal_session(&session::digest(&id)).await;
         return fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    }
-    // The browser's previous session, if it brought one, ends now.
-    if let Some(old) = session::cookie(&headers, session::session_cookie_name(p.secure())) {
-        let _ = p.store().end_portal_session(&session::digest(&old)).await;
     }
     // The session cookie is SameSite=Strict, and this response ends a
     // navigation that began at the provider: the browser keeps the cookie
@@ -474,47 +485,59 @@ pub(crate) struct LogoutForm {
 }
 
 /// `POST /portal/logout`: ends the session everywhere (the row, not just
-/// the cookie) and forgets the cookie.
+/// the cookie) and forgets the cookie. It needs only the row and its CSRF
+/// token, not the login's checks: a session must end even while the
+/// provider's keys are away.
 pub(crate) async fn logout(
     State(p): State<Arc<Portal>>,
     headers: HeaderMap,
     Form(f): Form<LogoutForm>,
 ) -> Response {
     let lang = Lang::of(&headers);
-    let live = match session::find(&p.citizens, &headers, p.secure()).await {
-        Ok(Some(l)) => l,
-        Ok(None) => return p.message(StatusCode::OK, lang, "signed_out", false),
+    let forget = |mut r: Response| {
+        r.headers_mut().append(
+            header::SET_COOKIE,
+            session::set_cookie(
+                session::session_cookie_name(p.secure()),
+                "",
+                "Strict",
+                0,
+                p.secure(),
+            ),
+        );
+        r
+    };
+    let (id_hash, row) = match session::row(p.store(), &headers, p.secure()).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return forget(p.message(StatusCode::OK, lang, "signed_out", false)),
         Err(_) => return p.message(StatusCode::SERVICE_UNAVAILABLE, lang, "unavailable", false),
     };
-    if !session::csrf_ok(&live, &headers, f.csrf.as_deref()) {
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| !matches!(site, "same-origin" | "none"));
+    let token_ok = f
+        .csrf
+        .as_deref()
+        .is_some_and(|t| session::same(t, &row.csrf));
+    if cross_site || !token_ok {
         return p.message(StatusCode::FORBIDDEN, lang, "forbidden", false);
     }
-    end(&p, &live).await;
-    let mut r = p.message(StatusCode::OK, lang, "signed_out", false);
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        session::set_cookie(
-            session::session_cookie_name(p.secure()),
-            "",
-            "Strict",
-            0,
-            p.secure(),
-        ),
-    );
-    r
+    end(&p, &id_hash, &row.pinfl).await;
+    forget(p.message(StatusCode::OK, lang, "signed_out", false))
 }
 
-async fn end(p: &Portal, live: &Live) {
-    if let Err(e) = p.store().end_portal_session(&live.id_hash).await {
+async fn end(p: &Portal, id_hash: &str, pinfl: &str) {
+    if let Err(e) = p.store().end_portal_session(id_hash).await {
         tracing::warn!(error = %e, "portal: a session could not be ended");
     }
     if let Err(e) = p
         .store()
         .audit(&[&muhr_store::audit::AuditEvent {
-            actor: muhr_ra::citizen::service::Citizens::actor(&live.citizen),
+            actor: format!("citizen:{pinfl}"),
             action: "portal.logout".into(),
-            object: live.citizen.pinfl.clone(),
-            details: json!({"session": &live.id_hash[..16]}),
+            object: pinfl.to_string(),
+            details: json!({"session": &id_hash[..16]}),
         }])
         .await
     {

@@ -78,19 +78,7 @@ impl Provider {
     /// (whose document must name the same issuer). Reads the client secret
     /// from the environment variable `client_secret_env` names.
     pub async fn new(oidc: &OidcConfig, redirect_uri: &str) -> Result<Self, String> {
-        let mut http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(f) = &oidc.jwks_ca_file {
-            let pem = std::fs::read(f)
-                .map_err(|e| format!("citizens.oidc.jwks_ca_file {}: {e}", f.display()))?;
-            for c in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("citizens.oidc.jwks_ca_file: {e}"))?
-            {
-                http = http.add_root_certificate(c);
-            }
-        }
-        let http = http.build().map_err(|e| format!("HTTP client: {e}"))?;
+        let http = muhr_ra::citizen::oidc::http_client(oidc)?;
         let configured = match (&oidc.authorization_endpoint, &oidc.token_endpoint) {
             (Some(a), Some(t)) => Some(Endpoints {
                 authorization: url::Url::parse(a)
@@ -117,10 +105,8 @@ impl Provider {
             redirect_uri: redirect_uri.to_string(),
             http,
         };
-        if let Err(e) = me.endpoints().await {
-            tracing::warn!(error = %e, "portal: the identity provider's endpoints are not known yet; \
-                logins wait for its discovery document");
-        }
+        // Discovery waits for the first login: a provider slow or down at
+        // start must not hold the listeners (OCSP, CRLs) with it.
         Ok(me)
     }
 
@@ -134,7 +120,7 @@ impl Provider {
                 .last_discovery
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5)) {
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
                 return Err("the identity provider's discovery failed moments ago".into());
             }
             *last = Some(std::time::Instant::now());
@@ -168,13 +154,18 @@ impl Provider {
                 d.issuer, self.issuer
             ));
         }
+        // Plain http only when the issuer itself is on this machine: an
+        // https provider's document must not send the client secret to a
+        // local plain-http service.
+        let issuer_local = !self.issuer.starts_with("https://");
         for (name, u) in [
             ("authorization_endpoint", &d.authorization_endpoint),
             ("token_endpoint", &d.token_endpoint),
         ] {
-            if !loopback_or_https(u) {
+            if !(u.starts_with("https://") || issuer_local && loopback_or_https(u)) {
                 return Err(format!(
-                    "OpenID discovery: {name} must be https (plain http only to localhost)"
+                    "OpenID discovery: {name} must be https (plain http only for a provider on \
+                     this machine)"
                 ));
             }
         }

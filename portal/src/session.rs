@@ -122,8 +122,13 @@ fn sealing_key(cookie_value: &str) -> aws_lc_rs::aead::LessSafeKey {
     aws_lc_rs::aead::LessSafeKey::new(unbound)
 }
 
-/// Seals `login` for the session whose cookie is `cookie_value`.
-pub fn seal(cookie_value: &str, login: &Login) -> Result<String, String> {
+fn aad(pinfl: &str) -> String {
+    format!("portal_sessions.sealed|{pinfl}")
+}
+
+/// Seals `login` for the session whose cookie is `cookie_value`, bound to
+/// the person's PINFL (the row's `pinfl` column).
+pub fn seal(cookie_value: &str, pinfl: &str, login: &Login) -> Result<String, String> {
     use base64::Engine;
     let mut nonce = [0u8; 12];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "random generator failed".to_string())?;
@@ -131,7 +136,7 @@ pub fn seal(cookie_value: &str, login: &Login) -> Result<String, String> {
     sealing_key(cookie_value)
         .seal_in_place_append_tag(
             aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
-            aws_lc_rs::aead::Aad::from(b"portal_sessions.sealed"),
+            aws_lc_rs::aead::Aad::from(aad(pinfl).as_bytes()),
             &mut data,
         )
         .map_err(|_| "sealing failed".to_string())?;
@@ -140,8 +145,9 @@ pub fn seal(cookie_value: &str, login: &Login) -> Result<String, String> {
     Ok(base64::engine::general_purpose::STANDARD.encode(out))
 }
 
-/// Opens what [`seal`] made, with the same cookie; None for anything else.
-pub fn open(cookie_value: &str, sealed: &str) -> Option<Login> {
+/// Opens what [`seal`] made, with the same cookie and PINFL; None for
+/// anything else.
+pub fn open(cookie_value: &str, pinfl: &str, sealed: &str) -> Option<Login> {
     use base64::Engine;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(sealed)
@@ -154,22 +160,34 @@ pub fn open(cookie_value: &str, sealed: &str) -> Option<Login> {
     let plain = sealing_key(cookie_value)
         .open_in_place(
             aws_lc_rs::aead::Nonce::try_assume_unique_for_key(nonce).ok()?,
-            aws_lc_rs::aead::Aad::from(b"portal_sessions.sealed"),
+            aws_lc_rs::aead::Aad::from(aad(pinfl).as_bytes()),
             &mut data,
         )
         .ok()?;
     serde_json::from_slice(plain).ok()
 }
 
-/// The session the request's cookie names, if live: its row not ended nor
-/// expired, its sealed login opened with the cookie, and the login's ID
-/// token checked again by the provider's keys as of the login's time and
-/// with its nonce. A row someone wrote by hand fails the last two.
-pub async fn find(
-    citizens: &muhr_ra::citizen::service::Citizens,
+/// `iat` and `auth_time` of a JWT, read without checking it (the caller
+/// checks the signature over exactly these claims next).
+fn token_times(token: &str) -> Option<(i64, i64)> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let n = |k: &str| v.get(k).and_then(|x| x.as_f64()).map(|f| f as i64);
+    Some((n("iat")?, n("auth_time")?))
+}
+
+/// The session row the request's cookie names, live in the database (not
+/// ended, not expired), without checking its login: for logout, which must
+/// end a session even while the provider's keys are away.
+pub async fn row(
+    store: &muhr_store::Store,
     headers: &HeaderMap,
     secure: bool,
-) -> Result<Option<Live>, muhr_store::StoreError> {
+) -> Result<Option<(String, muhr_store::portal::Session)>, muhr_store::StoreError> {
     let Some(id) = cookie(headers, session_cookie_name(secure)) else {
         return Ok(None);
     };
@@ -177,35 +195,76 @@ pub async fn find(
         return Ok(None);
     }
     let id_hash = digest(&id);
-    let Some(s) = citizens.ca().store().portal_session(&id_hash).await? else {
+    Ok(store.portal_session(&id_hash).await?.map(|s| (id_hash, s)))
+}
+
+/// The session the request's cookie names, if live. Its identity is the
+/// identity provider's word, never the row's: the sealed login must open
+/// with the cookie (and the row's PINFL), its ID token must carry the
+/// provider's signature and this login's nonce, checked as of the token's
+/// own issue time, and the session ends `session_minutes` after the
+/// token's `iat` and `auth_time` whatever the row says. So a row written
+/// by hand needs a genuine ID token younger than that. A person the
+/// registry records as deceased has no session.
+pub async fn find(
+    citizens: &muhr_ra::citizen::service::Citizens,
+    headers: &HeaderMap,
+    secure: bool,
+    session_seconds: i64,
+) -> Result<Option<Live>, String> {
+    let store = citizens.ca().store();
+    let Some((id_hash, s)) = row(store, headers, secure)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(None);
     };
-    let Some(login) = open(&id, &s.sealed) else {
+    let Some(id) = cookie(headers, session_cookie_name(secure)) else {
+        return Ok(None);
+    };
+    let Some(login) = open(&id, &s.pinfl, &s.sealed) else {
         tracing::warn!("portal: a session row does not open with its cookie");
         return Ok(None);
     };
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.created_at.max(0) as u64);
-    match citizens
+    let Some((iat, auth_time)) = token_times(&login.id_token) else {
+        return Ok(None);
+    };
+    let leeway = citizens.config().oidc.leeway_seconds as i64;
+    if muhr_store::now_secs() > iat.min(auth_time).saturating_add(session_seconds + leeway) {
+        return Ok(None);
+    }
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(iat.max(0) as u64);
+    let citizen = match citizens
         .verifier
         .verify_login(&login.id_token, at, &login.nonce)
         .await
     {
-        Ok(citizen) if citizen.pinfl == s.pinfl => Ok(Some(Live {
-            id_hash,
-            citizen,
-            login,
-            csrf: s.csrf,
-            expires_at: s.expires_at,
-        })),
+        Ok(c) if c.pinfl == s.pinfl => c,
         Ok(_) => {
             tracing::warn!("portal: a session row names another person than its ID token");
-            Ok(None)
+            return Ok(None);
         }
+        Err(muhr_ra::citizen::oidc::TokenError::Unavailable(why)) => return Err(why),
         Err(e) => {
-            tracing::warn!(error = ?e, "portal: a session's ID token no longer checks out");
-            Ok(None)
+            tracing::warn!(error = ?e, "portal: a session's ID token does not check out");
+            return Ok(None);
         }
+    };
+    if !store
+        .deaths(&[citizen.pinfl.as_str()])
+        .await
+        .map_err(|e| e.to_string())?
+        .is_empty()
+    {
+        return Ok(None);
     }
+    Ok(Some(Live {
+        id_hash,
+        citizen,
+        login,
+        csrf: s.csrf,
+        expires_at: s.expires_at,
+    }))
 }
 
 /// Whether a state-changing request carries this session's CSRF token
@@ -244,13 +303,32 @@ mod tests {
             id_token: "eyJ.a.b".into(),
             nonce: "n-1".into(),
         };
-        let sealed = seal("cookie-1", &login).unwrap();
-        assert_eq!(open("cookie-1", &sealed).unwrap().id_token, "eyJ.a.b");
-        assert!(open("cookie-2", &sealed).is_none(), "another cookie");
+        let sealed = seal("cookie-1", "31505851234567", &login).unwrap();
+        assert_eq!(
+            open("cookie-1", "31505851234567", &sealed)
+                .unwrap()
+                .id_token,
+            "eyJ.a.b"
+        );
+        assert!(
+            open("cookie-2", "31505851234567", &sealed).is_none(),
+            "another cookie"
+        );
+        assert!(
+            open("cookie-1", "41505851234566", &sealed).is_none(),
+            "the row's PINFL changed"
+        );
         let mut tampered = sealed.clone().into_bytes();
         let last = tampered.len() - 3;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-        assert!(open("cookie-1", std::str::from_utf8(&tampered).unwrap()).is_none());
+        assert!(
+            open(
+                "cookie-1",
+                "31505851234567",
+                std::str::from_utf8(&tampered).unwrap()
+            )
+            .is_none()
+        );
         assert!(
             !sealed.contains("eyJ"),
             "the token is not readable in the row"

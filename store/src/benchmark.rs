@@ -42,14 +42,19 @@ pub async fn probe_for_benchmark(url: &str) -> Result<BenchmarkProbe> {
     sqlx::any::install_default_drivers();
     let options: sqlx::any::AnyConnectOptions = url.parse()?;
     let mut conn = sqlx::AnyConnection::connect_with(&options).await?;
-    let count = |sql: &'static str| sqlx::query(sql);
-    let marked = match count("SELECT COUNT(*) AS n FROM benchmark_marker")
+    // Only "no such table" means absent; any other error (permissions, a
+    // timeout, a damaged file) refuses, as a benchmark must never guess.
+    let absent = |e: &sqlx::Error| {
+        let m = e.to_string();
+        m.contains("no such table") || m.contains("does not exist")
+    };
+    let marked = match sqlx::query("SELECT COUNT(*) AS n FROM benchmark_marker")
         .fetch_one(&mut conn)
         .await
     {
         Ok(r) => r.try_get::<i64, _>("n")? > 0,
-        // No such table: a schema older than the marker, or none at all.
-        Err(_) => false,
+        Err(e) if absent(&e) => false,
+        Err(e) => return Err(e.into()),
     };
     if marked {
         return Ok(BenchmarkProbe::Benchmark);
@@ -59,8 +64,10 @@ pub async fn probe_for_benchmark(url: &str) -> Result<BenchmarkProbe> {
         "SELECT COUNT(*) AS n FROM certificates",
         "SELECT COUNT(*) AS n FROM authorities",
     ] {
-        if let Ok(r) = count(sql).fetch_one(&mut conn).await {
-            used += r.try_get::<i64, _>("n")?;
+        match sqlx::query(sql).fetch_one(&mut conn).await {
+            Ok(r) => used += r.try_get::<i64, _>("n")?,
+            Err(e) if absent(&e) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     let _ = conn.close().await;

@@ -82,25 +82,6 @@ impl RegistryEvents {
             .await;
             match result {
                 Ok((Committed::Done(changed), answers)) => {
-                    // A person recorded deceased keeps no portal session
-                    // (it could still suspend, revoke and renew).
-                    for e in events
-                        .iter()
-                        .filter(|e| matches!(e.kind, crate::registry::event::Kind::Deceased { .. }))
-                    {
-                        match self.store.end_portal_sessions_of(&e.pinfl).await {
-                            Ok(n) if n > 0 => {
-                                tracing::info!(
-                                    sessions = n,
-                                    "portal sessions of a deceased person ended"
-                                )
-                            }
-                            Ok(_) => {}
-                            Err(err) => {
-                                tracing::error!(error = %err, "portal sessions of a deceased person not ended")
-                            }
-                        }
-                    }
                     return Ok(Applied { answers, changed });
                 }
                 Ok((Committed::Raced, _)) if attempt < ATTEMPTS => {

@@ -305,6 +305,25 @@ struct Keys {
     fetched: Option<Instant>,
 }
 
+/// The client every call to the provider goes through: 10 s timeout, no
+/// redirects (a redirect is not the provider speaking), `jwks_ca_file`
+/// trusted besides the system's roots.
+pub fn http_client(config: &OidcConfig) -> Result<reqwest::Client, String> {
+    let mut http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(f) = &config.jwks_ca_file {
+        let pem = std::fs::read(f)
+            .map_err(|e| format!("citizens.oidc.jwks_ca_file {}: {e}", f.display()))?;
+        for c in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("citizens.oidc.jwks_ca_file: {e}"))?
+        {
+            http = http.add_root_certificate(c);
+        }
+    }
+    http.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
 /// Checks ID tokens with the provider's keys, kept and refetched as
 /// [`OidcConfig`] says. One per process.
 pub struct Verifier {
@@ -320,20 +339,8 @@ impl Verifier {
     /// [`Verifier::load`].
     pub fn new(config: OidcConfig) -> Result<Self, String> {
         config.validate()?;
-        let mut http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(f) = &config.jwks_ca_file {
-            let pem = std::fs::read(f)
-                .map_err(|e| format!("citizens.oidc.jwks_ca_file {}: {e}", f.display()))?;
-            for c in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("citizens.oidc.jwks_ca_file: {e}"))?
-            {
-                http = http.add_root_certificate(c);
-            }
-        }
         Ok(Self {
-            http: http.build().map_err(|e| format!("HTTP client: {e}"))?,
+            http: http_client(&config)?,
             config,
             keys: RwLock::new(Keys {
                 keys: Vec::new(),
