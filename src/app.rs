@@ -349,18 +349,16 @@ async fn refuse_real_for_benchmark(config: &Config, data_dir: &Path) -> Result<(
     // A SQLite file that does not exist yet is a new database: nothing to
     // read, and connecting would create it before the directory check.
     let sqlite_file = sqlite_path(&url, data_dir);
-    if let Some(p) = &sqlite_file {
-        // An immutable read skips the WAL: a database with one not yet
-        // checkpointed (in use, or not closed cleanly) is not judged.
-        let wal = PathBuf::from(format!("{}-wal", p.display()));
-        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
-            return Err(Fail::invalid(format!(
-                "refused: {} has a write-ahead log not yet checkpointed (is a server using \
-                 it?); benchmarks run only on a database of their own",
-                p.display()
-            )));
+    // An immutable read skips the write-ahead log: a database with one not
+    // yet checkpointed (in use, or a benchmark killed mid-run) is read
+    // read-only instead, which reads the log (SQLite may then make its
+    // shared-memory file beside it; nothing of the data is written).
+    let url = match &sqlite_file {
+        Some(p) if std::fs::metadata(format!("{}-wal", p.display())).is_ok_and(|m| m.len() > 0) => {
+            format!("sqlite://{}?mode=ro", p.display())
         }
-    }
+        _ => url,
+    };
     let probe = match sqlite_file {
         Some(p) if !p.exists() => muhr_store::benchmark::BenchmarkProbe::Empty,
         _ => muhr_store::benchmark::probe_for_benchmark(&url)
