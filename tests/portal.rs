@@ -678,6 +678,25 @@ fn csrf_is_required_and_the_headers_hold() {
         "a renewal challenge for another person's certificate: {v}"
     );
 
+    // The registry records the other person's death while they are logged
+    // in: their session acts no more (every request checks).
+    let registry = p.env.write(
+        "registry.csv",
+        format!(
+            "pinfl,surname,given_name,patronymic,birth_date,deceased_on\n{},{},{},{},{},2026-11-30\n",
+            other.pinfl, other.surname, other.given, other.patronymic, other.birth
+        ),
+    );
+    p.env
+        .ok(&["registry", "import", registry.to_str().unwrap()]);
+    let (status, v) = p.call(
+        "/portal/api/renewal/challenge",
+        &theirs,
+        &format!("X-CSRF-Token: {their_csrf}\r\n"),
+        &json!({"serial": serial}),
+    );
+    assert_eq!(status, 401, "a session outliving its person's death: {v}");
+
     // A database administrator writes a session by hand: a cookie of their
     // own, the victim's PINFL, an ID token signed with their own key, sealed
     // properly. It opens nothing: the provider's signature is checked again.
