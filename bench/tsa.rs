@@ -1024,6 +1024,11 @@ async fn measure(o: &Options, s: Setup<'_>) -> Result<(), Fail> {
         - logged_before;
     let after = metrics(port).await?;
     let refused = refusals(&after) - refused_before;
+    let per_batch = (counter(&after, "muhr_tsa_log_tokens_total")
+        - counter(&before, "muhr_tsa_log_tokens_total")) as f64
+        / (counter(&after, "muhr_tsa_log_batches_total")
+            - counter(&before, "muhr_tsa_log_batches_total"))
+        .max(1) as f64;
     // Every OCSP reply counted was signed for its request, none cached.
     let ocsp_signed = counter(&after, "muhr_ocsp_signed_total") - signed_before;
     let ocsp_cached = counter(&after, "muhr_ocsp_cache_hits_total") - cache_hits_before;
@@ -1078,6 +1083,7 @@ async fn measure(o: &Options, s: Setup<'_>) -> Result<(), Fail> {
                 "nginx_machine_cpu_us_per_request": nginx.machine_cpu_us_per_request.round(),
                 "breakdown": parts,
                 "tokens_granted": tsa_replies, "tokens_logged": logged,
+                "tokens_per_batch": round1(per_batch),
                 "replies_failed": failures, "tsa_refusals": refused,
                 "ocsp_replies": ocsp_replies, "ocsp_signed": ocsp_signed,
                 "seconds": o.seconds, "warmup": o.warmup, "rounds": o.rounds,
@@ -1130,7 +1136,7 @@ async fn measure(o: &Options, s: Setup<'_>) -> Result<(), Fail> {
             tsa.per_s() / nginx.per_s().max(1.0)
         );
         println!(
-            "  {tsa_replies} token replies, {failures} failed checks, {refused} refusals; {logged} tokens logged"
+            "  {tsa_replies} token replies, {failures} failed checks, {refused} refusals; {logged} tokens logged, {per_batch:.1} a batch"
         );
         if let Some(p) = &parts {
             println!("  a token's parts in this process, without HTTP (µs each):");
@@ -1247,31 +1253,22 @@ async fn breakdown(
             .map(|_| ())
             .map_err(Fail::internal)
     })?;
-    // The token log alone, wall time and CPU per token: in groups of 1
-    // and of 32 (a loaded TSA's commits hold tens) as the TSA logs today
-    // (time-ordered serials: 0x40, the time in µs, 64 random bits; random
-    // imprints, as documents differ); then with wholly random serials, what
-    // the log cost before (each insert on a random page of the key's index).
+    // The token log alone, wall time and CPU per token: a batch row per
+    // group of 1 and of 32 (a loaded TSA's commits hold tens), random
+    // imprints, as documents differ.
     let mut log = serde_json::Map::new();
-    for (name, group, total, ordered) in [
-        ("log_group_1", 1usize, 512usize, true),
-        ("log_group_32", 32, 4096, true),
-        ("log_group_32_random_serials", 32, 4096, false),
+    let stream = s.store.new_timestamp_stream().await.map_err(|e| err(&e))?;
+    let mut number = 0u32;
+    for (name, group, total) in [
+        ("log_group_1", 1usize, 512usize),
+        ("log_group_32", 32, 4096),
     ] {
         let records: Vec<_> = (0..total)
             .map(|_| {
                 let mut r = [0u8; 64];
                 aws_lc_rs::rand::fill(&mut r).map_err(|_| Fail::internal("no randomness"))?;
-                if ordered {
-                    let us = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_micros() as u64;
-                    r[..8].copy_from_slice(&us.to_be_bytes());
-                    r[0] = 0x40;
-                }
                 Ok(muhr_store::timestamps::TokenRecord {
-                    serial: hex::encode_upper(&r[..16]),
+                    serial: String::new(),
                     gen_time: muhr_store::now_secs(),
                     policy: req.policy.to_string(),
                     hash_algorithm: "sha256".into(),
@@ -1284,8 +1281,19 @@ async fn breakdown(
             .collect::<Result<_, Fail>>()?;
         let (t, c) = (Instant::now(), own_cpu_us());
         for chunk in records.chunks(group) {
+            let batch = muhr_store::timestamps::TokenBatch {
+                stream,
+                batch: number,
+                tokens: chunk
+                    .iter()
+                    .cloned()
+                    .zip(0u16..)
+                    .map(|(r, i)| (i, r))
+                    .collect(),
+            };
+            number += 1;
             s.store
-                .log_timestamp_tokens(chunk)
+                .log_timestamp_batches(&[batch])
                 .await
                 .map_err(|e| err(&e))?;
         }
@@ -1348,6 +1356,7 @@ async fn breakdown(
         let _ = task.await;
     }
     let (seconds, cpu) = (t.elapsed().as_secs_f64(), own_cpu_us() - c);
+    let (rows, logged) = tsa.log_written();
     let responded = done.load(Ordering::Relaxed).max(1) as f64;
     if bad.load(Ordering::Relaxed) > 0 {
         return Err(Fail::internal(format!(
@@ -1372,6 +1381,10 @@ async fn breakdown(
     out.insert(
         "respond_64_tasks_per_s".into(),
         (responded / seconds).round().into(),
+    );
+    out.insert(
+        "respond_64_tasks_tokens_per_batch".into(),
+        round1(logged as f64 / rows.max(1) as f64).into(),
     );
     out.insert(
         "respond_64_tasks_cpu_us_per_token".into(),

@@ -193,7 +193,7 @@ fn timestamping(db: Db, keys: Keys) {
     let data = env.write("contract.txt", "Shartnoma: Toshkent, 2026-yil 1-dekabr\n");
     let with_cert = query(&env, &data, "q1.tsq", &["-sha256", "-cert"]);
     wait_until_granting(&env, port, &with_cert);
-    let tokens_before = env.count("timestamp_tokens");
+    let tokens_before = logged_tokens(&env);
 
     // certReq and a nonce: verified against the root alone plus the
     // issuing CA as an untrusted intermediate.
@@ -302,7 +302,7 @@ fn timestamping(db: Db, keys: Keys) {
         &issuing,
     );
     assert!(!out.status.success(), "{}", text(&out));
-    assert_eq!(env.count("timestamp_tokens"), tokens_before + 2);
+    assert_eq!(logged_tokens(&env), tokens_before + 2);
 
     // Refusals: each with the failure OpenSSL names, and nothing logged.
     let sha1 = query(&env, &data, "q3.tsq", &["-sha1", "-cert"]);
@@ -337,7 +337,7 @@ fn timestamping(db: Db, keys: Keys) {
     let short = env.write("short.tsq", short);
     let t = reply_text(&ask(&env, port, &short, "r6.tsr"));
     assert!(t.contains("the data submitted has the wrong format"), "{t}");
-    assert_eq!(env.count("timestamp_tokens"), tokens_before + 2);
+    assert_eq!(logged_tokens(&env), tokens_before + 2);
 
     // CAdES-T: signed by a citizen with a time-stamp from this TSA.
     let aziza = signer(
@@ -492,7 +492,8 @@ fn timestamping(db: Db, keys: Keys) {
     // entry): the token proves nothing.
     let serial = verdict_serial(&env, &stamped, &data);
     env.sql(&format!(
-        "DELETE FROM timestamp_tokens WHERE serial = '{serial}'"
+        "DELETE FROM timestamp_token_batches WHERE id = {}",
+        batch_row(&serial)
     ));
     let (code, verdict) = verify(&env, &stamped, &data);
     assert_eq!(code, 1, "{verdict}");
@@ -524,6 +525,26 @@ fn timestamping(db: Db, keys: Keys) {
             && !l.ends_with(" 0")),
         "{metrics}"
     );
+}
+
+/// Tokens in the log (written a batch row per commit group).
+fn logged_tokens(env: &Env) -> i64 {
+    assert_eq!(
+        env.count("timestamp_tokens"),
+        0,
+        "nothing is logged a row per token any more"
+    );
+    env.sql("SELECT CAST(COALESCE(SUM(tokens), 0) AS BIGINT) FROM timestamp_token_batches")[0]
+        .parse()
+        .unwrap()
+}
+
+/// The batch row a serial names: 0x41, stream (4 octets), batch (4), index (2).
+fn batch_row(serial: &str) -> i64 {
+    let b = hex::decode(serial).unwrap();
+    assert_eq!((b.len(), b[0]), (11, 0x41), "serial {serial}");
+    (i64::from(u32::from_be_bytes(b[1..5].try_into().unwrap())) << 32)
+        | i64::from(u32::from_be_bytes(b[5..9].try_into().unwrap()))
 }
 
 fn verdict_serial(env: &Env, sig: &Path, content: &Path) -> String {
@@ -699,7 +720,7 @@ fn tsa_nodes_scale_out_on_one_log() {
     let q = query(&env, &data, "q.tsq", &["-sha384", "-cert"]);
     wait_until_granting(&env, port, &q);
     wait_until_granting(&env, tsa_port, &q);
-    let before = env.count("timestamp_tokens");
+    let before = logged_tokens(&env);
     let mut serials = std::collections::BTreeSet::new();
     for i in 0..10 {
         let p = if i % 2 == 0 { port } else { tsa_port };
@@ -721,7 +742,7 @@ fn tsa_nodes_scale_out_on_one_log() {
         );
         assert!(text(&out).contains("Verification: OK"), "{}", text(&out));
     }
-    assert_eq!(env.count("timestamp_tokens"), before + 10);
+    assert_eq!(logged_tokens(&env), before + 10);
     let (_, _, metrics) = get(tsa_port, "/metrics");
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(metrics.contains("muhr_tsa_tokens_total"), "{metrics}");

@@ -10,9 +10,10 @@
 //! - genTime comes from a clock the TSA checks ([`clock`]): when it is not
 //!   known to be within the configured accuracy, the answer is
 //!   `timeNotAvailable`, never a wrong time.
-//! - Every token is logged before its reply leaves ([`log`]); serials are
-//!   the checked time and 64 random bits, and the log's key makes them
-//!   unique across nodes.
+//! - Every token is logged before its reply leaves ([`log`]), by commit
+//!   group; a token's serial is its place in the log (stream, batch,
+//!   index), and the database numbers streams, so serials are unique across
+//!   nodes.
 //!
 //! It must never write a certificate's status, nor read any but its own
 //! certificate's, nor sign anything but tokens with its key.
@@ -256,26 +257,34 @@ impl Tsa {
                 "the TSA certificate has expired and no newer one is loaded",
             ));
         }
-        let serial = random_serial(now).map_err(|e| reject(FailureInfo::SystemFailure, e))?;
+        // The token's place in the log, taken before signing: the serial
+        // names it, so the serial alone finds the logged token later.
+        let place = self
+            .log
+            .reserve()
+            .await
+            .map_err(|e| reject(FailureInfo::SystemFailure, e))?;
+        let serial = Int::new(&place.place().serial())
+            .map_err(|e| reject(FailureInfo::SystemFailure, e.to_string()))?;
         let info = stamper
             .tst_info(&req, serial.clone(), gen_time, Some(self.accuracy))
             .map_err(|e| reject(FailureInfo::SystemFailure, e))?;
         // A software ECDSA key signs in place; an HSM takes up to a
         // millisecond, too short to hop threads for, too long to stall the
         // runtime's other tasks without telling it.
-        let sign = || stamper.sign(&info, req.cert_req);
+        let sign = || stamper.sign_reply(&info, req.cert_req);
         let signed = if stamper.is_quick() {
             sign()
         } else {
             tokio::task::block_in_place(sign)
         };
-        let token = signed.map_err(|e| {
+        let (reply, token) = signed.map_err(|e| {
             tracing::error!(error = %e, "TSA: signing failed");
             reject(FailureInfo::SystemFailure, "the TSA key could not sign")
         })?;
-        let reply = token::granted(&token).map_err(|e| reject(FailureInfo::SystemFailure, e))?;
-        self.log
-            .record(TokenRecord {
+        let token_sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &reply[token]);
+        place
+            .commit(TokenRecord {
                 serial: hex::encode_upper(serial.as_bytes()),
                 gen_time: gen_secs,
                 policy: req.policy.to_string(),
@@ -283,13 +292,17 @@ impl Tsa {
                 imprint: req.imprint.hashed_message.as_bytes().to_vec(),
                 nonce: req.nonce.as_ref().map(|n| hex::encode_upper(n.as_bytes())),
                 signer_serial: stamper.serial.clone(),
-                token_sha256: aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &token)
-                    .as_ref()
-                    .to_vec(),
+                token_sha256: token_sha256.as_ref().to_vec(),
             })
             .await
             .map_err(|e| reject(FailureInfo::SystemFailure, e))?;
         Ok(reply)
+    }
+
+    /// Batch rows and tokens this process has logged (a token per row at
+    /// low load, tens under load).
+    pub fn log_written(&self) -> (u64, u64) {
+        self.log.written()
     }
 
     /// Prometheus text for `/metrics`.
@@ -316,6 +329,11 @@ impl Tsa {
                 self.counters.rejected[f as usize].load(Ordering::Relaxed)
             ));
         }
+        let (rows, tokens) = self.log.written();
+        out.push_str("# TYPE muhr_tsa_log_batches_total counter\n");
+        out.push_str(&format!("muhr_tsa_log_batches_total {rows}\n"));
+        out.push_str("# TYPE muhr_tsa_log_tokens_total counter\n");
+        out.push_str(&format!("muhr_tsa_log_tokens_total {tokens}\n"));
         out.push_str(&self.clock.render_metrics());
         out
     }
@@ -328,30 +346,6 @@ fn nearest_second(t: SystemTime) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-/// A positive INTEGER of 16 octets: 0x40, then the microseconds since 1970
-/// in seven octets, then 64 random bits. Unique in practice across nodes
-/// (two tokens would need the same microsecond and the same 64 random
-/// bits), and the token log's primary key refuses a repeat anyway. The time
-/// comes first so that the log's primary-key index grows at its right edge:
-/// wholly random keys made every insert touch a random page, which halved
-/// the TSA's rate on SQLite (docs/benchmarks.md).
-///
-/// `now` is the time the clock vouched for (the same reading genTime is
-/// rounded from), so the serial reveals nothing beyond genTime's accuracy
-/// that the clock did not check; it is no claim of order (`ordering` is
-/// false).
-fn random_serial(now: SystemTime) -> Result<Int, String> {
-    let mut b = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut b[8..]).map_err(|_| "random generator failed".to_string())?;
-    let micros = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64;
-    b[..8].copy_from_slice(&micros.to_be_bytes());
-    b[0] = 0x40;
-    Int::new(&b).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,21 +355,6 @@ mod tests {
         let t = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
         assert_eq!(nearest_second(t(10_499)), t(10_000));
         assert_eq!(nearest_second(t(10_500)), t(11_000));
-    }
-
-    #[test]
-    fn serials_are_positive_sixteen_octets_and_differ() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let a = random_serial(t).unwrap();
-        let b = random_serial(t).unwrap();
-        assert_eq!(a.as_bytes().len(), 16);
-        assert_eq!(a.as_bytes()[0], 0x40);
-        assert_ne!(a, b);
-        // Later serials sort after earlier ones (the log's index grows at
-        // its edge), except within one microsecond.
-        let c = random_serial(t + Duration::from_micros(1)).unwrap();
-        assert!(c.as_bytes() > b.as_bytes());
-        assert!(c.as_bytes() > a.as_bytes());
     }
 
     #[test]

@@ -1,64 +1,373 @@
-//! The token log's writer: tokens made at the same moment are logged by one
-//! transaction (group commit), and each reply waits for the commit that
-//! holds its token. A token is never sent before it is logged, and logging
-//! costs a commit per batch rather than one per token.
+//! The token log's writer. A token is never sent before it is logged, and
+//! logging must not cost a commit, nor a row, per token:
+//!
+//! - Before signing, a token takes a place in the open batch
+//!   ([`TokenLog::reserve`]); its serial is made from that place, so the
+//!   serial alone finds its row later (`muhr_store::timestamps::LogPlace`).
+//! - Once signed, its record joins the batch ([`Reservation::commit`]) and
+//!   the request waits for the batch's commit.
+//! - One writer task seals the open batch, waits for the tokens still being
+//!   signed in it, and writes every sealed batch in one transaction, a row
+//!   each; meanwhile the next batch fills. One wake-up per batch, not per
+//!   token.
+//!
+//! A token whose signature takes longer than [`WAIT`] misses its batch and
+//! is refused; a batch whose commit fails or does not answer in [`WAIT`]
+//! refuses all its tokens (some may be logged all the same: tokens nobody
+//! holds).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
 
 use muhr_store::Store;
-use muhr_store::timestamps::TokenRecord;
-use tokio::sync::{mpsc, oneshot};
+use muhr_store::timestamps::{LogPlace, TokenBatch, TokenRecord};
+use tokio::sync::Notify;
 
-/// Most tokens in one transaction.
-const BATCH: usize = 1000;
+/// Most tokens in one batch (its places are numbered in two octets).
+const BATCH: u16 = 1024;
 
-/// The longest a reply waits for its token's commit.
-const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest a batch gathers tokens before it is sealed.
+const GATHER: Duration = Duration::from_millis(2);
 
-type Entry = (TokenRecord, oneshot::Sender<Result<(), String>>);
+/// The longest the writer waits for a batch's last signatures, and for the
+/// database to commit it.
+pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A handle on the writer task; cheap to clone.
+/// A handle on the log and its writer task; cheap to clone.
 #[derive(Clone)]
 pub struct TokenLog {
-    tx: mpsc::Sender<Entry>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    state: Mutex<State>,
+    /// Wakes the writer: tokens wait, or the last handle is gone.
+    work: Arc<Notify>,
+    /// A sealed batch's last outstanding place was settled.
+    drained: Notify,
+    /// One stream is numbered at a time.
+    numbering: tokio::sync::Mutex<()>,
+    /// Batch rows and tokens written, for `/metrics`.
+    written: [AtomicU64; 2],
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.work.notify_one();
+    }
+}
+
+#[derive(Default)]
+struct State {
+    stream: Option<u32>,
+    next_batch: u32,
+    /// Sealed batches first, then at most one open batch, last.
+    batches: VecDeque<Batch>,
+    /// The writer is woken, or working: committers need not wake it.
+    writer_busy: bool,
+}
+
+struct Batch {
+    stream: u32,
+    number: u32,
+    sealed: bool,
+    next_index: u16,
+    /// Places taken whose token is neither committed nor abandoned.
+    outstanding: usize,
+    tokens: Vec<(u16, TokenRecord)>,
+    done: Arc<Done>,
+}
+
+impl Batch {
+    fn is(&self, place: LogPlace) -> bool {
+        self.stream == place.stream && self.number == place.batch
+    }
+}
+
+/// A batch's outcome, told once to all its waiters.
+#[derive(Default)]
+struct Done {
+    result: OnceLock<Result<(), String>>,
+    notify: Notify,
+}
+
+impl Done {
+    fn finish(&self, result: Result<(), String>) {
+        let _ = self.result.set(result);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) -> Result<(), String> {
+        loop {
+            let told = self.notify.notified();
+            tokio::pin!(told);
+            // Registered before the check, so a finish in between wakes it.
+            told.as_mut().enable();
+            if let Some(r) = self.result.get() {
+                return r.clone();
+            }
+            told.await;
+        }
+    }
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A place in an open batch, taken before signing. Dropped without
+/// [`Reservation::commit`] (a signature failed, the client went away), it
+/// is given up and its batch does not wait for it.
+pub struct Reservation {
+    inner: Arc<Inner>,
+    place: LogPlace,
+    done: Arc<Done>,
+    settled: bool,
+}
+
+impl Reservation {
+    /// Where the token will be logged; its serial is `place().serial()`.
+    pub fn place(&self) -> LogPlace {
+        self.place
+    }
+
+    /// Adds the signed token's record to its batch; returns once the batch
+    /// is committed, or why it is not (the token must then not be sent).
+    pub async fn commit(mut self, record: TokenRecord) -> Result<(), String> {
+        self.settled = true;
+        {
+            let mut st = lock(&self.inner.state);
+            let Some(batch) = st.batches.iter_mut().find(|b| b.is(self.place)) else {
+                return Err(
+                    "the token took too long to sign: its batch was logged without it".into(),
+                );
+            };
+            batch.tokens.push((self.place.index, record));
+            batch.outstanding -= 1;
+            if batch.sealed && batch.outstanding == 0 {
+                self.inner.drained.notify_one();
+            }
+            if !st.writer_busy {
+                st.writer_busy = true;
+                self.inner.work.notify_one();
+            }
+        }
+        self.done.wait().await
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let mut st = lock(&self.inner.state);
+        if let Some(batch) = st.batches.iter_mut().find(|b| b.is(self.place)) {
+            batch.outstanding -= 1;
+            if batch.sealed && batch.outstanding == 0 {
+                self.inner.drained.notify_one();
+            }
+        }
+    }
 }
 
 impl TokenLog {
-    /// Starts the writer on the current runtime.
+    /// Starts the writer on the current runtime. It ends when the last
+    /// handle (and reservation) is gone.
     pub fn start(store: Store) -> Self {
-        let (tx, rx) = mpsc::channel(4 * BATCH);
-        tokio::spawn(write(store, rx));
-        Self { tx }
+        let work = Arc::new(Notify::new());
+        let inner = Arc::new(Inner {
+            store,
+            state: Mutex::new(State::default()),
+            work: work.clone(),
+            drained: Notify::new(),
+            numbering: tokio::sync::Mutex::new(()),
+            written: Default::default(),
+        });
+        tokio::spawn(write(Arc::downgrade(&inner), work));
+        Self { inner }
     }
 
-    /// Logs `record`; returns once it is committed, or why it is not.
-    pub async fn record(&self, record: TokenRecord) -> Result<(), String> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send((record, done))
-            .await
-            .map_err(|_| "the token log's writer has stopped".to_string())?;
-        // A database that does not answer must not hold the requester:
-        // the token is then never sent (it may still be logged later, a
-        // token nobody holds).
-        match tokio::time::timeout(WAIT, wait).await {
-            Ok(r) => r.map_err(|_| "the token log's writer has stopped".to_string())?,
-            Err(_) => Err("the token log did not answer in time".to_string()),
+    /// Batch rows and tokens committed so far by this process.
+    pub fn written(&self) -> (u64, u64) {
+        let [rows, tokens] = &self.inner.written;
+        (rows.load(Ordering::Relaxed), tokens.load(Ordering::Relaxed))
+    }
+
+    /// A place for the next token. The first one of a process (and of
+    /// every 2^32 batches) numbers a new stream in the database.
+    pub async fn reserve(&self) -> Result<Reservation, String> {
+        loop {
+            if let Some(r) = self.take_place() {
+                return Ok(r);
+            }
+            let _one = self.inner.numbering.lock().await;
+            if lock(&self.inner.state).stream.is_some() {
+                continue;
+            }
+            let stream =
+                match tokio::time::timeout(WAIT, self.inner.store.new_timestamp_stream()).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err(format!("the token log could not be opened: {e}")),
+                    Err(_) => return Err("the token log did not answer in time".into()),
+                };
+            let mut st = lock(&self.inner.state);
+            st.stream = Some(stream);
+            st.next_batch = 0;
         }
+    }
+
+    fn take_place(&self) -> Option<Reservation> {
+        let mut st = lock(&self.inner.state);
+        let stream = st.stream?;
+        let open = st
+            .batches
+            .back()
+            .is_some_and(|b| !b.sealed && b.stream == stream && b.next_index < BATCH);
+        if !open {
+            if let Some(full) = st.batches.back_mut().filter(|b| !b.sealed) {
+                full.sealed = true;
+                if full.outstanding == 0 {
+                    self.inner.drained.notify_one();
+                }
+            }
+            let number = st.next_batch;
+            match number.checked_add(1) {
+                Some(next) => st.next_batch = next,
+                None => {
+                    // The stream's batch numbers are spent: a new stream.
+                    st.stream = None;
+                    return None;
+                }
+            }
+            st.batches.push_back(Batch {
+                stream,
+                number,
+                sealed: false,
+                next_index: 0,
+                outstanding: 0,
+                tokens: Vec::new(),
+                done: Arc::new(Done::default()),
+            });
+        }
+        let batch = st.batches.back_mut()?;
+        let place = LogPlace {
+            stream,
+            batch: batch.number,
+            index: batch.next_index,
+        };
+        batch.next_index += 1;
+        batch.outstanding += 1;
+        Some(Reservation {
+            inner: self.inner.clone(),
+            place,
+            done: batch.done.clone(),
+            settled: false,
+        })
     }
 }
 
-async fn write(store: Store, mut rx: mpsc::Receiver<Entry>) {
-    let mut batch: Vec<Entry> = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let (records, waiters): (Vec<TokenRecord>, Vec<_>) = batch.drain(..).unzip();
-        let result = store
-            .log_timestamp_tokens(&records)
-            .await
-            .map_err(|e| format!("the token log could not be written: {e}"));
-        if let Err(e) = &result {
-            tracing::error!(tokens = records.len(), error = %e, "time-stamp tokens not logged: none sent");
-        }
-        for w in waiters {
-            let _ = w.send(result.clone());
-        }
+async fn write(log: Weak<Inner>, work: Arc<Notify>) {
+    loop {
+        work.notified().await;
+        let Some(inner) = log.upgrade() else {
+            return;
+        };
+        while write_sealed(&inner).await {}
     }
+}
+
+/// Lets the tokens being made join the open batch before it is sealed:
+/// while a round of the scheduler (every ready task, and the sockets'
+/// news) adds tokens or leaves some being signed, and for at most
+/// [`GATHER`]. Without it a batch held the few tokens of one commit's time,
+/// and a commit costs as much CPU as a hundred tokens' logging; an idle
+/// TSA's lone token waits one round, microseconds.
+async fn gather(inner: &Inner) {
+    let start = std::time::Instant::now();
+    let mut seen = usize::MAX;
+    while start.elapsed() < GATHER {
+        let (committed, outstanding) = match lock(&inner.state).batches.back() {
+            Some(b) if !b.sealed => (b.tokens.len(), b.outstanding),
+            _ => return,
+        };
+        if committed >= usize::from(BATCH) / 2 || (committed == seen && outstanding == 0) {
+            return;
+        }
+        seen = committed;
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Seals the open batch, waits for its last signatures, writes every
+/// sealed batch; returns whether more tokens wait already.
+async fn write_sealed(inner: &Inner) -> bool {
+    gather(inner).await;
+    if let Some(open) = lock(&inner.state).batches.back_mut() {
+        open.sealed = true;
+    }
+    let drained = tokio::time::timeout(WAIT, async {
+        loop {
+            let told = inner.drained.notified();
+            tokio::pin!(told);
+            told.as_mut().enable();
+            if lock(&inner.state)
+                .batches
+                .iter()
+                .all(|b| !b.sealed || b.outstanding == 0)
+            {
+                return;
+            }
+            told.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "time-stamp tokens still unsigned after {WAIT:?}: their batch is logged without them"
+        );
+    }
+    let mut taken: Vec<Batch> = {
+        let mut st = lock(&inner.state);
+        let sealed = st.batches.iter().take_while(|b| b.sealed).count();
+        st.batches.drain(..sealed).collect()
+    };
+    let batches: Vec<TokenBatch> = taken
+        .iter_mut()
+        .map(|b| TokenBatch {
+            stream: b.stream,
+            batch: b.number,
+            tokens: std::mem::take(&mut b.tokens),
+        })
+        .collect();
+    let tokens: usize = batches.iter().map(|b| b.tokens.len()).sum();
+    let result = if tokens == 0 {
+        Ok(())
+    } else {
+        match tokio::time::timeout(WAIT, inner.store.log_timestamp_batches(&batches)).await {
+            Ok(Ok(())) => {
+                let rows = batches.iter().filter(|b| !b.tokens.is_empty()).count();
+                inner.written[0].fetch_add(rows as u64, Ordering::Relaxed);
+                inner.written[1].fetch_add(tokens as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("the token log could not be written: {e}")),
+            Err(_) => Err("the token log did not answer in time".to_string()),
+        }
+    };
+    if let Err(e) = &result {
+        tracing::error!(tokens, error = %e, "time-stamp tokens not logged: none sent");
+    }
+    for b in &taken {
+        b.done.finish(result.clone());
+    }
+    let mut st = lock(&inner.state);
+    let more = st.batches.iter().any(|b| !b.tokens.is_empty());
+    if !more {
+        st.writer_busy = false;
+    }
+    more
 }

@@ -6,16 +6,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_lc_rs::digest;
-use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
-use cms::content_info::{CmsVersion, ContentInfo};
-use cms::signed_data::{
-    EncapsulatedContentInfo, SignedAttributes, SignedData, SignerIdentifier, SignerInfo,
-    SignerInfos,
-};
+use cms::cert::IssuerAndSerialNumber;
+use cms::content_info::CmsVersion;
+use cms::signed_data::SignerIdentifier;
 use const_oid::ObjectIdentifier;
 use const_oid::db::{rfc5911, rfc5912};
-use der::asn1::{GeneralizedTime, Int, OctetString, SetOfVec};
-use der::{Any, Decode, Encode};
+use der::asn1::{GeneralizedTime, Int, OctetString, OctetStringRef, SetOfVec};
+use der::{Any, AnyRef, Decode, Encode};
 use muhr_hsm::{KeySigner, KeySpec};
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
@@ -37,11 +34,77 @@ pub struct Stamper {
     pub serial: String,
     /// End of the certificate's validity, Unix seconds.
     pub not_after: i64,
-    digest_alg: AlgorithmIdentifierOwned,
     digest: &'static digest::Algorithm,
-    signing_certificate: Attribute,
-    sid: SignerIdentifier,
     name: GeneralName,
+    /// What every token repeats, DER encoded once (a token's own encoding
+    /// then costs a few copies, not a walk through the certificate).
+    fixed: Fixed,
+}
+
+/// The DER of a token's parts that depend only on the TSA certificate.
+struct Fixed {
+    certificate: Vec<u8>,
+    /// The contentType attribute (id-ct-TSTInfo).
+    content_type: Vec<u8>,
+    /// The signingCertificateV2 attribute.
+    signing_certificate: Vec<u8>,
+    sid: Vec<u8>,
+    digest_alg: Vec<u8>,
+    /// SET OF DigestAlgorithmIdentifier, the digest algorithm alone.
+    digest_algs: Vec<u8>,
+    signature_alg: Vec<u8>,
+}
+
+/// SignerInfo (RFC 5652 5.3), its fixed fields as their DER.
+#[derive(der::Sequence)]
+struct SignerInfoRef<'a> {
+    version: CmsVersion,
+    sid: AnyRef<'a>,
+    digest_alg: AnyRef<'a>,
+    #[asn1(context_specific = "0", tag_mode = "IMPLICIT")]
+    signed_attrs: SetOfVec<AnyRef<'a>>,
+    signature_algorithm: AnyRef<'a>,
+    signature: &'a OctetStringRef,
+}
+
+/// EncapsulatedContentInfo (RFC 5652 5.2) around a TSTInfo's DER.
+#[derive(der::Sequence)]
+struct EncapsulatedRef<'a> {
+    econtent_type: ObjectIdentifier,
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT")]
+    econtent: &'a OctetStringRef,
+}
+
+/// SignedData (RFC 5652 5.1) of a token.
+#[derive(der::Sequence)]
+struct SignedDataRef<'a> {
+    version: CmsVersion,
+    digest_algorithms: AnyRef<'a>,
+    encap_content_info: EncapsulatedRef<'a>,
+    /// `CertificateSet`: a SET OF, tagged implicitly; one certificate.
+    #[asn1(
+        context_specific = "0",
+        tag_mode = "IMPLICIT",
+        constructed = "true",
+        optional = "true"
+    )]
+    certificates: Option<SetOfVec<AnyRef<'a>>>,
+    signer_infos: SetOfVec<AnyRef<'a>>,
+}
+
+/// ContentInfo (RFC 5652 3): the token.
+#[derive(der::Sequence)]
+struct TokenRef<'a> {
+    content_type: ObjectIdentifier,
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT")]
+    content: SignedDataRef<'a>,
+}
+
+/// A granted TimeStampResp around a token's DER.
+#[derive(der::Sequence)]
+struct GrantedRef<'a> {
+    status: PkiStatusInfo,
+    time_stamp_token: AnyRef<'a>,
 }
 
 /// The hash a key's signatures are made over: the digest the SignerInfo
@@ -96,6 +159,31 @@ impl Stamper {
             values: SetOfVec::try_from(vec![Any::encode_from(&ess).map_err(der_err)?])
                 .map_err(der_err)?,
         };
+        let digest_alg = AlgorithmIdentifierOwned {
+            oid,
+            parameters: None,
+        };
+        let content_type = Attribute {
+            oid: rfc5911::ID_CONTENT_TYPE,
+            values: SetOfVec::try_from(vec![Any::encode_from(&ID_CT_TST_INFO).map_err(der_err)?])
+                .map_err(der_err)?,
+        };
+        let sid = SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+            issuer: tbs.issuer().clone(),
+            serial_number: tbs.serial_number().clone(),
+        });
+        let fixed = Fixed {
+            certificate: cert_der.to_vec(),
+            content_type: content_type.to_der().map_err(der_err)?,
+            signing_certificate: signing_certificate.to_der().map_err(der_err)?,
+            sid: sid.to_der().map_err(der_err)?,
+            digest_algs: SetOfVec::try_from(vec![digest_alg.clone()])
+                .map_err(der_err)?
+                .to_der()
+                .map_err(der_err)?,
+            digest_alg: digest_alg.to_der().map_err(der_err)?,
+            signature_alg: key.signature_algorithm().to_der().map_err(der_err)?,
+        };
         Ok(Self {
             serial: muhr_pkix::serial::to_hex(tbs.serial_number()),
             not_after: tbs
@@ -105,17 +193,9 @@ impl Stamper {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0),
-            sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
-                issuer: tbs.issuer().clone(),
-                serial_number: tbs.serial_number().clone(),
-            }),
             name: GeneralName::DirectoryName(tbs.subject().clone()),
-            digest_alg: AlgorithmIdentifierOwned {
-                oid,
-                parameters: None,
-            },
             digest,
-            signing_certificate,
+            fixed,
             key,
             cert,
         })
@@ -156,70 +236,91 @@ impl Stamper {
     /// The token (a DER ContentInfo) for `info`; blocking, as the key may be
     /// in an HSM. `with_certificate` carries the TSA certificate (certReq).
     pub fn sign(&self, info: &TstInfo, with_certificate: bool) -> Result<Vec<u8>, SignError> {
+        self.sign_reply(info, with_certificate)
+            .map(|(reply, token)| reply[token].to_vec())
+    }
+
+    /// The granted TimeStampResp for `info` and where its token lies in it;
+    /// blocking, as [`Stamper::sign`].
+    pub fn sign_reply(
+        &self,
+        info: &TstInfo,
+        with_certificate: bool,
+    ) -> Result<(Vec<u8>, std::ops::Range<usize>), SignError> {
+        fn any(der: &[u8]) -> Result<AnyRef<'_>, SignError> {
+            AnyRef::from_der(der).map_err(|e| SignError::Encoding(e.to_string()))
+        }
         let e = |e: der::Error| SignError::Encoding(e.to_string());
         let content = info.to_der().map_err(e)?;
-        let attr = |oid: ObjectIdentifier, value: Any| -> Result<Attribute, SignError> {
-            Ok(Attribute {
-                oid,
-                values: SetOfVec::try_from(vec![value]).map_err(e)?,
-            })
-        };
         let message_digest = digest::digest(self.digest, &content);
-        let signed_attrs: SignedAttributes = SetOfVec::try_from(vec![
-            attr(
-                rfc5911::ID_CONTENT_TYPE,
-                Any::encode_from(&ID_CT_TST_INFO).map_err(e)?,
-            )?,
-            attr(
-                rfc5911::ID_MESSAGE_DIGEST,
-                Any::encode_from(&OctetString::new(message_digest.as_ref()).map_err(e)?)
+        let message_digest = Attribute {
+            oid: rfc5911::ID_MESSAGE_DIGEST,
+            values: SetOfVec::try_from(vec![
+                Any::encode_from(&OctetStringRef::new(message_digest.as_ref()).map_err(e)?)
                     .map_err(e)?,
-            )?,
-            self.signing_certificate.clone(),
+            ])
+            .map_err(e)?,
+        }
+        .to_der()
+        .map_err(e)?;
+        // DER orders a SET OF by encoding; SetOfVec sorts.
+        let signed_attrs = SetOfVec::try_from(vec![
+            any(&self.fixed.content_type)?,
+            any(&message_digest)?,
+            any(&self.fixed.signing_certificate)?,
         ])
         .map_err(e)?;
         let signature = self
             .key
             .sign(&signed_attrs.to_der().map_err(e)?)
             .map_err(SignError::Key)?;
-        let info = SignerInfo {
+        let signer_info = SignerInfoRef {
             version: CmsVersion::V1,
-            sid: self.sid.clone(),
-            digest_alg: self.digest_alg.clone(),
-            signed_attrs: Some(signed_attrs),
-            signature_algorithm: self.key.signature_algorithm(),
-            signature: OctetString::new(signature).map_err(e)?,
-            unsigned_attrs: None,
-        };
+            sid: any(&self.fixed.sid)?,
+            digest_alg: any(&self.fixed.digest_alg)?,
+            signed_attrs,
+            signature_algorithm: any(&self.fixed.signature_alg)?,
+            signature: OctetStringRef::new(&signature).map_err(e)?,
+        }
+        .to_der()
+        .map_err(e)?;
         let certificates = if with_certificate {
-            Some(
-                vec![CertificateChoices::Certificate(self.cert.clone())]
-                    .try_into()
-                    .map_err(e)?,
-            )
+            Some(SetOfVec::try_from(vec![any(&self.fixed.certificate)?]).map_err(e)?)
         } else {
             None
         };
-        let sd = SignedData {
-            // RFC 5652 5.1: v3, as the content is not id-data.
-            version: CmsVersion::V3,
-            digest_algorithms: SetOfVec::try_from(vec![self.digest_alg.clone()]).map_err(e)?,
-            encap_content_info: EncapsulatedContentInfo {
-                econtent_type: ID_CT_TST_INFO,
-                econtent: Some(
-                    Any::encode_from(&OctetString::new(content).map_err(e)?).map_err(e)?,
-                ),
-            },
-            certificates,
-            crls: None,
-            signer_infos: SignerInfos::try_from(vec![info]).map_err(e)?,
-        };
-        ContentInfo {
+        let token = TokenRef {
             content_type: rfc5911::ID_SIGNED_DATA,
-            content: Any::encode_from(&sd).map_err(e)?,
+            content: SignedDataRef {
+                // RFC 5652 5.1: v3, as the content is not id-data.
+                version: CmsVersion::V3,
+                digest_algorithms: any(&self.fixed.digest_algs)?,
+                encap_content_info: EncapsulatedRef {
+                    econtent_type: ID_CT_TST_INFO,
+                    econtent: OctetStringRef::new(&content).map_err(e)?,
+                },
+                certificates,
+                signer_infos: SetOfVec::try_from(vec![any(&signer_info)?]).map_err(e)?,
+            },
+        };
+        let token_len = usize::try_from(token.encoded_len().map_err(e)?)
+            .map_err(|_| SignError::Encoding("a token's length does not fit in memory".into()))?;
+        let reply = GrantedRef {
+            status: granted_status(),
+            time_stamp_token: AnyRef::from_der(&token.to_der().map_err(e)?).map_err(e)?,
         }
         .to_der()
-        .map_err(e)
+        .map_err(e)?;
+        let (start, end) = (reply.len() - token_len, reply.len());
+        Ok((reply, start..end))
+    }
+}
+
+fn granted_status() -> PkiStatusInfo {
+    PkiStatusInfo {
+        status: status::GRANTED,
+        status_string: None,
+        fail_info: None,
     }
 }
 
@@ -236,13 +337,9 @@ pub enum SignError {
 
 /// A granted reply around `token` (a DER ContentInfo).
 pub fn granted(token: &[u8]) -> Result<Vec<u8>, String> {
-    TimeStampResp {
-        status: PkiStatusInfo {
-            status: status::GRANTED,
-            status_string: None,
-            fail_info: None,
-        },
-        time_stamp_token: Some(Any::from_der(token).map_err(der_err)?),
+    GrantedRef {
+        status: granted_status(),
+        time_stamp_token: AnyRef::from_der(token).map_err(der_err)?,
     }
     .to_der()
     .map_err(der_err)
