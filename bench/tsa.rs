@@ -1283,6 +1283,7 @@ async fn breakdown(
         for chunk in records.chunks(group) {
             let batch = muhr_store::timestamps::TokenBatch {
                 stream,
+                salt: [0x5a; 8],
                 batch: number,
                 tokens: chunk
                     .iter()

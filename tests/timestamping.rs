@@ -539,10 +539,10 @@ fn logged_tokens(env: &Env) -> i64 {
         .unwrap()
 }
 
-/// The batch row a serial names: 0x41, stream (4 octets), batch (4), index (2).
+/// The batch row a serial names: 0x41, stream (4 octets), batch (4), index (2), salt (8).
 fn batch_row(serial: &str) -> i64 {
     let b = hex::decode(serial).unwrap();
-    assert_eq!((b.len(), b[0]), (11, 0x41), "serial {serial}");
+    assert_eq!((b.len(), b[0]), (19, 0x41), "serial {serial}");
     (i64::from(u32::from_be_bytes(b[1..5].try_into().unwrap())) << 32)
         | i64::from(u32::from_be_bytes(b[5..9].try_into().unwrap()))
 }

@@ -51,6 +51,11 @@ pub struct LogPlace {
     pub batch: u32,
     /// The token's place in the batch.
     pub index: u16,
+    /// The stream's 64 random bits: should a stream number come round
+    /// again (a database restored from a backup, a replica promoted without
+    /// the last rows), serials still differ, and a lookup does not take the
+    /// other stream's token for this one.
+    pub salt: [u8; 8],
 }
 
 /// The first octet of a serial made from a [`LogPlace`]: positive, and
@@ -58,24 +63,28 @@ pub struct LogPlace {
 const PLACE_SERIAL: u8 = 0x41;
 
 impl LogPlace {
-    /// The token's serialNumber: 0x41, stream, batch and index, big-endian
-    /// (11 octets, a positive INTEGER).
-    pub fn serial(&self) -> [u8; 11] {
-        let mut b = [0u8; 11];
+    /// The token's serialNumber: 0x41, stream, batch, index and the
+    /// stream's salt, big-endian (19 octets, a positive INTEGER).
+    pub fn serial(&self) -> [u8; 19] {
+        let mut b = [0u8; 19];
         b[0] = PLACE_SERIAL;
         b[1..5].copy_from_slice(&self.stream.to_be_bytes());
         b[5..9].copy_from_slice(&self.batch.to_be_bytes());
-        b[9..].copy_from_slice(&self.index.to_be_bytes());
+        b[9..11].copy_from_slice(&self.index.to_be_bytes());
+        b[11..].copy_from_slice(&self.salt);
         b
     }
 
     /// The place a serial names, when it is one made by [`LogPlace::serial`].
     pub fn from_serial(serial: &[u8]) -> Option<Self> {
-        let b: &[u8; 11] = serial.try_into().ok()?;
+        let b: &[u8; 19] = serial.try_into().ok()?;
+        let mut salt = [0u8; 8];
+        salt.copy_from_slice(&b[11..]);
         (b[0] == PLACE_SERIAL).then(|| Self {
             stream: u32::from_be_bytes([b[1], b[2], b[3], b[4]]),
             batch: u32::from_be_bytes([b[5], b[6], b[7], b[8]]),
             index: u16::from_be_bytes([b[9], b[10]]),
+            salt,
         })
     }
 
@@ -91,6 +100,8 @@ pub struct TokenBatch {
     pub stream: u32,
     /// The batch's number in the stream.
     pub batch: u32,
+    /// The stream's salt ([`LogPlace::salt`]).
+    pub salt: [u8; 8],
     /// Each token with its index; `serial` is not stored (the place is).
     pub tokens: Vec<(u16, TokenRecord)>,
 }
@@ -156,6 +167,7 @@ impl Store {
             let times = b.tokens.iter().map(|(_, t)| t.gen_time);
             encoded.push((
                 LogPlace::row_id(b.stream, b.batch),
+                b.salt.to_vec(),
                 b.tokens.len() as i64,
                 times.clone().min().unwrap_or(0),
                 times.max().unwrap_or(0),
@@ -169,18 +181,24 @@ impl Store {
         for chunk in encoded.chunks(rows::CHUNK) {
             let sql = format!(
                 "INSERT INTO timestamp_token_batches \
-                 (id, tokens, first_gen_time, last_gen_time, records) VALUES {}",
+                 (id, salt, tokens, first_gen_time, last_gen_time, records) VALUES {}",
                 rows::values(
                     self.backend(),
                     chunk.len(),
-                    5,
+                    6,
                     1,
-                    &["", "", "", "", "bytea"]
+                    &["", "bytea", "", "", "", "bytea"]
                 )
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (id, n, first, last, records) in chunk {
-                q = q.bind(id).bind(n).bind(first).bind(last).bind(records);
+            for (id, salt, n, first, last, records) in chunk {
+                q = q
+                    .bind(id)
+                    .bind(salt)
+                    .bind(n)
+                    .bind(first)
+                    .bind(last)
+                    .bind(records);
             }
             q.execute(&mut *tx).await?;
         }
@@ -201,13 +219,19 @@ impl Store {
     }
 
     async fn batched_token(&self, serial: &str, p: LogPlace) -> Result<Option<TokenRecord>> {
-        let Some(row) = sqlx::query("SELECT records FROM timestamp_token_batches WHERE id = $1")
-            .bind(LogPlace::row_id(p.stream, p.batch))
-            .fetch_optional(&self.pool)
-            .await?
+        let Some(row) =
+            sqlx::query("SELECT salt, records FROM timestamp_token_batches WHERE id = $1")
+                .bind(LogPlace::row_id(p.stream, p.batch))
+                .fetch_optional(&self.pool)
+                .await?
         else {
             return Ok(None);
         };
+        // Another life of the same stream number: not this token's row.
+        let salt: Vec<u8> = row.try_get("salt")?;
+        if salt != p.salt {
+            return Ok(None);
+        }
         let records: Vec<u8> = row.try_get("records")?;
         let logged = Vec::<LoggedToken>::from_der(&records).map_err(corrupt)?;
         Ok(logged
@@ -284,6 +308,7 @@ mod tests {
             stream: 0x0102_0304,
             batch: u32::MAX,
             index: 0xfffe,
+            salt: [0x9c; 8],
         };
         let s = p.serial();
         assert_eq!(s[0], 0x41, "positive, and not the older 0x40 form");
@@ -293,7 +318,7 @@ mod tests {
         let mut old = [0u8; 16];
         old[0] = 0x40;
         assert_eq!(LogPlace::from_serial(&old), None);
-        assert_eq!(LogPlace::from_serial(&s[..10]), None);
+        assert_eq!(LogPlace::from_serial(&s[..18]), None);
         let mut other = s;
         other[0] = 0x40;
         assert_eq!(LogPlace::from_serial(&other), None);

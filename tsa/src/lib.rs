@@ -245,6 +245,14 @@ impl Tsa {
         let stamper = self
             .current()
             .ok_or_else(|| reject(FailureInfo::SystemFailure, "the TSA has no certificate yet"))?;
+        // The token's place in the log, taken before signing: the serial
+        // names it, so the serial alone finds the logged token later. Taken
+        // before the clock is read: genTime must not wait on the database.
+        let place = self
+            .log
+            .reserve()
+            .await
+            .map_err(|e| reject(FailureInfo::SystemFailure, e))?;
         let now = self.clock.now().map_err(|e| {
             tracing::debug!(why = %e, "TSA: timeNotAvailable");
             reject(FailureInfo::TimeNotAvailable, e.to_string())
@@ -257,13 +265,6 @@ impl Tsa {
                 "the TSA certificate has expired and no newer one is loaded",
             ));
         }
-        // The token's place in the log, taken before signing: the serial
-        // names it, so the serial alone finds the logged token later.
-        let place = self
-            .log
-            .reserve()
-            .await
-            .map_err(|e| reject(FailureInfo::SystemFailure, e))?;
         let serial = Int::new(&place.place().serial())
             .map_err(|e| reject(FailureInfo::SystemFailure, e.to_string()))?;
         let info = stamper

@@ -28,6 +28,10 @@ use tokio::sync::Notify;
 /// Most tokens in one batch (its places are numbered in two octets).
 const BATCH: u16 = 1024;
 
+/// Most batches waiting for the writer: beyond them the database is not
+/// keeping up, and requests are refused rather than queued without end.
+const QUEUED: usize = 64;
+
 /// The longest a batch gathers tokens before it is sealed.
 const GATHER: Duration = Duration::from_millis(2);
 
@@ -62,7 +66,10 @@ impl Drop for Inner {
 
 #[derive(Default)]
 struct State {
-    stream: Option<u32>,
+    /// The stream's number and salt.
+    stream: Option<(u32, [u8; 8])>,
+    /// Why the writer stopped, if it did: nothing is logged any more.
+    stopped: Option<String>,
     next_batch: u32,
     /// Sealed batches first, then at most one open batch, last.
     batches: VecDeque<Batch>,
@@ -72,6 +79,7 @@ struct State {
 
 struct Batch {
     stream: u32,
+    salt: [u8; 8],
     number: u32,
     sealed: bool,
     next_index: u16,
@@ -155,7 +163,12 @@ impl Reservation {
                 self.inner.work.notify_one();
             }
         }
-        self.done.wait().await
+        // The writer bounds each of its steps; this bounds them all, should
+        // it have stopped (a reply never waits without end).
+        match tokio::time::timeout(GATHER + 3 * WAIT, self.done.wait()).await {
+            Ok(r) => r,
+            Err(_) => Err("the token log did not answer in time".into()),
+        }
     }
 }
 
@@ -201,10 +214,12 @@ impl TokenLog {
     /// every 2^32 batches) numbers a new stream in the database.
     pub async fn reserve(&self) -> Result<Reservation, String> {
         loop {
-            if let Some(r) = self.take_place() {
+            if let Some(r) = self.take_place()? {
                 return Ok(r);
             }
-            let _one = self.inner.numbering.lock().await;
+            let Ok(_one) = tokio::time::timeout(WAIT, self.inner.numbering.lock()).await else {
+                return Err("the token log did not answer in time".into());
+            };
             if lock(&self.inner.state).stream.is_some() {
                 continue;
             }
@@ -214,20 +229,31 @@ impl TokenLog {
                     Ok(Err(e)) => return Err(format!("the token log could not be opened: {e}")),
                     Err(_) => return Err("the token log did not answer in time".into()),
                 };
+            let mut salt = [0u8; 8];
+            aws_lc_rs::rand::fill(&mut salt)
+                .map_err(|_| "the random generator failed".to_string())?;
             let mut st = lock(&self.inner.state);
-            st.stream = Some(stream);
+            st.stream = Some((stream, salt));
             st.next_batch = 0;
         }
     }
 
-    fn take_place(&self) -> Option<Reservation> {
+    fn take_place(&self) -> Result<Option<Reservation>, String> {
         let mut st = lock(&self.inner.state);
-        let stream = st.stream?;
+        if let Some(why) = &st.stopped {
+            return Err(why.clone());
+        }
+        let Some((stream, salt)) = st.stream else {
+            return Ok(None);
+        };
         let open = st
             .batches
             .back()
             .is_some_and(|b| !b.sealed && b.stream == stream && b.next_index < BATCH);
         if !open {
+            if st.batches.len() >= QUEUED {
+                return Err("the token log is not keeping up: try again later".into());
+            }
             if let Some(full) = st.batches.back_mut().filter(|b| !b.sealed) {
                 full.sealed = true;
                 if full.outstanding == 0 {
@@ -240,11 +266,12 @@ impl TokenLog {
                 None => {
                     // The stream's batch numbers are spent: a new stream.
                     st.stream = None;
-                    return None;
+                    return Ok(None);
                 }
             }
             st.batches.push_back(Batch {
                 stream,
+                salt,
                 number,
                 sealed: false,
                 next_index: 0,
@@ -253,30 +280,52 @@ impl TokenLog {
                 done: Arc::new(Done::default()),
             });
         }
-        let batch = st.batches.back_mut()?;
+        let Some(batch) = st.batches.back_mut() else {
+            return Ok(None);
+        };
         let place = LogPlace {
             stream,
             batch: batch.number,
             index: batch.next_index,
+            salt,
         };
         batch.next_index += 1;
         batch.outstanding += 1;
-        Some(Reservation {
+        Ok(Some(Reservation {
             inner: self.inner.clone(),
             place,
             done: batch.done.clone(),
             settled: false,
-        })
+        }))
     }
 }
 
 async fn write(log: Weak<Inner>, work: Arc<Notify>) {
+    let _stopped = Stopped(log.clone());
     loop {
         work.notified().await;
         let Some(inner) = log.upgrade() else {
             return;
         };
         while write_sealed(&inner).await {}
+    }
+}
+
+/// Should the writer end while handles remain (a panic, the runtime
+/// shutting down), every waiting token is refused and no new one reserved.
+struct Stopped(Weak<Inner>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let why = "the token log's writer has stopped".to_string();
+        let mut st = lock(&inner.state);
+        st.stopped = Some(why.clone());
+        for b in st.batches.drain(..) {
+            b.done.finish(Err(why.clone()));
+        }
     }
 }
 
@@ -309,36 +358,34 @@ async fn write_sealed(inner: &Inner) -> bool {
     if let Some(open) = lock(&inner.state).batches.back_mut() {
         open.sealed = true;
     }
-    let drained = tokio::time::timeout(WAIT, async {
-        loop {
-            let told = inner.drained.notified();
-            tokio::pin!(told);
-            told.as_mut().enable();
-            if lock(&inner.state)
-                .batches
-                .iter()
-                .all(|b| !b.sealed || b.outstanding == 0)
-            {
-                return;
+    // Sealed batches are taken once none of them waits on a signature, in
+    // the same hold of the lock as the check (a batch sealed in between
+    // is not taken half signed); after WAIT, as they are.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut taken: Vec<Batch> = loop {
+        let told = inner.drained.notified();
+        tokio::pin!(told);
+        told.as_mut().enable();
+        {
+            let mut st = lock(&inner.state);
+            let sealed = st.batches.iter().take_while(|b| b.sealed).count();
+            let late = tokio::time::Instant::now() >= deadline;
+            if late || st.batches.iter().take(sealed).all(|b| b.outstanding == 0) {
+                if late {
+                    tracing::warn!(
+                        "time-stamp tokens still unsigned after {WAIT:?}: their batch is logged without them"
+                    );
+                }
+                break st.batches.drain(..sealed).collect();
             }
-            told.await;
         }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            "time-stamp tokens still unsigned after {WAIT:?}: their batch is logged without them"
-        );
-    }
-    let mut taken: Vec<Batch> = {
-        let mut st = lock(&inner.state);
-        let sealed = st.batches.iter().take_while(|b| b.sealed).count();
-        st.batches.drain(..sealed).collect()
+        let _ = tokio::time::timeout_at(deadline, told).await;
     };
     let batches: Vec<TokenBatch> = taken
         .iter_mut()
         .map(|b| TokenBatch {
             stream: b.stream,
+            salt: b.salt,
             batch: b.number,
             tokens: std::mem::take(&mut b.tokens),
         })
@@ -370,4 +417,81 @@ async fn write_sealed(inner: &Inner) -> bool {
         st.writer_busy = false;
     }
     more
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: u8) -> TokenRecord {
+        TokenRecord {
+            serial: String::new(),
+            gen_time: 1_800_000_000,
+            policy: "1.3.6.1.4.1.32473.3161.1".into(),
+            hash_algorithm: "sha256".into(),
+            imprint: vec![i; 32],
+            nonce: None,
+            signer_serial: "4A".into(),
+            token_sha256: vec![i; 32],
+        }
+    }
+
+    async fn store() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "muhr-tsa-log-{}-{}",
+            std::process::id(),
+            aws_lc_rs::rand::generate::<[u8; 8]>(&aws_lc_rs::rand::SystemRandom::new())
+                .map(|r| hex::encode(r.expose()))
+                .unwrap()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("log.db").display());
+        (Store::connect(&url).await.unwrap(), dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_places_do_not_hold_a_batch_and_each_serial_finds_only_its_token() {
+        let (store, dir) = store().await;
+        let log = TokenLog::start(store.clone());
+        // A signature that failed (its place dropped) and a client that went
+        // away mid-batch must not hold the others' replies.
+        let dropped = log.reserve().await.unwrap();
+        let mut places = Vec::new();
+        for _ in 0..20 {
+            places.push(log.reserve().await.unwrap());
+        }
+        drop(dropped);
+        let tasks: Vec<_> = places
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let place = p.place();
+                tokio::spawn(async move { (place, p.commit(record(i as u8)).await) })
+            })
+            .collect();
+        let mut serials = std::collections::BTreeSet::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let (place, committed) = t.await.unwrap();
+            committed.unwrap();
+            let serial = hex::encode_upper(place.serial());
+            assert!(serials.insert(serial.clone()), "serial repeated");
+            let logged = store.timestamp_token(&serial).await.unwrap().unwrap();
+            assert_eq!(logged.token_sha256, vec![i as u8; 32]);
+            // The same place with another salt (a stream numbered again by a
+            // restored database) confirms nothing.
+            let mut other = place;
+            other.salt[0] ^= 1;
+            let forged = hex::encode_upper(other.serial());
+            assert_eq!(store.timestamp_token(&forged).await.unwrap(), None);
+        }
+        assert_eq!(store.timestamp_token_count().await.unwrap(), 20);
+        // A second log on the same database (another node) numbers its own
+        // stream: its serials never meet the first's.
+        let other = TokenLog::start(store.clone());
+        let p = other.reserve().await.unwrap();
+        assert!(!serials.contains(&hex::encode_upper(p.place().serial())));
+        p.commit(record(99)).await.unwrap();
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
