@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
@@ -26,16 +27,28 @@ pub fn router(tsa: Arc<Tsa>) -> Router {
         .with_state(tsa)
 }
 
+/// The request's Content-Type alone: a copy of every header per token
+/// showed in the profile.
+struct ContentType(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ContentType {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(header::CONTENT_TYPE).cloned()))
+    }
+}
+
 async fn stamp(
     State(tsa): State<Arc<Tsa>>,
-    headers: HeaderMap,
+    ContentType(content_type): ContentType,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let reply = match body {
         Err(_) => tsa.refuse(FailureInfo::BadDataFormat, "the request body is too large"),
         Ok(_)
-            if headers
-                .get(header::CONTENT_TYPE)
+            if content_type
+                .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| {
                     !v.trim()

@@ -125,6 +125,9 @@ pub struct Tsa {
     stamper: RwLock<Option<Arc<Stamper>>>,
     log: log::TokenLog,
     counters: Counters,
+    /// Each policy it issues under, dotted, as the log records it: written
+    /// out once, not per token.
+    policy_names: Vec<(der::oid::ObjectIdentifier, String)>,
 }
 
 impl Tsa {
@@ -142,7 +145,12 @@ impl Tsa {
                 "tsa.accuracy_ms: at least 1000, as genTime is in whole seconds".into(),
             ));
         }
+        let policy_names = std::iter::once(config.policies.default)
+            .chain(config.policies.allowed.iter().copied())
+            .map(|p| (p, p.to_string()))
+            .collect();
         Ok(Self {
+            policy_names,
             log: log::TokenLog::start(store.clone()),
             accuracy: config.accuracy_field(),
             store,
@@ -286,12 +294,15 @@ impl Tsa {
         let token_sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &reply[token]);
         place
             .commit(TokenRecord {
-                serial: hex::encode_upper(serial.as_bytes()),
+                serial: upper_hex(serial.as_bytes()),
                 gen_time: gen_secs,
-                policy: req.policy.to_string(),
+                policy: match self.policy_names.iter().find(|(p, _)| *p == req.policy) {
+                    Some((_, name)) => name.clone(),
+                    None => req.policy.to_string(),
+                },
                 hash_algorithm: req.hash_name.to_string(),
                 imprint: req.imprint.hashed_message.as_bytes().to_vec(),
-                nonce: req.nonce.as_ref().map(|n| hex::encode_upper(n.as_bytes())),
+                nonce: req.nonce.as_ref().map(|n| upper_hex(n.as_bytes())),
                 signer_serial: stamper.serial.clone(),
                 token_sha256: token_sha256.as_ref().to_vec(),
             })
@@ -341,6 +352,18 @@ impl Tsa {
 }
 
 /// genTime in whole seconds, rounded to the nearest.
+/// Upper-case hex, as the log writes serials and nonces: `hex`'s goes
+/// through a char iterator, which the profile showed per token.
+fn upper_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
 fn nearest_second(t: SystemTime) -> SystemTime {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() + u64::from(d.subsec_millis() >= 500);
@@ -356,6 +379,14 @@ mod tests {
         let t = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
         assert_eq!(nearest_second(t(10_499)), t(10_000));
         assert_eq!(nearest_second(t(10_500)), t(11_000));
+    }
+
+    #[test]
+    fn serials_and_nonces_are_logged_in_the_hex_the_lookup_reads() {
+        // A serial logged in another spelling would never be confirmed.
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(upper_hex(&all), hex::encode_upper(&all));
+        assert_eq!(upper_hex(&[]), "");
     }
 
     #[test]

@@ -148,6 +148,9 @@ impl Reservation {
         self.settled = true;
         {
             let mut st = lock(&self.inner.state);
+            if let Some(why) = &st.stopped {
+                return Err(why.clone());
+            }
             let Some(batch) = st.batches.iter_mut().find(|b| b.is(self.place)) else {
                 return Err(
                     "the token took too long to sign: its batch was logged without it".into(),
@@ -163,12 +166,10 @@ impl Reservation {
                 self.inner.work.notify_one();
             }
         }
-        // The writer bounds each of its steps; this bounds them all, should
-        // it have stopped (a reply never waits without end).
-        match tokio::time::timeout(GATHER + 3 * WAIT, self.done.wait()).await {
-            Ok(r) => r,
-            Err(_) => Err("the token log did not answer in time".into()),
-        }
+        // No timer of its own (one per token showed in the profile): the
+        // writer bounds each of its steps, and should it stop, its guard
+        // refuses every waiting token; the listener bounds each request.
+        self.done.wait().await
     }
 }
 
@@ -251,6 +252,12 @@ impl TokenLog {
             .back()
             .is_some_and(|b| !b.sealed && b.stream == stream && b.next_index < BATCH);
         if !open {
+            // Sealed batches whose every place was given up (signatures
+            // that failed) hold nothing to write and nobody waits on them;
+            // the writer is not woken for them, so they go here, or a key
+            // store that failed for a while would leave the log refusing.
+            st.batches
+                .retain(|b| !(b.sealed && b.outstanding == 0 && b.tokens.is_empty()));
             if st.batches.len() >= QUEUED {
                 return Err("the token log is not keeping up: try again later".into());
             }
@@ -447,6 +454,65 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.join("log.db").display());
         (Store::connect(&url).await.unwrap(), dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_store_failing_for_a_while_does_not_leave_the_log_refusing() {
+        let (store, dir) = store().await;
+        let log = TokenLog::start(store.clone());
+        // Every signature failing (an HSM away): each place is taken and
+        // given up, more than the queue's worth of batches.
+        for _ in 0..(QUEUED + 2) * usize::from(BATCH) {
+            drop(log.reserve().await.expect("places given up are not queued"));
+        }
+        // The HSM back: tokens are logged again.
+        let p = log.reserve().await.unwrap();
+        let serial = hex::encode_upper(p.place().serial());
+        p.commit(record(1)).await.unwrap();
+        assert!(store.timestamp_token(&serial).await.unwrap().is_some());
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_unfinished_tokens_is_refused_not_queued_without_end() {
+        let (store, dir) = store().await;
+        let log = TokenLog::start(store.clone());
+        // Places held and never settled (signatures that hang) fill the
+        // queue: the next request is refused at once, not made to wait.
+        let mut held = Vec::new();
+        for _ in 0..QUEUED * usize::from(BATCH) {
+            held.push(log.reserve().await.unwrap());
+        }
+        let refused = log.reserve().await.err().expect("refused");
+        assert!(refused.contains("not keeping up"), "{refused}");
+        // Once they are settled the log takes tokens again.
+        drop(held);
+        let p = log.reserve().await.unwrap();
+        p.commit(record(2)).await.unwrap();
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_stopped_writer_refuses_the_waiting_token_and_every_later_one() {
+        let main = tokio::runtime::Runtime::new().unwrap();
+        let (store, dir) = main.block_on(store());
+        // The writer runs on a runtime of its own, shut down under it (a
+        // panic, a process shutting down): nothing may wait on it then.
+        let writer = tokio::runtime::Runtime::new().unwrap();
+        let log = writer.block_on(async { TokenLog::start(store.clone()) });
+        let p = main.block_on(log.reserve()).unwrap();
+        writer.shutdown_timeout(Duration::from_secs(5));
+        main.block_on(async {
+            let why = p.commit(record(3)).await.unwrap_err();
+            assert!(why.contains("stopped"), "{why}");
+            let why = log.reserve().await.err().expect("refused");
+            assert!(why.contains("stopped"), "{why}");
+            assert_eq!(store.timestamp_token_count().await.unwrap(), 0);
+        });
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,14 @@ struct GrantedRef<'a> {
     time_stamp_token: AnyRef<'a>,
 }
 
+/// A granted TimeStampResp around the token being made: encoded in one
+/// pass with it, not the token first and then again inside the reply.
+#[derive(der::Sequence)]
+struct GrantedTokenRef<'a> {
+    status: PkiStatusInfo,
+    time_stamp_token: TokenRef<'a>,
+}
+
 /// The hash a key's signatures are made over: the digest the SignerInfo
 /// names must be the one the key hashes with.
 fn hash_of(spec: KeySpec) -> (ObjectIdentifier, &'static digest::Algorithm) {
@@ -305,9 +313,9 @@ impl Stamper {
         };
         let token_len = usize::try_from(token.encoded_len().map_err(e)?)
             .map_err(|_| SignError::Encoding("a token's length does not fit in memory".into()))?;
-        let reply = GrantedRef {
+        let reply = GrantedTokenRef {
             status: granted_status(),
-            time_stamp_token: AnyRef::from_der(&token.to_der().map_err(e)?).map_err(e)?,
+            time_stamp_token: token,
         }
         .to_der()
         .map_err(e)?;
