@@ -351,7 +351,6 @@ impl Tsa {
     }
 }
 
-/// genTime in whole seconds, rounded to the nearest.
 /// Upper-case hex, as the log writes serials and nonces: `hex`'s goes
 /// through a char iterator, which the profile showed per token.
 fn upper_hex(bytes: &[u8]) -> String {
@@ -364,6 +363,7 @@ fn upper_hex(bytes: &[u8]) -> String {
     out
 }
 
+/// genTime in whole seconds, rounded to the nearest.
 fn nearest_second(t: SystemTime) -> SystemTime {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() + u64::from(d.subsec_millis() >= 500);

@@ -89,6 +89,16 @@ struct Batch {
     done: Arc<Done>,
 }
 
+/// A batch dropped before its outcome was told (the writer stopped in the
+/// middle of writing it: a panic, the runtime shutting down) refuses its
+/// tokens: none of them may wait without end, nor be sent unlogged.
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.done
+            .finish(Err("the token log's writer has stopped".into()));
+    }
+}
+
 impl Batch {
     fn is(&self, place: LogPlace) -> bool {
         self.stream == place.stream && self.number == place.batch
@@ -104,8 +114,9 @@ struct Done {
 
 impl Done {
     fn finish(&self, result: Result<(), String>) {
-        let _ = self.result.set(result);
-        self.notify.notify_waiters();
+        if self.result.set(result).is_ok() {
+            self.notify.notify_waiters();
+        }
     }
 
     async fn wait(&self) -> Result<(), String> {
@@ -168,7 +179,7 @@ impl Reservation {
         }
         // No timer of its own (one per token showed in the profile): the
         // writer bounds each of its steps, and should it stop, its guard
-        // refuses every waiting token; the listener bounds each request.
+        // and every batch it held refuse their waiting tokens.
         self.done.wait().await
     }
 }
@@ -201,7 +212,9 @@ impl TokenLog {
             numbering: tokio::sync::Mutex::new(()),
             written: Default::default(),
         });
-        tokio::spawn(write(Arc::downgrade(&inner), work));
+        // The guard is made before the task: dropped unpolled, it still
+        // stops the log.
+        tokio::spawn(write(Stopped(Arc::downgrade(&inner)), work));
         Self { inner }
     }
 
@@ -307,11 +320,10 @@ impl TokenLog {
     }
 }
 
-async fn write(log: Weak<Inner>, work: Arc<Notify>) {
-    let _stopped = Stopped(log.clone());
+async fn write(stopped: Stopped, work: Arc<Notify>) {
     loop {
         work.notified().await;
-        let Some(inner) = log.upgrade() else {
+        let Some(inner) = stopped.0.upgrade() else {
             return;
         };
         while write_sealed(&inner).await {}
@@ -509,8 +521,88 @@ mod tests {
             assert!(why.contains("stopped"), "{why}");
             let why = log.reserve().await.err().expect("refused");
             assert!(why.contains("stopped"), "{why}");
-            assert_eq!(store.timestamp_token_count().await.unwrap(), 0);
         });
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_writer_stopped_while_the_database_holds_its_commit_refuses_the_waiting_token() {
+        let main = tokio::runtime::Runtime::new().unwrap();
+        let (store, dir) = main.block_on(store());
+        let writer = tokio::runtime::Runtime::new().unwrap();
+        let log = writer.block_on(async { TokenLog::start(store.clone()) });
+        let url = format!("sqlite://{}", dir.join("log.db").display());
+        main.block_on(async move {
+            // The stream is numbered before the database is held.
+            let p = log.reserve().await.unwrap();
+            // Another writer holds the database: the batch's INSERT waits.
+            let mut blocker = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut blocker)
+                .await
+                .unwrap();
+            let waiting = tokio::spawn(p.commit(record(4)));
+            // The writer has taken the batch off the queue: it is writing.
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while !lock(&log.inner.state).batches.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .expect("the writer took the batch");
+            // It stops in the middle (a panic, the runtime shutting down):
+            // the token waiting on that commit is refused, not left waiting.
+            writer.shutdown_background();
+            let why = tokio::time::timeout(Duration::from_secs(5), waiting)
+                .await
+                .expect("the waiting token is answered")
+                .unwrap()
+                .unwrap_err();
+            assert!(why.contains("stopped"), "{why}");
+            sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+        });
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_row_colliding_with_a_logged_one_logs_nothing_of_its_statement() {
+        // A batch is one INSERT without a transaction around it: all its
+        // rows are written, or none (a token is never answered as logged
+        // while its row is missing).
+        let (store, dir) = store().await;
+        let stream = store.new_timestamp_stream().await.unwrap();
+        let batch = |number: u32, i: u8| TokenBatch {
+            stream,
+            salt: [7; 8],
+            batch: number,
+            tokens: vec![(0, record(i))],
+        };
+        store.log_timestamp_batches(&[batch(0, 1)]).await.unwrap();
+        assert!(
+            store
+                .log_timestamp_batches(&[batch(1, 2), batch(0, 3)])
+                .await
+                .is_err()
+        );
+        let serial = |number| {
+            hex::encode_upper(
+                LogPlace {
+                    stream,
+                    batch: number,
+                    index: 0,
+                    salt: [7; 8],
+                }
+                .serial(),
+            )
+        };
+        assert_eq!(store.timestamp_token(&serial(1)).await.unwrap(), None);
+        let first = store.timestamp_token(&serial(0)).await.unwrap().unwrap();
+        assert_eq!(first.token_sha256, record(1).token_sha256);
+        assert_eq!(store.timestamp_token_count().await.unwrap(), 1);
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
