@@ -440,6 +440,10 @@ async fn write_sealed(inner: &Inner) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
+    use tokio::runtime::Runtime;
+
     use super::*;
 
     fn record(i: u8) -> TokenRecord {
@@ -455,7 +459,16 @@ mod tests {
         }
     }
 
-    async fn store() -> (Store, std::path::PathBuf) {
+    /// A test's database directory, removed when the test ends.
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    async fn store() -> (Store, Dir) {
         let dir = std::env::temp_dir().join(format!(
             "muhr-tsa-log-{}-{}",
             std::process::id(),
@@ -465,12 +478,12 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.join("log.db").display());
-        (Store::connect(&url).await.unwrap(), dir)
+        (Store::connect(&url).await.unwrap(), Dir(dir))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_key_store_failing_for_a_while_does_not_leave_the_log_refusing() {
-        let (store, dir) = store().await;
+        let (store, _dir) = store().await;
         let log = TokenLog::start(store.clone());
         // Every signature failing (an HSM away): each place is taken and
         // given up, more than the queue's worth of batches.
@@ -482,13 +495,11 @@ mod tests {
         let serial = hex::encode_upper(p.place().serial());
         p.commit(record(1)).await.unwrap();
         assert!(store.timestamp_token(&serial).await.unwrap().is_some());
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flood_of_unfinished_tokens_is_refused_not_queued_without_end() {
-        let (store, dir) = store().await;
+        let (store, _dir) = store().await;
         let log = TokenLog::start(store.clone());
         // Places held and never settled (signatures that hang) fill the
         // queue: the next request is refused at once, not made to wait.
@@ -502,18 +513,21 @@ mod tests {
         drop(held);
         let p = log.reserve().await.unwrap();
         p.commit(record(2)).await.unwrap();
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The test's runtime, and a log whose writer runs on a runtime of its
+    /// own, to be shut down under it (a panic, a process shutting down).
+    fn writer_apart() -> (Runtime, Store, Dir, Runtime, TokenLog) {
+        let main = Runtime::new().unwrap();
+        let (store, dir) = main.block_on(store());
+        let writer = Runtime::new().unwrap();
+        let log = writer.block_on(async { TokenLog::start(store.clone()) });
+        (main, store, dir, writer, log)
     }
 
     #[test]
     fn a_stopped_writer_refuses_the_waiting_token_and_every_later_one() {
-        let main = tokio::runtime::Runtime::new().unwrap();
-        let (store, dir) = main.block_on(store());
-        // The writer runs on a runtime of its own, shut down under it (a
-        // panic, a process shutting down): nothing may wait on it then.
-        let writer = tokio::runtime::Runtime::new().unwrap();
-        let log = writer.block_on(async { TokenLog::start(store.clone()) });
+        let (main, _store, _dir, writer, log) = writer_apart();
         let p = main.block_on(log.reserve()).unwrap();
         writer.shutdown_timeout(Duration::from_secs(5));
         main.block_on(async {
@@ -522,17 +536,12 @@ mod tests {
             let why = log.reserve().await.err().expect("refused");
             assert!(why.contains("stopped"), "{why}");
         });
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn a_writer_stopped_while_the_database_holds_its_commit_refuses_the_waiting_token() {
-        let main = tokio::runtime::Runtime::new().unwrap();
-        let (store, dir) = main.block_on(store());
-        let writer = tokio::runtime::Runtime::new().unwrap();
-        let log = writer.block_on(async { TokenLog::start(store.clone()) });
-        let url = format!("sqlite://{}", dir.join("log.db").display());
+        let (main, _store, dir, writer, log) = writer_apart();
+        let url = format!("sqlite://{}", dir.0.join("log.db").display());
         main.block_on(async move {
             // The stream is numbered before the database is held.
             let p = log.reserve().await.unwrap();
@@ -564,8 +573,6 @@ mod tests {
             assert!(why.contains("stopped"), "{why}");
             sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
         });
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,7 +580,7 @@ mod tests {
         // A batch is one INSERT without a transaction around it: all its
         // rows are written, or none (a token is never answered as logged
         // while its row is missing).
-        let (store, dir) = store().await;
+        let (store, _dir) = store().await;
         let stream = store.new_timestamp_stream().await.unwrap();
         let batch = |number: u32, i: u8| TokenBatch {
             stream,
@@ -603,13 +610,11 @@ mod tests {
         let first = store.timestamp_token(&serial(0)).await.unwrap().unwrap();
         assert_eq!(first.token_sha256, record(1).token_sha256);
         assert_eq!(store.timestamp_token_count().await.unwrap(), 1);
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn abandoned_places_do_not_hold_a_batch_and_each_serial_finds_only_its_token() {
-        let (store, dir) = store().await;
+        let (store, _dir) = store().await;
         let log = TokenLog::start(store.clone());
         // A signature that failed (its place dropped) and a client that went
         // away mid-batch must not hold the others' replies.
@@ -649,7 +654,5 @@ mod tests {
         let p = other.reserve().await.unwrap();
         assert!(!serials.contains(&hex::encode_upper(p.place().serial())));
         p.commit(record(99)).await.unwrap();
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
