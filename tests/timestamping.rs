@@ -747,6 +747,7 @@ fn tsa_nodes_scale_out_on_one_log() {
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(metrics.contains("muhr_tsa_tokens_total"), "{metrics}");
     assert!(metrics.contains("muhr_tsa_clock_synchronised"), "{metrics}");
+    assert!(metrics.contains("\nmuhr_tsa_log_stopped 0\n"), "{metrics}");
 
     let off = Env::with_extra(Db::Sqlite, Keys::Software, "");
     off.init();

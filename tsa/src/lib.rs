@@ -346,6 +346,13 @@ impl Tsa {
         out.push_str(&format!("muhr_tsa_log_batches_total {rows}\n"));
         out.push_str("# TYPE muhr_tsa_log_tokens_total counter\n");
         out.push_str(&format!("muhr_tsa_log_tokens_total {tokens}\n"));
+        // 1: the log's writer has stopped and every request is refused
+        // until the process restarts.
+        out.push_str("# TYPE muhr_tsa_log_stopped gauge\n");
+        out.push_str(&format!(
+            "muhr_tsa_log_stopped {}\n",
+            u8::from(self.log.is_stopped())
+        ));
         out.push_str(&self.clock.render_metrics());
         out
     }

@@ -224,6 +224,12 @@ impl TokenLog {
         (rows.load(Ordering::Relaxed), tokens.load(Ordering::Relaxed))
     }
 
+    /// Whether the writer has stopped: nothing is logged, so nothing is
+    /// stamped, until the process restarts (`muhr_tsa_log_stopped`).
+    pub fn is_stopped(&self) -> bool {
+        lock(&self.inner.state).stopped.is_some()
+    }
+
     /// A place for the next token. The first one of a process (and of
     /// every 2^32 batches) numbers a new stream in the database.
     pub async fn reserve(&self) -> Result<Reservation, String> {
@@ -529,7 +535,9 @@ mod tests {
     fn a_stopped_writer_refuses_the_waiting_token_and_every_later_one() {
         let (main, _store, _dir, writer, log) = writer_apart();
         let p = main.block_on(log.reserve()).unwrap();
+        assert!(!log.is_stopped());
         writer.shutdown_timeout(Duration::from_secs(5));
+        assert!(log.is_stopped(), "operators are told");
         main.block_on(async {
             let why = p.commit(record(3)).await.unwrap_err();
             assert!(why.contains("stopped"), "{why}");
