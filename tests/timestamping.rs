@@ -764,3 +764,58 @@ fn sqlite_software_keys() {
 fn postgres_softhsm() {
     timestamping(Db::Postgres, Keys::SoftHsm)
 }
+
+/// A batch of the token log is one INSERT without a transaction around it:
+/// all of its rows are written, or none, on both databases (a token is
+/// never answered as logged while its row is missing).
+#[test]
+fn a_batch_statement_colliding_with_a_logged_row_writes_nothing() {
+    use muhr_store::timestamps::{LogPlace, TokenBatch, TokenRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("log.db").display());
+    for url in [sqlite, postgres_database()] {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = muhr_store::Store::connect(&url).await.unwrap();
+            let stream = store.new_timestamp_stream().await.unwrap();
+            let record = |i: u8| TokenRecord {
+                serial: String::new(),
+                gen_time: 1_800_000_000,
+                policy: "1.3.6.1.4.1.32473.3161.1".into(),
+                hash_algorithm: "sha256".into(),
+                imprint: vec![i; 32],
+                nonce: None,
+                signer_serial: "4A".into(),
+                token_sha256: vec![i; 32],
+            };
+            let batch = |number: u32, i: u8| TokenBatch {
+                stream,
+                salt: [7; 8],
+                batch: number,
+                tokens: vec![(0, record(i))],
+            };
+            let serial = |number: u32| {
+                let place = LogPlace {
+                    stream,
+                    batch: number,
+                    index: 0,
+                    salt: [7; 8],
+                };
+                hex::encode_upper(place.serial())
+            };
+            store.log_timestamp_batches(&[batch(0, 1)]).await.unwrap();
+            let collided = store
+                .log_timestamp_batches(&[batch(1, 2), batch(0, 3)])
+                .await;
+            assert!(collided.is_err(), "{url}");
+            assert_eq!(
+                store.timestamp_token(&serial(1)).await.unwrap(),
+                None,
+                "{url}"
+            );
+            let first = store.timestamp_token(&serial(0)).await.unwrap().unwrap();
+            assert_eq!(first.token_sha256, vec![1; 32], "{url}");
+            assert_eq!(store.timestamp_token_count().await.unwrap(), 1, "{url}");
+        });
+    }
+}

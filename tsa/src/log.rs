@@ -89,13 +89,15 @@ struct Batch {
     done: Arc<Done>,
 }
 
+/// Why every token is refused once the writer has stopped.
+const STOPPED: &str = "the token log's writer has stopped";
+
 /// A batch dropped before its outcome was told (the writer stopped in the
 /// middle of writing it: a panic, the runtime shutting down) refuses its
 /// tokens: none of them may wait without end, nor be sent unlogged.
 impl Drop for Batch {
     fn drop(&mut self) {
-        self.done
-            .finish(Err("the token log's writer has stopped".into()));
+        self.done.finish(Err(STOPPED.into()));
     }
 }
 
@@ -345,12 +347,10 @@ impl Drop for Stopped {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
-        let why = "the token log's writer has stopped".to_string();
         let mut st = lock(&inner.state);
-        st.stopped = Some(why.clone());
-        for b in st.batches.drain(..) {
-            b.done.finish(Err(why.clone()));
-        }
+        st.stopped = Some(STOPPED.into());
+        // Each batch refuses its waiting tokens as it is dropped.
+        st.batches.clear();
     }
 }
 
@@ -581,43 +581,6 @@ mod tests {
             assert!(why.contains("stopped"), "{why}");
             sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
         });
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_batch_row_colliding_with_a_logged_one_logs_nothing_of_its_statement() {
-        // A batch is one INSERT without a transaction around it: all its
-        // rows are written, or none (a token is never answered as logged
-        // while its row is missing).
-        let (store, _dir) = store().await;
-        let stream = store.new_timestamp_stream().await.unwrap();
-        let batch = |number: u32, i: u8| TokenBatch {
-            stream,
-            salt: [7; 8],
-            batch: number,
-            tokens: vec![(0, record(i))],
-        };
-        store.log_timestamp_batches(&[batch(0, 1)]).await.unwrap();
-        assert!(
-            store
-                .log_timestamp_batches(&[batch(1, 2), batch(0, 3)])
-                .await
-                .is_err()
-        );
-        let serial = |number| {
-            hex::encode_upper(
-                LogPlace {
-                    stream,
-                    batch: number,
-                    index: 0,
-                    salt: [7; 8],
-                }
-                .serial(),
-            )
-        };
-        assert_eq!(store.timestamp_token(&serial(1)).await.unwrap(), None);
-        let first = store.timestamp_token(&serial(0)).await.unwrap().unwrap();
-        assert_eq!(first.token_sha256, record(1).token_sha256);
-        assert_eq!(store.timestamp_token_count().await.unwrap(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
