@@ -121,3 +121,60 @@ fn kill_during_issuance(db: Db) {
 both_databases! {
     sigkill_loses_no_certificate => kill_during_issuance;
 }
+
+/// A database administrator (or a URL) that turns PostgreSQL's flushing
+/// off would have Muhr answer for certificates and time-stamp tokens a
+/// crash then loses: such a server is refused before anything is written.
+#[test]
+fn a_postgres_server_answering_commits_before_flushing_them_is_refused_and_left_untouched() {
+    let url = postgres_database();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let off = format!("{url}?options=-c%20synchronous_commit%3Doff");
+        let e = muhr_store::Store::connect(&off)
+            .await
+            .err()
+            .expect("a server acknowledging unflushed commits must be refused");
+        let msg = e.to_string();
+        assert!(msg.contains("synchronous_commit = off"), "{msg}");
+        assert!(!msg.contains(&url), "the URL stays out of the error: {msg}");
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        assert!(!migrated, "nothing is written to a refused server");
+        // The role's own default is refused the same way.
+        let role = format!("muhr_t_async_{}", std::process::id());
+        for sql in [
+            format!("CREATE ROLE {role} LOGIN"),
+            format!("ALTER ROLE {role} SET synchronous_commit = off"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        let (_, rest) = url.split_once("://").unwrap();
+        let (_, host_db) = rest.split_once('@').unwrap();
+        let as_role = format!("postgres://{role}@{host_db}");
+        let e = muhr_store::Store::connect(&as_role).await.err();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE {role}")))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let msg = e
+            .expect("the role's default must be refused too")
+            .to_string();
+        assert!(msg.contains("synchronous_commit = off"), "{msg}");
+        // Flushing before acknowledging (local, or the server's default) is used.
+        let local = format!("{url}?options=-c%20synchronous_commit%3Dlocal");
+        muhr_store::Store::connect(&local).await.unwrap();
+        muhr_store::Store::connect(&url).await.unwrap();
+    });
+}

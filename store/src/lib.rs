@@ -169,6 +169,32 @@ pub const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::fr
 /// Idle time after which a pooled connection is pinged before use.
 const IDLE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Why a PostgreSQL session's settings let a commit be acknowledged before
+/// it is on disk, if they do. Muhr hands out a certificate, and sends a
+/// time-stamp token, only once its row is committed: with `fsync` off or
+/// `synchronous_commit` off (in postgresql.conf, for the role or database,
+/// or in the URL's `options`) a crash loses rows already answered for, so
+/// such a server is refused at connection, not used. `local`,
+/// `remote_write`, `on` and `remote_apply` all flush the primary's WAL
+/// first.
+fn unflushed_commits(fsync: &str, synchronous_commit: &str) -> Option<String> {
+    if fsync != "on" {
+        return Some(format!(
+            "PostgreSQL runs with fsync = {fsync}: a commit may be lost in a crash after \
+             Muhr has answered for it; set fsync = on"
+        ));
+    }
+    if synchronous_commit == "off" {
+        return Some(
+            "PostgreSQL acknowledges commits before flushing them (synchronous_commit = off, \
+             from postgresql.conf, the role, the database or the URL's options): a crash would \
+             lose certificates and logged tokens already handed out; set it to on"
+                .into(),
+        );
+    }
+    None
+}
+
 /// Now in Unix seconds: the unit of certificate, CRL, lease and challenge
 /// times (audit entries and the change feed use microseconds).
 pub fn now_secs() -> i64 {
@@ -259,6 +285,29 @@ impl Store {
             pool = pool.max_connections(16);
         }
         let pool = pool.connect_with(options).await?;
+        if backend == Backend::Postgres {
+            // Every connection of the pool has the same URL, role and
+            // database, so the same settings: one look before anything is
+            // written. A standby (`muhr ocsp` reading a replica) commits
+            // nothing of Muhr's.
+            let row = sqlx::query(
+                "SELECT current_setting('fsync') AS fsync, \
+                 current_setting('synchronous_commit') AS synchronous_commit, \
+                 pg_is_in_recovery() AS standby",
+            )
+            .fetch_one(&pool)
+            .await?;
+            let standby: bool = row.try_get("standby")?;
+            if let Some(why) = unflushed_commits(
+                &row.try_get::<String, _>("fsync")?,
+                &row.try_get::<String, _>("synchronous_commit")?,
+            )
+            .filter(|_| !standby)
+            {
+                pool.close().await;
+                return Err(StoreError::Db(sqlx::Error::Configuration(why.into())));
+            }
+        }
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
@@ -439,5 +488,16 @@ mod tests {
         );
         let own = "postgres://u@h/db?statement-cache-capacity=50";
         assert_eq!(with_statement_cache(own), own);
+    }
+
+    #[test]
+    fn a_server_that_answers_commits_before_flushing_them_is_named() {
+        for sync in ["on", "local", "remote_write", "remote_apply"] {
+            assert_eq!(unflushed_commits("on", sync), None, "{sync}");
+        }
+        let off = unflushed_commits("on", "off").unwrap();
+        assert!(off.contains("synchronous_commit = off"), "{off}");
+        let fsync = unflushed_commits("off", "on").unwrap();
+        assert!(fsync.contains("fsync = off"), "{fsync}");
     }
 }
