@@ -123,55 +123,100 @@ both_databases! {
 }
 
 /// A database administrator (or a URL) that turns PostgreSQL's flushing
-/// off would have Muhr answer for certificates and time-stamp tokens a
-/// crash then loses: such a server is refused before anything is written.
+/// off, or makes a table unlogged, would have Muhr answer for certificates
+/// and time-stamp tokens that a crash then loses: such a database is refused
+/// before anything is written, and a default changed while Muhr runs
+/// reaches neither its open sessions nor the ones it opens next.
 #[test]
-fn a_postgres_server_answering_commits_before_flushing_them_is_refused_and_left_untouched() {
+fn a_postgres_database_answering_commits_before_flushing_them_is_refused_and_left_untouched() {
     let url = postgres_database();
+    let db = url.rsplit_once('/').unwrap().1.to_string();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let off = format!("{url}?options=-c%20synchronous_commit%3Doff");
-        let e = muhr_store::Store::connect(&off)
+        use sqlx::Connection;
+        let admin = |sql: String| {
+            let url = url.clone();
+            async move {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+        };
+        // From the URL (the test server trusts any password: this one is
+        // there to be kept out of the error).
+        let with_password = url.replacen("postgres@", "postgres:s3cret-pw@", 1);
+        let off = format!("{with_password}?options=-c%20synchronous_commit%3Doff");
+        let msg = muhr_store::Store::connect(&off)
             .await
             .err()
-            .expect("a server acknowledging unflushed commits must be refused");
-        let msg = e.to_string();
-        assert!(msg.contains("synchronous_commit = off"), "{msg}");
-        assert!(!msg.contains(&url), "the URL stays out of the error: {msg}");
-        use sqlx::Connection;
+            .expect("a session acknowledging unflushed commits must be refused")
+            .to_string();
+        assert!(
+            msg.contains("synchronous_commit = off, set by: client"),
+            "{msg}"
+        );
+        assert!(!msg.contains("s3cret-pw"), "the password stays out: {msg}");
         let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
         let migrated: bool =
             sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
                 .fetch_one(&mut c)
                 .await
                 .unwrap();
-        assert!(!migrated, "nothing is written to a refused server");
-        // The role's own default is refused the same way.
-        let role = format!("muhr_t_async_{}", std::process::id());
-        for sql in [
-            format!("CREATE ROLE {role} LOGIN"),
-            format!("ALTER ROLE {role} SET synchronous_commit = off"),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut c)
+        assert!(!migrated, "nothing is written to a refused database");
+
+        // The database's default changed while Muhr runs.
+        let store = muhr_store::Store::connect(&url).await.unwrap();
+        admin(format!("ALTER DATABASE {db} SET synchronous_commit = off")).await;
+        // Every connection the pool has already, then one it must open.
+        let mut open = Vec::new();
+        while store.pool().num_idle() > 0 {
+            open.push(store.pool().acquire().await.unwrap());
+        }
+        assert!(!open.is_empty());
+        for conn in &mut open {
+            let kept: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+                .fetch_one(&mut **conn)
                 .await
                 .unwrap();
+            assert_eq!(
+                kept, "on",
+                "an open session keeps the value it was checked with"
+            );
         }
-        let (_, rest) = url.split_once("://").unwrap();
-        let (_, host_db) = rest.split_once('@').unwrap();
-        let as_role = format!("postgres://{role}@{host_db}");
-        let e = muhr_store::Store::connect(&as_role).await.err();
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE {role}")))
-            .execute(&mut c)
+        assert!(
+            store.pool().acquire().await.is_err(),
+            "a connection opened after the change must be refused"
+        );
+        drop(open);
+        let msg = muhr_store::Store::connect(&url)
             .await
-            .unwrap();
-        let msg = e
-            .expect("the role's default must be refused too")
+            .err()
+            .expect("the database's default must be refused at start too")
             .to_string();
-        assert!(msg.contains("synchronous_commit = off"), "{msg}");
+        assert!(
+            msg.contains("synchronous_commit = off, set by: database"),
+            "{msg}"
+        );
+        admin(format!("ALTER DATABASE {db} RESET synchronous_commit")).await;
+
+        // A table made unlogged (crash recovery empties it).
+        admin("ALTER TABLE timestamp_token_batches SET UNLOGGED".into()).await;
+        let msg = muhr_store::Store::connect(&url)
+            .await
+            .err()
+            .expect("an unlogged table must be refused")
+            .to_string();
+        assert!(
+            msg.contains("timestamp_token_batches are UNLOGGED"),
+            "{msg}"
+        );
+        admin("ALTER TABLE timestamp_token_batches SET LOGGED".into()).await;
+
         // Flushing before acknowledging (local, or the server's default) is used.
         let local = format!("{url}?options=-c%20synchronous_commit%3Dlocal");
         muhr_store::Store::connect(&local).await.unwrap();

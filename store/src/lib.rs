@@ -70,6 +70,10 @@ pub enum StoreError {
     /// what, for the caller's refusal.
     #[error("{0}")]
     Conflict(String),
+    /// The database would acknowledge commits a crash can lose; the text
+    /// names the setting (or table) and where it came from.
+    #[error("{0}")]
+    Unflushed(String),
 }
 
 /// The result of every store operation.
@@ -169,28 +173,87 @@ pub const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::fr
 /// Idle time after which a pooled connection is pinged before use.
 const IDLE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Why a PostgreSQL session's settings let a commit be acknowledged before
-/// it is on disk, if they do. Muhr hands out a certificate, and sends a
-/// time-stamp token, only once its row is committed: with `fsync` off or
-/// `synchronous_commit` off (in postgresql.conf, for the role or database,
-/// or in the URL's `options`) a crash loses rows already answered for, so
-/// such a server is refused at connection, not used. `local`,
-/// `remote_write`, `on` and `remote_apply` all flush the primary's WAL
-/// first.
-fn unflushed_commits(fsync: &str, synchronous_commit: &str) -> Option<String> {
+/// Refuses a PostgreSQL session that would acknowledge a commit a crash can
+/// lose. Muhr hands out a certificate, and sends a time-stamp token, only
+/// once its row is committed; with `fsync`, `full_page_writes` or
+/// `synchronous_commit` off, or with one of its tables unlogged (emptied by
+/// crash recovery), rows already answered for are lost, so such a database
+/// is refused, not used. `synchronous_commit` is pinned for the session at
+/// the value checked: a reload or a role's new default does not reach it.
+/// `fsync` and `full_page_writes` are server-wide and cannot be pinned; a
+/// reload that turns them off is seen by connections opened afterwards.
+async fn flushes_commits(conn: &mut sqlx::AnyConnection, tables: bool) -> Result<()> {
+    let row = sqlx::query(
+        "SELECT current_setting('fsync') AS fsync, \
+         current_setting('full_page_writes') AS full_page_writes, \
+         setting AS synchronous_commit, source \
+         FROM pg_settings WHERE name = 'synchronous_commit'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let get = |name: &str| row.try_get::<String, _>(name);
+    if let Some(why) = unflushed_commits(
+        &get("fsync")?,
+        &get("full_page_writes")?,
+        &get("synchronous_commit")?,
+        &get("source")?,
+    ) {
+        return Err(StoreError::Unflushed(why));
+    }
+    // The value just checked, now the session's own.
+    sqlx::query("SELECT set_config('synchronous_commit', $1, false)")
+        .bind(get("synchronous_commit")?)
+        .execute(&mut *conn)
+        .await?;
+    if tables {
+        let unlogged: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relpersistence = 'u' \
+             AND c.relkind IN ('r', 'p') \
+             ORDER BY 1",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        if !unlogged.is_empty() {
+            return Err(StoreError::Unflushed(format!(
+                "PostgreSQL table(s) {} are UNLOGGED: crash recovery empties them, and with \
+                 them rows Muhr has answered for; ALTER TABLE ... SET LOGGED",
+                unlogged.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Why these PostgreSQL settings let a commit be acknowledged before it is
+/// safely on disk, if they do. `local`, `remote_write`, `on` and
+/// `remote_apply` all flush the primary's WAL first.
+fn unflushed_commits(
+    fsync: &str,
+    full_page_writes: &str,
+    synchronous_commit: &str,
+    source: &str,
+) -> Option<String> {
     if fsync != "on" {
         return Some(format!(
-            "PostgreSQL runs with fsync = {fsync}: a commit may be lost in a crash after \
-             Muhr has answered for it; set fsync = on"
+            "PostgreSQL runs with fsync = {fsync}: a commit may be lost in a crash after Muhr \
+             has answered for it; set fsync = on"
+        ));
+    }
+    if full_page_writes != "on" {
+        return Some(format!(
+            "PostgreSQL runs with full_page_writes = {full_page_writes}: a power cut can leave \
+             pages Muhr committed torn beyond recovery; set full_page_writes = on"
         ));
     }
     if synchronous_commit == "off" {
-        return Some(
+        return Some(format!(
             "PostgreSQL acknowledges commits before flushing them (synchronous_commit = off, \
-             from postgresql.conf, the role, the database or the URL's options): a crash would \
-             lose certificates and logged tokens already handed out; set it to on"
-                .into(),
-        );
+             set by: {source}; postgresql.conf, ALTER SYSTEM, the role, the database, the URL's \
+             options or PGOPTIONS): a crash would lose certificates and logged tokens already \
+             handed out; set it to on"
+        ));
     }
     None
 }
@@ -282,32 +345,27 @@ impl Store {
                 })
             });
         } else {
-            pool = pool.max_connections(16);
+            // Looked at once on a connection of its own, so that a refusal
+            // reaches the operator as such (a pool would retry until its
+            // timeout), and then again on every connection the pool opens:
+            // a setting changed later on the server (a reload, the role's
+            // or database's defaults) reaches only new sessions, and each
+            // one pins the value it was checked with.
+            let mut first =
+                <sqlx::AnyConnection as sqlx::Connection>::connect_with(&options).await?;
+            let checked = flushes_commits(&mut first, true).await;
+            let _ = sqlx::Connection::close(first).await;
+            checked?;
+            pool = pool.max_connections(16).after_connect(|conn, _| {
+                Box::pin(async move {
+                    flushes_commits(conn, false).await.map_err(|e| match e {
+                        StoreError::Db(e) => e,
+                        other => sqlx::Error::Configuration(other.to_string().into()),
+                    })
+                })
+            });
         }
         let pool = pool.connect_with(options).await?;
-        if backend == Backend::Postgres {
-            // Every connection of the pool has the same URL, role and
-            // database, so the same settings: one look before anything is
-            // written. A standby (`muhr ocsp` reading a replica) commits
-            // nothing of Muhr's.
-            let row = sqlx::query(
-                "SELECT current_setting('fsync') AS fsync, \
-                 current_setting('synchronous_commit') AS synchronous_commit, \
-                 pg_is_in_recovery() AS standby",
-            )
-            .fetch_one(&pool)
-            .await?;
-            let standby: bool = row.try_get("standby")?;
-            if let Some(why) = unflushed_commits(
-                &row.try_get::<String, _>("fsync")?,
-                &row.try_get::<String, _>("synchronous_commit")?,
-            )
-            .filter(|_| !standby)
-            {
-                pool.close().await;
-                return Err(StoreError::Db(sqlx::Error::Configuration(why.into())));
-            }
-        }
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
@@ -493,11 +551,20 @@ mod tests {
     #[test]
     fn a_server_that_answers_commits_before_flushing_them_is_named() {
         for sync in ["on", "local", "remote_write", "remote_apply"] {
-            assert_eq!(unflushed_commits("on", sync), None, "{sync}");
+            assert_eq!(
+                unflushed_commits("on", "on", sync, "default"),
+                None,
+                "{sync}"
+            );
         }
-        let off = unflushed_commits("on", "off").unwrap();
-        assert!(off.contains("synchronous_commit = off"), "{off}");
-        let fsync = unflushed_commits("off", "on").unwrap();
+        let off = unflushed_commits("on", "on", "off", "user").unwrap();
+        assert!(
+            off.contains("synchronous_commit = off, set by: user"),
+            "{off}"
+        );
+        let fsync = unflushed_commits("off", "on", "on", "default").unwrap();
         assert!(fsync.contains("fsync = off"), "{fsync}");
+        let torn = unflushed_commits("on", "off", "on", "default").unwrap();
+        assert!(torn.contains("full_page_writes = off"), "{torn}");
     }
 }
