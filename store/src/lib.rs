@@ -176,13 +176,15 @@ const IDLE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 /// Refuses a PostgreSQL session that would acknowledge a commit a crash can
 /// lose. Muhr hands out a certificate, and sends a time-stamp token, only
 /// once its row is committed; with `fsync`, `full_page_writes` or
-/// `synchronous_commit` off, or with one of its tables unlogged (emptied by
-/// crash recovery), rows already answered for are lost, so such a database
-/// is refused, not used. `synchronous_commit` is pinned for the session at
-/// the value checked: a reload or a role's new default does not reach it.
-/// `fsync` and `full_page_writes` are server-wide and cannot be pinned; a
-/// reload that turns them off is seen by connections opened afterwards.
-async fn flushes_commits(conn: &mut sqlx::AnyConnection, tables: bool) -> Result<()> {
+/// `synchronous_commit` off, or with one of its tables or sequences
+/// unlogged (emptied by crash recovery), rows already answered for are
+/// lost, so such a database is refused, not used. `synchronous_commit` is
+/// pinned for the session at the value checked, so a later reload or
+/// `ALTER SYSTEM` cannot lower it for sessions already open; `fsync` and
+/// `full_page_writes` are server-wide and cannot be pinned, and like a
+/// table made unlogged they are seen by the next connection the pool opens.
+/// This stops a misconfiguration, not a hostile database superuser.
+async fn flushes_commits(conn: &mut sqlx::AnyConnection) -> Result<()> {
     let row = sqlx::query(
         "SELECT current_setting('fsync') AS fsync, \
          current_setting('full_page_writes') AS full_page_writes, \
@@ -205,23 +207,20 @@ async fn flushes_commits(conn: &mut sqlx::AnyConnection, tables: bool) -> Result
         .bind(get("synchronous_commit")?)
         .execute(&mut *conn)
         .await?;
-    if tables {
-        let unlogged: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = current_schema() AND c.relpersistence = 'u' \
-             AND c.relkind IN ('r', 'p') \
-             ORDER BY 1",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        if !unlogged.is_empty() {
-            return Err(StoreError::Unflushed(format!(
-                "PostgreSQL table(s) {} are UNLOGGED: crash recovery empties them, and with \
-                 them rows Muhr has answered for; ALTER TABLE ... SET LOGGED",
-                unlogged.join(", ")
-            )));
-        }
+    let unlogged: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c \
+         WHERE c.relpersistence = 'u' AND c.relkind IN ('r', 'p', 'S') \
+         AND pg_table_is_visible(c.oid) ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if !unlogged.is_empty() {
+        return Err(StoreError::Unflushed(format!(
+            "PostgreSQL table(s) or sequence(s) {} are UNLOGGED: crash recovery empties \
+             them, and with them rows Muhr has answered for; ALTER TABLE (or SEQUENCE) ... \
+             SET LOGGED",
+            unlogged.join(", ")
+        )));
     }
     Ok(())
 }
@@ -247,9 +246,10 @@ fn unflushed_commits(
              pages Muhr committed torn beyond recovery; set full_page_writes = on"
         ));
     }
-    if synchronous_commit == "off" {
+    if !["on", "local", "remote_write", "remote_apply"].contains(&synchronous_commit) {
         return Some(format!(
-            "PostgreSQL acknowledges commits before flushing them (synchronous_commit = off, \
+            "PostgreSQL acknowledges commits before flushing them (synchronous_commit = \
+             {synchronous_commit}, \
              set by: {source}; postgresql.conf, ALTER SYSTEM, the role, the database, the URL's \
              options or PGOPTIONS): a crash would lose certificates and logged tokens already \
              handed out; set it to on"
@@ -331,6 +331,7 @@ impl Store {
                     Ok(true)
                 })
             });
+        let refusal = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
         if backend == Backend::Sqlite {
             pool = pool.max_connections(8).after_connect(|conn, _| {
                 Box::pin(async move {
@@ -345,27 +346,33 @@ impl Store {
                 })
             });
         } else {
-            // Looked at once on a connection of its own, so that a refusal
-            // reaches the operator as such (a pool would retry until its
-            // timeout), and then again on every connection the pool opens:
-            // a setting changed later on the server (a reload, the role's
-            // or database's defaults) reaches only new sessions, and each
-            // one pins the value it was checked with.
-            let mut first =
-                <sqlx::AnyConnection as sqlx::Connection>::connect_with(&options).await?;
-            let checked = flushes_commits(&mut first, true).await;
-            let _ = sqlx::Connection::close(first).await;
-            checked?;
-            pool = pool.max_connections(16).after_connect(|conn, _| {
+            // Looked at on every connection the pool opens, so a setting
+            // changed on the server while Muhr runs is seen by the next
+            // one; each pins the value it was checked with. The pool
+            // retries a refused connection until its timeout and then says
+            // only that it timed out: the refusal is kept to say why.
+            let slot = refusal.clone();
+            pool = pool.max_connections(16).after_connect(move |conn, _| {
+                let slot = slot.clone();
                 Box::pin(async move {
-                    flushes_commits(conn, false).await.map_err(|e| match e {
+                    flushes_commits(conn).await.map_err(|e| match e {
                         StoreError::Db(e) => e,
-                        other => sqlx::Error::Configuration(other.to_string().into()),
+                        other => {
+                            let why = other.to_string();
+                            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                            sqlx::Error::Configuration(why.into())
+                        }
                     })
                 })
             });
         }
-        let pool = pool.connect_with(options).await?;
+        let pool = match pool.connect_with(options).await {
+            Ok(pool) => pool,
+            Err(e) => {
+                let why = refusal.lock().unwrap_or_else(|p| p.into_inner()).take();
+                return Err(why.map_or(StoreError::Db(e), StoreError::Unflushed));
+            }
+        };
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
