@@ -147,6 +147,13 @@ fn a_postgres_database_answering_commits_before_flushing_them_is_refused_and_lef
                     .unwrap();
             }
         };
+        let refused = |url: String, why: &'static str| async move {
+            muhr_store::Store::connect(&url)
+                .await
+                .err()
+                .expect(why)
+                .to_string()
+        };
         // From the URL (the test server trusts any password: this one is
         // there to be kept out of the error).
         let with_password = url.replacen("postgres@", "postgres:s3cret-pw@", 1);
@@ -155,11 +162,11 @@ fn a_postgres_database_answering_commits_before_flushing_them_is_refused_and_lef
             "the URL must carry the password to test"
         );
         let off = format!("{with_password}?options=-c%20synchronous_commit%3Doff");
-        let msg = muhr_store::Store::connect(&off)
-            .await
-            .err()
-            .expect("a session acknowledging unflushed commits must be refused")
-            .to_string();
+        let msg = refused(
+            off,
+            "a session acknowledging unflushed commits must be refused",
+        )
+        .await;
         assert!(
             msg.contains("synchronous_commit = off, set by: client"),
             "{msg}"
@@ -197,11 +204,11 @@ fn a_postgres_database_answering_commits_before_flushing_them_is_refused_and_lef
             "a connection opened after the change must be refused"
         );
         drop(open);
-        let msg = muhr_store::Store::connect(&url)
-            .await
-            .err()
-            .expect("the database's default must be refused at start too")
-            .to_string();
+        let msg = refused(
+            url.clone(),
+            "the database's default must be refused at start too",
+        )
+        .await;
         assert!(
             msg.contains("synchronous_commit = off, set by: database"),
             "{msg}"
@@ -210,11 +217,7 @@ fn a_postgres_database_answering_commits_before_flushing_them_is_refused_and_lef
 
         // A table made unlogged (crash recovery empties it).
         admin("ALTER TABLE timestamp_token_batches SET UNLOGGED".into()).await;
-        let msg = muhr_store::Store::connect(&url)
-            .await
-            .err()
-            .expect("an unlogged table must be refused")
-            .to_string();
+        let msg = refused(url.clone(), "an unlogged table must be refused").await;
         assert!(
             msg.contains(") timestamp_token_batches are UNLOGGED"),
             "{msg}"
